@@ -1,0 +1,211 @@
+//! What a storage engine must provide, and the transaction logic shared by all engines.
+
+use crate::{Compare, Event, EventKind, KeyValue, Op, Result, Revision, StoreError, Txn, TxnResponse};
+
+/// An embedded engine under [`crate::LocalStore`]. Calls come from the committer thread (writes,
+/// compaction) and from any reader; engines handle their own read/write isolation.
+pub trait Engine: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// The last committed revision and the compaction point, as recorded.
+    fn revisions(&self) -> Result<(Revision, Revision)>;
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>>;
+    fn range(&self, start: &[u8], end: &[u8], limit: Option<usize>) -> Result<Vec<KeyValue>>;
+    fn count(&self, start: &[u8], end: &[u8]) -> Result<u64>;
+    /// Applies `txns` in order as one atomic, durable commit, numbering changes from `revision + 1`.
+    fn write(&self, txns: &[Txn], revision: Revision) -> Result<Applied>;
+    /// The events of revisions `from ..= from + revisions - 1` that touch `prefix`, in order.
+    fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>>;
+    /// Forgets history before `revision`.
+    fn compact(&self, revision: Revision) -> Result<()>;
+}
+
+/// The result of one engine commit.
+pub struct Applied {
+    pub responses: Vec<TxnResponse>,
+    pub events: Vec<Event>,
+    pub revision: Revision,
+}
+
+/// The mutations an engine offers inside one write transaction.
+pub(crate) trait WriteBatch {
+    fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>>;
+    fn put(&mut self, kv: &KeyValue) -> Result<()>;
+    fn remove(&mut self, key: &[u8]) -> Result<()>;
+    fn range(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>>;
+    fn log(&mut self, revision: Revision, events: &[Event]) -> Result<()>;
+}
+
+/// Evaluates each transaction against the state left by the ones before it. A transaction that
+/// changes nothing takes no revision, as in etcd.
+pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: &[Txn], mut revision: Revision) -> Result<Applied> {
+    let mut responses = Vec::with_capacity(txns.len());
+    let mut all_events = Vec::new();
+    for txn in txns {
+        let mut succeeded = true;
+        for compare in &txn.compares {
+            if !holds(batch, compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let next = revision + 1;
+        let mut events = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put { key, value } => {
+                    let previous = batch.get(key)?;
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision: previous.as_ref().map_or(next, |p| p.create_revision),
+                        mod_revision: next,
+                        version: previous.as_ref().map_or(1, |p| p.version + 1),
+                    };
+                    batch.put(&kv)?;
+                    events.push(Event { kind: EventKind::Put, kv });
+                }
+                Op::Delete { key } => {
+                    if batch.get(key)?.is_some() {
+                        batch.remove(key)?;
+                        events.push(deletion(key.clone(), next));
+                    }
+                }
+                Op::DeleteRange { start, end } => {
+                    for kv in batch.range(start, end)? {
+                        batch.remove(&kv.key)?;
+                        events.push(deletion(kv.key, next));
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            batch.log(next, &events)?;
+            revision = next;
+            all_events.extend(events);
+        }
+        responses.push(TxnResponse { succeeded, revision });
+    }
+    Ok(Applied { responses, events: all_events, revision })
+}
+
+fn holds(batch: &mut impl WriteBatch, compare: &Compare) -> Result<bool> {
+    Ok(match compare {
+        Compare::ModRevision { key, revision } => batch.get(key)?.map_or(0, |kv| kv.mod_revision) == *revision,
+        Compare::Value { key, value } => batch.get(key)?.is_some_and(|kv| kv.value == *value),
+    })
+}
+
+fn deletion(key: Vec<u8>, revision: Revision) -> Event {
+    let kv = KeyValue { key, value: Vec::new(), create_revision: 0, mod_revision: revision, version: 0 };
+    Event { kind: EventKind::Delete, kv }
+}
+
+// On-disk record layouts. Fixed little-endian fields followed by raw bytes: these records never
+// change shape within a store version, so a schema'd format would buy nothing but decode time.
+
+/// A stored value: create_revision, mod_revision, version (u64 each), then the value bytes.
+pub(crate) fn encode_value(kv: &KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + kv.value.len());
+    out.extend_from_slice(&kv.create_revision.to_le_bytes());
+    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
+    out.extend_from_slice(&kv.version.to_le_bytes());
+    out.extend_from_slice(&kv.value);
+    out
+}
+
+pub(crate) fn decode_value(key: &[u8], record: &[u8]) -> Result<KeyValue> {
+    let mut reader = Reader(record);
+    let create_revision = reader.u64()?;
+    let mod_revision = reader.u64()?;
+    let version = reader.u64()?;
+    Ok(KeyValue { key: key.to_vec(), value: reader.0.to_vec(), create_revision, mod_revision, version })
+}
+
+/// One revision's events: per event a kind byte, the key and value (u32 length each), then
+/// create_revision and version. The revision itself is the log's key.
+pub(crate) fn encode_events(events: &[Event]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for event in events {
+        out.push(match event.kind {
+            EventKind::Put => 0,
+            EventKind::Delete => 1,
+        });
+        for bytes in [&event.kv.key, &event.kv.value] {
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        out.extend_from_slice(&event.kv.create_revision.to_le_bytes());
+        out.extend_from_slice(&event.kv.version.to_le_bytes());
+    }
+    out
+}
+
+pub(crate) fn decode_events(revision: Revision, record: &[u8], prefix: &[u8], out: &mut Vec<Event>) -> Result<()> {
+    let mut reader = Reader(record);
+    while !reader.0.is_empty() {
+        let kind = match reader.take(1)? {
+            [0] => EventKind::Put,
+            _ => EventKind::Delete,
+        };
+        let key = reader.bytes()?;
+        let value = reader.bytes()?;
+        let create_revision = reader.u64()?;
+        let version = reader.u64()?;
+        if key.starts_with(prefix) {
+            let kv = KeyValue { key: key.to_vec(), value: value.to_vec(), create_revision, mod_revision: revision, version };
+            out.push(Event { kind, kv });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt record: {0}")]
+pub(crate) struct Corrupt(&'static str);
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(StoreError::engine(Corrupt("record shorter than its fields")));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn u64(&mut self) -> Result<u64> {
+        let bytes = self.take(8)?;
+        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| StoreError::engine(Corrupt("u64")))?))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.take(4)?;
+        let len = u32::from_le_bytes(len.try_into().map_err(|_| StoreError::engine(Corrupt("length")))?);
+        self.take(len as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let kv = KeyValue { key: b"k".to_vec(), value: b"v".to_vec(), create_revision: 3, mod_revision: 9, version: 4 };
+        assert_eq!(decode_value(b"k", &encode_value(&kv)).ok(), Some(kv.clone()));
+
+        let put = Event { kind: EventKind::Put, kv: kv.clone() };
+        let del = deletion(b"other".to_vec(), 9);
+        let mut out = Vec::new();
+        decode_events(9, &encode_events(&[put.clone(), del.clone()]), b"", &mut out).ok();
+        assert_eq!(out, vec![put, del]);
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        assert!(decode_value(b"k", &[1, 2, 3]).is_err());
+        let mut out = Vec::new();
+        assert!(decode_events(1, &[0, 9, 0, 0, 0, b'a'], b"", &mut out).is_err());
+    }
+}

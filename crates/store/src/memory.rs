@@ -1,0 +1,92 @@
+//! The `--ephemeral` engine: the same transactions over `BTreeMap`s behind one lock.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{PoisonError, RwLock};
+
+use crate::engine::{Applied, Engine, WriteBatch, apply_txns};
+use crate::{Event, KeyValue, Result, Revision, Txn};
+
+#[derive(Default)]
+pub(crate) struct MemoryEngine {
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    kv: BTreeMap<Vec<u8>, KeyValue>,
+    log: BTreeMap<Revision, Vec<Event>>,
+    revision: Revision,
+    compacted: Revision,
+}
+
+fn bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+    (Bound::Included(start), upper)
+}
+
+impl State {
+    fn range(&self, start: &[u8], end: &[u8]) -> impl Iterator<Item = &KeyValue> {
+        // An inverted range is empty rather than a BTreeMap panic.
+        let valid = end.is_empty() || start < end;
+        valid.then(|| self.kv.range::<[u8], _>(bounds(start, end)).map(|(_, kv)| kv)).into_iter().flatten()
+    }
+}
+
+impl WriteBatch for State {
+    fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>> {
+        Ok(self.kv.get(key).cloned())
+    }
+    fn put(&mut self, kv: &KeyValue) -> Result<()> {
+        self.kv.insert(kv.key.clone(), kv.clone());
+        Ok(())
+    }
+    fn remove(&mut self, key: &[u8]) -> Result<()> {
+        self.kv.remove(key);
+        Ok(())
+    }
+    fn range(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>> {
+        Ok(State::range(self, start, end).cloned().collect())
+    }
+    fn log(&mut self, revision: Revision, events: &[Event]) -> Result<()> {
+        self.log.insert(revision, events.to_vec());
+        Ok(())
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn revisions(&self) -> Result<(Revision, Revision)> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        Ok((state.revision, state.compacted))
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        Ok(self.state.read().unwrap_or_else(PoisonError::into_inner).kv.get(key).cloned())
+    }
+    fn range(&self, start: &[u8], end: &[u8], limit: Option<usize>) -> Result<Vec<KeyValue>> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(state.range(start, end).take(limit.unwrap_or(usize::MAX)).cloned().collect())
+    }
+    fn count(&self, start: &[u8], end: &[u8]) -> Result<u64> {
+        Ok(self.state.read().unwrap_or_else(PoisonError::into_inner).range(start, end).count() as u64)
+    }
+    fn write(&self, txns: &[Txn], revision: Revision) -> Result<Applied> {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let applied = apply_txns(&mut *state, txns, revision)?;
+        state.revision = applied.revision;
+        Ok(applied)
+    }
+    fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let events = state.log.range(from..from.saturating_add(revisions)).flat_map(|(_, events)| events);
+        Ok(events.filter(|e| e.kv.key.starts_with(prefix)).cloned().collect())
+    }
+    fn compact(&self, revision: Revision) -> Result<()> {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.log = state.log.split_off(&revision);
+        state.compacted = state.compacted.max(revision);
+        Ok(())
+    }
+}
