@@ -1,0 +1,290 @@
+//! The AWS wire protocols, for every AWS service Stratus serves behind one port.
+//!
+//! A request is routed the way AWS endpoints route it: by `X-Amz-Target` for the JSON protocols, by
+//! the `Action` parameter for the query protocols, by path for REST and RPC-v2 services, with the
+//! SigV4 credential scope naming the service, region and access key. Errors are encoded in the
+//! protocol the request used, for every service in botocore's catalog, including the ones Stratus
+//! does not serve yet. One crate for all AWS protocol families rather than one per family: they
+//! share the routing, the scope and the error envelopes, and services such as SQS speak two.
+
+pub mod catalog;
+mod error;
+mod query;
+pub mod sigv4;
+mod sts;
+mod xml;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+
+use catalog::{Protocol, ServiceModel};
+pub use error::AwsError;
+use error::Envelope;
+use query::QueryRequest;
+
+/// The botocore names of the services Stratus serves.
+pub const SERVED: &[&str] = &["sts"];
+
+/// The default region when a request carries no scope, as the AWS CLI assumes.
+const DEFAULT_REGION: &str = "us-east-1";
+
+/// Who is calling, where, and which request this is.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub request_id: String,
+    pub account: String,
+    pub region: String,
+    pub access_key: String,
+}
+
+/// A handled request: the response, and the service and operation to label metrics with (known
+/// names only, so that no client can grow the label sets).
+pub struct Outcome {
+    pub response: Response<Bytes>,
+    pub service: &'static str,
+    pub operation: &'static str,
+}
+
+pub struct Aws {
+    default_account: String,
+}
+
+impl Aws {
+    /// `default_account` is used for access keys that are not 12-digit account ids.
+    pub fn new(default_account: String) -> Self {
+        Aws { default_account }
+    }
+
+    pub async fn handle(&self, request_id: &str, request: Request<Bytes>) -> Outcome {
+        let (parts, body) = request.into_parts();
+        let route = route(&parts, Some(&body));
+        let ctx = self.context(request_id, &route);
+        let envelope = route.envelope(&parts);
+        let service_label = route.service.map_or("unknown", |s| s.name);
+        let result = match (&route.service, route.call) {
+            (None, _) => Err(AwsError::sender(
+                "MissingAction",
+                "Could not tell which AWS service this request is for: it has no X-Amz-Target header, no Action parameter and no SigV4 credential scope",
+            )),
+            (Some(service), _) if !SERVED.contains(&service.name) => Err(AwsError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "NotImplemented",
+                format!("Stratus does not serve the AWS service '{}' yet; it serves: {}", service.name, SERVED.join(", ")),
+            )),
+            (Some(_), Call::Query(request)) => match request.service.name {
+                "sts" => sts::handle(&ctx, &request),
+                _ => Err(query::invalid_action(&request)),
+            },
+            (Some(service), Call::Json { operation }) => Err(AwsError::sender(
+                "UnknownOperationException",
+                format!("{} has no operation '{operation}' over the JSON protocol", service.name),
+            )),
+            (Some(service), Call::Other) if service.speaks_query() => {
+                Err(AwsError::sender("MissingAction", "The request must contain the parameter Action"))
+            }
+            (Some(service), Call::Other) => Err(AwsError::new(
+                StatusCode::NOT_FOUND,
+                "UnknownOperationException",
+                format!("No {} operation matches {} {}", service.name, parts.method, parts.uri.path()),
+            )),
+        };
+        match result {
+            Ok((operation, response)) => Outcome { response, service: service_label, operation },
+            Err(error) => Outcome { response: error::encode(envelope, &error, request_id), service: service_label, operation: "error" },
+        }
+    }
+
+    /// The response to a request whose body could not be read (too large, too slow), shaped by
+    /// what its headers say of its protocol.
+    pub fn reject(&self, parts: &Parts, request_id: &str, error: &AwsError) -> Response<Bytes> {
+        error::encode(route(parts, None).envelope(parts), error, request_id)
+    }
+
+    fn context(&self, request_id: &str, route: &Route) -> Context {
+        let scope = route.scope.as_ref();
+        let access_key = scope.map_or("", |s| s.access_key.as_str());
+        let is_account_id = access_key.len() == 12 && access_key.bytes().all(|b| b.is_ascii_digit());
+        Context {
+            request_id: request_id.to_string(),
+            account: if is_account_id { access_key.to_string() } else { self.default_account.clone() },
+            region: scope.and_then(|s| s.region.clone()).unwrap_or_else(|| DEFAULT_REGION.to_string()),
+            access_key: access_key.to_string(),
+        }
+    }
+}
+
+enum Call {
+    Query(QueryRequest),
+    Json { operation: String },
+    /// REST, RPC v2, or nothing recognisable: decided by the service from method and path.
+    Other,
+}
+
+struct Route {
+    scope: Option<sigv4::Scope>,
+    service: Option<&'static ServiceModel>,
+    protocol: Protocol,
+    call: Call,
+}
+
+/// Decides service, protocol and operation. With `body: None` (the body could not be read) a
+/// query request's `Action` is looked for in the URL only.
+fn route(parts: &Parts, body: Option<&Bytes>) -> Route {
+    let scope = sigv4::scope(&parts.headers, parts.uri.query());
+    let scoped = |speaks: &dyn Fn(&ServiceModel) -> bool| scope.as_ref().and_then(|s| catalog::by_signing_name(&s.service, speaks));
+
+    if let Some(target) = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        let (prefix, operation) = target.split_once('.').unwrap_or((target, ""));
+        let service = catalog::by_target_prefix(prefix).or_else(|| scoped(&|s| s.protocols.contains(&Protocol::Json)));
+        return Route { scope, service, protocol: Protocol::Json, call: Call::Json { operation: operation.to_string() } };
+    }
+
+    let mut params: Vec<(String, String)> = parts.uri.query().map(parse_form).unwrap_or_default();
+    if let Some(body) = body.filter(|_| is_form(parts)) {
+        params.extend(parse_form(&String::from_utf8_lossy(body)));
+    }
+    if let Some(at) = params.iter().position(|(k, _)| k == "Action") {
+        let action = params.remove(at).1;
+        let version = params.iter().find(|(k, _)| k == "Version").map(|(_, v)| v.as_str());
+        let service = scoped(&ServiceModel::speaks_query).or_else(|| version.and_then(catalog::by_query_version));
+        let protocol = match service {
+            Some(s) if s.protocols.contains(&Protocol::Ec2) => Protocol::Ec2,
+            _ => Protocol::Query,
+        };
+        let call = match service {
+            Some(service) => Call::Query(QueryRequest { service, action, params }),
+            None => Call::Other,
+        };
+        return Route { scope, service, protocol, call };
+    }
+
+    let service = scoped(&|_| true);
+    let is_rpc_v2 = parts.uri.path().starts_with("/service/") && parts.uri.path().contains("/operation/");
+    let protocol = match service {
+        Some(s) if is_rpc_v2 && s.protocols.contains(&Protocol::RpcV2Cbor) => Protocol::RpcV2Cbor,
+        Some(s) if s.protocol == Protocol::RpcV2Cbor => s.protocols.get(1).copied().unwrap_or(Protocol::Json),
+        Some(s) => s.protocol,
+        None => Protocol::Query,
+    };
+    Route { scope, service, protocol, call: Call::Other }
+}
+
+impl Route {
+    fn envelope(&self, parts: &Parts) -> Envelope {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let json_content_type = match header("content-type") {
+            Some("application/x-amz-json-1.1") => "application/x-amz-json-1.1",
+            _ => "application/x-amz-json-1.0",
+        };
+        let query_compatible = self.service.is_some_and(|s| s.query_compatible);
+        Envelope {
+            protocol: self.protocol,
+            xml_namespace: self.service.map_or("", |s| s.xml_namespace),
+            json_content_type,
+            query_mode: query_compatible && header("x-amzn-query-mode") == Some("true"),
+        }
+    }
+}
+
+fn is_form(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+}
+
+fn parse_form(text: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(text.as_bytes()).into_owned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Bytes> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(Bytes::from(body.to_string())).unwrap()
+    }
+
+    fn signed(service: &str, key: &str) -> String {
+        format!("AWS4-HMAC-SHA256 Credential={key}/20240101/eu-central-1/{service}/aws4_request, SignedHeaders=host, Signature=0")
+    }
+
+    async fn call(req: Request<Bytes>) -> (Outcome, String) {
+        let outcome = Aws::new("000000000000".into()).handle("rid", req).await;
+        let body = String::from_utf8(outcome.response.body().to_vec()).unwrap();
+        (outcome, body)
+    }
+
+    const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded; charset=utf-8");
+
+    #[tokio::test]
+    async fn get_caller_identity_over_form_and_url() {
+        let auth = signed("sts", "AKIAEXAMPLE");
+        let req = request("POST", "/", &[FORM, ("authorization", &auth)], "Action=GetCallerIdentity&Version=2011-06-15");
+        let (outcome, body) = call(req).await;
+        assert_eq!(outcome.response.status(), 200);
+        assert_eq!((outcome.service, outcome.operation), ("sts", "GetCallerIdentity"));
+        assert!(body.contains("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><Arn>arn:aws:iam::000000000000:root</Arn>"), "{body}");
+        assert!(body.contains("<RequestId>rid</RequestId>"));
+
+        // No signature at all: the Version parameter names the service.
+        let (outcome, body) = call(request("GET", "/?Action=GetCallerIdentity&Version=2011-06-15", &[], "")).await;
+        assert_eq!(outcome.response.status(), 200, "{body}");
+    }
+
+    #[tokio::test]
+    async fn twelve_digit_access_keys_are_accounts() {
+        let auth = signed("sts", "123456789012");
+        let (_, body) = call(request("POST", "/", &[FORM, ("authorization", &auth)], "Action=GetCallerIdentity")).await;
+        assert!(body.contains("<Account>123456789012</Account>"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn unknown_query_action_is_invalid_action() {
+        let auth = signed("sts", "AKID");
+        let (outcome, body) = call(request("POST", "/", &[FORM, ("authorization", &auth)], "Action=Nope&Version=2011-06-15")).await;
+        assert_eq!(outcome.response.status(), 400);
+        assert!(body.contains("<Code>InvalidAction</Code><Message>Could not find operation Nope for version 2011-06-15</Message>"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn unserved_services_answer_501_in_their_own_protocol() {
+        let auth = signed("sqs", "AKID");
+        let json = [("x-amz-target", "AmazonSQS.ListQueues"), ("content-type", "application/x-amz-json-1.0"), ("x-amzn-query-mode", "true")];
+        let (outcome, body) = call(request("POST", "/", &json, "{}")).await;
+        assert_eq!(outcome.response.status(), 501);
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["__type"], "NotImplemented");
+        assert!(parsed["message"].as_str().unwrap().contains("'sqs'"));
+        assert_eq!(outcome.response.headers()["x-amzn-query-error"], "NotImplemented;Receiver");
+
+        let (outcome, body) = call(request("GET", "/bucket/key", &[("authorization", &signed("s3", "AKID"))], "")).await;
+        assert_eq!(outcome.response.status(), 501);
+        assert!(body.contains("<Error><Code>NotImplemented</Code>"), "{body}");
+
+        let (outcome, _) = call(request("GET", "/2015-03-31/functions/", &[("authorization", &signed("lambda", "AKID"))], "")).await;
+        assert_eq!(outcome.response.headers()["x-amzn-errortype"], "NotImplemented");
+
+        let (outcome, body) = call(request("POST", "/", &[FORM, ("authorization", &auth)], "Action=DescribeInstances&Version=2016-11-15")).await;
+        assert_eq!(outcome.response.status(), 501, "no query service signs as sqs, so the Version names EC2: {body}");
+    }
+
+    #[tokio::test]
+    async fn requests_without_any_service_hint_get_missing_action() {
+        for (method, uri, body) in [("GET", "/", ""), ("POST", "/", "\u{0}garbage\u{ff}"), ("POST", "/?Action=X&Version=1999-01-01", "")] {
+            let (outcome, text) = call(request(method, uri, &[FORM], body)).await;
+            assert_eq!(outcome.response.status(), 400, "{method} {uri}");
+            assert!(text.contains("<Code>MissingAction</Code>"), "{text}");
+            assert_eq!(outcome.service, "unknown");
+        }
+        let auth = signed("sts", "AKID");
+        let (_, text) = call(request("POST", "/", &[("content-type", "text/plain"), ("authorization", &auth)], "Action=GetCallerIdentity")).await;
+        assert!(text.contains("<Code>MissingAction</Code>"), "a body that is not a form is not read as one: {text}");
+    }
+}
