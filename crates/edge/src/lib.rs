@@ -1,0 +1,198 @@
+//! The edge: the one HTTP/1.1 listener through which everything Stratus serves over HTTP arrives.
+//!
+//! It owns connections and their limits (header and body timeouts, body size), request ids,
+//! metrics, Stratus's own routes under `/_stratus/`, and the graceful drain on shutdown. Every
+//! other request goes to the AWS protocol adapter. Kubernetes and Docker APIs will get listeners of
+//! their own beside this one.
+
+mod metrics;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_protocol::{Aws, AwsError};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use store::{Op, Store, Txn};
+use tokio::net::TcpListener;
+
+use metrics::Metrics;
+
+/// The largest request body accepted (DynamoDB's BatchWriteItem allows 16 MB).
+pub const MAX_BODY: usize = 16 << 20;
+/// A client must send a whole request head within this; slower ones are disconnected (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// And a whole body within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight requests.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Edge {
+    aws: Aws,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl Edge {
+    pub fn new(store: Arc<dyn Store>, default_account: String) -> Arc<Self> {
+        Arc::new(Edge { aws: Aws::new(default_account), store, metrics: Metrics::new(), started: Instant::now() })
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to
+    /// [`DRAIN_TIMEOUT`]) for the requests in flight.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Small responses must not wait for Nagle's algorithm.
+            let _ = stream.set_nodelay(true);
+            let edge = self.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let edge = edge.clone();
+                async move { Ok::<_, Infallible>(edge.dispatch(request).await) }
+            });
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway"),
+        }
+    }
+
+    async fn dispatch(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let unsigned = !request.headers().contains_key(http::header::AUTHORIZATION)
+            && !request.uri().query().is_some_and(|q| q.contains("X-Amz-Credential"));
+        let (service, operation, mut response) = match (request.method(), request.uri().path()) {
+            (&Method::GET, "/_stratus/health") => ("stratus", "health", self.health()),
+            (&Method::GET, "/_stratus/state") => ("stratus", "state", self.state().await),
+            (&Method::POST, "/_stratus/reset") => ("stratus", "reset", self.reset().await),
+            // Unsigned only: a signed GET /metrics is S3's ListObjects on a bucket named "metrics".
+            (&Method::GET, "/metrics") if unsigned => ("stratus", "metrics", self.prometheus()),
+            (&Method::GET, "/_stratus/metrics") => ("stratus", "metrics", self.prometheus()),
+            (_, path) if path.starts_with("/_stratus/") => {
+                let message = format!("no Stratus endpoint {} {path}", request.method());
+                ("stratus", "unknown", json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": message })))
+            }
+            _ => {
+                let outcome = self.aws(&request_id, request).await;
+                (outcome.service, outcome.operation, outcome.response)
+            }
+        };
+        if let Ok(id) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().entry("x-amzn-requestid").or_insert(id);
+        }
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        self.metrics.record(service, operation, status, elapsed.as_secs_f64());
+        tracing::debug!(request_id, service, operation, status, elapsed_us = elapsed.as_micros() as u64, "request");
+        response.map(Full::new)
+    }
+
+    async fn aws(&self, request_id: &str, request: Request<Incoming>) -> aws_protocol::Outcome {
+        let (parts, body) = request.into_parts();
+        let rejected = |status, code, message: String| {
+            let error = AwsError::new(status, code, message);
+            aws_protocol::Outcome { response: self.aws.reject(&parts, request_id, &error), service: "unknown", operation: "rejected" }
+        };
+        let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.is::<LengthLimitError>() => {
+                let message = format!("The request body is larger than the {} MiB Stratus accepts", MAX_BODY >> 20);
+                return rejected(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", message);
+            }
+            Ok(Err(error)) => return rejected(StatusCode::BAD_REQUEST, "IncompleteBody", format!("The request body could not be read: {error}")),
+            Err(_) => {
+                let message = format!("The request body did not arrive within {} seconds", BODY_TIMEOUT.as_secs());
+                return rejected(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", message);
+            }
+        };
+        self.aws.handle(request_id, Request::from_parts(parts, body)).await
+    }
+
+    fn health(&self) -> Response<Bytes> {
+        let services: serde_json::Map<_, _> = aws_protocol::SERVED.iter().map(|s| (s.to_string(), "running".into())).collect();
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "status": "running",
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_seconds": self.started.elapsed().as_secs_f64(),
+                "store": { "backend": self.store.backend(), "revision": self.store.revision() },
+                "services": services,
+            }),
+        )
+    }
+
+    async fn state(&self) -> Response<Bytes> {
+        let keys = match self.store.count(b"", b"").await {
+            Ok(keys) => keys,
+            Err(error) => return store_failed(&error),
+        };
+        // Each service adds its own summary here as it gains state; STS holds none.
+        let services: serde_json::Map<_, _> = aws_protocol::SERVED.iter().map(|s| (s.to_string(), serde_json::json!({}))).collect();
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "store": { "backend": self.store.backend(), "revision": self.store.revision(), "keys": keys },
+                "services": services,
+            }),
+        )
+    }
+
+    async fn reset(&self) -> Response<Bytes> {
+        let everything = Op::DeleteRange { start: Vec::new(), end: Vec::new() };
+        match self.store.txn(Txn::ops(vec![everything])).await {
+            Ok(done) => json(StatusCode::OK, &serde_json::json!({ "reset": true, "revision": done.revision })),
+            Err(error) => store_failed(&error),
+        }
+    }
+
+    fn prometheus(&self) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::from(self.metrics.encode()));
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+        response
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn store_failed(error: &store::StoreError) -> Response<Bytes> {
+    tracing::error!(error = error as &dyn std::error::Error, "store request failed");
+    json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": error.to_string() }))
+}
