@@ -1,5 +1,6 @@
 //! Every AWS service botocore knows, with what routing and error encoding need to know of it.
 
+#[rustfmt::skip] // generated, one service per line
 mod services;
 
 use services::SERVICES;

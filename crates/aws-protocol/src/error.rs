@@ -105,7 +105,12 @@ pub(crate) fn encode(envelope: Envelope, error: &AwsError, request_id: &str) -> 
     response
 }
 
-pub(crate) fn respond(status: StatusCode, content_type: &'static str, body: Bytes, request_id: &str) -> Response<Bytes> {
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    request_id: &str,
+) -> Response<Bytes> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -147,7 +152,12 @@ mod tests {
     use super::*;
 
     fn envelope(protocol: Protocol) -> Envelope {
-        Envelope { protocol, xml_namespace: "https://sts.amazonaws.com/doc/2011-06-15/", json_content_type: "application/x-amz-json-1.0", query_mode: false }
+        Envelope {
+            protocol,
+            xml_namespace: "https://sts.amazonaws.com/doc/2011-06-15/",
+            json_content_type: "application/x-amz-json-1.0",
+            query_mode: false,
+        }
     }
 
     fn body(r: &Response<Bytes>) -> String {

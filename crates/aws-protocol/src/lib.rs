@@ -70,7 +70,11 @@ impl Aws {
             (Some(service), _) if !SERVED.contains(&service.name) => Err(AwsError::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "NotImplemented",
-                format!("Stratus does not serve the AWS service '{}' yet; it serves: {}", service.name, SERVED.join(", ")),
+                format!(
+                    "Stratus does not serve the AWS service '{}' yet; it serves: {}",
+                    service.name,
+                    SERVED.join(", ")
+                ),
             )),
             (Some(_), Call::Query(request)) => match request.service.name {
                 "sts" => sts::handle(&ctx, &request),
@@ -91,7 +95,11 @@ impl Aws {
         };
         match result {
             Ok((operation, response)) => Outcome { response, service: service_label, operation },
-            Err(error) => Outcome { response: error::encode(envelope, &error, request_id), service: service_label, operation: "error" },
+            Err(error) => Outcome {
+                response: error::encode(envelope, &error, request_id),
+                service: service_label,
+                operation: "error",
+            },
         }
     }
 
@@ -116,7 +124,9 @@ impl Aws {
 
 enum Call {
     Query(QueryRequest),
-    Json { operation: String },
+    Json {
+        operation: String,
+    },
     /// REST, RPC v2, or nothing recognisable: decided by the service from method and path.
     Other,
 }
@@ -132,12 +142,19 @@ struct Route {
 /// query request's `Action` is looked for in the URL only.
 fn route(parts: &Parts, body: Option<&Bytes>) -> Route {
     let scope = sigv4::scope(&parts.headers, parts.uri.query());
-    let scoped = |speaks: &dyn Fn(&ServiceModel) -> bool| scope.as_ref().and_then(|s| catalog::by_signing_name(&s.service, speaks));
+    let scoped = |speaks: &dyn Fn(&ServiceModel) -> bool| {
+        scope.as_ref().and_then(|s| catalog::by_signing_name(&s.service, speaks))
+    };
 
     if let Some(target) = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         let (prefix, operation) = target.split_once('.').unwrap_or((target, ""));
         let service = catalog::by_target_prefix(prefix).or_else(|| scoped(&|s| s.protocols.contains(&Protocol::Json)));
-        return Route { scope, service, protocol: Protocol::Json, call: Call::Json { operation: operation.to_string() } };
+        return Route {
+            scope,
+            service,
+            protocol: Protocol::Json,
+            call: Call::Json { operation: operation.to_string() },
+        };
     }
 
     let mut params: Vec<(String, String)> = parts.uri.query().map(parse_form).unwrap_or_default();
@@ -212,7 +229,9 @@ mod tests {
     }
 
     fn signed(service: &str, key: &str) -> String {
-        format!("AWS4-HMAC-SHA256 Credential={key}/20240101/eu-central-1/{service}/aws4_request, SignedHeaders=host, Signature=0")
+        format!(
+            "AWS4-HMAC-SHA256 Credential={key}/20240101/eu-central-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        )
     }
 
     async fn call(req: Request<Bytes>) -> (Outcome, String) {
@@ -226,7 +245,8 @@ mod tests {
     #[tokio::test]
     async fn get_caller_identity_over_form_and_url() {
         let auth = signed("sts", "AKIAEXAMPLE");
-        let req = request("POST", "/", &[FORM, ("authorization", &auth)], "Action=GetCallerIdentity&Version=2011-06-15");
+        let req =
+            request("POST", "/", &[FORM, ("authorization", &auth)], "Action=GetCallerIdentity&Version=2011-06-15");
         let (outcome, body) = call(req).await;
         assert_eq!(outcome.response.status(), 200);
         assert_eq!((outcome.service, outcome.operation), ("sts", "GetCallerIdentity"));
@@ -248,15 +268,25 @@ mod tests {
     #[tokio::test]
     async fn unknown_query_action_is_invalid_action() {
         let auth = signed("sts", "AKID");
-        let (outcome, body) = call(request("POST", "/", &[FORM, ("authorization", &auth)], "Action=Nope&Version=2011-06-15")).await;
+        let (outcome, body) =
+            call(request("POST", "/", &[FORM, ("authorization", &auth)], "Action=Nope&Version=2011-06-15")).await;
         assert_eq!(outcome.response.status(), 400);
-        assert!(body.contains("<Code>InvalidAction</Code><Message>Could not find operation Nope for version 2011-06-15</Message>"), "{body}");
+        assert!(
+            body.contains(
+                "<Code>InvalidAction</Code><Message>Could not find operation Nope for version 2011-06-15</Message>"
+            ),
+            "{body}"
+        );
     }
 
     #[tokio::test]
     async fn unserved_services_answer_501_in_their_own_protocol() {
         let auth = signed("sqs", "AKID");
-        let json = [("x-amz-target", "AmazonSQS.ListQueues"), ("content-type", "application/x-amz-json-1.0"), ("x-amzn-query-mode", "true")];
+        let json = [
+            ("x-amz-target", "AmazonSQS.ListQueues"),
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amzn-query-mode", "true"),
+        ];
         let (outcome, body) = call(request("POST", "/", &json, "{}")).await;
         assert_eq!(outcome.response.status(), 501);
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -264,27 +294,43 @@ mod tests {
         assert!(parsed["message"].as_str().unwrap().contains("'sqs'"));
         assert_eq!(outcome.response.headers()["x-amzn-query-error"], "NotImplemented;Receiver");
 
-        let (outcome, body) = call(request("GET", "/bucket/key", &[("authorization", &signed("s3", "AKID"))], "")).await;
+        let (outcome, body) =
+            call(request("GET", "/bucket/key", &[("authorization", &signed("s3", "AKID"))], "")).await;
         assert_eq!(outcome.response.status(), 501);
         assert!(body.contains("<Error><Code>NotImplemented</Code>"), "{body}");
 
-        let (outcome, _) = call(request("GET", "/2015-03-31/functions/", &[("authorization", &signed("lambda", "AKID"))], "")).await;
+        let (outcome, _) =
+            call(request("GET", "/2015-03-31/functions/", &[("authorization", &signed("lambda", "AKID"))], "")).await;
         assert_eq!(outcome.response.headers()["x-amzn-errortype"], "NotImplemented");
 
-        let (outcome, body) = call(request("POST", "/", &[FORM, ("authorization", &auth)], "Action=DescribeInstances&Version=2016-11-15")).await;
+        let (outcome, body) = call(request(
+            "POST",
+            "/",
+            &[FORM, ("authorization", &auth)],
+            "Action=DescribeInstances&Version=2016-11-15",
+        ))
+        .await;
         assert_eq!(outcome.response.status(), 501, "no query service signs as sqs, so the Version names EC2: {body}");
     }
 
     #[tokio::test]
     async fn requests_without_any_service_hint_get_missing_action() {
-        for (method, uri, body) in [("GET", "/", ""), ("POST", "/", "\u{0}garbage\u{ff}"), ("POST", "/?Action=X&Version=1999-01-01", "")] {
+        for (method, uri, body) in
+            [("GET", "/", ""), ("POST", "/", "\u{0}garbage\u{ff}"), ("POST", "/?Action=X&Version=1999-01-01", "")]
+        {
             let (outcome, text) = call(request(method, uri, &[FORM], body)).await;
             assert_eq!(outcome.response.status(), 400, "{method} {uri}");
             assert!(text.contains("<Code>MissingAction</Code>"), "{text}");
             assert_eq!(outcome.service, "unknown");
         }
         let auth = signed("sts", "AKID");
-        let (_, text) = call(request("POST", "/", &[("content-type", "text/plain"), ("authorization", &auth)], "Action=GetCallerIdentity")).await;
+        let (_, text) = call(request(
+            "POST",
+            "/",
+            &[("content-type", "text/plain"), ("authorization", &auth)],
+            "Action=GetCallerIdentity",
+        ))
+        .await;
         assert!(text.contains("<Code>MissingAction</Code>"), "a body that is not a form is not read as one: {text}");
     }
 }

@@ -3,10 +3,10 @@
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
+use crate::Context;
 use crate::catalog::ServiceModel;
 use crate::error::{AwsError, respond as raw_response};
 use crate::xml::Xml;
-use crate::Context;
 
 pub(crate) struct QueryRequest {
     pub service: &'static ServiceModel,

@@ -51,11 +51,17 @@ mod tests {
     fn reads_header_and_presigned_scopes() {
         let auth = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240101/eu-west-1/sqs/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc";
         let scope = scope(&headers(auth), None).unwrap();
-        assert_eq!((scope.access_key.as_str(), scope.region.as_deref(), scope.service.as_str()), ("AKIDEXAMPLE", Some("eu-west-1"), "sqs"));
+        assert_eq!(
+            (scope.access_key.as_str(), scope.region.as_deref(), scope.service.as_str()),
+            ("AKIDEXAMPLE", Some("eu-west-1"), "sqs")
+        );
 
         let presigned = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=123456789012%2F20240101%2Fus-east-2%2Fs3%2Faws4_request&X-Amz-Signature=x";
         let scope = super::scope(&HeaderMap::new(), Some(presigned)).unwrap();
-        assert_eq!((scope.access_key.as_str(), scope.region.as_deref(), scope.service.as_str()), ("123456789012", Some("us-east-2"), "s3"));
+        assert_eq!(
+            (scope.access_key.as_str(), scope.region.as_deref(), scope.service.as_str()),
+            ("123456789012", Some("us-east-2"), "s3")
+        );
 
         let v4a = "AWS4-ECDSA-P256-SHA256 Credential=AKID/20240101/sts/aws4_request, SignedHeaders=host, Signature=abc";
         assert_eq!(super::scope(&headers(v4a), None).unwrap().region, None);
@@ -63,7 +69,14 @@ mod tests {
 
     #[test]
     fn malformed_scopes_are_none() {
-        for auth in ["", "AWS4-HMAC-SHA256", "AWS4-HMAC-SHA256 Credential=", "AWS4-HMAC-SHA256 Credential=a/b/c", "AWS AKID:sig", "Credential=////"] {
+        for auth in [
+            "",
+            "AWS4-HMAC-SHA256",
+            "AWS4-HMAC-SHA256 Credential=",
+            "AWS4-HMAC-SHA256 Credential=a/b/c",
+            "AWS AKID:sig",
+            "Credential=////",
+        ] {
             assert_eq!(scope(&headers(auth), None), None, "{auth:?}");
         }
         assert_eq!(scope(&HeaderMap::new(), Some("X-Amz-Credential=%FF%FE")), None);

@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use http::Response;
 
+use crate::Context;
 use crate::error::AwsError;
 use crate::query::{self, QueryRequest};
-use crate::Context;
 
 pub(crate) fn handle(ctx: &Context, request: &QueryRequest) -> Result<(&'static str, Response<Bytes>), AwsError> {
     match request.action.as_str() {

@@ -49,7 +49,8 @@ impl Edge {
     /// [`DRAIN_TIMEOUT`]) for the requests in flight.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+        // half_close: a client that shuts down its sending side after the request still gets the response.
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).half_close(true);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -121,7 +122,11 @@ impl Edge {
         let (parts, body) = request.into_parts();
         let rejected = |status, code, message: String| {
             let error = AwsError::new(status, code, message);
-            aws_protocol::Outcome { response: self.aws.reject(&parts, request_id, &error), service: "unknown", operation: "rejected" }
+            aws_protocol::Outcome {
+                response: self.aws.reject(&parts, request_id, &error),
+                service: "unknown",
+                operation: "rejected",
+            }
         };
         let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
             Ok(Ok(collected)) => collected.to_bytes(),
@@ -129,7 +134,13 @@ impl Edge {
                 let message = format!("The request body is larger than the {} MiB Stratus accepts", MAX_BODY >> 20);
                 return rejected(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", message);
             }
-            Ok(Err(error)) => return rejected(StatusCode::BAD_REQUEST, "IncompleteBody", format!("The request body could not be read: {error}")),
+            Ok(Err(error)) => {
+                return rejected(
+                    StatusCode::BAD_REQUEST,
+                    "IncompleteBody",
+                    format!("The request body could not be read: {error}"),
+                );
+            }
             Err(_) => {
                 let message = format!("The request body did not arrive within {} seconds", BODY_TIMEOUT.as_secs());
                 return rejected(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", message);
@@ -139,7 +150,8 @@ impl Edge {
     }
 
     fn health(&self) -> Response<Bytes> {
-        let services: serde_json::Map<_, _> = aws_protocol::SERVED.iter().map(|s| (s.to_string(), "running".into())).collect();
+        let services: serde_json::Map<_, _> =
+            aws_protocol::SERVED.iter().map(|s| (s.to_string(), "running".into())).collect();
         json(
             StatusCode::OK,
             &serde_json::json!({
@@ -158,7 +170,8 @@ impl Edge {
             Err(error) => return store_failed(&error),
         };
         // Each service adds its own summary here as it gains state; STS holds none.
-        let services: serde_json::Map<_, _> = aws_protocol::SERVED.iter().map(|s| (s.to_string(), serde_json::json!({}))).collect();
+        let services: serde_json::Map<_, _> =
+            aws_protocol::SERVED.iter().map(|s| (s.to_string(), serde_json::json!({}))).collect();
         json(
             StatusCode::OK,
             &serde_json::json!({
@@ -178,9 +191,10 @@ impl Edge {
 
     fn prometheus(&self) -> Response<Bytes> {
         let mut response = Response::new(Bytes::from(self.metrics.encode()));
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
         response
     }
 }

@@ -33,7 +33,11 @@ impl Metrics {
         let latency: Family<OperationLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_025, 2.0, 21)));
         registry.register("requests", "Requests served, by service, operation and HTTP status", requests.clone());
-        registry.register("request_duration_seconds", "Time from request head to response, by service and operation", latency.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response, by service and operation",
+            latency.clone(),
+        );
         Metrics { registry, requests, latency }
     }
 

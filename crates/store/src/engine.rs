@@ -1,5 +1,7 @@
 //! What a storage engine must provide, and the transaction logic shared by all engines.
 
+use std::ops::Bound;
+
 use crate::{Compare, Event, EventKind, KeyValue, Op, Result, Revision, StoreError, Txn, TxnResponse};
 
 /// An embedded engine under [`crate::LocalStore`]. Calls come from the committer thread (writes,
@@ -18,6 +20,15 @@ pub trait Engine: Send + Sync + 'static {
     /// Forgets history before `revision`.
     fn compact(&self, revision: Revision) -> Result<()>;
 }
+
+/// `[start, end)` as range bounds, an empty `end` meaning no upper bound; `None` if the range is
+/// inverted (and so empty, rather than a panic in the B-tree).
+pub(crate) fn key_bounds<'a>(start: &'a [u8], end: &'a [u8]) -> Option<KeyBounds<'a>> {
+    let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+    (end.is_empty() || start < end).then_some((Bound::Included(start), upper))
+}
+
+pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The result of one engine commit.
 pub struct Applied {
@@ -153,7 +164,8 @@ pub(crate) fn decode_events(revision: Revision, record: &[u8], prefix: &[u8], ou
         let create_revision = reader.u64()?;
         let version = reader.u64()?;
         if key.starts_with(prefix) {
-            let kv = KeyValue { key: key.to_vec(), value: value.to_vec(), create_revision, mod_revision: revision, version };
+            let kv =
+                KeyValue { key: key.to_vec(), value: value.to_vec(), create_revision, mod_revision: revision, version };
             out.push(Event { kind, kv });
         }
     }

@@ -53,7 +53,8 @@ pub struct LocalStore {
 impl LocalStore {
     pub fn start(engine: Arc<dyn Engine>, options: StoreOptions) -> Result<Self> {
         let (revision, compacted) = engine.revisions()?;
-        let shared = Arc::new(Shared { engine, revision: AtomicU64::new(revision), compacted: AtomicU64::new(compacted) });
+        let shared =
+            Arc::new(Shared { engine, revision: AtomicU64::new(revision), compacted: AtomicU64::new(compacted) });
         let (requests, inbox) = mpsc::channel();
         let (changes, _) = broadcast::channel(LIVE_BUFFER);
         let (stopped_tx, stopped) = oneshot::channel();
@@ -101,7 +102,8 @@ impl Store for LocalStore {
 
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
         // Subscribe before reading the revision: every commit is then in history, live, or both.
-        let live = self.changes.read().unwrap_or_else(PoisonError::into_inner).as_ref().ok_or(StoreError::Closed)?.subscribe();
+        let live =
+            self.changes.read().unwrap_or_else(PoisonError::into_inner).as_ref().ok_or(StoreError::Closed)?.subscribe();
         let next = if from == 0 { self.shared.revision.load(Ordering::Acquire) + 1 } else { from };
         let compacted = self.shared.compacted.load(Ordering::Acquire);
         if next < compacted {

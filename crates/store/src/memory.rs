@@ -1,10 +1,9 @@
 //! The `--ephemeral` engine: the same transactions over `BTreeMap`s behind one lock.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::{PoisonError, RwLock};
 
-use crate::engine::{Applied, Engine, WriteBatch, apply_txns};
+use crate::engine::{Applied, Engine, WriteBatch, apply_txns, key_bounds};
 use crate::{Event, KeyValue, Result, Revision, Txn};
 
 #[derive(Default)]
@@ -20,16 +19,9 @@ struct State {
     compacted: Revision,
 }
 
-fn bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
-    let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
-    (Bound::Included(start), upper)
-}
-
 impl State {
     fn range(&self, start: &[u8], end: &[u8]) -> impl Iterator<Item = &KeyValue> {
-        // An inverted range is empty rather than a BTreeMap panic.
-        let valid = end.is_empty() || start < end;
-        valid.then(|| self.kv.range::<[u8], _>(bounds(start, end)).map(|(_, kv)| kv)).into_iter().flatten()
+        key_bounds(start, end).map(|b| self.kv.range::<[u8], _>(b).map(|(_, kv)| kv)).into_iter().flatten()
     }
 }
 

@@ -4,12 +4,13 @@
 //! history) and `meta` (the current and compacted revisions). One redb write transaction per
 //! group commit, with redb's default `Durability::Immediate` (fsync before `commit` returns).
 
-use std::ops::Bound;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 
-use crate::engine::{Applied, Engine, WriteBatch, apply_txns, decode_events, decode_value, encode_events, encode_value};
+use crate::engine::{
+    Applied, Engine, WriteBatch, apply_txns, decode_events, decode_value, encode_events, encode_value, key_bounds,
+};
 use crate::{Event, KeyValue, Result, Revision, StoreError, Txn};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
@@ -24,11 +25,6 @@ pub(crate) struct RedbEngine {
 
 fn failed(error: impl Into<redb::Error>) -> StoreError {
     StoreError::engine(error.into())
-}
-
-fn bounds<'a>(start: &'a [u8], end: &'a [u8]) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
-    let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
-    (end.is_empty() || start < end).then_some((Bound::Included(start), upper))
 }
 
 impl RedbEngine {
@@ -74,7 +70,7 @@ impl WriteBatch for RedbBatch<'_, '_> {
         Ok(())
     }
     fn range(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>> {
-        let Some(range) = bounds(start, end) else { return Ok(Vec::new()) };
+        let Some(range) = key_bounds(start, end) else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for entry in self.kv.range::<&[u8]>(range).map_err(failed)? {
             let (key, record) = entry.map_err(failed)?;
@@ -107,7 +103,7 @@ impl Engine for RedbEngine {
     }
 
     fn range(&self, start: &[u8], end: &[u8], limit: Option<usize>) -> Result<Vec<KeyValue>> {
-        let Some(range) = bounds(start, end) else { return Ok(Vec::new()) };
+        let Some(range) = key_bounds(start, end) else { return Ok(Vec::new()) };
         let table = self.read_table(KV)?;
         let mut out = Vec::new();
         for entry in table.range::<&[u8]>(range).map_err(failed)?.take(limit.unwrap_or(usize::MAX)) {
@@ -122,7 +118,7 @@ impl Engine for RedbEngine {
         if start.is_empty() && end.is_empty() {
             return table.len().map_err(failed);
         }
-        let Some(range) = bounds(start, end) else { return Ok(0) };
+        let Some(range) = key_bounds(start, end) else { return Ok(0) };
         Ok(table.range::<&[u8]>(range).map_err(failed)?.count() as u64)
     }
 

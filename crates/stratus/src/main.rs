@@ -88,9 +88,9 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         (store, note)
     };
 
-    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{} (is Stratus or LocalStack already running? try --port)", args.host, args.port))?;
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await.with_context(|| {
+        format!("cannot listen on {}:{} (is Stratus or LocalStack already running? try --port)", args.host, args.port)
+    })?;
     let address = listener.local_addr()?;
     let endpoint = format!("http://{address}");
 

@@ -13,7 +13,11 @@ pub struct CallerIdentity {
 
 /// The identity of an account's root user, as `GetCallerIdentity` reports it.
 pub fn caller_identity(account: &str) -> CallerIdentity {
-    CallerIdentity { account: account.to_string(), arn: format!("arn:aws:iam::{account}:root"), user_id: account.to_string() }
+    CallerIdentity {
+        account: account.to_string(),
+        arn: format!("arn:aws:iam::{account}:root"),
+        user_id: account.to_string(),
+    }
 }
 
 #[cfg(test)]

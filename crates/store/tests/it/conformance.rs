@@ -53,7 +53,8 @@ async fn range_is_ordered_and_bounded((store, _dir): Fixture) {
     for key in ["sqs/b", "sqs/a", "sns/x", "sqs/c", "sqs0"] {
         store.put(key.as_bytes(), b"v").await.unwrap();
     }
-    let keys = |kvs: Vec<store::KeyValue>| kvs.into_iter().map(|kv| String::from_utf8(kv.key).unwrap()).collect::<Vec<_>>();
+    let keys =
+        |kvs: Vec<store::KeyValue>| kvs.into_iter().map(|kv| String::from_utf8(kv.key).unwrap()).collect::<Vec<_>>();
     let end = store::prefix_end(b"sqs/");
     assert_eq!(keys(store.range(b"sqs/", &end, None).await.unwrap()), ["sqs/a", "sqs/b", "sqs/c"]);
     assert_eq!(keys(store.range(b"sqs/", &end, Some(2)).await.unwrap()), ["sqs/a", "sqs/b"]);
@@ -95,7 +96,10 @@ async fn deletes_take_a_revision_only_when_they_delete((store, _dir): Fixture) {
     store.put(b"p/2", b"").await.unwrap();
     store.put(b"q", b"").await.unwrap();
     assert_eq!(store.delete(b"nothing").await.unwrap().revision, 3);
-    let r = store.txn(Txn::ops(vec![Op::DeleteRange { start: b"p/".to_vec(), end: store::prefix_end(b"p/") }])).await.unwrap();
+    let r = store
+        .txn(Txn::ops(vec![Op::DeleteRange { start: b"p/".to_vec(), end: store::prefix_end(b"p/") }]))
+        .await
+        .unwrap();
     assert_eq!(r.revision, 4);
     assert_eq!(store.count(b"", b"").await.unwrap(), 1);
     // Re-creating a deleted key starts its life over.
@@ -116,7 +120,9 @@ async fn concurrent_writers_serialise((store, _dir): Fixture) {
                 for _ in 0..20 {
                     loop {
                         let current = store.get(b"counter").await.unwrap();
-                        let (n, seen) = current.map_or((0, 0), |kv| (String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap(), kv.mod_revision));
+                        let (n, seen) = current.map_or((0, 0), |kv| {
+                            (String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap(), kv.mod_revision)
+                        });
                         let txn = Txn {
                             compares: vec![Compare::ModRevision { key: b"counter".to_vec(), revision: seen }],
                             success: vec![Op::put(*b"counter", (n + 1).to_string())],

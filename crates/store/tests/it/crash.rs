@@ -97,39 +97,36 @@ fn verify(dir: &std::path::Path, acked: &[(usize, u64)], cycle: usize) {
 async fn writer_process() {
     let Some(dir) = std::env::var_os("STORE_CRASH_DIR") else { return };
     let store = store::open(std::path::Path::new(&dir), StoreOptions::default()).unwrap();
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|writer| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let last = store.get(&counter(writer)).await.unwrap();
-                let (mut seq, mut seen) = match last {
-                    Some(kv) => (String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap() + 1, kv.mod_revision),
-                    None => (0, 0),
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let last = store.get(&counter(writer)).await.unwrap();
+            let (mut seq, mut seen) = match last {
+                Some(kv) => (String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap() + 1, kv.mod_revision),
+                None => (0, 0),
+            };
+            loop {
+                let value = format!("{writer}:{seq}:{}", "x".repeat(PADDING)).into_bytes();
+                let txn = Txn {
+                    compares: vec![Compare::ModRevision { key: counter(writer), revision: seen }],
+                    success: vec![
+                        Op::put(key(writer, seq, "a"), value.clone()),
+                        Op::put(key(writer, seq, "b"), value.clone()),
+                        Op::put(key(writer, seq, "c"), value),
+                        Op::put(counter(writer), seq.to_string()),
+                    ],
+                    failure: vec![],
                 };
-                loop {
-                    let value = format!("{writer}:{seq}:{}", "x".repeat(PADDING)).into_bytes();
-                    let txn = Txn {
-                        compares: vec![Compare::ModRevision { key: counter(writer), revision: seen }],
-                        success: vec![
-                            Op::put(key(writer, seq, "a"), value.clone()),
-                            Op::put(key(writer, seq, "b"), value.clone()),
-                            Op::put(key(writer, seq, "c"), value),
-                            Op::put(counter(writer), seq.to_string()),
-                        ],
-                        failure: vec![],
-                    };
-                    let response = store.txn(txn).await.unwrap();
-                    assert!(response.succeeded, "only this writer changes its counter");
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "ACK {writer} {seq}").unwrap();
-                    out.flush().unwrap();
-                    seen = response.revision;
-                    seq += 1;
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
+                let response = store.txn(txn).await.unwrap();
+                assert!(response.succeeded, "only this writer changes its counter");
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "ACK {writer} {seq}").unwrap();
+                out.flush().unwrap();
+                seen = response.revision;
+                seq += 1;
+            }
+        });
     }
+    // Runs until the parent kills this process.
+    std::future::pending::<()>().await;
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: Rust unit and integration tests (the store's crash
+# test among them), then the real-client suite (awscli, boto3) against the built binary.
+# Extra arguments go to pytest, e.g. ./test.sh -k sts -x
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Outside the clone, so that every clone (and CI) reuses compiled dependencies.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stratus/target}"
+
+cargo build --release --locked -p stratus
+cargo test --workspace --locked
+
+# The Python clients, in a venv keyed by the requirements, made once per machine.
+requirements=tests/requirements.txt
+venv="$HOME/.cache/stratus/venv-$(sha256sum "$requirements" | cut -c1-12)"
+if [ ! -x "$venv/bin/pytest" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+fi
+
+STRATUS_BIN="$CARGO_TARGET_DIR/release/stratus" "$venv/bin/python" -m pytest tests "$@"
