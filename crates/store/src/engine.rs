@@ -19,6 +19,9 @@ pub trait Engine: Send + Sync + 'static {
     fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>>;
     /// Forgets history before `revision`.
     fn compact(&self, revision: Revision) -> Result<()>;
+    /// Makes everything committed durable in its final form, so the next open has nothing to
+    /// recover. Called when the store closes.
+    fn checkpoint(&self) -> Result<()>;
 }
 
 /// `[start, end)` as range bounds, an empty `end` meaning no upper bound; `None` if the range is

@@ -8,13 +8,14 @@
 //!
 //! [`LocalStore`] implements it over an embedded [`Engine`]: redb on disk, or a `BTreeMap` for
 //! `--ephemeral`. All writes go through one committer thread that batches whatever transactions are
-//! waiting into one engine commit (one fsync), and acknowledges each only after that commit is
-//! durable (group commit).
+//! waiting into one engine commit (one fsync of a write-ahead log), and acknowledges each only
+//! after that commit is durable (group commit).
 
 mod engine;
 mod local;
 mod memory;
 mod redb_engine;
+mod wal;
 
 use std::sync::Arc;
 
@@ -216,7 +217,7 @@ impl Keyspace {
 
 /// A durable store in `dir` (created if missing).
 pub fn open(dir: &std::path::Path, options: StoreOptions) -> Result<Arc<dyn Store>> {
-    let engine = redb_engine::RedbEngine::open(dir)?;
+    let engine = redb_engine::RedbEngine::open(dir, options.checkpoint_bytes)?;
     Ok(Arc::new(LocalStore::start(Arc::new(engine), options)?))
 }
 

@@ -19,11 +19,15 @@ pub struct StoreOptions {
     pub compaction_interval: Duration,
     /// The most transactions one group commit takes.
     pub max_batch: usize,
+    /// The on-disk engine checkpoints (makes its B-tree durable and empties its write-ahead log)
+    /// whenever the log grows past this. Larger means fewer page flushes, but more memory and a
+    /// longer replay after a crash.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { compaction_interval: Duration::from_secs(300), max_batch: 1024 }
+        StoreOptions { compaction_interval: Duration::from_secs(300), max_batch: 1024, checkpoint_bytes: 8 << 20 }
     }
 }
 
@@ -163,7 +167,12 @@ impl Committer {
                     next_compaction = Instant::now() + self.options.compaction_interval;
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Err(error) = self.shared.engine.checkpoint() {
+                        tracing::error!(error = &error as &dyn std::error::Error, "final checkpoint failed");
+                    }
+                    return;
+                }
             };
             let mut txns = Vec::new();
             let mut replies = Vec::new();

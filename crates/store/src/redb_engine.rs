@@ -1,26 +1,48 @@
 //! The durable engine: redb, a crash-safe copy-on-write B-tree in one file.
 //!
 //! Three tables: `kv` (key -> record), `log` (revision -> that revision's events, the watch
-//! history) and `meta` (the current and compacted revisions). One redb write transaction per
-//! group commit, with redb's default `Durability::Immediate` (fsync before `commit` returns).
+//! history) and `meta` (the compaction point). The current revision is the log's last key:
+//! compaction never removes the newest entry. One redb write transaction per group commit, made
+//! durable by the write-ahead log (see `wal.rs`) and committed to redb without a sync; redb itself
+//! is made durable at checkpoints.
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 
 use crate::engine::{
     Applied, Engine, WriteBatch, apply_txns, decode_events, decode_value, encode_events, encode_value, key_bounds,
 };
-use crate::{Event, KeyValue, Result, Revision, StoreError, Txn};
+use crate::wal::{Entry, Wal};
+use crate::{Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const REVISION: &str = "revision";
 const COMPACTED: &str = "compacted";
+/// The revision of the last checkpoint; written so that a checkpoint is never an empty commit.
+const CHECKPOINT: &str = "checkpoint";
 
 pub(crate) struct RedbEngine {
     db: Database,
+    wal: Mutex<WalState>,
+    checkpoint_bytes: u64,
+}
+
+struct WalState {
+    wal: Wal,
+    /// Set when a commit failed after its log record was written: the log and redb no longer
+    /// agree until a restart replays the log, so no further write may be accepted.
+    failed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RecoveryError {
+    #[error("a previous commit failed; restart Stratus to recover from the write-ahead log")]
+    Failed,
+    #[error("the write-ahead log jumps from revision {expected} to {found}")]
+    Gap { expected: Revision, found: Revision },
 }
 
 fn failed(error: impl Into<redb::Error>) -> StoreError {
@@ -28,17 +50,56 @@ fn failed(error: impl Into<redb::Error>) -> StoreError {
 }
 
 impl RedbEngine {
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
+    /// Opens the store in `dir`, replaying the write-ahead log over redb's last durable state.
+    pub(crate) fn open(dir: &Path, checkpoint_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(StoreError::engine)?;
         let db = Database::create(dir.join("stratus.redb")).map_err(failed)?;
+        let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"))?;
         let txn = db.begin_write().map_err(failed)?;
         {
-            txn.open_table(KV).map_err(failed)?;
-            txn.open_table(LOG).map_err(failed)?;
-            txn.open_table(META).map_err(failed)?;
+            let mut kv = txn.open_table(KV).map_err(failed)?;
+            let mut log = txn.open_table(LOG).map_err(failed)?;
+            let mut meta = txn.open_table(META).map_err(failed)?;
+            let durable = log.last().map_err(failed)?.map_or(0, |(revision, _)| revision.value());
+            let mut revision = durable;
+            for (entry_revision, events) in entries.into_iter().filter(|(r, _)| *r > durable) {
+                if entry_revision != revision + 1 {
+                    return Err(StoreError::engine(RecoveryError::Gap {
+                        expected: revision + 1,
+                        found: entry_revision,
+                    }));
+                }
+                let mut decoded = Vec::new();
+                decode_events(entry_revision, &events, b"", &mut decoded)?;
+                let mut batch = RedbBatch { kv: &mut kv, log: &mut log, logged: Vec::new() };
+                for event in &decoded {
+                    match event.kind {
+                        EventKind::Put => batch.put(&event.kv)?,
+                        EventKind::Delete => batch.remove(&event.kv.key)?,
+                    }
+                }
+                batch.log(entry_revision, &decoded)?;
+                revision = entry_revision;
+            }
+            if revision > durable {
+                tracing::info!(from = durable + 1, to = revision, "replayed the write-ahead log");
+            }
+            meta.insert(CHECKPOINT, revision).map_err(failed)?;
         }
         txn.commit().map_err(failed)?;
-        Ok(RedbEngine { db })
+        wal.restart()?;
+        Ok(RedbEngine { db, wal: Mutex::new(WalState { wal, failed: false }), checkpoint_bytes })
+    }
+
+    /// Makes everything committed so far durable in redb, then empties the log.
+    fn checkpoint_locked(&self, state: &mut WalState) -> Result<()> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        {
+            let revision = txn.open_table(LOG).map_err(failed)?.last().map_err(failed)?.map_or(0, |(r, _)| r.value());
+            txn.open_table(META).map_err(failed)?.insert(CHECKPOINT, revision).map_err(failed)?;
+        }
+        txn.commit().map_err(failed)?;
+        state.wal.restart()
     }
 
     fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -52,6 +113,8 @@ impl RedbEngine {
 struct RedbBatch<'t, 'txn> {
     kv: &'t mut Table<'txn, &'static [u8], &'static [u8]>,
     log: &'t mut Table<'txn, u64, &'static [u8]>,
+    /// What this batch logged, for the write-ahead log.
+    logged: Vec<Entry>,
 }
 
 impl WriteBatch for RedbBatch<'_, '_> {
@@ -79,7 +142,9 @@ impl WriteBatch for RedbBatch<'_, '_> {
         Ok(out)
     }
     fn log(&mut self, revision: Revision, events: &[Event]) -> Result<()> {
-        self.log.insert(revision, encode_events(events).as_slice()).map_err(failed)?;
+        let encoded = encode_events(events);
+        self.log.insert(revision, encoded.as_slice()).map_err(failed)?;
+        self.logged.push((revision, encoded));
         Ok(())
     }
 }
@@ -90,9 +155,9 @@ impl Engine for RedbEngine {
     }
 
     fn revisions(&self) -> Result<(Revision, Revision)> {
-        let meta = self.read_table(META)?;
-        let read = |name| -> Result<Revision> { Ok(meta.get(name).map_err(failed)?.map_or(0, |v| v.value())) };
-        Ok((read(REVISION)?, read(COMPACTED)?))
+        let compacted = self.read_table(META)?.get(COMPACTED).map_err(failed)?.map_or(0, |v| v.value());
+        let revision = self.read_table(LOG)?.last().map_err(failed)?.map_or(0, |(revision, _)| revision.value());
+        Ok((revision, compacted))
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
@@ -123,16 +188,37 @@ impl Engine for RedbEngine {
     }
 
     fn write(&self, txns: &[Txn], revision: Revision) -> Result<Applied> {
-        let txn = self.db.begin_write().map_err(failed)?;
-        let applied = {
+        let mut state = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.failed {
+            return Err(StoreError::engine(RecoveryError::Failed));
+        }
+        let mut txn = self.db.begin_write().map_err(failed)?;
+        txn.set_durability(Durability::None).map_err(failed)?;
+        let (applied, logged) = {
             let mut kv = txn.open_table(KV).map_err(failed)?;
             let mut log = txn.open_table(LOG).map_err(failed)?;
-            let applied = apply_txns(&mut RedbBatch { kv: &mut kv, log: &mut log }, txns, revision)?;
-            txn.open_table(META).map_err(failed)?.insert(REVISION, applied.revision).map_err(failed)?;
-            applied
+            let mut batch = RedbBatch { kv: &mut kv, log: &mut log, logged: Vec::new() };
+            (apply_txns(&mut batch, txns, revision)?, batch.logged)
         };
-        txn.commit().map_err(failed)?;
+        if !logged.is_empty() {
+            // Durable from here on; a failure now leaves the log ahead of redb.
+            state.failed = true;
+            state.wal.append(&logged)?;
+            txn.commit().map_err(failed)?;
+            state.failed = false;
+        }
+        if state.wal.len() >= self.checkpoint_bytes {
+            self.checkpoint_locked(&mut state)?;
+        }
         Ok(applied)
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let mut state = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.failed || state.wal.len() == 0 {
+            return Ok(());
+        }
+        self.checkpoint_locked(&mut state)
     }
 
     fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>> {
@@ -146,6 +232,7 @@ impl Engine for RedbEngine {
     }
 
     fn compact(&self, revision: Revision) -> Result<()> {
+        let _writes = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
         let txn = self.db.begin_write().map_err(failed)?;
         {
             let mut meta = txn.open_table(META).map_err(failed)?;

@@ -96,7 +96,9 @@ fn verify(dir: &std::path::Path, acked: &[(usize, u64)], cycle: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_process() {
     let Some(dir) = std::env::var_os("STORE_CRASH_DIR") else { return };
-    let store = store::open(std::path::Path::new(&dir), StoreOptions::default()).unwrap();
+    // A small log, so that kills land before, during and after checkpoints.
+    let options = StoreOptions { checkpoint_bytes: 64 << 10, ..StoreOptions::default() };
+    let store = store::open(std::path::Path::new(&dir), options).unwrap();
     for writer in 0..WRITERS {
         let store = store.clone();
         tokio::spawn(async move {

@@ -1,0 +1,184 @@
+//! The write-ahead log in front of redb.
+//!
+//! A durable redb commit rewrites and fsyncs every B-tree page the commit touched, which costs
+//! ~40 µs per 1 KiB write even in batches of 64 on this class of machine. So a group commit instead
+//! appends the events it produced to this log (one `write` and one `fdatasync`) and commits redb
+//! without syncing. Every few MiB the engine makes redb durable (a checkpoint) and empties the
+//! log. On open, the log entries newer than redb's last durable revision are applied again.
+//!
+//! The file is reused rather than truncated, because overwriting blocks in place makes
+//! `fdatasync` about half as expensive as appending here (no size change to journal). It starts
+//! with a 16-byte header: a magic number and the current epoch, which every checkpoint increments.
+//! Then records: `u32` payload length, `u32` CRC-32 of epoch and payload, payload. Payload: per
+//! revision a `u64` revision, a `u32` length and that revision's events as the log table stores
+//! them. The first record that is cut short or fails its CRC ends the log: either it was being
+//! written when the process died (and its commit was never acknowledged), or it is left over from
+//! an earlier epoch.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::{Result, Revision, StoreError};
+
+const MAGIC: &[u8; 8] = b"STRATWAL";
+const HEADER: u64 = 16;
+
+pub(crate) struct Wal {
+    file: File,
+    epoch: u64,
+    /// Where the next record goes.
+    end: u64,
+}
+
+/// One revision's encoded events.
+pub(crate) type Entry = (Revision, Vec<u8>);
+
+impl Wal {
+    /// Opens (or creates) the log and returns the entries of its intact records, in order.
+    pub fn open(path: &Path) -> Result<(Wal, Vec<Entry>)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(StoreError::engine)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(StoreError::engine)?;
+        let epoch = match bytes.get(..HEADER as usize) {
+            Some(header) if header.starts_with(MAGIC) => {
+                u64::from_le_bytes(header[8..16].try_into().unwrap_or_default())
+            }
+            _ => 0, // new, or never got past its header: nothing in it was acknowledged
+        };
+        let (entries, intact) = if epoch == 0 { (Vec::new(), 0) } else { parse(&bytes[HEADER as usize..], epoch) };
+        let mut wal = Wal { file, epoch, end: HEADER + intact as u64 };
+        if epoch == 0 {
+            wal.restart()?;
+        }
+        Ok((wal, entries))
+    }
+
+    /// Appends one record holding `entries` and waits until it is on disk.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        let payload_len: usize = entries.iter().map(|(_, events)| 12 + events.len()).sum();
+        let mut record = Vec::with_capacity(8 + payload_len);
+        record.extend_from_slice(&(payload_len as u32).to_le_bytes());
+        record.extend_from_slice(&[0; 4]); // the CRC, once the payload is there
+        for (revision, events) in entries {
+            record.extend_from_slice(&revision.to_le_bytes());
+            record.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            record.extend_from_slice(events);
+        }
+        let crc = checksum(self.epoch, &record[8..]);
+        record[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.file.write_all_at(&record, self.end).map_err(StoreError::engine)?;
+        self.file.sync_data().map_err(StoreError::engine)?;
+        self.end += record.len() as u64;
+        Ok(())
+    }
+
+    /// Starts a new epoch, which empties the log: called once everything in it is durable elsewhere.
+    pub fn restart(&mut self) -> Result<()> {
+        let mut header = [0; HEADER as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..].copy_from_slice(&(self.epoch + 1).to_le_bytes());
+        self.file.write_all_at(&header, 0).map_err(StoreError::engine)?;
+        self.file.sync_data().map_err(StoreError::engine)?;
+        self.epoch += 1;
+        self.end = HEADER;
+        Ok(())
+    }
+
+    /// Bytes of records in the current epoch.
+    pub fn len(&self) -> u64 {
+        self.end - HEADER
+    }
+}
+
+fn checksum(epoch: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&epoch.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// The entries of the leading intact records of `epoch`, and how many bytes those records span.
+fn parse(bytes: &[u8], epoch: u64) -> (Vec<Entry>, usize) {
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let (len, crc) = header.split_at(4);
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        let Some(payload) = bytes.get(at + 8..at + 8 + len) else { break };
+        if checksum(epoch, payload) != crc {
+            break;
+        }
+        let Some(record_entries) = parse_payload(payload) else { break };
+        entries.extend(record_entries);
+        at += 8 + len;
+    }
+    (entries, at)
+}
+
+fn parse_payload(mut payload: &[u8]) -> Option<Vec<Entry>> {
+    let mut entries = Vec::new();
+    while !payload.is_empty() {
+        let revision = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+        let len = u32::from_le_bytes(payload.get(8..12)?.try_into().ok()?) as usize;
+        entries.push((revision, payload.get(12..12 + len)?.to_vec()));
+        payload = &payload[12 + len..];
+    }
+    Some(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn appends_reopen_and_torn_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, entries) = Wal::open(&path).unwrap();
+        assert!(entries.is_empty());
+        wal.append(&[(1, b"one".to_vec()), (2, b"two".to_vec())]).unwrap();
+        wal.append(&[(3, b"three".to_vec())]).unwrap();
+        let intact = wal.len();
+        drop(wal);
+
+        // A record torn by a crash: its header promises more than was written.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[100, 0, 0, 0, 1, 2, 3, 4, b'x']).unwrap();
+        drop(file);
+        let (mut wal, entries) = Wal::open(&path).unwrap();
+        assert_eq!(entries, vec![(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]);
+        assert_eq!(wal.len(), intact, "the next record overwrites the torn one");
+
+        // After a restart the old records are still in the file, but of an earlier epoch.
+        wal.restart().unwrap();
+        wal.append(&[(4, b"four".to_vec())]).unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(&path).unwrap().1, vec![(4, b"four".to_vec())]);
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&[(1, b"one".to_vec())]).unwrap();
+        wal.append(&[(2, b"two".to_vec())]).unwrap();
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1; // inside the second record's payload
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(Wal::open(&path).unwrap().1, vec![(1, b"one".to_vec())]);
+    }
+}
