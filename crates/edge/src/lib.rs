@@ -24,6 +24,9 @@ use tokio::net::TcpListener;
 
 use metrics::Metrics;
 
+/// The AWS services the edge serves, by botocore name.
+pub use aws_protocol::SERVED as AWS_SERVICES;
+
 /// The largest request body accepted (DynamoDB's BatchWriteItem allows 16 MB).
 pub const MAX_BODY: usize = 16 << 20;
 /// A client must send a whole request head within this; slower ones are disconnected (slowloris).
@@ -151,7 +154,7 @@ impl Edge {
 
     fn health(&self) -> Response<Bytes> {
         let services: serde_json::Map<_, _> =
-            aws_protocol::SERVED.iter().map(|s| (s.to_string(), "running".into())).collect();
+            AWS_SERVICES.iter().map(|s| (s.to_string(), "running".into())).collect();
         json(
             StatusCode::OK,
             &serde_json::json!({
@@ -171,7 +174,7 @@ impl Edge {
         };
         // Each service adds its own summary here as it gains state; STS holds none.
         let services: serde_json::Map<_, _> =
-            aws_protocol::SERVED.iter().map(|s| (s.to_string(), serde_json::json!({}))).collect();
+            AWS_SERVICES.iter().map(|s| (s.to_string(), serde_json::json!({}))).collect();
         json(
             StatusCode::OK,
             &serde_json::json!({

@@ -96,7 +96,7 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Stratus {} ready in {:.1} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_secs_f64() * 1000.0)?;
-    writeln!(out, "  AWS endpoint  {endpoint}  (services: sts)")?;
+    writeln!(out, "  AWS endpoint  {endpoint}  (services: {})", edge::AWS_SERVICES.join(", "))?;
     writeln!(out, "  health        {endpoint}/_stratus/health")?;
     writeln!(out, "  metrics       {endpoint}/metrics")?;
     writeln!(out, "  state         {state_note}")?;
