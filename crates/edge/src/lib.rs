@@ -153,8 +153,7 @@ impl Edge {
     }
 
     fn health(&self) -> Response<Bytes> {
-        let services: serde_json::Map<_, _> =
-            AWS_SERVICES.iter().map(|s| (s.to_string(), "running".into())).collect();
+        let services: serde_json::Map<_, _> = AWS_SERVICES.iter().map(|s| (s.to_string(), "running".into())).collect();
         json(
             StatusCode::OK,
             &serde_json::json!({
