@@ -333,4 +333,32 @@ mod tests {
         .await;
         assert!(text.contains("<Code>MissingAction</Code>"), "a body that is not a form is not read as one: {text}");
     }
+
+    proptest::proptest! {
+        /// Whatever arrives, the answer is a well-formed response with a request id: no panic.
+        #[test]
+        fn any_request_gets_a_response(
+            method in proptest::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD"]),
+            path in "/[ -~]{0,40}",
+            target in proptest::option::of("[ -~]{0,40}"),
+            authorization in proptest::option::of("(AWS4-HMAC-SHA256 )?(Credential=)?[ -~/]{0,60}"),
+            content_type in proptest::option::of(proptest::sample::select(vec![
+                "application/x-www-form-urlencoded", "application/x-amz-json-1.0", "application/json", "text/plain",
+            ])),
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let mut builder = Request::builder().method(method);
+            builder = builder.uri(http::Uri::try_from(path.as_str()).unwrap_or_else(|_| http::Uri::from_static("/")));
+            for (name, value) in [("x-amz-target", target), ("authorization", authorization), ("content-type", content_type.map(String::from))] {
+                if let Some(value) = value.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+                    builder = builder.header(name, value);
+                }
+            }
+            let request = builder.body(Bytes::from(body)).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let outcome = runtime.block_on(Aws::new("000000000000".into()).handle("rid", request));
+            proptest::prop_assert!(outcome.response.headers().contains_key("x-amzn-requestid"));
+            proptest::prop_assert!(outcome.response.status().as_u16() >= 200);
+        }
+    }
 }

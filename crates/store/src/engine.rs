@@ -223,4 +223,13 @@ mod tests {
         let mut out = Vec::new();
         assert!(decode_events(1, &[0, 9, 0, 0, 0, b'a'], b"", &mut out).is_err());
     }
+
+    proptest::proptest! {
+        /// Records read back from disk may be anything; decoding them is an error or a value.
+        #[test]
+        fn arbitrary_records_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode_value(b"k", &bytes);
+            let _ = decode_events(1, &bytes, b"", &mut Vec::new());
+        }
+    }
 }

@@ -181,4 +181,13 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(Wal::open(&path).unwrap().1, vec![(1, b"one".to_vec())]);
     }
+
+    proptest::proptest! {
+        /// A log file holding anything at all parses to a prefix of records, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096), epoch in 0u64..3) {
+            let (_, intact) = parse(&bytes, epoch);
+            proptest::prop_assert!(intact <= bytes.len());
+        }
+    }
 }
