@@ -51,42 +51,37 @@ fn main() {
     println!("store benchmark: {seconds} s per measurement, data under {}", base.display());
     println!();
     println!("durable {VALUE_SIZE} B puts");
-    println!(
-        "{:>8} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>8}",
-        "writers", "stratus op/s", "p50 ms", "p99 ms", "sqlite op/s", "p50 ms", "p99 ms", "ratio"
-    );
+    header("writers");
     for writers in [1, 8, 64] {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let store = store::open(&dir.path().join("stratus"), StoreOptions::default()).unwrap();
-        let mut ours = runtime.block_on(stratus_puts(store.clone(), writers, duration, &value));
+        let ours = runtime.block_on(stratus_puts(store.clone(), writers, duration, &value));
         runtime.block_on(store.close());
-        let mut theirs = sqlite_puts(&dir.path().join("sqlite.db"), writers, duration, &value);
-        println!(
-            "{writers:>8} | {:>12.0} {:>8.2} {:>8.2} | {:>12.0} {:>8.2} {:>8.2} | {:>7.1}x",
-            ours.ops_per_second(),
-            ours.percentile_ms(0.50),
-            ours.percentile_ms(0.99),
-            theirs.ops_per_second(),
-            theirs.percentile_ms(0.50),
-            theirs.percentile_ms(0.99),
-            ours.ops_per_second() / theirs.ops_per_second()
-        );
+        let theirs = sqlite_puts(&dir.path().join("sqlite.db"), writers, duration, &value);
+        row(&writers.to_string(), ours, theirs);
     }
 
     println!();
     println!("range scans: {SCAN_LIMIT} consecutive keys from a random start, {SCAN_KEYS} keys stored, 1 reader");
     let dir = tempfile::tempdir_in(&base).unwrap();
     let store = store::open(&dir.path().join("stratus"), StoreOptions::default()).unwrap();
-    let mut ours = runtime.block_on(stratus_scans(store.clone(), duration, &value));
+    let ours = runtime.block_on(stratus_scans(store.clone(), duration, &value));
     runtime.block_on(store.close());
-    let mut theirs = sqlite_scans(&dir.path().join("sqlite.db"), duration, &value);
+    let theirs = sqlite_scans(&dir.path().join("sqlite.db"), duration, &value);
+    header("");
+    row("scan", ours, theirs);
+}
+
+fn header(first: &str) {
     println!(
-        "{:>8} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>8}",
-        "", "stratus op/s", "p50 ms", "p99 ms", "sqlite op/s", "p50 ms", "p99 ms", "ratio"
+        "{first:>8} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>8}",
+        "stratus op/s", "p50 ms", "p99 ms", "sqlite op/s", "p50 ms", "p99 ms", "ratio"
     );
+}
+
+fn row(label: &str, mut ours: Measured, mut theirs: Measured) {
     println!(
-        "{:>8} | {:>12.0} {:>8.3} {:>8.3} | {:>12.0} {:>8.3} {:>8.3} | {:>7.1}x",
-        "scan",
+        "{label:>8} | {:>12.0} {:>8.3} {:>8.3} | {:>12.0} {:>8.3} {:>8.3} | {:>7.1}x",
         ours.ops_per_second(),
         ours.percentile_ms(0.50),
         ours.percentile_ms(0.99),
