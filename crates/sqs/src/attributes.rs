@@ -1,0 +1,159 @@
+//! Queue attributes: which exist, their defaults, and the values each accepts.
+
+use std::collections::BTreeMap;
+
+use crate::SqsError;
+
+/// Attributes a caller may set, with their defaults ("" means unset by default).
+const SETTABLE: &[(&str, &str)] = &[
+    ("DelaySeconds", "0"),
+    ("MaximumMessageSize", "262144"),
+    ("MessageRetentionPeriod", "345600"),
+    ("Policy", ""),
+    ("ReceiveMessageWaitTimeSeconds", "0"),
+    ("RedrivePolicy", ""),
+    ("RedriveAllowPolicy", ""),
+    ("VisibilityTimeout", "30"),
+    ("KmsMasterKeyId", ""),
+    ("KmsDataKeyReusePeriodSeconds", "300"),
+    ("SqsManagedSseEnabled", "true"),
+];
+/// Attributes only FIFO queues have.
+const FIFO_SETTABLE: &[(&str, &str)] = &[
+    ("FifoQueue", "true"),
+    ("ContentBasedDeduplication", "false"),
+    ("DeduplicationScope", "queue"),
+    ("FifoThroughputLimit", "perQueue"),
+];
+/// Attributes SQS computes.
+pub(crate) const COMPUTED: &[&str] = &[
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "CreatedTimestamp",
+    "LastModifiedTimestamp",
+    "QueueArn",
+];
+
+/// The settable attributes a new queue starts with, before the caller's are applied.
+pub(crate) fn defaults(fifo: bool) -> BTreeMap<String, String> {
+    let fifo_defaults = if fifo { FIFO_SETTABLE } else { &[] };
+    SETTABLE
+        .iter()
+        .chain(fifo_defaults)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every attribute name `GetQueueAttributes` knows for this kind of queue.
+pub(crate) fn all_names(fifo: bool) -> impl Iterator<Item = &'static str> {
+    let fifo_names: &[(&str, &str)] = if fifo { FIFO_SETTABLE } else { &[] };
+    SETTABLE.iter().chain(fifo_names).map(|(k, _)| *k).chain(COMPUTED.iter().copied())
+}
+
+/// Checks one attribute a caller wants to set; `creating` allows `FifoQueue`.
+pub(crate) fn validate(name: &str, value: &str, fifo: bool, creating: bool) -> Result<(), SqsError> {
+    let known = SETTABLE.iter().any(|(k, _)| *k == name) || FIFO_SETTABLE.iter().any(|(k, _)| *k == name);
+    if !known {
+        return Err(SqsError::InvalidAttributeName(format!("Unknown Attribute {name}.")));
+    }
+    let invalid = || SqsError::InvalidAttributeValue(format!("Invalid value for the parameter {name}."));
+    let in_range = |low: u64, high: u64| match value.parse::<u64>() {
+        Ok(v) if (low..=high).contains(&v) => Ok(()),
+        _ => Err(invalid()),
+    };
+    match name {
+        "DelaySeconds" => in_range(0, 900),
+        "MaximumMessageSize" => in_range(1024, 262_144),
+        "MessageRetentionPeriod" => in_range(60, 1_209_600),
+        "ReceiveMessageWaitTimeSeconds" => in_range(0, 20),
+        "VisibilityTimeout" => in_range(0, 43_200),
+        "KmsDataKeyReusePeriodSeconds" => in_range(60, 86_400),
+        "SqsManagedSseEnabled" => bool_value(value).map(|_| ()).ok_or_else(invalid),
+        "RedrivePolicy" => redrive_policy(value).map(|_| ()),
+        "FifoQueue" if !creating => Err(SqsError::InvalidAttributeName(format!("Unknown Attribute {name}."))),
+        "FifoQueue" => match bool_value(value) {
+            Some(v) if v == fifo => Ok(()),
+            _ => Err(invalid()),
+        },
+        "ContentBasedDeduplication" | "DeduplicationScope" | "FifoThroughputLimit" if !fifo => {
+            Err(SqsError::InvalidAttributeName(format!("Unknown Attribute {name}.")))
+        }
+        "ContentBasedDeduplication" => bool_value(value).map(|_| ()).ok_or_else(invalid),
+        "DeduplicationScope" if value == "queue" || value == "messageGroup" => Ok(()),
+        "FifoThroughputLimit" if value == "perQueue" || value == "perMessageGroupId" => Ok(()),
+        "DeduplicationScope" | "FifoThroughputLimit" => Err(invalid()),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn bool_value(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// `{"deadLetterTargetArn": "...", "maxReceiveCount": N}` (the count may be a string).
+pub(crate) struct RedrivePolicy {
+    pub target_arn: String,
+    pub max_receive_count: u32,
+}
+
+pub(crate) fn redrive_policy(value: &str) -> Result<RedrivePolicy, SqsError> {
+    let invalid = |why: &str| {
+        SqsError::InvalidParameterValue(format!("Value {value} for parameter RedrivePolicy is invalid. Reason: {why}"))
+    };
+    let policy: serde_json::Value =
+        serde_json::from_str(value).map_err(|_| invalid("Redrive policy is not a valid JSON map."))?;
+    let target_arn = policy["deadLetterTargetArn"]
+        .as_str()
+        .ok_or_else(|| invalid("Redrive policy does not contain mandatory attribute: deadLetterTargetArn."))?;
+    let count = match &policy["maxReceiveCount"] {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Null => {
+            return Err(invalid("Redrive policy does not contain mandatory attribute: maxReceiveCount."));
+        }
+        _ => None,
+    };
+    match count {
+        Some(n @ 1..=1000) => Ok(RedrivePolicy { target_arn: target_arn.to_string(), max_receive_count: n as u32 }),
+        _ => Err(invalid("Invalid value for maxReceiveCount: must be an integer from 1 to 1000.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_ranges_and_names() {
+        assert!(validate("VisibilityTimeout", "43200", false, false).is_ok());
+        assert!(matches!(
+            validate("VisibilityTimeout", "43201", false, false),
+            Err(SqsError::InvalidAttributeValue(_))
+        ));
+        assert!(matches!(validate("Colour", "blue", false, false), Err(SqsError::InvalidAttributeName(_))));
+        assert!(matches!(
+            validate("ContentBasedDeduplication", "true", false, true),
+            Err(SqsError::InvalidAttributeName(_))
+        ));
+        assert!(validate("FifoQueue", "true", true, true).is_ok());
+        assert!(validate("FifoQueue", "true", false, true).is_err());
+    }
+
+    #[test]
+    fn reads_redrive_policies() {
+        let p =
+            redrive_policy(r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:dlq","maxReceiveCount":"3"}"#)
+                .unwrap();
+        assert_eq!((p.target_arn.as_str(), p.max_receive_count), ("arn:aws:sqs:us-east-1:000000000000:dlq", 3));
+        let p = redrive_policy(r#"{"maxReceiveCount": 5, "deadLetterTargetArn": "arn:x"}"#).unwrap();
+        assert_eq!(p.max_receive_count, 5);
+        assert!(redrive_policy(r#"{"maxReceiveCount": 0, "deadLetterTargetArn": "arn:x"}"#).is_err());
+        assert!(redrive_policy("{}").is_err());
+    }
+}

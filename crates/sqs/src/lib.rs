@@ -1,0 +1,1012 @@
+//! Amazon SQS, the domain side: queues, messages and their visibility, FIFO groups and
+//! deduplication, dead-letter queues, long polling.
+//!
+//! Each queue's state lives in memory (`queue::Queue`, behind its own lock) and is written through
+//! to the store before any caller is answered: a send is acknowledged only once its message is
+//! durable, a receive only once the new visibility deadlines are. On start, [`Sqs::open`] rebuilds
+//! the queues from the store. Deadlines are absolute times, so delays, visibility and retention
+//! carry on across restarts. A receiver waiting for messages (long polling) sleeps on its queue's
+//! `Notify` and holds no thread.
+
+mod attributes;
+mod digest;
+mod queue;
+mod storage;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use store::{Store, StoreError, Txn};
+use tokio::sync::Notify;
+
+use queue::{Message, Queue, Taken};
+
+/// A queue's identity: SQS queues are per account and region.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId {
+    pub account: String,
+    pub region: String,
+    pub name: String,
+}
+
+impl QueueId {
+    pub fn arn(&self) -> String {
+        format!("arn:aws:sqs:{}:{}:{}", self.region, self.account, self.name)
+    }
+
+    /// `arn:aws:sqs:<region>:<account>:<name>`
+    pub fn from_arn(arn: &str) -> Option<QueueId> {
+        let mut parts = arn.split(':');
+        let (Some("arn"), Some(_partition), Some("sqs"), Some(region), Some(account), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        Some(QueueId { account: account.into(), region: region.into(), name: name.into() })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttributeValue {
+    String(String),
+    Binary(Vec<u8>),
+}
+
+/// A message attribute; `data_type` is `String`, `Number` or `Binary`, optionally with a
+/// custom suffix (`Number.float`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageAttribute {
+    pub name: String,
+    pub data_type: String,
+    pub value: AttributeValue,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SendMessage {
+    pub body: String,
+    pub delay_seconds: Option<u64>,
+    pub attributes: Vec<MessageAttribute>,
+    pub system_attributes: Vec<MessageAttribute>,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub message_id: String,
+    pub md5_of_body: String,
+    pub md5_of_attributes: Option<String>,
+    pub md5_of_system_attributes: Option<String>,
+    pub sequence_number: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Receive {
+    pub max_messages: Option<u64>,
+    pub visibility_timeout: Option<u64>,
+    pub wait_seconds: Option<u64>,
+    /// System attribute names to return (`All` for every one).
+    pub system_attribute_names: Vec<String>,
+    /// Message attribute names to return: names, `All`, `.*`, or `prefix.*`.
+    pub message_attribute_names: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub md5_of_body: String,
+    pub md5_of_attributes: Option<String>,
+    pub attributes: Vec<MessageAttribute>,
+    pub system_attributes: Vec<(String, String)>,
+}
+
+/// SQS's errors. The adapter maps each to its wire code.
+#[derive(Debug, thiserror::Error)]
+pub enum SqsError {
+    #[error("The specified queue does not exist.")]
+    QueueDoesNotExist,
+    #[error("{0}")]
+    QueueNameExists(String),
+    #[error("{0}")]
+    InvalidParameterValue(String),
+    #[error("{0}")]
+    MissingParameter(String),
+    #[error("{0}")]
+    InvalidAttributeName(String),
+    #[error("{0}")]
+    InvalidAttributeValue(String),
+    #[error("{0}")]
+    InvalidMessageContents(String),
+    #[error("The input receipt handle \"{0}\" is not a valid receipt handle.")]
+    ReceiptHandleIsInvalid(String),
+    #[error("Message does not exist or is not available for visibility timeout change.")]
+    MessageNotInflight,
+    #[error("Only one PurgeQueue operation on {0} is allowed every 60 seconds.")]
+    PurgeQueueInProgress(String),
+    #[error("Maximum number of entries per request are 10. You have sent {0}.")]
+    TooManyEntriesInBatchRequest(usize),
+    #[error("There should be at least one {0} in the request.")]
+    EmptyBatchRequest(&'static str),
+    #[error("Id {0} repeated.")]
+    BatchEntryIdsNotDistinct(String),
+    #[error(
+        "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long."
+    )]
+    InvalidBatchEntryId,
+    #[error("Batch requests cannot be longer than {0} bytes. You have sent {1} bytes.")]
+    BatchRequestTooLong(u64, u64),
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    #[error("{0}")]
+    ResourceNotFound(String),
+    #[error("storage failed")]
+    Store(#[from] StoreError),
+}
+
+const SEND_BATCH_MAX_BYTES: u64 = 262_144;
+const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+struct QueueCell {
+    queue: Mutex<Queue>,
+    /// Woken when messages may have become receivable.
+    changed: Notify,
+}
+
+impl QueueCell {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub struct Sqs {
+    store: Arc<dyn Store>,
+    queues: Mutex<HashMap<QueueId, Arc<QueueCell>>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Sqs {
+    /// Loads every queue and message from the store.
+    pub async fn open(store: Arc<dyn Store>) -> Result<Arc<Sqs>, SqsError> {
+        let queues = storage::load(store.as_ref()).await?;
+        let cells = queues
+            .into_iter()
+            .map(|q| (q.id.clone(), Arc::new(QueueCell { queue: Mutex::new(q), changed: Notify::new() })))
+            .collect();
+        Ok(Arc::new(Sqs { store, queues: Mutex::new(cells) }))
+    }
+
+    /// Forgets every queue; the caller has wiped the store.
+    pub fn reset(&self) {
+        let cells: Vec<_> = self.registry().drain().map(|(_, cell)| cell).collect();
+        for cell in cells {
+            cell.changed.notify_waiters();
+        }
+    }
+
+    /// (queues, messages)
+    pub fn summary(&self) -> (usize, usize) {
+        let cells: Vec<_> = self.registry().values().cloned().collect();
+        (cells.len(), cells.iter().map(|c| c.lock().messages.len()).sum())
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<QueueId, Arc<QueueCell>>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cell(&self, id: &QueueId) -> Result<Arc<QueueCell>, SqsError> {
+        self.registry().get(id).cloned().ok_or(SqsError::QueueDoesNotExist)
+    }
+
+    pub async fn create_queue(
+        &self,
+        id: QueueId,
+        requested: Vec<(String, String)>,
+        tags: Vec<(String, String)>,
+    ) -> Result<(), SqsError> {
+        let valid_name = !id.name.is_empty()
+            && id.name.len() <= 80
+            && id.name.trim_end_matches(".fifo").chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(SqsError::InvalidParameterValue(
+                "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length".into(),
+            ));
+        }
+        let fifo_requested = requested.iter().any(|(k, v)| k == "FifoQueue" && attributes::bool_value(v) == Some(true));
+        let fifo = id.name.ends_with(".fifo");
+        if fifo_requested != fifo {
+            let why = if fifo {
+                "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix"
+            } else {
+                "Invalid value for the parameter FifoQueue."
+            };
+            return Err(if fifo {
+                SqsError::InvalidParameterValue(why.into())
+            } else {
+                SqsError::InvalidAttributeValue(why.into())
+            });
+        }
+        let mut wanted = attributes::defaults(fifo);
+        for (name, value) in requested {
+            attributes::validate(&name, &value, fifo, true)?;
+            wanted.insert(name, value);
+        }
+        let now = now_ms() / 1000;
+        let queue = {
+            let mut registry = self.registry();
+            if let Some(existing) = registry.get(&id) {
+                let existing = existing.lock();
+                return if existing.attributes == wanted {
+                    Ok(())
+                } else {
+                    Err(SqsError::QueueNameExists(format!(
+                        "A queue already exists with the same name and a different value for attribute(s) {}",
+                        differing(&existing.attributes, &wanted).join(", ")
+                    )))
+                };
+            }
+            let queue = Queue {
+                uid: fastrand::u64(1..),
+                id: id.clone(),
+                fifo,
+                attributes: wanted,
+                tags: tags.into_iter().collect(),
+                created: now,
+                modified: now,
+                messages: BTreeMap::new(),
+                schedule: Default::default(),
+                next_seq: now_ms() * 1000,
+                purged_at: None,
+                dedup: HashMap::new(),
+            };
+            let record = storage::queue_op(&queue);
+            registry.insert(id.clone(), Arc::new(QueueCell { queue: Mutex::new(queue), changed: Notify::new() }));
+            record
+        };
+        if let Err(error) = self.store.txn(Txn::ops(vec![queue])).await {
+            self.registry().remove(&id);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    pub async fn delete_queue(&self, id: &QueueId) -> Result<(), SqsError> {
+        let cell = self.registry().remove(id).ok_or(SqsError::QueueDoesNotExist)?;
+        let uid = cell.lock().uid;
+        cell.changed.notify_waiters();
+        self.store.txn(Txn::ops(storage::delete_queue_ops(id, uid))).await?;
+        Ok(())
+    }
+
+    /// Queue names in order, from after `after`; the second value is where the next page starts.
+    pub fn list_queues(
+        &self,
+        account: &str,
+        region: &str,
+        prefix: &str,
+        max_results: Option<usize>,
+        next_token: Option<&str>,
+    ) -> Result<(Vec<QueueId>, Option<String>), SqsError> {
+        if max_results.is_some_and(|m| !(1..=1000).contains(&m)) {
+            return Err(SqsError::InvalidParameterValue(
+                "Value for parameter MaxResults is invalid. Reason: MaxResults must be an integer between 1 and 1000."
+                    .into(),
+            ));
+        }
+        let after = match next_token {
+            Some(token) => Some(
+                decode_token(token)
+                    .ok_or_else(|| SqsError::InvalidParameterValue("Invalid NextToken value.".into()))?,
+            ),
+            None => None,
+        };
+        let mut names: Vec<QueueId> = self
+            .registry()
+            .keys()
+            .filter(|id| id.account == account && id.region == region && id.name.starts_with(prefix))
+            .filter(|id| after.as_ref().is_none_or(|a| &id.name > a))
+            .cloned()
+            .collect();
+        names.sort();
+        let limit = max_results.unwrap_or(1000);
+        let more = names.len() > limit && max_results.is_some();
+        names.truncate(limit);
+        let token = if more { names.last().map(|id| encode_token(&id.name)) } else { None };
+        Ok((names, token))
+    }
+
+    pub fn queue_exists(&self, id: &QueueId) -> Result<(), SqsError> {
+        self.cell(id).map(|_| ())
+    }
+
+    pub fn get_attributes(&self, id: &QueueId, names: &[String]) -> Result<Vec<(String, String)>, SqsError> {
+        let cell = self.cell(id)?;
+        let queue = cell.lock();
+        let all = names.iter().any(|n| n == "All");
+        let known: Vec<&str> = attributes::all_names(queue.fifo).collect();
+        for name in names {
+            if name != "All" && !known.contains(&name.as_str()) {
+                return Err(SqsError::InvalidAttributeName(format!("Unknown Attribute {name}.")));
+            }
+        }
+        let (visible, in_flight, delayed) = queue.counts(now_ms());
+        let mut out = Vec::new();
+        for name in known.into_iter().filter(|n| all || names.iter().any(|w| w == n)) {
+            let value = match name {
+                "ApproximateNumberOfMessages" => visible.to_string(),
+                "ApproximateNumberOfMessagesNotVisible" => in_flight.to_string(),
+                "ApproximateNumberOfMessagesDelayed" => delayed.to_string(),
+                "CreatedTimestamp" => queue.created.to_string(),
+                "LastModifiedTimestamp" => queue.modified.to_string(),
+                "QueueArn" => queue.arn(),
+                other => match queue.attributes.get(other) {
+                    Some(v) => v.clone(),
+                    None => continue,
+                },
+            };
+            out.push((name.to_string(), value));
+        }
+        Ok(out)
+    }
+
+    pub async fn set_attributes(&self, id: &QueueId, changes: Vec<(String, String)>) -> Result<(), SqsError> {
+        let cell = self.cell(id)?;
+        let record = {
+            let mut queue = cell.lock();
+            for (name, value) in &changes {
+                attributes::validate(name, value, queue.fifo, false)?;
+            }
+            for (name, value) in changes {
+                // An empty policy removes it, as in SQS.
+                if value.is_empty() && matches!(name.as_str(), "Policy" | "RedrivePolicy" | "RedriveAllowPolicy") {
+                    queue.attributes.remove(&name);
+                } else {
+                    queue.attributes.insert(name, value);
+                }
+            }
+            queue.modified = now_ms() / 1000;
+            storage::queue_op(&queue)
+        };
+        self.store.txn(Txn::ops(vec![record])).await?;
+        cell.changed.notify_waiters();
+        Ok(())
+    }
+
+    pub fn list_tags(&self, id: &QueueId) -> Result<Vec<(String, String)>, SqsError> {
+        Ok(self.cell(id)?.lock().tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    /// Adds `add` and removes `remove` from the queue's tags.
+    pub async fn change_tags(
+        &self,
+        id: &QueueId,
+        add: Vec<(String, String)>,
+        remove: Vec<String>,
+    ) -> Result<(), SqsError> {
+        let cell = self.cell(id)?;
+        let record = {
+            let mut queue = cell.lock();
+            if queue.tags.len() + add.len() > 50 + remove.len() {
+                return Err(SqsError::InvalidParameterValue(
+                    "Too many tags added for queue. Queues can have at most 50 tags.".into(),
+                ));
+            }
+            queue.tags.extend(add);
+            for key in remove {
+                queue.tags.remove(&key);
+            }
+            storage::queue_op(&queue)
+        };
+        self.store.txn(Txn::ops(vec![record])).await?;
+        Ok(())
+    }
+
+    /// The queues whose redrive policy names `id` as their dead-letter queue.
+    pub fn dead_letter_source_queues(&self, id: &QueueId) -> Result<Vec<QueueId>, SqsError> {
+        let arn = self.cell(id)?.lock().arn();
+        let cells: Vec<_> = self.registry().values().cloned().collect();
+        let mut sources: Vec<QueueId> = cells
+            .iter()
+            .filter_map(|c| {
+                let q = c.lock();
+                q.redrive_policy().filter(|p| p.target_arn == arn).map(|_| q.id.clone())
+            })
+            .collect();
+        sources.sort();
+        Ok(sources)
+    }
+
+    pub async fn send(&self, id: &QueueId, sender: &str, message: SendMessage) -> Result<Sent, SqsError> {
+        let mut results = self.send_many(id, sender, vec![message]).await?;
+        results.pop().unwrap_or(Err(SqsError::EmptyBatchRequest("SendMessageBatchRequestEntry")))
+    }
+
+    /// SendMessageBatch: entries are (id, message); answers are in the same order.
+    pub async fn send_batch(
+        &self,
+        id: &QueueId,
+        sender: &str,
+        entries: Vec<(String, SendMessage)>,
+    ) -> Result<Vec<(String, Result<Sent, SqsError>)>, SqsError> {
+        check_batch_ids(entries.iter().map(|(entry_id, _)| entry_id.as_str()), "SendMessageBatchRequestEntry")?;
+        let total: u64 = entries.iter().map(|(_, m)| message_size(m)).sum();
+        if total > SEND_BATCH_MAX_BYTES {
+            return Err(SqsError::BatchRequestTooLong(SEND_BATCH_MAX_BYTES, total));
+        }
+        let (ids, messages): (Vec<String>, Vec<SendMessage>) = entries.into_iter().unzip();
+        let results = self.send_many(id, sender, messages).await?;
+        Ok(ids.into_iter().zip(results).collect())
+    }
+
+    /// Validates each message, then makes all valid ones durable in one transaction.
+    async fn send_many(
+        &self,
+        id: &QueueId,
+        sender: &str,
+        messages: Vec<SendMessage>,
+    ) -> Result<Vec<Result<Sent, SqsError>>, SqsError> {
+        let cell = self.cell(id)?;
+        let now = now_ms();
+        let mut results = Vec::with_capacity(messages.len());
+        let mut ops = Vec::new();
+        let mut added = Vec::new();
+        {
+            let mut queue = cell.lock();
+            for message in messages {
+                match prepare(&mut queue, sender, message, now) {
+                    Ok(Prepared::New(message, sent)) => {
+                        ops.extend(storage::message_ops(queue.uid, &message));
+                        added.push(message.seq);
+                        queue.add_pending(message);
+                        results.push(Ok(sent));
+                    }
+                    Ok(Prepared::Duplicate(sent)) => results.push(Ok(sent)),
+                    Err(error) => results.push(Err(error)),
+                }
+            }
+        }
+        if ops.is_empty() {
+            return Ok(results);
+        }
+        let committed = self.store.txn(Txn::ops(ops)).await;
+        let mut queue = cell.lock();
+        for seq in added {
+            if committed.is_ok() {
+                queue.commit(seq);
+            } else if let Some(message) = queue.remove(seq) {
+                queue.dedup.retain(|_, (_, id, _)| *id != message.id);
+            }
+        }
+        drop(queue);
+        committed?;
+        cell.changed.notify_waiters();
+        Ok(results)
+    }
+
+    pub async fn receive(&self, id: &QueueId, request: Receive) -> Result<Vec<Received>, SqsError> {
+        let cell = self.cell(id)?;
+        let max = request.max_messages.unwrap_or(1);
+        if !(1..=10).contains(&max) {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Value {max} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided."
+            )));
+        }
+        if let Some(vt) = request.visibility_timeout.filter(|vt| *vt > 43_200) {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Value {vt} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200, if provided."
+            )));
+        }
+        if let Some(wait) = request.wait_seconds.filter(|w| *w > 20) {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
+            )));
+        }
+        let (wait, dead_letter) = {
+            let queue = cell.lock();
+            let wait = request.wait_seconds.unwrap_or_else(|| queue.attribute_u64("ReceiveMessageWaitTimeSeconds"));
+            let dead_letter = queue.redrive_policy().and_then(|p| {
+                let target = QueueId::from_arn(&p.target_arn)?;
+                Some((self.cell(&target).ok()?, p.max_receive_count))
+            });
+            (wait, dead_letter)
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        loop {
+            let changed = cell.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+
+            let now = now_ms();
+            let (received, ops, dead, next_visible) = {
+                let mut queue = cell.lock();
+                let visibility = request.visibility_timeout.unwrap_or_else(|| queue.attribute_u64("VisibilityTimeout"));
+                let taken = queue.take(max as usize, now, visibility * 1000, dead_letter.as_ref().map(|(_, max)| *max));
+                let mut received = Vec::new();
+                let mut ops = Vec::new();
+                let mut dead = Vec::new();
+                for taken in taken {
+                    match taken {
+                        Taken::Delivered(seq) => {
+                            if let Some(message) = queue.messages.get(&seq) {
+                                ops.push(storage::state_op(queue.uid, message));
+                                received.push(deliver(&queue, message, &request));
+                            }
+                        }
+                        Taken::Expired(seq) => ops.extend(storage::delete_message_ops(queue.uid, seq)),
+                        Taken::DeadLettered(message) => {
+                            ops.extend(storage::delete_message_ops(queue.uid, message.seq));
+                            dead.push(message);
+                        }
+                    }
+                }
+                let source_arn = queue.arn();
+                (
+                    received,
+                    ops,
+                    dead.into_iter().map(|m| (m, source_arn.clone())).collect::<Vec<_>>(),
+                    queue.next_visible_after(now),
+                )
+            };
+            let mut ops = ops;
+            let mut moved = Vec::new();
+            if let Some((dlq, _)) = &dead_letter {
+                let mut target = dlq.lock();
+                for (mut message, source_arn) in dead {
+                    message.seq = target.next_seq;
+                    target.next_seq += 1;
+                    message.receive_count = 0;
+                    message.first_receive_ms = None;
+                    message.token = 0;
+                    message.visible_at_ms = now;
+                    message.dead_letter_source = Some(source_arn);
+                    message.pending = true;
+                    ops.extend(storage::message_ops(target.uid, &message));
+                    moved.push(message.seq);
+                    target.add_pending(message);
+                }
+            }
+            if !ops.is_empty() {
+                let committed = self.store.txn(Txn::ops(ops)).await;
+                if let Some((dlq, _)) = &dead_letter
+                    && !moved.is_empty()
+                {
+                    let mut target = dlq.lock();
+                    for seq in moved {
+                        if committed.is_ok() {
+                            target.commit(seq)
+                        } else {
+                            target.remove(seq);
+                        }
+                    }
+                    drop(target);
+                    dlq.changed.notify_waiters();
+                }
+                committed?;
+            }
+            let now = tokio::time::Instant::now();
+            if !received.is_empty() || now >= deadline {
+                return Ok(received);
+            }
+            let mut wake = deadline;
+            if let Some(at) = next_visible {
+                wake = wake.min(now + Duration::from_millis(at.saturating_sub(now_ms())));
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if self.cell(id).is_err() {
+                return Err(SqsError::QueueDoesNotExist);
+            }
+        }
+    }
+
+    pub async fn delete_message(&self, id: &QueueId, receipt_handle: &str) -> Result<(), SqsError> {
+        let mut results = self.delete_many(id, vec![receipt_handle.to_string()]).await?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    pub async fn delete_batch(
+        &self,
+        id: &QueueId,
+        entries: Vec<(String, String)>,
+    ) -> Result<Vec<(String, Result<(), SqsError>)>, SqsError> {
+        check_batch_ids(entries.iter().map(|(entry_id, _)| entry_id.as_str()), "DeleteMessageBatchRequestEntry")?;
+        let (ids, handles): (Vec<String>, Vec<String>) = entries.into_iter().unzip();
+        let results = self.delete_many(id, handles).await?;
+        Ok(ids.into_iter().zip(results).collect())
+    }
+
+    /// Deletes the messages the handles name. A handle from an earlier receive of a message that
+    /// has been received again since succeeds without deleting it, as in SQS.
+    async fn delete_many(&self, id: &QueueId, handles: Vec<String>) -> Result<Vec<Result<(), SqsError>>, SqsError> {
+        let cell = self.cell(id)?;
+        let mut ops = Vec::new();
+        let results = {
+            let mut queue = cell.lock();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    let (uid, seq, token) =
+                        parse_receipt(&handle).ok_or(SqsError::ReceiptHandleIsInvalid(handle.clone()))?;
+                    if uid != queue.uid {
+                        return Err(SqsError::ReceiptHandleIsInvalid(handle));
+                    }
+                    if queue.messages.get(&seq).is_some_and(|m| m.token == token && !m.pending) {
+                        queue.remove(seq);
+                        ops.extend(storage::delete_message_ops(uid, seq));
+                    }
+                    Ok(())
+                })
+                .collect()
+        };
+        if !ops.is_empty() {
+            self.store.txn(Txn::ops(ops)).await?;
+        }
+        Ok(results)
+    }
+
+    pub async fn change_visibility(&self, id: &QueueId, receipt_handle: &str, timeout: u64) -> Result<(), SqsError> {
+        let mut results = self.change_visibility_many(id, vec![(receipt_handle.to_string(), timeout)]).await?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    pub async fn change_visibility_batch(
+        &self,
+        id: &QueueId,
+        entries: Vec<(String, String, u64)>,
+    ) -> Result<Vec<(String, Result<(), SqsError>)>, SqsError> {
+        check_batch_ids(
+            entries.iter().map(|(entry_id, _, _)| entry_id.as_str()),
+            "ChangeMessageVisibilityBatchRequestEntry",
+        )?;
+        let ids: Vec<String> = entries.iter().map(|(entry_id, _, _)| entry_id.clone()).collect();
+        let changes = entries.into_iter().map(|(_, handle, timeout)| (handle, timeout)).collect();
+        let results = self.change_visibility_many(id, changes).await?;
+        Ok(ids.into_iter().zip(results).collect())
+    }
+
+    async fn change_visibility_many(
+        &self,
+        id: &QueueId,
+        changes: Vec<(String, u64)>,
+    ) -> Result<Vec<Result<(), SqsError>>, SqsError> {
+        let cell = self.cell(id)?;
+        let now = now_ms();
+        let mut ops = Vec::new();
+        let results: Vec<Result<(), SqsError>> = {
+            let mut queue = cell.lock();
+            changes
+                .into_iter()
+                .map(|(handle, timeout)| {
+                    if timeout > 43_200 {
+                        return Err(SqsError::InvalidParameterValue(format!(
+                            "Value {timeout} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200, if provided."
+                        )));
+                    }
+                    let (uid, seq, token) = parse_receipt(&handle).ok_or(SqsError::ReceiptHandleIsInvalid(handle.clone()))?;
+                    if uid != queue.uid {
+                        return Err(SqsError::ReceiptHandleIsInvalid(handle));
+                    }
+                    let in_flight = queue.messages.get(&seq).is_some_and(|m| m.token == token && m.visible_at_ms > now);
+                    if !in_flight {
+                        return Err(SqsError::MessageNotInflight);
+                    }
+                    queue.set_visible_at(seq, now + timeout * 1000);
+                    if let Some(message) = queue.messages.get(&seq) {
+                        ops.push(storage::state_op(uid, message));
+                    }
+                    Ok(())
+                })
+                .collect()
+        };
+        if !ops.is_empty() {
+            self.store.txn(Txn::ops(ops)).await?;
+            cell.changed.notify_waiters();
+        }
+        Ok(results)
+    }
+
+    pub async fn purge(&self, id: &QueueId) -> Result<(), SqsError> {
+        let cell = self.cell(id)?;
+        let now = now_ms();
+        let ops = {
+            let mut queue = cell.lock();
+            if queue.purged_at.is_some_and(|at| now < at + 60_000) {
+                return Err(SqsError::PurgeQueueInProgress(id.arn()));
+            }
+            queue.purged_at = Some(now);
+            let before = queue.next_seq;
+            let doomed: Vec<u64> =
+                queue.messages.range(..before).filter(|(_, m)| !m.pending).map(|(s, _)| *s).collect();
+            for seq in &doomed {
+                queue.remove(*seq);
+            }
+            storage::purge_ops(queue.uid, before)
+        };
+        self.store.txn(Txn::ops(ops)).await?;
+        Ok(())
+    }
+}
+
+enum Prepared {
+    New(Message, Sent),
+    /// A FIFO message whose deduplication id was seen in the last 5 minutes.
+    Duplicate(Sent),
+}
+
+fn message_size(message: &SendMessage) -> u64 {
+    let attributes: usize = message
+        .attributes
+        .iter()
+        .map(|a| {
+            a.name.len()
+                + a.data_type.len()
+                + match &a.value {
+                    AttributeValue::String(s) => s.len(),
+                    AttributeValue::Binary(b) => b.len(),
+                }
+        })
+        .sum();
+    (message.body.len() + attributes) as u64
+}
+
+fn valid_characters(text: &str) -> bool {
+    text.chars().all(
+        |c| matches!(c, '\u{9}' | '\u{a}' | '\u{d}' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..),
+    )
+}
+
+fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> Result<Prepared, SqsError> {
+    if message.body.is_empty() {
+        return Err(SqsError::MissingParameter("The request must contain the parameter MessageBody.".into()));
+    }
+    if !valid_characters(&message.body) {
+        return Err(SqsError::InvalidMessageContents("Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF".into()));
+    }
+    let limit = queue.attribute_u64("MaximumMessageSize");
+    let size = message_size(&message);
+    if size > limit {
+        return Err(SqsError::InvalidParameterValue(format!(
+            "One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes."
+        )));
+    }
+    check_message_attributes(&message.attributes)?;
+    let delay = match message.delay_seconds {
+        Some(_) if queue.fifo => {
+            return Err(SqsError::InvalidParameterValue(
+                "Value for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type.".into(),
+            ));
+        }
+        Some(d) if d > 900 => {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Value {d} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900."
+            )));
+        }
+        Some(d) => d,
+        None => queue.attribute_u64("DelaySeconds"),
+    };
+    let md5_of_body = digest::md5_hex(message.body.as_bytes());
+    let md5_of_attributes = digest::md5_of_attributes(&message.attributes);
+    let md5_of_system_attributes = digest::md5_of_attributes(&message.system_attributes);
+    let (group_id, dedup_id) = if queue.fifo {
+        let group = message.group_id.ok_or_else(|| {
+            SqsError::MissingParameter("The request must contain the parameter MessageGroupId.".into())
+        })?;
+        let dedup = match message.dedup_id {
+            Some(d) => d,
+            None if queue.attributes.get("ContentBasedDeduplication").is_some_and(|v| v == "true") => {
+                use sha2::Digest;
+                sha2::Sha256::digest(message.body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+            }
+            None => {
+                return Err(SqsError::InvalidParameterValue(
+                    "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly".into(),
+                ));
+            }
+        };
+        (Some(group), Some(dedup))
+    } else {
+        (message.group_id, None)
+    };
+    let dedup_key = dedup_id.as_ref().map(|dedup| queue.dedup_key(group_id.as_deref(), dedup));
+    if let Some(key) = &dedup_key {
+        queue.dedup.retain(|_, (expires, _, _)| *expires > now);
+        if let Some((_, message_id, sequence_number)) = queue.dedup.get(key) {
+            return Ok(Prepared::Duplicate(Sent {
+                message_id: message_id.clone(),
+                md5_of_body,
+                md5_of_attributes,
+                md5_of_system_attributes,
+                sequence_number: Some(sequence_number.clone()),
+            }));
+        }
+    }
+    let seq = queue.next_seq;
+    queue.next_seq += 1;
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let sequence_number = queue.fifo.then(|| format!("{seq:020}"));
+    if let Some(key) = dedup_key {
+        queue
+            .dedup
+            .insert(key, (now + DEDUP_WINDOW_MS, message_id.clone(), sequence_number.clone().unwrap_or_default()));
+    }
+    let sent = Sent {
+        message_id: message_id.clone(),
+        md5_of_body,
+        md5_of_attributes,
+        md5_of_system_attributes,
+        sequence_number: sequence_number.clone(),
+    };
+    let message = Message {
+        seq,
+        id: message_id,
+        body: message.body,
+        attributes: message.attributes,
+        system_attributes: message.system_attributes,
+        sender_id: sender.to_string(),
+        sent_ms: now,
+        receive_count: 0,
+        first_receive_ms: None,
+        visible_at_ms: now + delay * 1000,
+        token: 0,
+        group_id,
+        dedup_id,
+        sequence_number,
+        dead_letter_source: None,
+        pending: true,
+    };
+    Ok(Prepared::New(message, sent))
+}
+
+fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsError> {
+    if attributes.len() > 10 {
+        return Err(SqsError::InvalidParameterValue(
+            "Number of message attributes [11] exceeds the allowed maximum [10].".into(),
+        ));
+    }
+    for attribute in attributes {
+        let base = attribute.data_type.split('.').next().unwrap_or("");
+        let fits = match (&attribute.value, base) {
+            (AttributeValue::String(s), "String") => valid_characters(s),
+            (AttributeValue::String(s), "Number") => s.trim().parse::<f64>().is_ok(),
+            (AttributeValue::Binary(_), "Binary") => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "The message attribute '{}' has an invalid message attribute type, the set of supported type prefixes is Binary, Number, and String.",
+                attribute.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Ids are alphanumeric, `-` or `_`, at most 80 long, distinct, 1 to 10 of them.
+fn check_batch_ids<'a>(ids: impl Iterator<Item = &'a str>, entry_name: &'static str) -> Result<(), SqsError> {
+    let ids: Vec<&str> = ids.collect();
+    if ids.is_empty() {
+        return Err(SqsError::EmptyBatchRequest(entry_name));
+    }
+    if ids.len() > 10 {
+        return Err(SqsError::TooManyEntriesInBatchRequest(ids.len()));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if id.is_empty() || id.len() > 80 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(SqsError::InvalidBatchEntryId);
+        }
+        if ids[..i].contains(id) {
+            return Err(SqsError::BatchEntryIdsNotDistinct(id.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn deliver(queue: &Queue, message: &Message, request: &Receive) -> Received {
+    let wants = |name: &str| request.system_attribute_names.iter().any(|n| n == "All" || n == name);
+    let mut system = Vec::new();
+    let mut add = |name: &str, value: Option<String>| {
+        if let Some(value) = value.filter(|_| wants(name)) {
+            system.push((name.to_string(), value));
+        }
+    };
+    add("SenderId", Some(message.sender_id.clone()));
+    add("SentTimestamp", Some(message.sent_ms.to_string()));
+    add("ApproximateReceiveCount", Some(message.receive_count.to_string()));
+    add("ApproximateFirstReceiveTimestamp", message.first_receive_ms.map(|t| t.to_string()));
+    add("SequenceNumber", message.sequence_number.clone());
+    add("MessageDeduplicationId", message.dedup_id.clone());
+    add("MessageGroupId", message.group_id.clone());
+    add("DeadLetterQueueSourceArn", message.dead_letter_source.clone());
+    for attribute in &message.system_attributes {
+        if let AttributeValue::String(value) = &attribute.value {
+            add(&attribute.name, Some(value.clone()));
+        }
+    }
+    let selected: Vec<MessageAttribute> = message
+        .attributes
+        .iter()
+        .filter(|a| {
+            request.message_attribute_names.iter().any(|n| {
+                n == "All"
+                    || n == ".*"
+                    || n == &a.name
+                    || n.strip_suffix(".*").is_some_and(|prefix| a.name.starts_with(prefix))
+            })
+        })
+        .cloned()
+        .collect();
+    Received {
+        message_id: message.id.clone(),
+        receipt_handle: receipt(queue.uid, message.seq, message.token),
+        body: message.body.clone(),
+        md5_of_body: digest::md5_hex(message.body.as_bytes()),
+        md5_of_attributes: digest::md5_of_attributes(&selected),
+        attributes: selected,
+        system_attributes: system,
+    }
+}
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// An opaque handle naming the queue, the message and which receive of it this was.
+fn receipt(uid: u64, seq: u64, token: u64) -> String {
+    BASE64.encode(format!("{uid:x}:{seq:x}:{token:x}:{:016x}", fastrand::u64(..)))
+}
+
+fn parse_receipt(handle: &str) -> Option<(u64, u64, u64)> {
+    let text = String::from_utf8(BASE64.decode(handle).ok()?).ok()?;
+    let mut parts = text.split(':').map(|p| u64::from_str_radix(p, 16).ok());
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+fn encode_token(name: &str) -> String {
+    BASE64.encode(name)
+}
+
+fn decode_token(token: &str) -> Option<String> {
+    String::from_utf8(BASE64.decode(token).ok()?).ok()
+}
+
+fn differing(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut names: Vec<String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_round_trip_and_reject_garbage() {
+        let handle = receipt(7, 99, 3);
+        assert_eq!(parse_receipt(&handle), Some((7, 99, 3)));
+        assert_ne!(receipt(7, 99, 3), handle, "each receipt is unique");
+        assert_eq!(parse_receipt("not a handle"), None);
+        assert_eq!(parse_receipt(""), None);
+    }
+
+    #[test]
+    fn batch_ids() {
+        assert!(check_batch_ids(["a", "b"].into_iter(), "E").is_ok());
+        assert!(matches!(check_batch_ids(["a", "a"].into_iter(), "E"), Err(SqsError::BatchEntryIdsNotDistinct(_))));
+        assert!(matches!(check_batch_ids(std::iter::empty(), "E"), Err(SqsError::EmptyBatchRequest(_))));
+        assert!(matches!(check_batch_ids(["x"; 11].into_iter(), "E"), Err(SqsError::TooManyEntriesInBatchRequest(11))));
+        assert!(matches!(check_batch_ids(["bad id"].into_iter(), "E"), Err(SqsError::InvalidBatchEntryId)));
+    }
+
+    #[test]
+    fn arns() {
+        let id = QueueId { account: "000000000000".into(), region: "eu-west-1".into(), name: "q".into() };
+        assert_eq!(QueueId::from_arn(&id.arn()), Some(id));
+        assert_eq!(QueueId::from_arn("arn:aws:sns:eu-west-1:0:q"), None);
+    }
+}

@@ -1,0 +1,285 @@
+//! One queue's messages and the state machine each goes through: delayed, visible, in flight,
+//! deleted (or moved to a dead-letter queue, or expired). Pure: no store, no clock of its own.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::attributes::{self, RedrivePolicy};
+use crate::{MessageAttribute, QueueId};
+
+pub(crate) struct Queue {
+    /// Distinguishes this queue from an earlier one of the same name (store keys, receipt handles).
+    pub uid: u64,
+    pub id: QueueId,
+    pub fifo: bool,
+    pub attributes: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub created: u64,
+    pub modified: u64,
+    /// By sequence (send order).
+    pub messages: BTreeMap<u64, Message>,
+    /// (visible at, sequence) of every committed message: what receive scans.
+    pub schedule: BTreeSet<(u64, u64)>,
+    pub next_seq: u64,
+    pub purged_at: Option<u64>,
+    /// FIFO: deduplication id -> (expires at, message id, sequence number).
+    pub dedup: HashMap<String, (u64, String, String)>,
+}
+
+pub(crate) struct Message {
+    pub seq: u64,
+    pub id: String,
+    pub body: String,
+    pub attributes: Vec<MessageAttribute>,
+    pub system_attributes: Vec<MessageAttribute>,
+    pub sender_id: String,
+    pub sent_ms: u64,
+    pub receive_count: u32,
+    pub first_receive_ms: Option<u64>,
+    pub visible_at_ms: u64,
+    /// Incremented on each receive; a receipt handle names the token it was issued with.
+    pub token: u64,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+    pub sequence_number: Option<String>,
+    pub dead_letter_source: Option<String>,
+    /// Sent but not yet durable: not receivable, and (FIFO) blocks its group.
+    pub pending: bool,
+}
+
+/// What happened to one message chosen by a receive.
+pub(crate) enum Taken {
+    Delivered(u64),
+    /// Past maxReceiveCount: leaves for the dead-letter queue.
+    DeadLettered(Message),
+    Expired(u64),
+}
+
+impl Queue {
+    pub fn attribute_u64(&self, name: &str) -> u64 {
+        self.attributes.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn redrive_policy(&self) -> Option<RedrivePolicy> {
+        self.attributes.get("RedrivePolicy").and_then(|p| attributes::redrive_policy(p).ok())
+    }
+
+    /// Deduplication ids are unique per queue, or per group with `DeduplicationScope=messageGroup`.
+    pub fn dedup_key(&self, group: Option<&str>, dedup_id: &str) -> String {
+        match self.attributes.get("DeduplicationScope").map(String::as_str) {
+            Some("messageGroup") => format!("{}\n{dedup_id}", group.unwrap_or("")),
+            _ => dedup_id.to_string(),
+        }
+    }
+
+    pub fn arn(&self) -> String {
+        self.id.arn()
+    }
+
+    /// Adds a message that is being made durable; `commit` makes it receivable.
+    pub fn add_pending(&mut self, message: Message) {
+        self.messages.insert(message.seq, message);
+    }
+
+    pub fn commit(&mut self, seq: u64) {
+        if let Some(message) = self.messages.get_mut(&seq) {
+            message.pending = false;
+            self.schedule.insert((message.visible_at_ms, seq));
+        }
+    }
+
+    pub fn remove(&mut self, seq: u64) -> Option<Message> {
+        let message = self.messages.remove(&seq)?;
+        self.schedule.remove(&(message.visible_at_ms, seq));
+        Some(message)
+    }
+
+    pub fn set_visible_at(&mut self, seq: u64, at: u64) {
+        if let Some(message) = self.messages.get_mut(&seq) {
+            if !message.pending {
+                self.schedule.remove(&(message.visible_at_ms, seq));
+                self.schedule.insert((at, seq));
+            }
+            message.visible_at_ms = at;
+        }
+    }
+
+    /// Chooses up to `max` messages to hand out now, and marks the delivered ones in flight until
+    /// `now + visibility_ms`. Expired and dead-lettered messages are removed from the queue.
+    /// `max_receives` is the redrive policy's limit, when its dead-letter queue exists.
+    pub fn take(&mut self, max: usize, now: u64, visibility_ms: u64, max_receives: Option<u32>) -> Vec<Taken> {
+        let retention_ms = self.attribute_u64("MessageRetentionPeriod") * 1000;
+        let chosen = if self.fifo { self.choose_fifo(max, now) } else { self.choose_standard(max, now) };
+        let mut taken = Vec::with_capacity(chosen.len());
+        for seq in chosen {
+            let Some(message) = self.messages.get(&seq) else { continue };
+            if now.saturating_sub(message.sent_ms) >= retention_ms {
+                self.remove(seq);
+                taken.push(Taken::Expired(seq));
+            } else if max_receives.is_some_and(|max| message.receive_count >= max) {
+                if let Some(message) = self.remove(seq) {
+                    taken.push(Taken::DeadLettered(message));
+                }
+            } else {
+                self.set_visible_at(seq, now + visibility_ms);
+                if let Some(message) = self.messages.get_mut(&seq) {
+                    message.receive_count += 1;
+                    message.first_receive_ms.get_or_insert(now);
+                    message.token += 1;
+                }
+                taken.push(Taken::Delivered(seq));
+            }
+        }
+        taken
+    }
+
+    /// Any visible messages, oldest visibility first.
+    fn choose_standard(&self, max: usize, now: u64) -> Vec<u64> {
+        self.schedule.iter().take_while(|(at, _)| *at <= now).take(max).map(|(_, seq)| *seq).collect()
+    }
+
+    /// In send order, from groups with nothing in flight: first as many as possible of the first
+    /// available group, then of the next ones.
+    fn choose_fifo(&self, max: usize, now: u64) -> Vec<u64> {
+        let mut blocked: BTreeSet<&str> = BTreeSet::new();
+        let mut available: Vec<(&str, u64)> = Vec::new();
+        for message in self.messages.values() {
+            let group = message.group_id.as_deref().unwrap_or("");
+            if blocked.contains(group) {
+                continue;
+            }
+            if message.pending || message.visible_at_ms > now {
+                blocked.insert(group);
+                continue;
+            }
+            available.push((group, message.seq));
+        }
+        let Some(&(first_group, _)) = available.first() else { return Vec::new() };
+        let (mut chosen, others): (Vec<_>, Vec<_>) = available.into_iter().partition(|(g, _)| *g == first_group);
+        chosen.extend(others);
+        chosen.into_iter().take(max).map(|(_, seq)| seq).collect()
+    }
+
+    /// (visible, in flight, delayed)
+    pub fn counts(&self, now: u64) -> (u64, u64, u64) {
+        let (mut visible, mut in_flight, mut delayed) = (0, 0, 0);
+        for message in self.messages.values() {
+            if message.visible_at_ms <= now {
+                visible += 1;
+            } else if message.receive_count > 0 {
+                in_flight += 1;
+            } else {
+                delayed += 1;
+            }
+        }
+        (visible, in_flight, delayed)
+    }
+
+    /// The earliest moment a message not visible now becomes visible, if any.
+    pub fn next_visible_after(&self, now: u64) -> Option<u64> {
+        self.schedule.range((now + 1, 0)..).next().map(|(at, _)| *at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(fifo: bool) -> Queue {
+        let id = QueueId { account: "000000000000".into(), region: "us-east-1".into(), name: "q".into() };
+        Queue {
+            uid: 1,
+            id,
+            fifo,
+            attributes: attributes::defaults(fifo),
+            tags: BTreeMap::new(),
+            created: 0,
+            modified: 0,
+            messages: BTreeMap::new(),
+            schedule: BTreeSet::new(),
+            next_seq: 1,
+            purged_at: None,
+            dedup: HashMap::new(),
+        }
+    }
+
+    fn send(q: &mut Queue, seq: u64, sent: u64, visible_at: u64, group: Option<&str>) {
+        q.add_pending(Message {
+            seq,
+            id: format!("m{seq}"),
+            body: String::new(),
+            attributes: Vec::new(),
+            system_attributes: Vec::new(),
+            sender_id: String::new(),
+            sent_ms: sent,
+            receive_count: 0,
+            first_receive_ms: None,
+            visible_at_ms: visible_at,
+            token: 0,
+            group_id: group.map(String::from),
+            dedup_id: None,
+            sequence_number: None,
+            dead_letter_source: None,
+            pending: true,
+        });
+        q.commit(seq);
+    }
+
+    fn delivered(taken: &[Taken]) -> Vec<u64> {
+        taken.iter().filter_map(|t| if let Taken::Delivered(s) = t { Some(*s) } else { None }).collect()
+    }
+
+    #[test]
+    fn visibility_delay_and_counts() {
+        let mut q = queue(false);
+        send(&mut q, 1, 1000, 1000, None);
+        send(&mut q, 2, 1000, 5000, None); // delayed
+        assert_eq!(q.counts(1000), (1, 0, 1));
+        assert_eq!(delivered(&q.take(10, 1000, 30_000, None)), vec![1]);
+        assert_eq!(q.counts(1000), (0, 1, 1));
+        assert!(delivered(&q.take(10, 2000, 30_000, None)).is_empty(), "in flight and delayed");
+        assert_eq!(q.next_visible_after(2000), Some(5000));
+        assert_eq!(delivered(&q.take(10, 31_000, 30_000, None)), vec![2, 1], "the delayed one became visible first");
+        assert_eq!(q.messages[&1].receive_count, 2);
+        assert_eq!(q.messages[&1].first_receive_ms, Some(1000));
+    }
+
+    #[test]
+    fn pending_messages_are_not_received() {
+        let mut q = queue(false);
+        send(&mut q, 1, 0, 0, None);
+        q.messages.get_mut(&1).unwrap().pending = true;
+        q.schedule.clear();
+        assert!(q.take(10, 0, 1000, None).is_empty());
+    }
+
+    #[test]
+    fn retention_and_dead_letters() {
+        let mut q = queue(false);
+        q.attributes.insert("MessageRetentionPeriod".into(), "60".into());
+        send(&mut q, 1, 0, 0, None);
+        send(&mut q, 2, 50_000, 50_000, None);
+        let taken = q.take(10, 60_000, 0, Some(1));
+        assert!(matches!(taken[0], Taken::Expired(1)));
+        assert_eq!(delivered(&taken), vec![2]);
+        assert!(matches!(q.take(10, 60_001, 0, Some(1)).as_slice(), [Taken::DeadLettered(m)] if m.seq == 2));
+        assert!(q.messages.is_empty());
+    }
+
+    #[test]
+    fn fifo_groups_deliver_in_order_one_batch_at_a_time() {
+        let mut q = queue(true);
+        send(&mut q, 1, 0, 0, Some("a"));
+        send(&mut q, 2, 0, 0, Some("b"));
+        send(&mut q, 3, 0, 0, Some("a"));
+        assert_eq!(delivered(&q.take(2, 0, 1000, None)), vec![1, 3], "the first group first");
+        assert_eq!(delivered(&q.take(10, 0, 1000, None)), vec![2], "group a is in flight");
+        assert!(q.take(10, 0, 1000, None).is_empty());
+        q.remove(1);
+        assert!(q.take(10, 0, 1000, None).is_empty(), "3 is still in flight");
+        assert_eq!(
+            delivered(&q.take(10, 1000, 1000, None)),
+            vec![2, 3],
+            "visibility expired: both groups again, in send order"
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! How SQS state is kept in the store, under the `sqs/` keyspace:
+//!
+//! - `sqs/queue/<account>/<region>/<name>`: the queue (attributes, tags, timestamps, uid);
+//! - `sqs/msg/<uid>/<seq>`: a message as sent (never rewritten);
+//! - `sqs/state/<uid>/<seq>`: its receive state (count, first receive, visibility, token),
+//!   rewritten on each receive, so receives do not copy bodies.
+//!
+//! `uid` and `seq` are fixed-width hex, so a queue's messages sort in send order. Records are
+//! postcard-encoded private structs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use store::{Keyspace, Op, Store, prefix_end};
+
+use crate::queue::{Message, Queue};
+use crate::{AttributeValue, MessageAttribute, QueueId, SqsError};
+
+fn keyspace() -> Keyspace {
+    Keyspace::new("sqs")
+}
+
+fn queue_key(id: &QueueId) -> Vec<u8> {
+    keyspace().key(format!("queue/{}/{}/{}", id.account, id.region, id.name).as_bytes())
+}
+
+fn message_key(kind: &str, uid: u64, seq: u64) -> Vec<u8> {
+    keyspace().key(format!("{kind}/{uid:016x}/{seq:016x}").as_bytes())
+}
+
+fn queue_prefix(kind: &str, uid: u64) -> Vec<u8> {
+    keyspace().key(format!("{kind}/{uid:016x}/").as_bytes())
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredQueue {
+    uid: u64,
+    attributes: BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
+    created: u64,
+    modified: u64,
+}
+
+/// (name, data type, string value, binary value)
+type StoredAttribute = (String, String, Option<String>, Option<Vec<u8>>);
+
+#[derive(Serialize, Deserialize)]
+struct StoredMessage {
+    id: String,
+    body: String,
+    attributes: Vec<StoredAttribute>,
+    system_attributes: Vec<StoredAttribute>,
+    sender_id: String,
+    sent_ms: u64,
+    group_id: Option<String>,
+    dedup_id: Option<String>,
+    sequence_number: Option<String>,
+    dead_letter_source: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredState {
+    receive_count: u32,
+    first_receive_ms: Option<u64>,
+    visible_at_ms: u64,
+    token: u64,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain structs into a Vec cannot fail.
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+fn to_stored(attributes: &[MessageAttribute]) -> Vec<StoredAttribute> {
+    attributes
+        .iter()
+        .map(|a| match &a.value {
+            AttributeValue::String(s) => (a.name.clone(), a.data_type.clone(), Some(s.clone()), None),
+            AttributeValue::Binary(b) => (a.name.clone(), a.data_type.clone(), None, Some(b.clone())),
+        })
+        .collect()
+}
+
+fn from_stored(attributes: Vec<StoredAttribute>) -> Vec<MessageAttribute> {
+    attributes
+        .into_iter()
+        .map(|(name, data_type, string, binary)| {
+            let value = match (string, binary) {
+                (_, Some(b)) => AttributeValue::Binary(b),
+                (s, None) => AttributeValue::String(s.unwrap_or_default()),
+            };
+            MessageAttribute { name, data_type, value }
+        })
+        .collect()
+}
+
+pub(crate) fn queue_op(queue: &Queue) -> Op {
+    let record = StoredQueue {
+        uid: queue.uid,
+        attributes: queue.attributes.clone(),
+        tags: queue.tags.clone(),
+        created: queue.created,
+        modified: queue.modified,
+    };
+    Op::put(queue_key(&queue.id), encode(&record))
+}
+
+pub(crate) fn message_ops(uid: u64, message: &Message) -> [Op; 2] {
+    let record = StoredMessage {
+        id: message.id.clone(),
+        body: message.body.clone(),
+        attributes: to_stored(&message.attributes),
+        system_attributes: to_stored(&message.system_attributes),
+        sender_id: message.sender_id.clone(),
+        sent_ms: message.sent_ms,
+        group_id: message.group_id.clone(),
+        dedup_id: message.dedup_id.clone(),
+        sequence_number: message.sequence_number.clone(),
+        dead_letter_source: message.dead_letter_source.clone(),
+    };
+    [Op::put(message_key("msg", uid, message.seq), encode(&record)), state_op(uid, message)]
+}
+
+pub(crate) fn state_op(uid: u64, message: &Message) -> Op {
+    let state = StoredState {
+        receive_count: message.receive_count,
+        first_receive_ms: message.first_receive_ms,
+        visible_at_ms: message.visible_at_ms,
+        token: message.token,
+    };
+    Op::put(message_key("state", uid, message.seq), encode(&state))
+}
+
+pub(crate) fn delete_message_ops(uid: u64, seq: u64) -> [Op; 2] {
+    [Op::delete(message_key("msg", uid, seq)), Op::delete(message_key("state", uid, seq))]
+}
+
+/// Deletes every message of the queue sent before `before`.
+pub(crate) fn purge_ops(uid: u64, before: u64) -> Vec<Op> {
+    ["msg", "state"]
+        .into_iter()
+        .map(|kind| Op::DeleteRange { start: queue_prefix(kind, uid), end: message_key(kind, uid, before) })
+        .collect()
+}
+
+pub(crate) fn delete_queue_ops(id: &QueueId, uid: u64) -> Vec<Op> {
+    let mut ops: Vec<Op> = ["msg", "state"]
+        .into_iter()
+        .map(|kind| {
+            let start = queue_prefix(kind, uid);
+            let end = prefix_end(&start);
+            Op::DeleteRange { start, end }
+        })
+        .collect();
+    ops.push(Op::delete(queue_key(id)));
+    ops
+}
+
+fn corrupt(what: &str, key: &[u8]) -> SqsError {
+    SqsError::Store(store::StoreError::Engine(std::sync::Arc::new(std::io::Error::other(format!(
+        "unreadable SQS {what} record at {}",
+        String::from_utf8_lossy(key)
+    )))))
+}
+
+/// Every queue with its messages, as last stored.
+pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
+    let start = keyspace().key(b"queue/");
+    let mut queues = Vec::new();
+    for kv in store.range(&start, &prefix_end(&start), None).await? {
+        let Some(path) = kv.key.strip_prefix(start.as_slice()) else { continue };
+        let path = String::from_utf8_lossy(path);
+        let mut parts = path.splitn(3, '/');
+        let (Some(account), Some(region), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(corrupt("queue key", &kv.key));
+        };
+        let record: StoredQueue = postcard::from_bytes(&kv.value).map_err(|_| corrupt("queue", &kv.key))?;
+        let id = QueueId { account: account.into(), region: region.into(), name: name.into() };
+        let mut queue = Queue {
+            uid: record.uid,
+            fifo: id.name.ends_with(".fifo"),
+            id,
+            attributes: record.attributes,
+            tags: record.tags,
+            created: record.created,
+            modified: record.modified,
+            messages: BTreeMap::new(),
+            schedule: Default::default(),
+            next_seq: crate::now_ms() * 1000,
+            purged_at: None,
+            dedup: Default::default(),
+        };
+        load_messages(store, &mut queue).await?;
+        queues.push(queue);
+    }
+    Ok(queues)
+}
+
+async fn load_messages(store: &dyn Store, queue: &mut Queue) -> Result<(), SqsError> {
+    let states_start = queue_prefix("state", queue.uid);
+    let mut states = BTreeMap::new();
+    for kv in store.range(&states_start, &prefix_end(&states_start), None).await? {
+        let state: StoredState = postcard::from_bytes(&kv.value).map_err(|_| corrupt("message state", &kv.key))?;
+        states.insert(kv.key[states_start.len()..].to_vec(), state);
+    }
+    let start = queue_prefix("msg", queue.uid);
+    for kv in store.range(&start, &prefix_end(&start), None).await? {
+        let suffix = &kv.key[start.len()..];
+        let seq = std::str::from_utf8(suffix).ok().and_then(|s| u64::from_str_radix(s, 16).ok());
+        let (Some(seq), Some(state)) = (seq, states.remove(suffix)) else { return Err(corrupt("message", &kv.key)) };
+        let record: StoredMessage = postcard::from_bytes(&kv.value).map_err(|_| corrupt("message", &kv.key))?;
+        if let Some(dedup_id) = &record.dedup_id {
+            // The window restarts with the process: a duplicate within it is still recognised.
+            let expires = record.sent_ms + 5 * 60 * 1000;
+            let key = queue.dedup_key(record.group_id.as_deref(), dedup_id);
+            queue.dedup.insert(key, (expires, record.id.clone(), record.sequence_number.clone().unwrap_or_default()));
+        }
+        queue.next_seq = queue.next_seq.max(seq + 1);
+        queue.add_pending(Message {
+            seq,
+            id: record.id,
+            body: record.body,
+            attributes: from_stored(record.attributes),
+            system_attributes: from_stored(record.system_attributes),
+            sender_id: record.sender_id,
+            sent_ms: record.sent_ms,
+            receive_count: state.receive_count,
+            first_receive_ms: state.first_receive_ms,
+            visible_at_ms: state.visible_at_ms,
+            token: state.token,
+            group_id: record.group_id,
+            dedup_id: record.dedup_id,
+            sequence_number: record.sequence_number,
+            dead_letter_source: record.dead_letter_source,
+            pending: true,
+        });
+        queue.commit(seq);
+    }
+    Ok(())
+}
