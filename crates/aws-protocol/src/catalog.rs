@@ -56,14 +56,16 @@ pub fn by_signing_name(signing_name: &str, speaks: impl Fn(&ServiceModel) -> boo
 
 /// The query-protocol service with this `Version` parameter, if exactly one has it.
 pub fn by_query_version(version: &str) -> Option<&'static ServiceModel> {
-    let mut matches = SERVICES.iter().filter(|s| s.api_version == version && s.speaks_query());
+    let mut matches = SERVICES.iter().filter(|s| s.api_version == version && s.accepts_query());
     let only = matches.next()?;
     matches.next().is_none().then_some(only)
 }
 
 impl ServiceModel {
-    pub fn speaks_query(&self) -> bool {
-        self.protocols.iter().any(|p| matches!(p, Protocol::Query | Protocol::Ec2))
+    /// Services that speak a query protocol, or spoke it before moving to JSON (the query-
+    /// compatible ones, such as SQS, whose older SDKs still send it).
+    pub fn accepts_query(&self) -> bool {
+        self.query_compatible || self.protocols.iter().any(|p| matches!(p, Protocol::Query | Protocol::Ec2))
     }
 }
 
@@ -76,8 +78,9 @@ mod tests {
         assert_eq!(by_target_prefix("AmazonSQS").map(|s| s.name), Some("sqs"));
         assert_eq!(by_target_prefix("DynamoDBStreams_20120810").map(|s| s.name), Some("dynamodbstreams"));
         assert_eq!(by_signing_name("dynamodb", |_| true).map(|s| s.name), Some("dynamodb"));
-        assert_eq!(by_signing_name("sts", ServiceModel::speaks_query).map(|s| s.name), Some("sts"));
+        assert_eq!(by_signing_name("sts", ServiceModel::accepts_query).map(|s| s.name), Some("sts"));
         assert_eq!(by_query_version("2011-06-15").map(|s| s.name), Some("sts"));
+        assert_eq!(by_query_version("2012-11-05").map(|s| s.name), Some("sqs"));
         assert_eq!(by_name("s3").map(|s| s.protocol), Some(Protocol::RestXml));
         assert!(by_target_prefix("").is_none());
     }

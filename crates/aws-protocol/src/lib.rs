@@ -11,8 +11,11 @@ pub mod catalog;
 mod error;
 mod query;
 pub mod sigv4;
+mod sqs;
 mod sts;
 mod xml;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -24,7 +27,7 @@ use error::Envelope;
 use query::QueryRequest;
 
 /// The botocore names of the services Stratus serves.
-pub const SERVED: &[&str] = &["sts"];
+pub const SERVED: &[&str] = &["sqs", "sts"];
 
 /// The default region when a request carries no scope, as the AWS CLI assumes.
 const DEFAULT_REGION: &str = "us-east-1";
@@ -36,6 +39,8 @@ pub struct Context {
     pub account: String,
     pub region: String,
     pub access_key: String,
+    /// The `Host` the client addressed, for URLs handed back to it (SQS queue URLs).
+    pub host: String,
 }
 
 /// A handled request: the response, and the service and operation to label metrics with (known
@@ -46,20 +51,33 @@ pub struct Outcome {
     pub operation: &'static str,
 }
 
+/// The AWS services, behind their wire protocols.
 pub struct Aws {
     default_account: String,
+    sqs: Arc<::sqs::Sqs>,
 }
 
 impl Aws {
     /// `default_account` is used for access keys that are not 12-digit account ids.
-    pub fn new(default_account: String) -> Self {
-        Aws { default_account }
+    pub fn new(default_account: String, sqs: Arc<::sqs::Sqs>) -> Self {
+        Aws { default_account, sqs }
+    }
+
+    /// Forgets every service's state held in memory; the caller has wiped the store.
+    pub fn reset(&self) {
+        self.sqs.reset();
+    }
+
+    /// What each served service holds, by name: (what, how many).
+    pub fn summary(&self) -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
+        let (queues, messages) = self.sqs.summary();
+        vec![("sqs", vec![("queues", queues), ("messages", messages)]), ("sts", Vec::new())]
     }
 
     pub async fn handle(&self, request_id: &str, request: Request<Bytes>) -> Outcome {
         let (parts, body) = request.into_parts();
         let route = route(&parts, Some(&body));
-        let ctx = self.context(request_id, &route);
+        let ctx = self.context(request_id, &route, &parts);
         let envelope = route.envelope(&parts);
         let service_label = route.service.map_or("unknown", |s| s.name);
         let result = match (&route.service, route.call) {
@@ -78,13 +96,25 @@ impl Aws {
             )),
             (Some(_), Call::Query(request)) => match request.service.name {
                 "sts" => sts::handle(&ctx, &request),
+                "sqs" => {
+                    let input = sqs::query_to_json(&request.params);
+                    sqs::handle(&self.sqs, &ctx, sqs::Wire::Query, &request.action, input, parts.uri.path()).await
+                }
                 _ => Err(query::invalid_action(&request)),
             },
-            (Some(service), Call::Json { operation }) => Err(AwsError::sender(
-                "UnknownOperationException",
-                format!("{} has no operation '{operation}' over the JSON protocol", service.name),
-            )),
-            (Some(service), Call::Other) if service.speaks_query() => {
+            (Some(service), Call::Json { operation }) => match service.name {
+                "sqs" => match json_body(&body) {
+                    Ok(input) => {
+                        sqs::handle(&self.sqs, &ctx, sqs::Wire::Json, &operation, input, parts.uri.path()).await
+                    }
+                    Err(error) => Err(error),
+                },
+                _ => Err(AwsError::sender(
+                    "UnknownOperationException",
+                    format!("{} has no operation '{operation}' over the JSON protocol", service.name),
+                )),
+            },
+            (Some(service), Call::Other) if service.accepts_query() => {
                 Err(AwsError::sender("MissingAction", "The request must contain the parameter Action"))
             }
             (Some(service), Call::Other) => Err(AwsError::new(
@@ -109,7 +139,7 @@ impl Aws {
         error::encode(route(parts, None).envelope(parts), error, request_id)
     }
 
-    fn context(&self, request_id: &str, route: &Route) -> Context {
+    fn context(&self, request_id: &str, route: &Route, parts: &Parts) -> Context {
         let scope = route.scope.as_ref();
         let access_key = scope.map_or("", |s| s.access_key.as_str());
         let is_account_id = access_key.len() == 12 && access_key.bytes().all(|b| b.is_ascii_digit());
@@ -118,7 +148,25 @@ impl Aws {
             account: if is_account_id { access_key.to_string() } else { self.default_account.clone() },
             region: scope.and_then(|s| s.region.clone()).unwrap_or_else(|| DEFAULT_REGION.to_string()),
             access_key: access_key.to_string(),
+            host: parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+                .unwrap_or("localhost:4566")
+                .to_string(),
         }
+    }
+}
+
+/// A JSON-protocol body: an object (an empty body counts as `{}`).
+fn json_body(body: &Bytes) -> Result<serde_json::Value, AwsError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::json!({}));
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        _ => Err(AwsError::sender("SerializationException", "The request body is not a valid JSON object.")),
     }
 }
 
@@ -164,7 +212,7 @@ fn route(parts: &Parts, body: Option<&Bytes>) -> Route {
     if let Some(at) = params.iter().position(|(k, _)| k == "Action") {
         let action = params.remove(at).1;
         let version = params.iter().find(|(k, _)| k == "Version").map(|(_, v)| v.as_str());
-        let service = scoped(&ServiceModel::speaks_query).or_else(|| version.and_then(catalog::by_query_version));
+        let service = scoped(&ServiceModel::accepts_query).or_else(|| version.and_then(catalog::by_query_version));
         let protocol = match service {
             Some(s) if s.protocols.contains(&Protocol::Ec2) => Protocol::Ec2,
             _ => Protocol::Query,
@@ -234,8 +282,13 @@ mod tests {
         )
     }
 
+    async fn aws() -> Aws {
+        let store = store::ephemeral(store::StoreOptions::default()).unwrap();
+        Aws::new("000000000000".into(), ::sqs::Sqs::open(store).await.unwrap())
+    }
+
     async fn call(req: Request<Bytes>) -> (Outcome, String) {
-        let outcome = Aws::new("000000000000".into()).handle("rid", req).await;
+        let outcome = aws().await.handle("rid", req).await;
         let body = String::from_utf8(outcome.response.body().to_vec()).unwrap();
         (outcome, body)
     }
@@ -283,7 +336,7 @@ mod tests {
     async fn unserved_services_answer_501_in_their_own_protocol() {
         let auth = signed("sqs", "AKID");
         let json = [
-            ("x-amz-target", "AmazonSQS.ListQueues"),
+            ("x-amz-target", "GraniteServiceVersion20100801.ListMetrics"),
             ("content-type", "application/x-amz-json-1.0"),
             ("x-amzn-query-mode", "true"),
         ];
@@ -291,7 +344,7 @@ mod tests {
         assert_eq!(outcome.response.status(), 501);
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["__type"], "NotImplemented");
-        assert!(parsed["message"].as_str().unwrap().contains("'sqs'"));
+        assert!(parsed["message"].as_str().unwrap().contains("'cloudwatch'"));
         assert_eq!(outcome.response.headers()["x-amzn-query-error"], "NotImplemented;Receiver");
 
         let (outcome, body) =
@@ -310,7 +363,8 @@ mod tests {
             "Action=DescribeInstances&Version=2016-11-15",
         ))
         .await;
-        assert_eq!(outcome.response.status(), 501, "no query service signs as sqs, so the Version names EC2: {body}");
+        assert_eq!(outcome.response.status(), 400, "SQS has no DescribeInstances: {body}");
+        assert!(body.contains("<Code>InvalidAction</Code>"), "{body}");
     }
 
     #[tokio::test]
@@ -356,7 +410,7 @@ mod tests {
             }
             let request = builder.body(Bytes::from(body)).unwrap();
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let outcome = runtime.block_on(Aws::new("000000000000".into()).handle("rid", request));
+            let outcome = runtime.block_on(async { aws().await.handle("rid", request).await });
             proptest::prop_assert!(outcome.response.headers().contains_key("x-amzn-requestid"));
             proptest::prop_assert!(outcome.response.status().as_u16() >= 200);
         }

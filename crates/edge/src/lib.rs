@@ -44,8 +44,8 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(store: Arc<dyn Store>, default_account: String) -> Arc<Self> {
-        Arc::new(Edge { aws: Aws::new(default_account), store, metrics: Metrics::new(), started: Instant::now() })
+    pub fn new(store: Arc<dyn Store>, aws: Aws) -> Arc<Self> {
+        Arc::new(Edge { aws, store, metrics: Metrics::new(), started: Instant::now() })
     }
 
     /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to
@@ -171,9 +171,16 @@ impl Edge {
             Ok(keys) => keys,
             Err(error) => return store_failed(&error),
         };
-        // Each service adds its own summary here as it gains state; STS holds none.
-        let services: serde_json::Map<_, _> =
-            AWS_SERVICES.iter().map(|s| (s.to_string(), serde_json::json!({}))).collect();
+        let services: serde_json::Map<_, _> = self
+            .aws
+            .summary()
+            .into_iter()
+            .map(|(service, counts)| {
+                let counts: serde_json::Map<_, _> =
+                    counts.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+                (service.to_string(), serde_json::Value::Object(counts))
+            })
+            .collect();
         json(
             StatusCode::OK,
             &serde_json::json!({
@@ -186,7 +193,10 @@ impl Edge {
     async fn reset(&self) -> Response<Bytes> {
         let everything = Op::DeleteRange { start: Vec::new(), end: Vec::new() };
         match self.store.txn(Txn::ops(vec![everything])).await {
-            Ok(done) => json(StatusCode::OK, &serde_json::json!({ "reset": true, "revision": done.revision })),
+            Ok(done) => {
+                self.aws.reset();
+                json(StatusCode::OK, &serde_json::json!({ "reset": true, "revision": done.revision }))
+            }
             Err(error) => store_failed(&error),
         }
     }

@@ -463,7 +463,7 @@ impl Sqs {
                     Ok(Prepared::New(message, sent)) => {
                         ops.extend(storage::message_ops(queue.uid, &message));
                         added.push(message.seq);
-                        queue.add_pending(message);
+                        queue.add_pending(*message);
                         results.push(Ok(sent));
                     }
                     Ok(Prepared::Duplicate(sent)) => results.push(Ok(sent)),
@@ -557,7 +557,8 @@ impl Sqs {
             let mut moved = Vec::new();
             if let Some((dlq, _)) = &dead_letter {
                 let mut target = dlq.lock();
-                for (mut message, source_arn) in dead {
+                for (message, source_arn) in dead {
+                    let mut message = *message;
                     message.seq = target.next_seq;
                     target.next_seq += 1;
                     message.receive_count = 0;
@@ -736,7 +737,7 @@ impl Sqs {
 }
 
 enum Prepared {
-    New(Message, Sent),
+    New(Box<Message>, Sent),
     /// A FIFO message whose deduplication id was seen in the last 5 minutes.
     Duplicate(Sent),
 }
@@ -862,7 +863,7 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
         dead_letter_source: None,
         pending: true,
     };
-    Ok(Prepared::New(message, sent))
+    Ok(Prepared::New(Box::new(message), sent))
 }
 
 fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsError> {

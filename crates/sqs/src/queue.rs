@@ -50,7 +50,7 @@ pub(crate) struct Message {
 pub(crate) enum Taken {
     Delivered(u64),
     /// Past maxReceiveCount: leaves for the dead-letter queue.
-    DeadLettered(Message),
+    DeadLettered(Box<Message>),
     Expired(u64),
 }
 
@@ -117,7 +117,7 @@ impl Queue {
                 taken.push(Taken::Expired(seq));
             } else if max_receives.is_some_and(|max| message.receive_count >= max) {
                 if let Some(message) = self.remove(seq) {
-                    taken.push(Taken::DeadLettered(message));
+                    taken.push(Taken::DeadLettered(Box::new(message)));
                 }
             } else {
                 self.set_visible_at(seq, now + visibility_ms);

@@ -88,6 +88,9 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         (store, note)
     };
 
+    let sqs = sqs::Sqs::open(store.clone()).await.context("cannot load SQS state from the store")?;
+    let aws = aws_protocol::Aws::new(args.default_account, sqs);
+
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await.with_context(|| {
         format!("cannot listen on {}:{} (is Stratus or LocalStack already running? try --port)", args.host, args.port)
     })?;
@@ -104,7 +107,7 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    let edge = edge::Edge::new(store.clone(), args.default_account);
+    let edge = edge::Edge::new(store.clone(), aws);
     edge.serve(listener, shutdown_signal()).await;
     store.close().await;
     tracing::info!("stopped cleanly");

@@ -1,0 +1,648 @@
+//! SQS over both of its protocols. A query request's parameters are first rewritten into the JSON
+//! protocol's shape (`query_to_json`), so one decoder serves both; each answer is built once as a
+//! JSON tree and rendered as JSON, or as the query protocol's XML (`render_xml`).
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::{Map, Value, json};
+use sqs::{AttributeValue, MessageAttribute, QueueId, Receive, SendMessage, Sqs, SqsError};
+
+use crate::Context;
+use crate::error::{AwsError, respond};
+use crate::xml::Xml;
+
+const NAMESPACE: &str = "http://queue.amazonaws.com/doc/2012-11-05/";
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    Json,
+    Query,
+}
+
+/// The operations, as static names for metrics.
+const OPERATIONS: &[&str] = &[
+    "AddPermission",
+    "CancelMessageMoveTask",
+    "ChangeMessageVisibility",
+    "ChangeMessageVisibilityBatch",
+    "CreateQueue",
+    "DeleteMessage",
+    "DeleteMessageBatch",
+    "DeleteQueue",
+    "GetQueueAttributes",
+    "GetQueueUrl",
+    "ListDeadLetterSourceQueues",
+    "ListMessageMoveTasks",
+    "ListQueueTags",
+    "ListQueues",
+    "PurgeQueue",
+    "ReceiveMessage",
+    "RemovePermission",
+    "SendMessage",
+    "SendMessageBatch",
+    "SetQueueAttributes",
+    "StartMessageMoveTask",
+    "TagQueue",
+    "UntagQueue",
+];
+
+pub(crate) async fn handle(
+    sqs: &Sqs,
+    ctx: &Context,
+    wire: Wire,
+    operation: &str,
+    input: Value,
+    path: &str,
+) -> Result<(&'static str, Response<Bytes>), AwsError> {
+    let Some(&operation) = OPERATIONS.iter().find(|o| **o == operation) else {
+        return Err(match wire {
+            Wire::Json => AwsError::sender("UnknownOperationException", format!("SQS has no operation '{operation}'")),
+            Wire::Query => {
+                AwsError::sender("InvalidAction", format!("The action {operation} is not valid for this endpoint."))
+            }
+        });
+    };
+    let request = Input { value: input, ctx, path };
+    let output = run(sqs, operation, &request).await.map_err(to_aws)?;
+    let response = match wire {
+        Wire::Json => {
+            respond(StatusCode::OK, "application/x-amz-json-1.0", Bytes::from(output.to_string()), &ctx.request_id)
+        }
+        Wire::Query => {
+            respond(StatusCode::OK, "text/xml", render_xml(operation, &output, &ctx.request_id).into(), &ctx.request_id)
+        }
+    };
+    Ok((operation, response))
+}
+
+async fn run(sqs: &Sqs, operation: &str, input: &Input<'_>) -> Result<Value, SqsError> {
+    let ctx = input.ctx;
+    Ok(match operation {
+        "CreateQueue" => {
+            let name = input.required("QueueName")?;
+            let id = QueueId { account: ctx.account.clone(), region: ctx.region.clone(), name };
+            let tags = input.string_map("tags").into_iter().chain(input.string_map("Tags")).collect();
+            sqs.create_queue(id.clone(), input.string_map("Attributes"), tags).await?;
+            json!({ "QueueUrl": url(ctx, &id) })
+        }
+        "GetQueueUrl" => {
+            let account = input.string("QueueOwnerAWSAccountId").unwrap_or_else(|| ctx.account.clone());
+            let id = QueueId { account, region: ctx.region.clone(), name: input.required("QueueName")? };
+            sqs.queue_exists(&id)?;
+            json!({ "QueueUrl": url(ctx, &id) })
+        }
+        "DeleteQueue" => {
+            sqs.delete_queue(&input.queue()?).await?;
+            json!({})
+        }
+        "ListQueues" => {
+            let prefix = input.string("QueueNamePrefix").unwrap_or_default();
+            let max = input.number("MaxResults")?.map(|m| m as usize);
+            let token = input.string("NextToken");
+            let (ids, next) = sqs.list_queues(&ctx.account, &ctx.region, &prefix, max, token.as_deref())?;
+            let mut out = Map::new();
+            if !ids.is_empty() {
+                out.insert("QueueUrls".into(), ids.iter().map(|id| Value::from(url(ctx, id))).collect());
+            }
+            if let Some(next) = next {
+                out.insert("NextToken".into(), next.into());
+            }
+            Value::Object(out)
+        }
+        "GetQueueAttributes" => {
+            let mut names = input.string_list("AttributeNames");
+            if names.is_empty() {
+                names.push("All".into());
+            }
+            let attributes = sqs.get_attributes(&input.queue()?, &names)?;
+            if attributes.is_empty() { json!({}) } else { json!({ "Attributes": pairs(attributes) }) }
+        }
+        "SetQueueAttributes" => {
+            sqs.set_attributes(&input.queue()?, input.string_map("Attributes")).await?;
+            json!({})
+        }
+        "SendMessage" => {
+            let sent = sqs.send(&input.queue()?, &ctx.account, input.send_message()?).await?;
+            sent_json(sent, None)
+        }
+        "SendMessageBatch" => {
+            let queue = input.queue()?;
+            let entries = input
+                .entries()
+                .into_iter()
+                .map(|entry| {
+                    let id = entry.string("Id").unwrap_or_default();
+                    entry.send_message().map(|m| (id, m))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let results = sqs.send_batch(&queue, &ctx.account, entries).await?;
+            batch_json(results.into_iter().map(|(id, r)| (id.clone(), r.map(|sent| sent_json(sent, Some(id))))))
+        }
+        "ReceiveMessage" => {
+            let mut system_names = input.string_list("AttributeNames");
+            system_names.extend(input.string_list("MessageSystemAttributeNames"));
+            let request = Receive {
+                max_messages: input.number("MaxNumberOfMessages")?,
+                visibility_timeout: input.number("VisibilityTimeout")?,
+                wait_seconds: input.number("WaitTimeSeconds")?,
+                system_attribute_names: system_names,
+                message_attribute_names: input.string_list("MessageAttributeNames"),
+            };
+            let messages = sqs.receive(&input.queue()?, request).await?;
+            if messages.is_empty() {
+                json!({})
+            } else {
+                let messages: Vec<Value> = messages
+                    .into_iter()
+                    .map(|m| {
+                        let mut out = json!({
+                            "MessageId": m.message_id, "ReceiptHandle": m.receipt_handle,
+                            "MD5OfBody": m.md5_of_body, "Body": m.body,
+                        });
+                        if !m.system_attributes.is_empty() {
+                            out["Attributes"] = pairs(m.system_attributes);
+                        }
+                        if let Some(md5) = m.md5_of_attributes {
+                            out["MD5OfMessageAttributes"] = md5.into();
+                            out["MessageAttributes"] = attributes_json(&m.attributes);
+                        }
+                        out
+                    })
+                    .collect();
+                json!({ "Messages": messages })
+            }
+        }
+        "DeleteMessage" => {
+            sqs.delete_message(&input.queue()?, &input.required("ReceiptHandle")?).await?;
+            json!({})
+        }
+        "DeleteMessageBatch" => {
+            let queue = input.queue()?;
+            let entries = input
+                .entries()
+                .into_iter()
+                .map(|e| (e.string("Id").unwrap_or_default(), e.string("ReceiptHandle").unwrap_or_default()))
+                .collect();
+            let results = sqs.delete_batch(&queue, entries).await?;
+            batch_json(results.into_iter().map(|(id, r)| (id.clone(), r.map(|()| json!({ "Id": id })))))
+        }
+        "ChangeMessageVisibility" => {
+            let timeout = input.number("VisibilityTimeout")?.ok_or_else(|| missing("VisibilityTimeout"))?;
+            sqs.change_visibility(&input.queue()?, &input.required("ReceiptHandle")?, timeout).await?;
+            json!({})
+        }
+        "ChangeMessageVisibilityBatch" => {
+            let queue = input.queue()?;
+            let entries = input
+                .entries()
+                .into_iter()
+                .map(|e| {
+                    let timeout = e.number("VisibilityTimeout")?.unwrap_or(0);
+                    Ok((e.string("Id").unwrap_or_default(), e.string("ReceiptHandle").unwrap_or_default(), timeout))
+                })
+                .collect::<Result<Vec<_>, SqsError>>()?;
+            let results = sqs.change_visibility_batch(&queue, entries).await?;
+            batch_json(results.into_iter().map(|(id, r)| (id.clone(), r.map(|()| json!({ "Id": id })))))
+        }
+        "PurgeQueue" => {
+            sqs.purge(&input.queue()?).await?;
+            json!({})
+        }
+        "ListQueueTags" => {
+            let tags = sqs.list_tags(&input.queue()?)?;
+            if tags.is_empty() { json!({}) } else { json!({ "Tags": pairs(tags) }) }
+        }
+        "TagQueue" => {
+            sqs.change_tags(&input.queue()?, input.string_map("Tags"), Vec::new()).await?;
+            json!({})
+        }
+        "UntagQueue" => {
+            sqs.change_tags(&input.queue()?, Vec::new(), input.string_list("TagKeys")).await?;
+            json!({})
+        }
+        "ListDeadLetterSourceQueues" => {
+            let sources = sqs.dead_letter_source_queues(&input.queue()?)?;
+            json!({ "queueUrls": sources.iter().map(|id| url(ctx, id)).collect::<Vec<_>>() })
+        }
+        other => {
+            return Err(SqsError::UnsupportedOperation(format!(
+                "Stratus does not implement the SQS operation {other} yet."
+            )));
+        }
+    })
+}
+
+/// The request's parameters in the JSON protocol's shape.
+struct Input<'a> {
+    value: Value,
+    ctx: &'a Context,
+    /// The request path: query-protocol clients may post to the queue URL itself.
+    path: &'a str,
+}
+
+fn missing(name: &str) -> SqsError {
+    SqsError::MissingParameter(format!("The request must contain the parameter {name}."))
+}
+
+impl Input<'_> {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.value.get(name).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        match self.field(name)? {
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    fn required(&self, name: &str) -> Result<String, SqsError> {
+        self.string(name).ok_or_else(|| missing(name))
+    }
+
+    fn number(&self, name: &str) -> Result<Option<u64>, SqsError> {
+        let invalid = |v: &Value| {
+            SqsError::InvalidParameterValue(format!(
+                "Value {v} for parameter {name} is invalid. Reason: not a valid integer."
+            ))
+        };
+        match self.field(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| invalid(&Value::Number(n.clone()))),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid(&Value::String(s.clone()))),
+            Some(other) => Err(invalid(other)),
+        }
+    }
+
+    fn string_list(&self, name: &str) -> Vec<String> {
+        match self.field(name) {
+            Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn string_map(&self, name: &str) -> Vec<(String, String)> {
+        match self.field(name) {
+            Some(Value::Object(map)) => {
+                map.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), String::from))).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn entries(&self) -> Vec<Input<'_>> {
+        match self.field("Entries") {
+            Some(Value::Array(items)) => {
+                items.iter().map(|v| Input { value: v.clone(), ctx: self.ctx, path: self.path }).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The queue a `QueueUrl` (or, for query requests, the path) names: `/<account>/<name>`.
+    fn queue(&self) -> Result<QueueId, SqsError> {
+        let url = self.string("QueueUrl");
+        let path = match &url {
+            Some(url) => {
+                url.split_once("://").map_or(url.as_str(), |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]))
+            }
+            None => self.path,
+        };
+        let mut segments = path.trim_matches('/').split('/');
+        match (segments.next(), segments.next(), segments.next()) {
+            (Some(account), Some(name), None) if !account.is_empty() && !name.is_empty() => {
+                Ok(QueueId { account: account.into(), region: self.ctx.region.clone(), name: name.into() })
+            }
+            _ if url.is_none() => Err(missing("QueueUrl")),
+            _ => Err(SqsError::QueueDoesNotExist),
+        }
+    }
+
+    fn message_attributes(&self, name: &str) -> Result<Vec<MessageAttribute>, SqsError> {
+        let Some(Value::Object(map)) = self.field(name) else { return Ok(Vec::new()) };
+        map.iter()
+            .map(|(attribute, spec)| {
+                let invalid =
+                    |why: &str| SqsError::InvalidParameterValue(format!("The message attribute '{attribute}' {why}"));
+                let data_type = spec
+                    .get("DataType")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid("must contain a non-empty attribute type."))?;
+                let value = match (
+                    spec.get("StringValue").and_then(Value::as_str),
+                    spec.get("BinaryValue").and_then(Value::as_str),
+                ) {
+                    (Some(s), _) => AttributeValue::String(s.to_string()),
+                    (None, Some(b)) => {
+                        AttributeValue::Binary(BASE64.decode(b).map_err(|_| invalid("has an invalid binary value."))?)
+                    }
+                    (None, None) => return Err(invalid("must contain a non-empty value.")),
+                };
+                Ok(MessageAttribute { name: attribute.clone(), data_type: data_type.to_string(), value })
+            })
+            .collect()
+    }
+
+    fn send_message(&self) -> Result<SendMessage, SqsError> {
+        Ok(SendMessage {
+            body: self.string("MessageBody").unwrap_or_default(),
+            delay_seconds: self.number("DelaySeconds")?,
+            attributes: self.message_attributes("MessageAttributes")?,
+            system_attributes: self.message_attributes("MessageSystemAttributes")?,
+            group_id: self.string("MessageGroupId"),
+            dedup_id: self.string("MessageDeduplicationId"),
+        })
+    }
+}
+
+fn url(ctx: &Context, id: &QueueId) -> String {
+    format!("http://{}/{}/{}", ctx.host, id.account, id.name)
+}
+
+fn pairs(pairs: Vec<(String, String)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+}
+
+fn attributes_json(attributes: &[MessageAttribute]) -> Value {
+    let map = attributes
+        .iter()
+        .map(|a| {
+            let value = match &a.value {
+                AttributeValue::String(s) => json!({ "StringValue": s, "DataType": a.data_type }),
+                AttributeValue::Binary(b) => json!({ "BinaryValue": BASE64.encode(b), "DataType": a.data_type }),
+            };
+            (a.name.clone(), value)
+        })
+        .collect();
+    Value::Object(map)
+}
+
+fn sent_json(sent: sqs::Sent, id: Option<String>) -> Value {
+    let mut out = Map::new();
+    if let Some(id) = id {
+        out.insert("Id".into(), id.into());
+    }
+    out.insert("MessageId".into(), sent.message_id.into());
+    out.insert("MD5OfMessageBody".into(), sent.md5_of_body.into());
+    for (name, value) in [
+        ("MD5OfMessageAttributes", sent.md5_of_attributes),
+        ("MD5OfMessageSystemAttributes", sent.md5_of_system_attributes),
+        ("SequenceNumber", sent.sequence_number),
+    ] {
+        if let Some(value) = value {
+            out.insert(name.into(), value.into());
+        }
+    }
+    Value::Object(out)
+}
+
+fn batch_json(results: impl Iterator<Item = (String, Result<Value, SqsError>)>) -> Value {
+    let (mut successful, mut failed) = (Vec::new(), Vec::new());
+    for (id, result) in results {
+        match result {
+            Ok(entry) => successful.push(entry),
+            Err(error) => {
+                let wire = to_aws(error);
+                let code = wire.query_code.unwrap_or(wire.code);
+                failed.push(json!({ "Id": id, "SenderFault": !wire.status.is_server_error(), "Code": code, "Message": wire.message }));
+            }
+        }
+    }
+    json!({ "Successful": successful, "Failed": failed })
+}
+
+/// The JSON code, HTTP status and legacy query code of each SQS error.
+fn to_aws(error: SqsError) -> AwsError {
+    let message = error.to_string();
+    let (code, query_code) = match &error {
+        SqsError::QueueDoesNotExist => ("QueueDoesNotExist", Some("AWS.SimpleQueueService.NonExistentQueue")),
+        SqsError::QueueNameExists(_) => ("QueueNameExists", Some("QueueAlreadyExists")),
+        SqsError::InvalidParameterValue(_) => ("InvalidParameterValue", None),
+        SqsError::MissingParameter(_) => ("MissingParameter", None),
+        SqsError::InvalidAttributeName(_) => ("InvalidAttributeName", None),
+        SqsError::InvalidAttributeValue(_) => ("InvalidAttributeValue", None),
+        SqsError::InvalidMessageContents(_) => ("InvalidMessageContents", None),
+        SqsError::ReceiptHandleIsInvalid(_) => ("ReceiptHandleIsInvalid", None),
+        SqsError::MessageNotInflight => ("MessageNotInflight", Some("AWS.SimpleQueueService.MessageNotInflight")),
+        SqsError::PurgeQueueInProgress(_) => {
+            ("PurgeQueueInProgress", Some("AWS.SimpleQueueService.PurgeQueueInProgress"))
+        }
+        SqsError::TooManyEntriesInBatchRequest(_) => {
+            ("TooManyEntriesInBatchRequest", Some("AWS.SimpleQueueService.TooManyEntriesInBatchRequest"))
+        }
+        SqsError::EmptyBatchRequest(_) => ("EmptyBatchRequest", Some("AWS.SimpleQueueService.EmptyBatchRequest")),
+        SqsError::BatchEntryIdsNotDistinct(_) => {
+            ("BatchEntryIdsNotDistinct", Some("AWS.SimpleQueueService.BatchEntryIdsNotDistinct"))
+        }
+        SqsError::InvalidBatchEntryId => ("InvalidBatchEntryId", Some("AWS.SimpleQueueService.InvalidBatchEntryId")),
+        SqsError::BatchRequestTooLong(..) => {
+            ("BatchRequestTooLong", Some("AWS.SimpleQueueService.BatchRequestTooLong"))
+        }
+        SqsError::UnsupportedOperation(_) => {
+            ("UnsupportedOperation", Some("AWS.SimpleQueueService.UnsupportedOperation"))
+        }
+        SqsError::ResourceNotFound(_) => ("ResourceNotFoundException", None),
+        SqsError::Store(source) => {
+            tracing::error!(error = source as &dyn std::error::Error, "SQS storage failed");
+            return AwsError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                "The request processing has failed because of an unknown error.",
+            );
+        }
+    };
+    let mut aws = AwsError::sender(code, message);
+    aws.query_code = query_code.map(String::from);
+    aws
+}
+
+/// Query parameters (`Attribute.1.Name=...`) as the JSON protocol's input object.
+pub(crate) fn query_to_json(params: &[(String, String)]) -> Value {
+    let split: Vec<Param<'_>> = params.iter().map(|(k, v)| (k.split('.').collect(), v.as_str())).collect();
+    convert(&split)
+}
+
+/// Flattened maps: query prefix, JSON name, key member, value member.
+const MAPS: &[(&str, &str, &str)] = &[
+    ("Attribute", "Attributes", "Name"),
+    ("Tag", "Tags", "Key"),
+    ("MessageAttribute", "MessageAttributes", "Name"),
+    ("MessageSystemAttribute", "MessageSystemAttributes", "Name"),
+];
+/// Flattened lists: query prefix, JSON name.
+const LISTS: &[(&str, &str)] = &[
+    ("AttributeName", "AttributeNames"),
+    ("MessageAttributeName", "MessageAttributeNames"),
+    ("MessageSystemAttributeName", "MessageSystemAttributeNames"),
+    ("TagKey", "TagKeys"),
+    ("AWSAccountId", "AWSAccountIds"),
+    ("ActionName", "Actions"),
+];
+
+/// A parameter as its dotted path and its value.
+type Param<'a> = (Vec<&'a str>, &'a str);
+
+fn convert(params: &[Param<'_>]) -> Value {
+    let mut out = Map::new();
+    let mut indexed: std::collections::BTreeMap<(&str, u32), Vec<Param<'_>>> = Default::default();
+    for (path, value) in params {
+        match path.as_slice() {
+            [name] => {
+                out.insert(name.to_string(), Value::String(value.to_string()));
+            }
+            [prefix, index, rest @ ..] => {
+                if let Ok(index) = index.parse::<u32>() {
+                    indexed.entry((prefix, index)).or_default().push((rest.to_vec(), value));
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((prefix, _), members) in indexed {
+        if let Some((_, json_name, key_member)) = MAPS.iter().find(|(p, _, _)| *p == prefix) {
+            let key = members.iter().find(|(p, _)| p.as_slice() == [*key_member]).map(|(_, v)| v.to_string());
+            let value_parts: Vec<Param<'_>> = members
+                .iter()
+                .filter(|(p, _)| p.first() == Some(&"Value"))
+                .map(|(p, v)| (p[1..].to_vec(), *v))
+                .collect();
+            let value = match value_parts.as_slice() {
+                [(rest, v)] if rest.is_empty() => Value::String(v.to_string()),
+                _ => convert(&value_parts),
+            };
+            if let (Some(key), Value::Object(map)) = (key, out.entry(*json_name).or_insert_with(|| json!({}))) {
+                map.insert(key, value);
+            }
+        } else if let Some((_, json_name)) = LISTS.iter().find(|(p, _)| *p == prefix) {
+            if let (Some((_, v)), Value::Array(list)) =
+                (members.first(), out.entry(*json_name).or_insert_with(|| json!([])))
+            {
+                list.push(Value::String(v.to_string()));
+            }
+        } else if prefix.ends_with("BatchRequestEntry")
+            && let Value::Array(list) = out.entry("Entries").or_insert_with(|| json!([]))
+        {
+            list.push(convert(&members));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The query protocol's XML for a JSON-shaped answer.
+fn render_xml(operation: &str, output: &Value, request_id: &str) -> String {
+    let mut xml = Xml::document();
+    xml.open_ns(&format!("{operation}Response"), NAMESPACE);
+    xml.open(&format!("{operation}Result"));
+    if let Value::Object(fields) = output {
+        for (name, value) in fields {
+            render_field(&mut xml, operation, name, value);
+        }
+    }
+    xml.close(&format!("{operation}Result"));
+    xml.open("ResponseMetadata");
+    xml.leaf("RequestId", request_id);
+    xml.close("ResponseMetadata");
+    xml.close(&format!("{operation}Response"));
+    xml.finish()
+}
+
+fn render_field(xml: &mut Xml, operation: &str, name: &str, value: &Value) {
+    match (name, value) {
+        ("Attributes" | "Tags", Value::Object(map)) => {
+            let (element, key) = if name == "Tags" { ("Tag", "Key") } else { ("Attribute", "Name") };
+            for (k, v) in map {
+                xml.open(element);
+                xml.leaf(key, k);
+                xml.leaf("Value", v.as_str().unwrap_or_default());
+                xml.close(element);
+            }
+        }
+        ("MessageAttributes", Value::Object(map)) => {
+            for (k, v) in map {
+                xml.open("MessageAttribute");
+                xml.leaf("Name", k);
+                xml.open("Value");
+                if let Value::Object(parts) = v {
+                    for (part, text) in parts {
+                        xml.leaf(part, text.as_str().unwrap_or_default());
+                    }
+                }
+                xml.close("Value");
+                xml.close("MessageAttribute");
+            }
+        }
+        (_, Value::Array(items)) => {
+            let element = match name {
+                "QueueUrls" | "queueUrls" => "QueueUrl".to_string(),
+                "Messages" => "Message".to_string(),
+                "Successful" => format!("{operation}ResultEntry"),
+                "Failed" => "BatchResultErrorEntry".to_string(),
+                other => other.to_string(),
+            };
+            for item in items {
+                render_field(xml, operation, &element, item);
+            }
+        }
+        (_, Value::Object(fields)) => {
+            xml.open(name);
+            for (field, inner) in fields {
+                render_field(xml, operation, field, inner);
+            }
+            xml.close(name);
+        }
+        (_, Value::String(text)) => xml.leaf(name, text),
+        (_, other) => xml.leaf(name, &other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn query_parameters_take_the_json_shape() {
+        let input = query_to_json(&params(&[
+            ("QueueUrl", "http://localhost/000000000000/q"),
+            ("Attribute.1.Name", "DelaySeconds"),
+            ("Attribute.1.Value", "5"),
+            ("AttributeName.2", "B"),
+            ("AttributeName.1", "A"),
+            ("SendMessageBatchRequestEntry.1.Id", "one"),
+            ("SendMessageBatchRequestEntry.1.MessageBody", "hi"),
+            ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Name", "colour"),
+            ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.DataType", "String"),
+            ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.StringValue", "red"),
+            ("SendMessageBatchRequestEntry.2.Id", "two"),
+        ]));
+        assert_eq!(
+            input,
+            json!({
+                "QueueUrl": "http://localhost/000000000000/q",
+                "Attributes": { "DelaySeconds": "5" },
+                "AttributeNames": ["A", "B"],
+                "Entries": [
+                    { "Id": "one", "MessageBody": "hi", "MessageAttributes": { "colour": { "DataType": "String", "StringValue": "red" } } },
+                    { "Id": "two" },
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn answers_render_as_query_xml() {
+        let output = json!({ "Messages": [{ "MessageId": "m", "Attributes": { "SentTimestamp": "1" }, "MessageAttributes": { "a": { "StringValue": "x", "DataType": "String" } } }] });
+        let xml = render_xml("ReceiveMessage", &output, "rid");
+        assert!(xml.contains("<ReceiveMessageResult><Message>"), "{xml}");
+        assert!(xml.contains("<MessageId>m</MessageId>"), "{xml}");
+        assert!(xml.contains("<Attribute><Name>SentTimestamp</Name><Value>1</Value></Attribute>"), "{xml}");
+        assert!(xml.contains("<MessageAttribute><Name>a</Name><Value><DataType>String</DataType><StringValue>x</StringValue></Value></MessageAttribute>"), "{xml}");
+        let batch = render_xml("SendMessageBatch", &json!({ "Successful": [{ "Id": "1" }], "Failed": [] }), "rid");
+        assert!(batch.contains("<SendMessageBatchResultEntry><Id>1</Id></SendMessageBatchResultEntry>"), "{batch}");
+    }
+}
