@@ -60,7 +60,7 @@ class Stratus:
 
     def client(self, service, **overrides):
         config = Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
-        return boto3.client(service, endpoint_url=self.url, config=config, **{**CREDENTIALS, **overrides})
+        return boto3.client(service, config=config, **{"endpoint_url": self.url, **CREDENTIALS, **overrides})
 
     def aws(self, *args, access_key="test", check=True):
         """Runs the real awscli against this Stratus; returns the CompletedProcess."""

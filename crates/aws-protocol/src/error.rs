@@ -54,7 +54,8 @@ pub(crate) fn encode(envelope: Envelope, error: &AwsError, request_id: &str) -> 
             xml.open_ns("ErrorResponse", envelope.xml_namespace);
             xml.open("Error");
             xml.leaf("Type", error.fault());
-            xml.leaf("Code", &error.code);
+            // Query clients know a service by the codes it had in the query protocol.
+            xml.leaf("Code", error.query_code.as_deref().unwrap_or(&error.code));
             xml.leaf("Message", &error.message);
             xml.close("Error");
             xml.leaf("RequestId", request_id);

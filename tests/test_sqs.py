@@ -1,0 +1,304 @@
+"""SQS through boto3, awscli and raw query-protocol HTTP."""
+
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import botocore.exceptions
+import pytest
+
+
+@pytest.fixture
+def sqs(stratus):
+    return stratus.client("sqs")
+
+
+def error_code(call):
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        call()
+    return raised.value.response["Error"]["Code"]
+
+
+def test_create_list_get_delete(stratus, sqs):
+    url = sqs.create_queue(QueueName="orders")["QueueUrl"]
+    assert url == f"{stratus.url}/000000000000/orders"
+    assert sqs.create_queue(QueueName="orders")["QueueUrl"] == url, "idempotent with the same attributes"
+    for name in ["orders-dlq", "payments", "orders-2"]:
+        sqs.create_queue(QueueName=name)
+    assert sqs.get_queue_url(QueueName="payments")["QueueUrl"].endswith("/000000000000/payments")
+    assert sqs.list_queues(QueueNamePrefix="orders")["QueueUrls"] == [url, url + "-2", url + "-dlq"]
+    first = sqs.list_queues(MaxResults=2)
+    second = sqs.list_queues(MaxResults=2, NextToken=first["NextToken"])
+    assert len(first["QueueUrls"]) == 2 and len(second["QueueUrls"]) == 2 and "NextToken" not in second
+    sqs.delete_queue(QueueUrl=url)
+    assert error_code(lambda: sqs.get_queue_url(QueueName="orders")) == "AWS.SimpleQueueService.NonExistentQueue"
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.send_message(QueueUrl=url, MessageBody="x")
+
+
+def test_queue_urls_follow_the_host_the_client_used(stratus):
+    host, port = stratus.address
+    for endpoint in [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]:
+        client = stratus.client("sqs", endpoint_url=endpoint)
+        assert client.create_queue(QueueName="hosty")["QueueUrl"] == f"{endpoint}/000000000000/hosty"
+
+
+def test_accounts_and_regions_are_isolated(stratus):
+    a = stratus.client("sqs", aws_access_key_id="111111111111")
+    b = stratus.client("sqs", aws_access_key_id="222222222222")
+    west = stratus.client("sqs", aws_access_key_id="111111111111", region_name="eu-west-1")
+    a.create_queue(QueueName="mine")
+    assert "QueueUrls" not in b.list_queues()
+    assert "QueueUrls" not in west.list_queues()
+    arn = a.get_queue_attributes(QueueUrl=a.get_queue_url(QueueName="mine")["QueueUrl"], AttributeNames=["QueueArn"])
+    assert arn["Attributes"]["QueueArn"] == "arn:aws:sqs:us-east-1:111111111111:mine"
+
+
+def test_create_with_different_attributes_conflicts(sqs):
+    sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "10"})
+    assert error_code(lambda: sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "20"})) == "QueueAlreadyExists"
+
+
+def test_attributes(sqs):
+    url = sqs.create_queue(QueueName="attrs", Attributes={"DelaySeconds": "3", "MaximumMessageSize": "2048"}, tags={"team": "a"})["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["DelaySeconds"] == "3" and attributes["MaximumMessageSize"] == "2048"
+    assert attributes["VisibilityTimeout"] == "30" and attributes["MessageRetentionPeriod"] == "345600"
+    assert attributes["QueueArn"] == "arn:aws:sqs:us-east-1:000000000000:attrs"
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "45"})
+    only = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+    assert only == {"VisibilityTimeout": "45"}
+    assert error_code(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "99999"})) == "InvalidAttributeValue"
+    assert error_code(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"Colour": "red"})) == "InvalidAttributeName"
+    assert error_code(lambda: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Colour"])) == "InvalidAttributeName"
+    too_big = "x" * 2049
+    assert error_code(lambda: sqs.send_message(QueueUrl=url, MessageBody=too_big)) == "InvalidParameterValue"
+
+
+def test_send_receive_delete_with_attributes_and_digests(sqs):
+    url = sqs.create_queue(QueueName="work")["QueueUrl"]
+    attributes = {
+        "text": {"DataType": "String", "StringValue": "héllo"},
+        "count": {"DataType": "Number", "StringValue": "42"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+        "custom": {"DataType": "String.custom", "StringValue": "c"},
+    }
+    sent = sqs.send_message(QueueUrl=url, MessageBody="body ✓", MessageAttributes=attributes)
+    # boto3 checks MD5OfMessageBody and MD5OfMessageAttributes itself and raises on a mismatch.
+    assert sent["MD5OfMessageBody"] == "7d4f8d3c36a7d6e5a5c8b9a0e0d8bd7a" or len(sent["MD5OfMessageBody"]) == 32
+    received = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
+    message = received["Messages"][0]
+    assert message["Body"] == "body ✓" and message["MessageId"] == sent["MessageId"]
+    assert message["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\xff"
+    assert message["MessageAttributes"]["count"] == {"DataType": "Number", "StringValue": "42"}
+    system = message["Attributes"]
+    assert system["ApproximateReceiveCount"] == "1" and system["SenderId"] == "000000000000"
+    assert abs(int(system["SentTimestamp"]) - time.time() * 1000) < 60_000
+    only_text = sqs.send_message(QueueUrl=url, MessageBody="second", MessageAttributes=attributes)
+    selected = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["te.*"])["Messages"][0]
+    assert list(selected["MessageAttributes"]) == ["text"] and selected["MessageId"] == only_text["MessageId"]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert counts["ApproximateNumberOfMessages"] == "0" and counts["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+def test_visibility_timeout_redelivers_with_a_new_receipt(sqs):
+    url = sqs.create_queue(QueueName="vis", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    first = sqs.receive_message(QueueUrl=url)["Messages"][0]
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    time.sleep(1.1)
+    second = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
+    assert second["ReceiptHandle"] != first["ReceiptHandle"]
+    assert second["Attributes"]["ApproximateReceiveCount"] == "2"
+    # The stale handle succeeds but deletes nothing; the fresh one deletes.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"])
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=second["ReceiptHandle"])
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_change_visibility(sqs):
+    url = sqs.create_queue(QueueName="cv")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    handle = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+    again = sqs.receive_message(QueueUrl=url)["Messages"][0]
+    assert error_code(lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=5)) == "AWS.SimpleQueueService.MessageNotInflight"
+    assert error_code(lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle="garbage", VisibilityTimeout=5)) == "ReceiptHandleIsInvalid"
+    assert error_code(lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle="garbage")) == "ReceiptHandleIsInvalid"
+    result = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": "ok", "ReceiptHandle": again["ReceiptHandle"], "VisibilityTimeout": 100},
+        {"Id": "bad", "ReceiptHandle": "garbage", "VisibilityTimeout": 100},
+    ])
+    assert [e["Id"] for e in result["Successful"]] == ["ok"]
+    assert result["Failed"][0]["Id"] == "bad" and result["Failed"][0]["Code"] == "ReceiptHandleIsInvalid"
+
+
+def test_delays(sqs):
+    url = sqs.create_queue(QueueName="delayed")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=1)
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    started = time.monotonic()
+    message = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"][0]
+    assert message["Body"] == "later" and time.monotonic() - started < 1.5
+
+
+def test_long_polling_wakes_on_send_and_times_out_on_time(stratus, sqs):
+    url = sqs.create_queue(QueueName="poll")["QueueUrl"]
+    started = time.monotonic()
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2)
+    elapsed = time.monotonic() - started
+    assert 1.95 <= elapsed < 2.5, elapsed
+
+    sender = stratus.client("sqs")
+    sent_at = []
+    def send_later():
+        time.sleep(0.5)
+        sent_at.append(time.monotonic())
+        sender.send_message(QueueUrl=url, MessageBody="wake")
+    thread = threading.Thread(target=send_later)
+    thread.start()
+    message = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10)["Messages"][0]
+    woke = time.monotonic()
+    thread.join()
+    assert message["Body"] == "wake"
+    assert woke - sent_at[0] < 0.2, f"woke {woke - sent_at[0]:.3f}s after the send began"
+
+
+def test_batches(sqs):
+    url = sqs.create_queue(QueueName="batch")["QueueUrl"]
+    entries = [{"Id": f"m{i}", "MessageBody": f"body {i}"} for i in range(10)]
+    result = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    assert sorted(e["Id"] for e in result["Successful"]) == sorted(e["Id"] for e in entries)
+    assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=entries + [{"Id": "x", "MessageBody": "y"}])) == "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"
+    assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "1"}, {"Id": "a", "MessageBody": "2"}])) == "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
+    assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[])) == "AWS.SimpleQueueService.EmptyBatchRequest"
+    assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a b", "MessageBody": "1"}])) == "AWS.SimpleQueueService.InvalidBatchEntryId"
+    big = "x" * 200_000
+    assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": big}, {"Id": "b", "MessageBody": big}])) == "AWS.SimpleQueueService.BatchRequestTooLong"
+    partial = sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "good", "MessageBody": "ok"}, {"Id": "bad", "MessageBody": "ok", "DelaySeconds": 901}])
+    assert [e["Id"] for e in partial["Successful"]] == ["good"] and partial["Failed"][0]["Code"] == "InvalidParameterValue"
+
+    received = []
+    while len(received) < 11:
+        received += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    deleted = sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(received[:10])])
+    assert len(deleted["Successful"]) == 10
+    assert error_code(lambda: sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=11)) == "InvalidParameterValue"
+
+
+def test_purge(sqs):
+    url = sqs.create_queue(QueueName="purge")["QueueUrl"]
+    for i in range(5):
+        sqs.send_message(QueueUrl=url, MessageBody=str(i))
+    sqs.purge_queue(QueueUrl=url)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    assert error_code(lambda: sqs.purge_queue(QueueUrl=url)) == "AWS.SimpleQueueService.PurgeQueueInProgress"
+    sqs.send_message(QueueUrl=url, MessageBody="after")
+    assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "after"
+
+
+def test_tags(sqs):
+    url = sqs.create_queue(QueueName="tagged", tags={"env": "test"})["QueueUrl"]
+    sqs.tag_queue(QueueUrl=url, Tags={"team": "core", "cost": "1"})
+    sqs.untag_queue(QueueUrl=url, TagKeys=["cost"])
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"env": "test", "team": "core"}
+
+
+def test_dead_letter_queue(sqs):
+    dlq = sqs.create_queue(QueueName="dead")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})
+    url = sqs.create_queue(QueueName="live", Attributes={"RedrivePolicy": policy, "VisibilityTimeout": "0"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="poison")
+    for _ in range(2):
+        assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "poison"
+    assert "Messages" not in sqs.receive_message(QueueUrl=url), "a third receive moves it instead"
+    moved = sqs.receive_message(QueueUrl=dlq, AttributeNames=["All"])["Messages"][0]
+    assert moved["Body"] == "poison"
+    assert moved["Attributes"]["DeadLetterQueueSourceArn"] == "arn:aws:sqs:us-east-1:000000000000:live"
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [url]
+    bad = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 0})
+    assert error_code(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": bad})) == "InvalidParameterValue"
+
+
+def test_fifo_order_groups_and_deduplication(sqs):
+    url = sqs.create_queue(QueueName="jobs.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true", "VisibilityTimeout": "30"})["QueueUrl"]
+    sequence = []
+    for i in range(6):
+        sent = sqs.send_message(QueueUrl=url, MessageBody=f"{'ab'[i % 2]}{i}", MessageGroupId="ab"[i % 2])
+        sequence.append(int(sent["SequenceNumber"]))
+    assert sequence == sorted(sequence)
+    duplicate = sqs.send_message(QueueUrl=url, MessageBody="a0", MessageGroupId="a")
+    assert int(duplicate["SequenceNumber"]) == sequence[0], "deduplicated by content"
+    explicit = sqs.send_message(QueueUrl=url, MessageBody="a0", MessageGroupId="a", MessageDeduplicationId="other")
+    assert int(explicit["SequenceNumber"]) > sequence[-1]
+
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, AttributeNames=["All"])["Messages"]
+    assert [m["Body"] for m in first] == ["a0", "a2"], "group a first, in order"
+    assert first[0]["Attributes"]["MessageGroupId"] == "a"
+    rest = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in rest] == ["b1", "b3", "b5"], "group a is blocked while it has messages in flight"
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(first)])
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]] == ["a4", "a0"]
+
+    assert error_code(lambda: sqs.send_message(QueueUrl=url, MessageBody="x")) == "MissingParameter"
+    assert error_code(lambda: sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g", DelaySeconds=1)) == "InvalidParameterValue"
+    plain = sqs.create_queue(QueueName="plain.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    assert error_code(lambda: sqs.send_message(QueueUrl=plain, MessageBody="x", MessageGroupId="g")) == "InvalidParameterValue"
+    assert error_code(lambda: sqs.create_queue(QueueName="nofifo", Attributes={"FifoQueue": "true"})) == "InvalidAttributeValue"
+
+
+def test_awscli_round_trip(stratus):
+    url = json.loads(stratus.aws("sqs", "create-queue", "--queue-name", "cli").stdout)["QueueUrl"]
+    stratus.aws("sqs", "send-message", "--queue-url", url, "--message-body", "from the cli")
+    received = json.loads(stratus.aws("sqs", "receive-message", "--queue-url", url).stdout)["Messages"][0]
+    assert received["Body"] == "from the cli"
+    stratus.aws("sqs", "delete-message", "--queue-url", url, "--receipt-handle", received["ReceiptHandle"])
+    missing = stratus.aws("sqs", "get-queue-url", "--queue-name", "nope", check=False)
+    assert missing.returncode != 0 and "AWS.SimpleQueueService.NonExistentQueue" in missing.stderr
+
+
+def query(stratus, params, path="/"):
+    body = urllib.parse.urlencode(params).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded",
+               "Authorization": "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"}
+    request = urllib.request.Request(stratus.url + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_query_protocol(stratus):
+    status, body = query(stratus, {"Action": "CreateQueue", "QueueName": "xml", "Attribute.1.Name": "DelaySeconds", "Attribute.1.Value": "0", "Version": "2012-11-05"})
+    assert status == 200 and f"<QueueUrl>{stratus.url}/000000000000/xml</QueueUrl>" in body
+    status, body = query(stratus, {"Action": "SendMessage", "QueueUrl": f"{stratus.url}/000000000000/xml", "MessageBody": "<hi & bye>",
+                                   "MessageAttribute.1.Name": "k", "MessageAttribute.1.Value.DataType": "String", "MessageAttribute.1.Value.StringValue": "v"})
+    assert status == 200 and "<MD5OfMessageBody>" in body and "<MD5OfMessageAttributes>" in body
+    # Older SDKs post to the queue URL itself.
+    status, body = query(stratus, {"Action": "ReceiveMessage", "MessageAttributeName.1": "All", "AttributeName.1": "All"}, path="/000000000000/xml")
+    assert status == 200, body
+    assert "<Body>&lt;hi &amp; bye&gt;</Body>" in body
+    assert "<MessageAttribute><Name>k</Name><Value><DataType>String</DataType><StringValue>v</StringValue></Value></MessageAttribute>" in body
+    status, body = query(stratus, {"Action": "GetQueueUrl", "QueueName": "missing"})
+    assert status == 400 and "<Code>AWS.SimpleQueueService.NonExistentQueue</Code>" in body and "<Type>Sender</Type>" in body
+    status, body = query(stratus, {"Action": "Frobnicate"})
+    assert status == 400 and "<Code>InvalidAction</Code>" in body
+
+
+def test_state_reports_queues_and_reset_clears_them(stratus, sqs):
+    url = sqs.create_queue(QueueName="counted")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="1")
+    state = json.loads(urllib.request.urlopen(stratus.url + "/_stratus/state", timeout=10).read())
+    assert state["services"]["sqs"] == {"queues": 1, "messages": 1}
+    urllib.request.urlopen(urllib.request.Request(stratus.url + "/_stratus/reset", method="POST"), timeout=10).read()
+    assert "QueueUrls" not in sqs.list_queues()
+    assert json.loads(urllib.request.urlopen(stratus.url + "/_stratus/state", timeout=10).read())["store"]["keys"] == 0
