@@ -1,0 +1,84 @@
+"""SQS state across a clean restart and across kill -9."""
+
+import signal
+import threading
+import time
+
+import botocore.exceptions
+import pytest
+
+
+def test_restart_keeps_queues_messages_and_their_state(start_stratus):
+    first = start_stratus("first")
+    sqs = first.client("sqs")
+    url = sqs.create_queue(QueueName="kept", Attributes={"VisibilityTimeout": "600"}, tags={"k": "v"})["QueueUrl"]
+    fifo = sqs.create_queue(QueueName="kept.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    for body in ["visible", "in-flight"]:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    sqs.send_message(QueueUrl=url, MessageBody="delayed", DelaySeconds=900)
+    in_flight = sqs.receive_message(QueueUrl=url)["Messages"][0]
+    fifo_sent = sqs.send_message(QueueUrl=fifo, MessageBody="once", MessageGroupId="g")
+    assert first.stop() == 0
+
+    second = start_stratus("second", args=("--data-dir", str(first.data_dir)))
+    sqs = second.client("sqs")
+    url = sqs.get_queue_url(QueueName="kept")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["VisibilityTimeout"] == "600"
+    assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"],
+            attributes["ApproximateNumberOfMessagesDelayed"]) == ("1", "1", "1")
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"k": "v"}
+    visible = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+    assert [m["Body"] for m in visible] == list({"visible", "in-flight"} - {in_flight["Body"]})
+    # A receipt handle from before the restart still deletes its message.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=in_flight["ReceiptHandle"])
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"
+    fifo = sqs.get_queue_url(QueueName="kept.fifo")["QueueUrl"]
+    again = sqs.send_message(QueueUrl=fifo, MessageBody="once", MessageGroupId="g")
+    assert again["MessageId"] == fifo_sent["MessageId"], "the deduplication window survives the restart"
+
+
+def test_kill_9_loses_no_acknowledged_message(start_stratus):
+    first = start_stratus("first")
+    url = first.client("sqs").create_queue(QueueName="crash")["QueueUrl"]
+    acked, lock, stop = {}, threading.Lock(), threading.Event()
+
+    def producer(n):
+        client = first.client("sqs")
+        for i in range(1250):
+            if stop.is_set():
+                return
+            body = f"{n}-{i}"
+            try:
+                message_id = client.send_message(QueueUrl=url, MessageBody=body)["MessageId"]
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                return  # the server died under us: this send was never acknowledged
+            with lock:
+                acked[message_id] = body
+
+    threads = [threading.Thread(target=producer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 120
+    while len(acked) < 5000 and time.monotonic() < deadline and any(t.is_alive() for t in threads):
+        time.sleep(0.01)
+    first.stop(sig=signal.SIGKILL)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(acked) >= 1000, f"only {len(acked)} sends were acknowledged before the kill"
+
+    second = start_stratus("second", args=("--data-dir", str(first.data_dir)))
+    sqs = second.client("sqs")
+    received = {}
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            break
+        for message in batch:
+            assert message["MessageId"] not in received, "delivered twice"
+            received[message["MessageId"]] = message["Body"]
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    missing = [m for m in acked if m not in received]
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged messages were lost"
+    assert all(received[m] == body for m, body in acked.items())
