@@ -302,3 +302,74 @@ def test_state_reports_queues_and_reset_clears_them(stratus, sqs):
     urllib.request.urlopen(urllib.request.Request(stratus.url + "/_stratus/reset", method="POST"), timeout=10).read()
     assert "QueueUrls" not in sqs.list_queues()
     assert json.loads(urllib.request.urlopen(stratus.url + "/_stratus/state", timeout=10).read())["store"]["keys"] == 0
+
+
+def test_permissions_are_stored_in_the_policy(sqs):
+    url = sqs.create_queue(QueueName="shared")["QueueUrl"]
+    sqs.add_permission(QueueUrl=url, Label="partners", AWSAccountIds=["111122223333"], Actions=["SendMessage"])
+    policy = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"])
+    statement = policy["Statement"][0]
+    assert statement["Sid"] == "partners" and statement["Action"] == ["SQS:SendMessage"]
+    assert statement["Principal"] == {"AWS": ["arn:aws:iam::111122223333:root"]}
+    assert error_code(lambda: sqs.add_permission(QueueUrl=url, Label="partners", AWSAccountIds=["1"], Actions=["*"])) == "InvalidParameterValue"
+    sqs.remove_permission(QueueUrl=url, Label="partners")
+    assert "Policy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert error_code(lambda: sqs.remove_permission(QueueUrl=url, Label="partners")) == "InvalidParameterValue"
+
+
+def test_message_move_task_redrives_the_dead_letter_queue(sqs):
+    dlq = sqs.create_queue(QueueName="redrive-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+    url = sqs.create_queue(QueueName="redrive-src", Attributes={"RedrivePolicy": policy, "VisibilityTimeout": "0"})["QueueUrl"]
+    for i in range(25):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
+    def in_dlq():
+        return sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+    for _ in range(20):  # each message is received once, then dead-lettered by a later receive
+        if in_dlq() == "25":
+            break
+        sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    assert in_dlq() == "25"
+
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+    deadline = time.monotonic() + 10
+    while True:
+        task = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0]
+        if task["Status"] != "RUNNING" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert task["TaskHandle"] == handle and task["Status"] == "COMPLETED", task
+    assert task["ApproximateNumberOfMessagesMoved"] == 25 and task["ApproximateNumberOfMessagesToMove"] == 25
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"] == "25"
+    assert error_code(lambda: sqs.start_message_move_task(SourceArn=url.replace("redrive-src", "nope"))) == "ResourceNotFoundException"
+    src_arn = dlq_arn.replace("redrive-dlq", "redrive-src")
+    assert error_code(lambda: sqs.start_message_move_task(SourceArn=src_arn)) == "InvalidParameterValue"
+    assert error_code(lambda: sqs.cancel_message_move_task(TaskHandle=handle)) == "InvalidParameterValue"
+
+
+def test_fifo_receive_attempt_id_repeats_the_same_batch(sqs):
+    url = sqs.create_queue(QueueName="retry.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    for body in ["one", "two"]:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g")
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, ReceiveRequestAttemptId="attempt-1")["Messages"]
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, ReceiveRequestAttemptId="attempt-1")["Messages"]
+    assert [m["MessageId"] for m in again] == [m["MessageId"] for m in first]
+    assert [m["ReceiptHandle"] for m in again] == [m["ReceiptHandle"] for m in first]
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="attempt-2")
+
+
+def test_inspection_shows_counts_and_message_paths(stratus, sqs):
+    dlq = sqs.create_queue(QueueName="seen-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName="seen", Attributes={"VisibilityTimeout": "0",
+                                                         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})})["QueueUrl"]
+    message_id = sqs.send_message(QueueUrl=url, MessageBody="traced")["MessageId"]
+    sqs.receive_message(QueueUrl=url)
+    sqs.receive_message(QueueUrl=url)
+    view = json.loads(urllib.request.urlopen(stratus.url + "/_stratus/sqs", timeout=10).read())
+    queues = {q["name"]: q for q in view["queues"]}
+    assert [(e["event"], e["queue"]) for e in queues["seen"]["recent"] if e["message_id"] == message_id] == [
+        ("sent", None), ("received", None), ("dead-lettered", "seen-dlq")]
+    assert [e["event"] for e in queues["seen-dlq"]["recent"]] == ["arrived"]
+    assert queues["seen-dlq"]["visible"] == 1 and queues["seen"]["visible"] == 0

@@ -68,6 +68,27 @@ impl Aws {
         self.sqs.reset();
     }
 
+    /// SQS as `/_stratus/sqs` shows it: each queue's counts and the latest steps of its messages.
+    pub fn sqs_inspection(&self) -> serde_json::Value {
+        let queues: Vec<serde_json::Value> = self
+            .sqs
+            .inspect()
+            .into_iter()
+            .map(|q| {
+                let recent: Vec<serde_json::Value> = q
+                    .recent
+                    .iter()
+                    .map(|t| serde_json::json!({ "at": t.at_ms, "message_id": t.message_id, "event": t.event, "queue": t.peer }))
+                    .collect();
+                serde_json::json!({
+                    "account": q.id.account, "region": q.id.region, "name": q.id.name, "arn": q.id.arn(), "fifo": q.fifo,
+                    "visible": q.visible, "in_flight": q.in_flight, "delayed": q.delayed, "recent": recent,
+                })
+            })
+            .collect();
+        serde_json::json!({ "queues": queues })
+    }
+
     /// What each served service holds, by name: (what, how many).
     pub fn summary(&self) -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
         let (queues, messages) = self.sqs.summary();

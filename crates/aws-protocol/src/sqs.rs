@@ -2,6 +2,8 @@
 //! protocol's shape (`query_to_json`), so one decoder serves both; each answer is built once as a
 //! JSON tree and rendered as JSON, or as the query protocol's XML (`render_xml`).
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -49,7 +51,7 @@ const OPERATIONS: &[&str] = &[
 ];
 
 pub(crate) async fn handle(
-    sqs: &Sqs,
+    sqs: &Arc<Sqs>,
     ctx: &Context,
     wire: Wire,
     operation: &str,
@@ -77,7 +79,7 @@ pub(crate) async fn handle(
     Ok((operation, response))
 }
 
-async fn run(sqs: &Sqs, operation: &str, input: &Input<'_>) -> Result<Value, SqsError> {
+async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value, SqsError> {
     let ctx = input.ctx;
     Ok(match operation {
         "CreateQueue" => {
@@ -149,6 +151,7 @@ async fn run(sqs: &Sqs, operation: &str, input: &Input<'_>) -> Result<Value, Sqs
                 wait_seconds: input.number("WaitTimeSeconds")?,
                 system_attribute_names: system_names,
                 message_attribute_names: input.string_list("MessageAttributeNames"),
+                attempt_id: input.string("ReceiveRequestAttemptId"),
             };
             let messages = sqs.receive(&input.queue()?, request).await?;
             if messages.is_empty() {
@@ -226,11 +229,54 @@ async fn run(sqs: &Sqs, operation: &str, input: &Input<'_>) -> Result<Value, Sqs
             let sources = sqs.dead_letter_source_queues(&input.queue()?)?;
             json!({ "queueUrls": sources.iter().map(|id| url(ctx, id)).collect::<Vec<_>>() })
         }
-        other => {
-            return Err(SqsError::UnsupportedOperation(format!(
-                "Stratus does not implement the SQS operation {other} yet."
-            )));
+        "AddPermission" => {
+            let label = input.required("Label")?;
+            let queue = input.queue()?;
+            sqs.add_permission(&queue, &label, &input.string_list("AWSAccountIds"), &input.string_list("Actions"))
+                .await?;
+            json!({})
         }
+        "RemovePermission" => {
+            sqs.remove_permission(&input.queue()?, &input.required("Label")?).await?;
+            json!({})
+        }
+        "StartMessageMoveTask" => {
+            let source = input.required("SourceArn")?;
+            let destination = input.string("DestinationArn");
+            let rate = input.number("MaxNumberOfMessagesPerSecond")?;
+            json!({ "TaskHandle": sqs.start_move_task(&source, destination.as_deref(), rate)? })
+        }
+        "CancelMessageMoveTask" => {
+            let moved = sqs.cancel_move_task(&input.required("TaskHandle")?)?;
+            json!({ "ApproximateNumberOfMessagesMoved": moved })
+        }
+        "ListMessageMoveTasks" => {
+            let max = input.number("MaxResults")?.map(|m| m as usize);
+            let tasks = sqs.list_move_tasks(&input.required("SourceArn")?, max)?;
+            let results: Vec<Value> = tasks
+                .into_iter()
+                .map(|t| {
+                    let mut out = json!({
+                        "TaskHandle": t.handle, "Status": t.status, "SourceArn": t.source_arn,
+                        "ApproximateNumberOfMessagesMoved": t.moved, "ApproximateNumberOfMessagesToMove": t.to_move,
+                        "StartedTimestamp": t.started_ms,
+                    });
+                    for (name, value) in [
+                        ("DestinationArn", t.destination_arn.map(Value::from)),
+                        ("MaxNumberOfMessagesPerSecond", t.max_per_second.map(Value::from)),
+                        ("FailureReason", t.failure.map(Value::from)),
+                    ] {
+                        if let Some(value) = value {
+                            out[name] = value;
+                        }
+                    }
+                    out
+                })
+                .collect();
+            json!({ "Results": results })
+        }
+        // `OPERATIONS` and this match name the same operations.
+        other => return Err(SqsError::UnsupportedOperation(format!("Unknown SQS operation {other}."))),
     })
 }
 
@@ -579,6 +625,7 @@ fn render_field(xml: &mut Xml, operation: &str, name: &str, value: &Value) {
                 "Messages" => "Message".to_string(),
                 "Successful" => format!("{operation}ResultEntry"),
                 "Failed" => "BatchResultErrorEntry".to_string(),
+                "Results" => "ListMessageMoveTasksResultEntry".to_string(),
                 other => other.to_string(),
             };
             for item in items {

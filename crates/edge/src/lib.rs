@@ -99,6 +99,7 @@ impl Edge {
             (&Method::GET, "/_stratus/health") => ("stratus", "health", self.health()),
             (&Method::GET, "/_stratus/state") => ("stratus", "state", self.state().await),
             (&Method::POST, "/_stratus/reset") => ("stratus", "reset", self.reset().await),
+            (&Method::GET, "/_stratus/sqs") => ("stratus", "sqs", json(StatusCode::OK, &self.aws.sqs_inspection())),
             // Unsigned only: a signed GET /metrics is S3's ListObjects on a bucket named "metrics".
             (&Method::GET, "/metrics") if unsigned => ("stratus", "metrics", self.prometheus()),
             (&Method::GET, "/_stratus/metrics") => ("stratus", "metrics", self.prometheus()),

@@ -12,6 +12,7 @@ mod attributes;
 mod digest;
 mod queue;
 mod storage;
+mod tasks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +22,9 @@ use base64::Engine as _;
 use store::{Store, StoreError, Txn};
 use tokio::sync::Notify;
 
+pub use queue::Trace;
 use queue::{Message, Queue, Taken};
+pub use tasks::MoveTaskView;
 
 /// A queue's identity: SQS queues are per account and region.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +94,8 @@ pub struct Receive {
     pub system_attribute_names: Vec<String>,
     /// Message attribute names to return: names, `All`, `.*`, or `prefix.*`.
     pub message_attribute_names: Vec<String>,
+    /// FIFO: retrying a receive with the same id within 5 minutes returns the same messages.
+    pub attempt_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -165,7 +170,11 @@ impl QueueCell {
 pub struct Sqs {
     store: Arc<dyn Store>,
     queues: Mutex<HashMap<QueueId, Arc<QueueCell>>>,
+    tasks: Mutex<Vec<Arc<tasks::MoveTask>>>,
 }
+
+/// How often messages past their retention period are swept away.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(10);
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -179,11 +188,24 @@ impl Sqs {
             .into_iter()
             .map(|q| (q.id.clone(), Arc::new(QueueCell { queue: Mutex::new(q), changed: Notify::new() })))
             .collect();
-        Ok(Arc::new(Sqs { store, queues: Mutex::new(cells) }))
+        let sqs = Arc::new(Sqs { store, queues: Mutex::new(cells), tasks: Mutex::new(Vec::new()) });
+        let weak = Arc::downgrade(&sqs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+            loop {
+                tick.tick().await;
+                let Some(sqs) = weak.upgrade() else { return };
+                if let Err(error) = sqs.expire().await {
+                    tracing::warn!(error = &error as &dyn std::error::Error, "expiring SQS messages failed");
+                }
+            }
+        });
+        Ok(sqs)
     }
 
     /// Forgets every queue; the caller has wiped the store.
     pub fn reset(&self) {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).clear();
         let cells: Vec<_> = self.registry().drain().map(|(_, cell)| cell).collect();
         for cell in cells {
             cell.changed.notify_waiters();
@@ -264,6 +286,8 @@ impl Sqs {
                 next_seq: now_ms() * 1000,
                 purged_at: None,
                 dedup: HashMap::new(),
+                attempts: HashMap::new(),
+                recent: Default::default(),
             };
             let record = storage::queue_op(&queue);
             registry.insert(id.clone(), Arc::new(QueueCell { queue: Mutex::new(queue), changed: Notify::new() }));
@@ -479,6 +503,9 @@ impl Sqs {
         for seq in added {
             if committed.is_ok() {
                 queue.commit(seq);
+                if let Some(id) = queue.messages.get(&seq).map(|m| m.id.clone()) {
+                    queue.trace(now, &id, "sent", None);
+                }
             } else if let Some(message) = queue.remove(seq) {
                 queue.dedup.retain(|_, (_, id, _)| *id != message.id);
             }
@@ -525,6 +552,9 @@ impl Sqs {
             let now = now_ms();
             let (received, ops, dead, next_visible) = {
                 let mut queue = cell.lock();
+                if let Some(earlier) = request.attempt_id.as_ref().and_then(|a| queue.repeat_attempt(a, now)) {
+                    return Ok(earlier);
+                }
                 let visibility = request.visibility_timeout.unwrap_or_else(|| queue.attribute_u64("VisibilityTimeout"));
                 let taken = queue.take(max as usize, now, visibility * 1000, dead_letter.as_ref().map(|(_, max)| *max));
                 let mut received = Vec::new();
@@ -541,54 +571,29 @@ impl Sqs {
                         Taken::Expired(seq) => ops.extend(storage::delete_message_ops(queue.uid, seq)),
                         Taken::DeadLettered(message) => {
                             ops.extend(storage::delete_message_ops(queue.uid, message.seq));
-                            dead.push(message);
+                            dead.push(*message);
                         }
                     }
                 }
-                let source_arn = queue.arn();
-                (
-                    received,
-                    ops,
-                    dead.into_iter().map(|m| (m, source_arn.clone())).collect::<Vec<_>>(),
-                    queue.next_visible_after(now),
-                )
+                for message in &received {
+                    queue.trace(now, &message.message_id, "received", None);
+                }
+                let dlq_name = dead_letter.as_ref().map(|(dlq, _)| dlq.lock().id.name.clone());
+                for message in &dead {
+                    queue.trace(now, &message.id, "dead-lettered", dlq_name.clone());
+                }
+                if let (Some(attempt), true) = (&request.attempt_id, queue.fifo && !received.is_empty()) {
+                    queue.attempts.retain(|_, (expires, _)| *expires > now);
+                    queue.attempts.insert(attempt.clone(), (now + DEDUP_WINDOW_MS, received.clone()));
+                }
+                (received, ops, dead, queue.next_visible_after(now))
             };
-            let mut ops = ops;
-            let mut moved = Vec::new();
-            if let Some((dlq, _)) = &dead_letter {
-                let mut target = dlq.lock();
-                for (message, source_arn) in dead {
-                    let mut message = *message;
-                    message.seq = target.next_seq;
-                    target.next_seq += 1;
-                    message.receive_count = 0;
-                    message.first_receive_ms = None;
-                    message.token = 0;
-                    message.visible_at_ms = now;
-                    message.dead_letter_source = Some(source_arn);
-                    message.pending = true;
-                    ops.extend(storage::message_ops(target.uid, &message));
-                    moved.push(message.seq);
-                    target.add_pending(message);
+            match &dead_letter {
+                Some((dlq, _)) if !dead.is_empty() => self.transfer(dlq, dead, Some(id.arn()), ops).await?,
+                _ if !ops.is_empty() => {
+                    self.store.txn(Txn::ops(ops)).await?;
                 }
-            }
-            if !ops.is_empty() {
-                let committed = self.store.txn(Txn::ops(ops)).await;
-                if let Some((dlq, _)) = &dead_letter
-                    && !moved.is_empty()
-                {
-                    let mut target = dlq.lock();
-                    for seq in moved {
-                        if committed.is_ok() {
-                            target.commit(seq)
-                        } else {
-                            target.remove(seq);
-                        }
-                    }
-                    drop(target);
-                    dlq.changed.notify_waiters();
-                }
-                committed?;
+                _ => {}
             }
             let now = tokio::time::Instant::now();
             if !received.is_empty() || now >= deadline {
@@ -639,8 +644,10 @@ impl Sqs {
                     if uid != queue.uid {
                         return Err(SqsError::ReceiptHandleIsInvalid(handle));
                     }
-                    if queue.messages.get(&seq).is_some_and(|m| m.token == token && !m.pending) {
-                        queue.remove(seq);
+                    if queue.messages.get(&seq).is_some_and(|m| m.token == token && !m.pending)
+                        && let Some(message) = queue.remove(seq)
+                    {
+                        queue.trace(now_ms(), &message.id, "deleted", None);
                         ops.extend(storage::delete_message_ops(uid, seq));
                     }
                     Ok(())
@@ -727,13 +734,193 @@ impl Sqs {
             let doomed: Vec<u64> =
                 queue.messages.range(..before).filter(|(_, m)| !m.pending).map(|(s, _)| *s).collect();
             for seq in &doomed {
-                queue.remove(*seq);
+                if let Some(message) = queue.remove(*seq) {
+                    queue.trace(now, &message.id, "purged", None);
+                }
             }
             storage::purge_ops(queue.uid, before)
         };
         self.store.txn(Txn::ops(ops)).await?;
         Ok(())
     }
+}
+
+impl Sqs {
+    /// Puts `messages`, already taken out of their queue (whose deletions are in `ops`), into
+    /// `target` as new arrivals, committing both sides in one transaction.
+    async fn transfer(
+        &self,
+        target: &QueueCell,
+        messages: Vec<Message>,
+        dead_letter_source: Option<String>,
+        mut ops: Vec<store::Op>,
+    ) -> Result<(), SqsError> {
+        let now = now_ms();
+        let mut moved = Vec::new();
+        {
+            let mut queue = target.lock();
+            for mut message in messages {
+                message.seq = queue.next_seq;
+                queue.next_seq += 1;
+                message.receive_count = 0;
+                message.first_receive_ms = None;
+                message.token = 0;
+                message.visible_at_ms = now;
+                message.dead_letter_source = dead_letter_source.clone();
+                message.pending = true;
+                ops.extend(storage::message_ops(queue.uid, &message));
+                moved.push(message.seq);
+                queue.add_pending(message);
+            }
+        }
+        let committed = self.store.txn(Txn::ops(ops)).await;
+        {
+            let mut queue = target.lock();
+            for seq in moved {
+                if committed.is_err() {
+                    queue.remove(seq);
+                } else if let Some(id) = queue.messages.get(&seq).map(|m| m.id.clone()) {
+                    queue.commit(seq);
+                    queue.trace(now, &id, "arrived", None);
+                }
+            }
+        }
+        target.changed.notify_waiters();
+        committed?;
+        Ok(())
+    }
+
+    /// AddPermission: a statement in the queue's `Policy`, which is stored and returned (Stratus
+    /// does not enforce policies).
+    pub async fn add_permission(
+        &self,
+        id: &QueueId,
+        label: &str,
+        accounts: &[String],
+        actions: &[String],
+    ) -> Result<(), SqsError> {
+        if accounts.is_empty() || actions.is_empty() {
+            return Err(SqsError::MissingParameter(
+                "The request must contain the parameter AWSAccountIds and Actions.".into(),
+            ));
+        }
+        let arn = id.arn();
+        self.edit_policy(id, |statements| {
+            if statements.iter().any(|s| s["Sid"] == label) {
+                return Err(SqsError::InvalidParameterValue(format!(
+                    "Value {label} for parameter Label is invalid. Reason: Already exists."
+                )));
+            }
+            let principals: Vec<String> = accounts.iter().map(|a| format!("arn:aws:iam::{a}:root")).collect();
+            let actions: Vec<String> = actions.iter().map(|a| format!("SQS:{a}")).collect();
+            statements.push(serde_json::json!({
+                "Sid": label, "Effect": "Allow", "Principal": { "AWS": principals }, "Action": actions, "Resource": arn,
+            }));
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn remove_permission(&self, id: &QueueId, label: &str) -> Result<(), SqsError> {
+        self.edit_policy(id, |statements| {
+            let before = statements.len();
+            statements.retain(|s| s["Sid"] != label);
+            if statements.len() == before {
+                return Err(SqsError::InvalidParameterValue(format!(
+                    "Value {label} for parameter Label is invalid. Reason: can't find label on existing policy."
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn edit_policy(
+        &self,
+        id: &QueueId,
+        edit: impl FnOnce(&mut Vec<serde_json::Value>) -> Result<(), SqsError>,
+    ) -> Result<(), SqsError> {
+        let cell = self.cell(id)?;
+        let record = {
+            let mut queue = cell.lock();
+            let mut policy: serde_json::Value =
+                queue.attributes.get("Policy").and_then(|p| serde_json::from_str(p).ok()).unwrap_or_else(
+                    || serde_json::json!({ "Version": "2012-10-17", "Id": format!("{}/SQSDefaultPolicy", id.arn()) }),
+                );
+            let mut statements = match policy["Statement"].take() {
+                serde_json::Value::Array(statements) => statements,
+                _ => Vec::new(),
+            };
+            edit(&mut statements)?;
+            if statements.is_empty() {
+                queue.attributes.remove("Policy");
+            } else {
+                policy["Statement"] = statements.into();
+                queue.attributes.insert("Policy".into(), policy.to_string());
+            }
+            storage::queue_op(&queue)
+        };
+        self.store.txn(Txn::ops(vec![record])).await?;
+        Ok(())
+    }
+
+    /// Every queue with its counts and the latest events of its messages.
+    pub fn inspect(&self) -> Vec<QueueView> {
+        let cells: Vec<_> = self.registry().values().cloned().collect();
+        let now = now_ms();
+        let mut views: Vec<QueueView> = cells
+            .iter()
+            .map(|cell| {
+                let queue = cell.lock();
+                let (visible, in_flight, delayed) = queue.counts(now);
+                QueueView {
+                    id: queue.id.clone(),
+                    fifo: queue.fifo,
+                    visible,
+                    in_flight,
+                    delayed,
+                    recent: queue.recent.iter().cloned().collect(),
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        views
+    }
+
+    /// Drops messages past their retention period (receives skip them anyway; this keeps the
+    /// counts and the store honest).
+    pub async fn expire(&self) -> Result<(), SqsError> {
+        let cells: Vec<_> = self.registry().values().cloned().collect();
+        let now = now_ms();
+        for cell in cells {
+            let ops: Vec<store::Op> = {
+                let mut queue = cell.lock();
+                let uid = queue.uid;
+                let mut ops = Vec::new();
+                for seq in queue.expired(now) {
+                    if let Some(message) = queue.remove(seq) {
+                        queue.trace(now, &message.id, "expired", None);
+                        ops.extend(storage::delete_message_ops(uid, seq));
+                    }
+                }
+                ops
+            };
+            if !ops.is_empty() {
+                self.store.txn(Txn::ops(ops)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A queue as `/_stratus/sqs` shows it.
+pub struct QueueView {
+    pub id: QueueId,
+    pub fifo: bool,
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    pub recent: Vec<Trace>,
 }
 
 enum Prepared {

@@ -1,10 +1,13 @@
 //! One queue's messages and the state machine each goes through: delayed, visible, in flight,
 //! deleted (or moved to a dead-letter queue, or expired). Pure: no store, no clock of its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::attributes::{self, RedrivePolicy};
-use crate::{MessageAttribute, QueueId};
+use crate::{MessageAttribute, QueueId, Received};
+
+/// How many recent message events each queue keeps for inspection.
+const TRACE_LEN: usize = 50;
 
 pub(crate) struct Queue {
     /// Distinguishes this queue from an earlier one of the same name (store keys, receipt handles).
@@ -23,6 +26,21 @@ pub(crate) struct Queue {
     pub purged_at: Option<u64>,
     /// FIFO: deduplication id -> (expires at, message id, sequence number).
     pub dedup: HashMap<String, (u64, String, String)>,
+    /// FIFO: ReceiveRequestAttemptId -> (expires at, what that receive returned).
+    pub attempts: HashMap<String, (u64, Vec<Received>)>,
+    /// The latest message events, oldest first, for `/_stratus/sqs`.
+    pub recent: VecDeque<Trace>,
+}
+
+/// One step of a message's path through Stratus.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    pub at_ms: u64,
+    pub message_id: String,
+    /// `sent`, `received`, `deleted`, `expired`, `purged`, `dead-lettered`, `moved`, `arrived`.
+    pub event: &'static str,
+    /// The other queue, for moves.
+    pub peer: Option<String>,
 }
 
 pub(crate) struct Message {
@@ -73,6 +91,39 @@ impl Queue {
 
     pub fn arn(&self) -> String {
         self.id.arn()
+    }
+
+    pub fn trace(&mut self, at_ms: u64, message_id: &str, event: &'static str, peer: Option<String>) {
+        if self.recent.len() == TRACE_LEN {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Trace { at_ms, message_id: message_id.to_string(), event, peer });
+    }
+
+    /// What an earlier receive with this attempt id returned, if every message of it is still in
+    /// flight from that receive.
+    pub fn repeat_attempt(&self, attempt: &str, now: u64) -> Option<Vec<Received>> {
+        let (expires, earlier) = self.attempts.get(attempt)?;
+        let unchanged = earlier.iter().all(|r| {
+            self.messages.values().any(|m| m.id == r.message_id && m.visible_at_ms > now && m.receive_count > 0)
+        });
+        (*expires > now && unchanged).then(|| earlier.clone())
+    }
+
+    /// Removes and returns up to `max` visible messages, oldest visibility first (message moves).
+    pub fn drain_visible(&mut self, max: usize, now: u64) -> Vec<Message> {
+        let seqs = self.choose_standard(max, now);
+        seqs.into_iter().filter_map(|seq| self.remove(seq)).collect()
+    }
+
+    /// Messages past the retention period.
+    pub fn expired(&self, now: u64) -> Vec<u64> {
+        let retention_ms = self.attribute_u64("MessageRetentionPeriod") * 1000;
+        self.messages
+            .values()
+            .filter(|m| !m.pending && now.saturating_sub(m.sent_ms) >= retention_ms)
+            .map(|m| m.seq)
+            .collect()
     }
 
     /// Adds a message that is being made durable; `commit` makes it receivable.
@@ -199,6 +250,8 @@ mod tests {
             next_seq: 1,
             purged_at: None,
             dedup: HashMap::new(),
+            attempts: HashMap::new(),
+            recent: VecDeque::new(),
         }
     }
 

@@ -189,6 +189,8 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
             next_seq: crate::now_ms() * 1000,
             purged_at: None,
             dedup: Default::default(),
+            attempts: Default::default(),
+            recent: Default::default(),
         };
         load_messages(store, &mut queue).await?;
         queues.push(queue);
