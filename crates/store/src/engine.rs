@@ -22,6 +22,11 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes everything committed durable in its final form, so the next open has nothing to
     /// recover. Called when the store closes.
     fn checkpoint(&self) -> Result<()>;
+    /// Whether commits cost enough (an fsync) to be worth batching on a committer thread. An
+    /// engine that says no is written by each caller in turn, saving two thread hand-offs.
+    fn group_commits(&self) -> bool {
+        true
+    }
 }
 
 /// `[start, end)` as range bounds, an empty `end` meaning no upper bound; `None` if the range is

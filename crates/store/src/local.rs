@@ -49,6 +49,8 @@ struct Shared {
 
 pub struct LocalStore {
     shared: Arc<Shared>,
+    /// Held while committing in the caller, for engines that do not group commits.
+    inline_commit: Mutex<()>,
     requests: RwLock<Option<mpsc::Sender<Request>>>,
     changes: RwLock<Option<broadcast::Sender<Arc<[Event]>>>>,
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
@@ -72,6 +74,7 @@ impl LocalStore {
             .map_err(StoreError::engine)?;
         Ok(LocalStore {
             shared,
+            inline_commit: Mutex::new(()),
             requests: RwLock::new(Some(requests)),
             changes: RwLock::new(Some(changes)),
             stopped: Mutex::new(Some(stopped)),
@@ -99,6 +102,9 @@ impl Store for LocalStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        if !self.shared.engine.group_commits() {
+            return self.commit_inline(txn);
+        }
         let (reply, response) = oneshot::channel();
         self.submit(Request::Txn(txn, reply))?;
         response.await.map_err(|_| StoreError::Closed)?
@@ -140,6 +146,21 @@ impl Store for LocalStore {
 
     fn backend(&self) -> &'static str {
         self.shared.engine.name()
+    }
+}
+
+impl LocalStore {
+    /// Commits in the caller's thread: the same steps as the committer's, one transaction at a time.
+    fn commit_inline(&self, txn: Txn) -> Result<TxnResponse> {
+        let _turn = self.inline_commit.lock().unwrap_or_else(PoisonError::into_inner);
+        let changes = self.changes.read().unwrap_or_else(PoisonError::into_inner).clone().ok_or(StoreError::Closed)?;
+        let revision = self.shared.revision.load(Ordering::Acquire);
+        let applied = self.shared.engine.write(std::slice::from_ref(&txn), revision)?;
+        self.shared.revision.store(applied.revision, Ordering::Release);
+        if !applied.events.is_empty() {
+            let _ = changes.send(applied.events.into());
+        }
+        applied.responses.into_iter().next().ok_or(StoreError::Closed)
     }
 }
 

@@ -78,6 +78,9 @@ impl Engine for MemoryEngine {
     fn checkpoint(&self) -> Result<()> {
         Ok(())
     }
+    fn group_commits(&self) -> bool {
+        false
+    }
     fn compact(&self, revision: Revision) -> Result<()> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.log = state.log.split_off(&revision);
