@@ -20,7 +20,8 @@ def test_help_explains_every_flag():
     assert top.returncode == 0 and "up" in top.stdout
     up = run("up", "--help").stdout
     for flag, env in [("--data-dir", "STRATUS_DATA_DIR"), ("--ephemeral", "STRATUS_EPHEMERAL"), ("--port", "STRATUS_PORT"),
-                      ("--host", "STRATUS_HOST"), ("--default-account", "STRATUS_DEFAULT_ACCOUNT")]:
+                      ("--host", "STRATUS_HOST"), ("--default-account", "STRATUS_DEFAULT_ACCOUNT"),
+                      ("--idle-timeout", "STRATUS_IDLE_TIMEOUT")]:
         assert flag in up and env in up, flag
     assert "4566" in up and "127.0.0.1" in up and "SIGTERM" in up
 

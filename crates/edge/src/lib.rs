@@ -29,8 +29,6 @@ pub use aws_protocol::SERVED as AWS_SERVICES;
 
 /// The largest request body accepted (DynamoDB's BatchWriteItem allows 16 MB).
 pub const MAX_BODY: usize = 16 << 20;
-/// A client must send a whole request head within this; slower ones are disconnected (slowloris).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// And a whole body within this.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
@@ -49,11 +47,19 @@ impl Edge {
     }
 
     /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to
-    /// [`DRAIN_TIMEOUT`]) for the requests in flight.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// [`DRAIN_TIMEOUT`]) for the requests in flight. A connection that sends no complete request
+    /// head for `idle_timeout` (idle between requests, or trickling a head: slowloris) is closed.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        idle_timeout: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let mut http = hyper::server::conn::http1::Builder::new();
+        // hyper's header timer runs from the moment it waits for a request head, so it is both
+        // the keep-alive idle limit and the slow-head limit.
         // half_close: a client that shuts down its sending side after the request still gets the response.
-        http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).half_close(true);
+        http.timer(TokioTimer::new()).header_read_timeout(idle_timeout).half_close(true);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {

@@ -48,6 +48,9 @@ struct UpArgs {
     /// Address to listen on; 0.0.0.0 exposes Stratus to the network.
     #[arg(long, env = "STRATUS_HOST", default_value = "127.0.0.1")]
     host: String,
+    /// Seconds a connection may stay idle, or take to send a request head, before it is closed.
+    #[arg(long, env = "STRATUS_IDLE_TIMEOUT", value_name = "SECONDS", default_value_t = 60)]
+    idle_timeout: u64,
     /// Account id for requests whose access key is not a 12-digit account id (moto users expect 123456789012).
     #[arg(long, env = "STRATUS_DEFAULT_ACCOUNT", default_value = "000000000000", value_parser = account_id)]
     default_account: String,
@@ -108,7 +111,7 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
     drop(out);
 
     let edge = edge::Edge::new(store.clone(), aws);
-    edge.serve(listener, shutdown_signal()).await;
+    edge.serve(listener, std::time::Duration::from_secs(args.idle_timeout.max(1)), shutdown_signal()).await;
     store.close().await;
     tracing::info!("stopped cleanly");
     Ok(())

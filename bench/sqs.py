@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""SQS benchmark: Stratus (durable, and --ephemeral) beside its peers, in one run, under one load
+generator (wrk with the Lua scripts in bench/wrk), plus what a boto3 user sees.
+
+    python3 bench/sqs.py [--seconds 5] [--peers stratus,stratus-ephemeral,fakecloud,moto,localstack]
+
+Peers are found as follows, and skipped (with a note) when absent:
+  fakecloud   FAKECLOUD_BIN, default /tmp/peers/fc-target/release/fakecloud (build it as
+              ../shared/reference/peers.md says, outside this repository; AGPL: run it, never read it)
+  moto        MOTO_SERVER, default `moto_server` on PATH
+  localstack  LOCALSTACK_PYTHON: a Python with localstack-core installed (see peers.md)
+
+Scenarios: SendMessage, SendMessageBatch of 10, ReceiveMessage(10)+DeleteMessageBatch, each at 1
+and 16 connections; then ReceiveMessage latency (10 messages, VisibilityTimeout 0, so the depth
+stays put) at queue depths of 100, 5,000 and 250,000; then 300 sequential boto3 SendMessage calls.
+"""
+import argparse
+import http.client
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
+BODY = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peers(scratch):
+    stratus = os.environ.get("STRATUS_BIN") or str(TARGET / "release" / "stratus")
+    fakecloud = os.environ.get("FAKECLOUD_BIN") or "/tmp/peers/fc-target/release/fakecloud"
+    moto = os.environ.get("MOTO_SERVER") or shutil.which("moto_server")
+    localstack = os.environ.get("LOCALSTACK_PYTHON")
+    return {
+        "stratus": (lambda p: [stratus, "up", "--port", str(p), "--data-dir", str(scratch / f"stratus-{p}")], "/_stratus/health", {}, os.path.exists(stratus)),
+        "stratus-ephemeral": (lambda p: [stratus, "up", "--port", str(p), "--ephemeral"], "/_stratus/health", {}, os.path.exists(stratus)),
+        "fakecloud": (lambda p: [fakecloud, "--addr", f"127.0.0.1:{p}"], "/_fakecloud/health", {}, os.path.exists(fakecloud)),
+        "moto": (lambda p: [moto, "-H", "127.0.0.1", "-p", str(p)], "/moto-api/", {}, bool(moto)),
+        "localstack": (lambda p: [localstack, "-m", "localstack.runtime.main"], "/_localstack/health",
+                       lambda p: {"OVERRIDE_IN_DOCKER": "0", "FILESYSTEM_ROOT": str(scratch / f"ls-{p}"), "GATEWAY_LISTEN": f"127.0.0.1:{p}",
+                                  "SERVICES": "sqs", "DNS_ADDRESS": "0", "DISABLE_EVENTS": "1"}, bool(localstack)),
+    }
+
+
+class Client:
+    """SQS JSON-protocol calls over one keep-alive connection."""
+
+    def __init__(self, port):
+        self.port = port
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+    def call(self, operation, payload):
+        headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"AmazonSQS.{operation}",
+                   "x-amzn-query-mode": "true", "Authorization": AUTH}
+        self.connection.request("POST", "/", body=json.dumps(payload), headers=headers)
+        response = self.connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{operation}: {response.status} {body[:200]!r}")
+        return json.loads(body or b"{}")
+
+    def queue(self, name):
+        return self.call("CreateQueue", {"QueueName": name})["QueueUrl"]
+
+
+def start(name, spec, port):
+    command, health, env, _ = spec
+    env = env(port) if callable(env) else env
+    log = open(f"/tmp/sqs-bench-{name}.log", "wb")
+    process = subprocess.Popen(command(port), stdout=log, stderr=log, env={**os.environ, **env})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", health)
+            if connection.getresponse().status == 200:
+                return process
+        except OSError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{name} did not start; see /tmp/sqs-bench-{name}.log")
+
+
+def wrk(script, port, queue_url, connections, seconds):
+    threads = 1 if connections == 1 else 2
+    result = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f"bench/wrk/{script}",
+                             f"http://127.0.0.1:{port}"], capture_output=True, text=True, cwd=REPO, env={**os.environ, "QUEUE_URL": queue_url})
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = parse_latency(re.search(r"99%\s+(\S+)", out).group(1))
+    non2xx = int(re.search(r"non-2xx (\d+)", out).group(1))
+    deleted = re.search(r"deleted (\d+)", out)
+    return {"rps": rps, "p99_ms": p99, "errors": non2xx, "deleted_per_s": int(deleted.group(1)) / seconds if deleted else None}
+
+
+def parse_latency(text):
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def fill(client, url, count, budget_s):
+    """Sends `count` messages in batches of 10; gives up (returns False) past the time budget."""
+    started = time.monotonic()
+    entries = [{"Id": f"m{i}", "MessageBody": BODY} for i in range(10)]
+    for sent in range(0, count, 10):
+        client.call("SendMessageBatch", {"QueueUrl": url, "Entries": entries[: min(10, count - sent)]})
+        if time.monotonic() - started > budget_s:
+            return False
+    return True
+
+
+def receive_latency(client, url, samples=200):
+    times = []
+    for _ in range(samples):
+        began = time.perf_counter()
+        got = client.call("ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0})
+        times.append((time.perf_counter() - began) * 1000)
+        assert len(got.get("Messages", [])) == 10, "the queue ran dry"
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99) - 1]
+
+
+def boto3_sends(port, calls=300):
+    import boto3
+    client = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    url = client.create_queue(QueueName="boto3")["QueueUrl"]
+    began = time.perf_counter()
+    for _ in range(calls):
+        client.send_message(QueueUrl=url, MessageBody=BODY)
+    return calls / (time.perf_counter() - began)
+
+
+def run_peer(name, spec, seconds):
+    port = free_port()
+    process = start(name, spec, port)
+    try:
+        client = Client(port)
+        r = {}
+        send = client.queue("send")
+        batch = client.queue("batch")
+        r["send c1"] = wrk("sqs_send.lua", port, send, 1, seconds)
+        r["send c16"] = wrk("sqs_send.lua", port, send, 16, seconds)
+        r["batch c1"] = wrk("sqs_send_batch.lua", port, batch, 1, seconds)
+        r["batch c16"] = wrk("sqs_send_batch.lua", port, batch, 16, seconds)
+        # The batch queue now holds what the batch runs sent: receive and delete from it.
+        r["recv+del c1"] = wrk("sqs_receive_delete.lua", port, batch, 1, seconds)
+        r["recv+del c16"] = wrk("sqs_receive_delete.lua", port, batch, 16, seconds)
+        depth = client.queue("depth")
+        filled = 0
+        for target in (100, 5000, 250_000):
+            if fill(client, depth, target - filled, budget_s=120):
+                filled = target
+                r[f"depth {target}"] = receive_latency(client, depth)
+            else:
+                r[f"depth {target}"] = None
+                break
+        r["boto3 send/s"] = boto3_sends(port)
+        r["rss_mib"] = int(open(f"/proc/{process.pid}/status").read().split("VmRSS:")[1].split()[0]) / 1024
+        return r
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--peers", default="stratus,stratus-ephemeral,fakecloud,moto,localstack")
+    args = parser.parse_args()
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="sqs-bench-"))
+    specs = peers(scratch)
+    results = {}
+    for name in args.peers.split(","):
+        if not specs[name][3]:
+            print(f"skipping {name}: not installed (see the docstring)")
+            continue
+        print(f"running {name} ...", flush=True)
+        results[name] = run_peer(name, specs[name], args.seconds)
+    shutil.rmtree(scratch, ignore_errors=True)
+    report(results)
+
+
+def report(results):
+    names = list(results)
+    rows = []
+    for key, unit in [("send c1", "req/s"), ("send c16", "req/s"), ("batch c1", "msg/s"), ("batch c16", "msg/s"),
+                      ("recv+del c1", "msg/s"), ("recv+del c16", "msg/s")]:
+        cells = []
+        for name in names:
+            m = results[name][key]
+            value = m["deleted_per_s"] if key.startswith("recv") else m["rps"] * (10 if key.startswith("batch") else 1)
+            cells.append((value, f"{value:,.0f} (p99 {m['p99_ms']:.1f} ms{', ' + str(m['errors']) + ' errors' if m['errors'] else ''})"))
+        rows.append((f"{key} {unit}", cells))
+    for depth in (100, 5000, 250_000):
+        cells = []
+        for name in names:
+            m = results[name][f"depth {depth}"]
+            cells.append((None, "not reached in 120 s" if m is None else f"p50 {m[0]:.2f} / p99 {m[1]:.2f} ms"))
+        rows.append((f"receive at depth {depth:,}", cells))
+    rows.append(("boto3 SendMessage/s (1 thread)", [(results[n]["boto3 send/s"], f"{results[n]['boto3 send/s']:,.0f}") for n in names]))
+    rows.append(("RSS at the end, MiB", [(None, f"{results[n]['rss_mib']:.0f}") for n in names]))
+    header = "| scenario | " + " | ".join(names) + " |"
+    print()
+    print(header)
+    print("|" + "---|" * (len(names) + 1))
+    base = names.index("fakecloud") if "fakecloud" in names else None
+    for label, cells in rows:
+        shown = []
+        for i, (value, text) in enumerate(cells):
+            if base is not None and i != base and value and cells[base][0]:
+                text += f" **{value / cells[base][0]:.2f}x**"
+            shown.append(text)
+        print(f"| {label} | " + " | ".join(shown) + " |")
+    if base is not None:
+        print("\nRatios are against fakecloud in the same run.")
+
+
+if __name__ == "__main__":
+    main()
