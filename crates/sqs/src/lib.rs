@@ -991,7 +991,7 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
             Some(d) => d,
             None if queue.attributes.get("ContentBasedDeduplication").is_some_and(|v| v == "true") => {
                 use sha2::Digest;
-                sha2::Sha256::digest(message.body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+                digest::hex(&sha2::Sha256::digest(message.body.as_bytes()))
             }
             None => {
                 return Err(SqsError::InvalidParameterValue(

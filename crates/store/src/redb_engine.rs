@@ -23,6 +23,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const COMPACTED: &str = "compacted";
 /// The revision of the last checkpoint; written so that a checkpoint is never an empty commit.
 const CHECKPOINT: &str = "checkpoint";
+const REDB_CACHE_BYTES: usize = 64 << 20;
 
 pub(crate) struct RedbEngine {
     db: Database,
@@ -53,7 +54,9 @@ impl RedbEngine {
     /// Opens the store in `dir`, replaying the write-ahead log over redb's last durable state.
     pub(crate) fn open(dir: &Path, checkpoint_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(StoreError::engine)?;
-        let db = Database::create(dir.join("stratus.redb")).map_err(failed)?;
+        // Services keep their working state in memory and read the store mostly at start, so
+        // redb's page cache need not be its default 1 GiB.
+        let db = Database::builder().set_cache_size(REDB_CACHE_BYTES).create(dir.join("stratus.redb")).map_err(failed)?;
         let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"))?;
         let txn = db.begin_write().map_err(failed)?;
         {
