@@ -56,7 +56,8 @@ impl RedbEngine {
         std::fs::create_dir_all(dir).map_err(StoreError::engine)?;
         // Services keep their working state in memory and read the store mostly at start, so
         // redb's page cache need not be its default 1 GiB.
-        let db = Database::builder().set_cache_size(REDB_CACHE_BYTES).create(dir.join("stratus.redb")).map_err(failed)?;
+        let db =
+            Database::builder().set_cache_size(REDB_CACHE_BYTES).create(dir.join("stratus.redb")).map_err(failed)?;
         let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"))?;
         let txn = db.begin_write().map_err(failed)?;
         {
