@@ -373,3 +373,21 @@ def test_inspection_shows_counts_and_message_paths(stratus, sqs):
         ("sent", None), ("received", None), ("dead-lettered", "seen-dlq")]
     assert [e["event"] for e in queues["seen-dlq"]["recent"]] == ["arrived"]
     assert queues["seen-dlq"]["visible"] == 1 and queues["seen"]["visible"] == 0
+
+
+def test_redrive_policies_are_checked_against_their_target(sqs):
+    def policy(arn):
+        return {"RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 3})}
+    arn = "arn:aws:sqs:us-east-1:000000000000:{}"
+    assert error_code(lambda: sqs.create_queue(QueueName="src1", Attributes=policy(arn.format("missing")))) == "InvalidParameterValue"
+    sqs.create_queue(QueueName="plain-dlq")
+    assert error_code(lambda: sqs.create_queue(QueueName="src.fifo", Attributes={"FifoQueue": "true", **policy(arn.format("plain-dlq"))})) == "InvalidParameterValue"
+    allow = json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [arn.format("chosen")]})
+    sqs.create_queue(QueueName="picky-dlq", Attributes={"RedriveAllowPolicy": allow})
+    assert sqs.create_queue(QueueName="chosen", Attributes=policy(arn.format("picky-dlq")))["QueueUrl"]
+    assert error_code(lambda: sqs.create_queue(QueueName="other", Attributes=policy(arn.format("picky-dlq")))) == "InvalidParameterValue"
+    closed = sqs.create_queue(QueueName="closed-dlq", Attributes={"RedriveAllowPolicy": json.dumps({"redrivePermission": "denyAll"})})["QueueUrl"]
+    url = sqs.create_queue(QueueName="src2")["QueueUrl"]
+    assert error_code(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes=policy(arn.format("closed-dlq")))) == "InvalidParameterValue"
+    bad_allow = {"RedriveAllowPolicy": json.dumps({"redrivePermission": "byQueue"})}
+    assert error_code(lambda: sqs.set_queue_attributes(QueueUrl=closed, Attributes=bad_allow)) == "InvalidParameterValue"

@@ -72,6 +72,7 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool, creating: bool) -> R
         "KmsDataKeyReusePeriodSeconds" => in_range(60, 86_400),
         "SqsManagedSseEnabled" => bool_value(value).map(|_| ()).ok_or_else(invalid),
         "RedrivePolicy" => redrive_policy(value).map(|_| ()),
+        "RedriveAllowPolicy" => redrive_allow_policy(value).map(|_| ()),
         "FifoQueue" if !creating => Err(SqsError::InvalidAttributeName(format!("Unknown Attribute {name}."))),
         "FifoQueue" => match bool_value(value) {
             Some(v) if v == fifo => Ok(()),
@@ -122,6 +123,34 @@ pub(crate) fn redrive_policy(value: &str) -> Result<RedrivePolicy, SqsError> {
     match count {
         Some(n @ 1..=1000) => Ok(RedrivePolicy { target_arn: target_arn.to_string(), max_receive_count: n as u32 }),
         _ => Err(invalid("Invalid value for maxReceiveCount: must be an integer from 1 to 1000.")),
+    }
+}
+
+/// Which queues may use a queue as their dead-letter queue.
+pub(crate) enum RedriveAllow {
+    All,
+    Nobody,
+    Only(Vec<String>),
+}
+
+pub(crate) fn redrive_allow_policy(value: &str) -> Result<RedriveAllow, SqsError> {
+    let invalid = |why: &str| {
+        SqsError::InvalidParameterValue(format!(
+            "Value {value} for parameter RedriveAllowPolicy is invalid. Reason: {why}"
+        ))
+    };
+    let policy: serde_json::Value =
+        serde_json::from_str(value).map_err(|_| invalid("Redrive allow policy is not a valid JSON map."))?;
+    let sources: Vec<String> = match &policy["sourceQueueArns"] {
+        serde_json::Value::Array(arns) => arns.iter().filter_map(|a| a.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    };
+    match policy["redrivePermission"].as_str() {
+        Some("allowAll") => Ok(RedriveAllow::All),
+        Some("denyAll") => Ok(RedriveAllow::Nobody),
+        Some("byQueue") if (1..=10).contains(&sources.len()) => Ok(RedriveAllow::Only(sources)),
+        Some("byQueue") => Err(invalid("byQueue needs between 1 and 10 sourceQueueArns.")),
+        _ => Err(invalid("redrivePermission must be allowAll, denyAll or byQueue.")),
     }
 }
 

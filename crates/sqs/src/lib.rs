@@ -259,6 +259,9 @@ impl Sqs {
             attributes::validate(&name, &value, fifo, true)?;
             wanted.insert(name, value);
         }
+        if let Some(policy) = wanted.get("RedrivePolicy") {
+            self.check_dead_letter_target(&id, fifo, policy)?;
+        }
         let now = now_ms() / 1000;
         let queue = {
             let mut registry = self.registry();
@@ -381,6 +384,12 @@ impl Sqs {
 
     pub async fn set_attributes(&self, id: &QueueId, changes: Vec<(String, String)>) -> Result<(), SqsError> {
         let cell = self.cell(id)?;
+        let fifo = cell.lock().fifo;
+        for (name, value) in &changes {
+            if name == "RedrivePolicy" && !value.is_empty() {
+                self.check_dead_letter_target(id, fifo, value)?;
+            }
+        }
         let record = {
             let mut queue = cell.lock();
             for (name, value) in &changes {
@@ -399,6 +408,42 @@ impl Sqs {
         };
         self.store.txn(Txn::ops(vec![record])).await?;
         cell.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// A redrive policy must name an existing queue of the same kind that lets `source` use it.
+    fn check_dead_letter_target(&self, source: &QueueId, fifo: bool, policy: &str) -> Result<(), SqsError> {
+        let policy_value = attributes::redrive_policy(policy)?;
+        let invalid = |why: &str| {
+            SqsError::InvalidParameterValue(format!(
+                "Value {policy} for parameter RedrivePolicy is invalid. Reason: {why}"
+            ))
+        };
+        let target = QueueId::from_arn(&policy_value.target_arn)
+            .filter(|t| t.account == source.account && t.region == source.region)
+            .ok_or_else(|| invalid("Dead letter target does not exist."))?;
+        if &target == source {
+            return Err(invalid("A queue cannot be its own dead letter queue."));
+        }
+        let cell = self.cell(&target).map_err(|_| invalid("Dead letter target does not exist."))?;
+        let target = cell.lock();
+        if target.fifo != fifo {
+            return Err(invalid("Dead-letter queue must be same type of queue as the source."));
+        }
+        let allow = match target.attributes.get("RedriveAllowPolicy") {
+            Some(text) => attributes::redrive_allow_policy(text)?,
+            None => attributes::RedriveAllow::All,
+        };
+        let allowed = match allow {
+            attributes::RedriveAllow::All => true,
+            attributes::RedriveAllow::Nobody => false,
+            attributes::RedriveAllow::Only(arns) => arns.contains(&source.arn()),
+        };
+        if !allowed {
+            return Err(invalid(
+                "Dead letter target queue's RedriveAllowPolicy does not allow this queue as a source.",
+            ));
+        }
         Ok(())
     }
 
