@@ -489,7 +489,9 @@ fn to_aws(error: SqsError) -> AwsError {
         SqsError::UnsupportedOperation(_) => {
             ("UnsupportedOperation", Some("AWS.SimpleQueueService.UnsupportedOperation"))
         }
-        SqsError::ResourceNotFound(_) => ("ResourceNotFoundException", None),
+        SqsError::ResourceNotFound(_) => {
+            return AwsError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message);
+        }
         SqsError::Store(source) => {
             tracing::error!(error = source as &dyn std::error::Error, "SQS storage failed");
             return AwsError::new(
@@ -506,7 +508,14 @@ fn to_aws(error: SqsError) -> AwsError {
 
 /// Query parameters (`Attribute.1.Name=...`) as the JSON protocol's input object.
 pub(crate) fn query_to_json(params: &[(String, String)]) -> Value {
-    let split: Vec<Param<'_>> = params.iter().map(|(k, v)| (k.split('.').collect(), v.as_str())).collect();
+    // No SQS parameter nests deeper than `Entry.N.MessageAttribute.N.Value.StringValue`; deeper
+    // keys are dropped, which also bounds the recursion below.
+    const MAX_SEGMENTS: usize = 8;
+    let split: Vec<Param<'_>> = params
+        .iter()
+        .map(|(k, v)| (k.split('.').collect::<Vec<_>>(), v.as_str()))
+        .filter(|(path, _)| path.len() <= MAX_SEGMENTS)
+        .collect();
     convert(&split)
 }
 
@@ -679,6 +688,12 @@ mod tests {
                 ],
             })
         );
+    }
+
+    #[test]
+    fn deeply_nested_keys_are_dropped_not_recursed() {
+        let key = format!("Attribute.1.{}", "Value.".repeat(5000));
+        assert_eq!(query_to_json(&params(&[(key.as_str(), "x"), ("QueueName", "q")])), json!({ "QueueName": "q" }));
     }
 
     #[test]

@@ -255,9 +255,9 @@ impl Sqs {
             });
         }
         let mut wanted = attributes::defaults(fifo);
-        for (name, value) in requested {
-            attributes::validate(&name, &value, fifo, true)?;
-            wanted.insert(name, value);
+        for (name, value) in &requested {
+            attributes::validate(name, value, fifo, true)?;
+            wanted.insert(name.clone(), value.clone());
         }
         if let Some(policy) = wanted.get("RedrivePolicy") {
             self.check_dead_letter_target(&id, fifo, policy)?;
@@ -266,13 +266,19 @@ impl Sqs {
         let queue = {
             let mut registry = self.registry();
             if let Some(existing) = registry.get(&id) {
+                // Only the attributes the caller names must match, as in SQS.
                 let existing = existing.lock();
-                return if existing.attributes == wanted {
+                let differing: Vec<&str> = requested
+                    .iter()
+                    .filter(|(name, value)| existing.attributes.get(name) != Some(value))
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                return if differing.is_empty() {
                     Ok(())
                 } else {
                     Err(SqsError::QueueNameExists(format!(
                         "A queue already exists with the same name and a different value for attribute(s) {}",
-                        differing(&existing.attributes, &wanted).join(", ")
+                        differing.join(", ")
                     )))
                 };
             }
@@ -294,9 +300,10 @@ impl Sqs {
             };
             let record = storage::queue_op(&queue);
             registry.insert(id.clone(), Arc::new(QueueCell { queue: Mutex::new(queue), changed: Notify::new() }));
-            record
+            // Submitted under the registry lock, so creates and deletes of a name commit in order.
+            self.store.txn(Txn::ops(vec![record]))
         };
-        if let Err(error) = self.store.txn(Txn::ops(vec![queue])).await {
+        if let Err(error) = queue.await {
             self.registry().remove(&id);
             return Err(error.into());
         }
@@ -304,10 +311,14 @@ impl Sqs {
     }
 
     pub async fn delete_queue(&self, id: &QueueId) -> Result<(), SqsError> {
-        let cell = self.registry().remove(id).ok_or(SqsError::QueueDoesNotExist)?;
-        let uid = cell.lock().uid;
+        let (cell, committed) = {
+            let mut registry = self.registry();
+            let cell = registry.remove(id).ok_or(SqsError::QueueDoesNotExist)?;
+            let uid = cell.lock().uid;
+            (cell, self.store.txn(Txn::ops(storage::delete_queue_ops(id, uid))))
+        };
         cell.changed.notify_waiters();
-        self.store.txn(Txn::ops(storage::delete_queue_ops(id, uid))).await?;
+        committed.await?;
         Ok(())
     }
 
@@ -404,9 +415,10 @@ impl Sqs {
                 }
             }
             queue.modified = now_ms() / 1000;
-            storage::queue_op(&queue)
+            // Submitted under the queue's lock: snapshots of the queue commit in the order taken.
+            self.store.txn(Txn::ops(vec![storage::queue_op(&queue)]))
         };
-        self.store.txn(Txn::ops(vec![record])).await?;
+        record.await?;
         cell.changed.notify_waiters();
         Ok(())
     }
@@ -470,9 +482,10 @@ impl Sqs {
             for key in remove {
                 queue.tags.remove(&key);
             }
-            storage::queue_op(&queue)
+            // Submitted under the queue's lock: snapshots of the queue commit in the order taken.
+            self.store.txn(Txn::ops(vec![storage::queue_op(&queue)]))
         };
-        self.store.txn(Txn::ops(vec![record])).await?;
+        record.await?;
         Ok(())
     }
 
@@ -525,7 +538,7 @@ impl Sqs {
         let mut results = Vec::with_capacity(messages.len());
         let mut ops = Vec::new();
         let mut added = Vec::new();
-        {
+        let pending = {
             let mut queue = cell.lock();
             for message in messages {
                 match prepare(&mut queue, sender, message, now) {
@@ -539,25 +552,12 @@ impl Sqs {
                     Err(error) => results.push(Err(error)),
                 }
             }
-        }
-        if ops.is_empty() {
-            return Ok(results);
-        }
-        let committed = self.store.txn(Txn::ops(ops)).await;
-        let mut queue = cell.lock();
-        for seq in added {
-            if committed.is_ok() {
-                queue.commit(seq);
-                if let Some(id) = queue.messages.get(&seq).map(|m| m.id.clone()) {
-                    queue.trace(now, &id, "sent", None);
-                }
-            } else if let Some(message) = queue.remove(seq) {
-                queue.dedup.retain(|_, (_, id, _)| *id != message.id);
+            if ops.is_empty() {
+                return Ok(results);
             }
-        }
-        drop(queue);
-        committed?;
-        cell.changed.notify_waiters();
+            self.store.txn(Txn::ops(ops))
+        };
+        settle_in_background(cell, added, pending, "sent").await?;
         Ok(results)
     }
 
@@ -579,29 +579,32 @@ impl Sqs {
                 "Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
             )));
         }
-        let (wait, dead_letter) = {
+        // Never take the registry lock while holding a queue's: read the policy, release, resolve.
+        let (wait, redrive) = {
             let queue = cell.lock();
             let wait = request.wait_seconds.unwrap_or_else(|| queue.attribute_u64("ReceiveMessageWaitTimeSeconds"));
-            let dead_letter = queue.redrive_policy().and_then(|p| {
-                let target = QueueId::from_arn(&p.target_arn)?;
-                Some((self.cell(&target).ok()?, p.max_receive_count))
-            });
-            (wait, dead_letter)
+            (wait, queue.redrive_policy())
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
         loop {
             let changed = cell.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            // Resolved on every pass: the dead-letter queue may come and go during a long poll.
+            let dead_letter = redrive.as_ref().and_then(|p| {
+                let target = QueueId::from_arn(&p.target_arn)?;
+                Some((self.cell(&target).ok()?, p.max_receive_count, target.name))
+            });
 
             let now = now_ms();
-            let (received, ops, dead, next_visible) = {
+            let (received, ops, dead, next_visible, pending) = {
                 let mut queue = cell.lock();
                 if let Some(earlier) = request.attempt_id.as_ref().and_then(|a| queue.repeat_attempt(a, now)) {
                     return Ok(earlier);
                 }
                 let visibility = request.visibility_timeout.unwrap_or_else(|| queue.attribute_u64("VisibilityTimeout"));
-                let taken = queue.take(max as usize, now, visibility * 1000, dead_letter.as_ref().map(|(_, max)| *max));
+                let taken =
+                    queue.take(max as usize, now, visibility * 1000, dead_letter.as_ref().map(|(_, max, _)| *max));
                 let mut received = Vec::new();
                 let mut ops = Vec::new();
                 let mut dead = Vec::new();
@@ -623,7 +626,7 @@ impl Sqs {
                 for message in &received {
                     queue.trace(now, &message.message_id, "received", None);
                 }
-                let dlq_name = dead_letter.as_ref().map(|(dlq, _)| dlq.lock().id.name.clone());
+                let dlq_name = dead_letter.as_ref().map(|(_, _, name)| name.clone());
                 for message in &dead {
                     queue.trace(now, &message.id, "dead-lettered", dlq_name.clone());
                 }
@@ -631,14 +634,18 @@ impl Sqs {
                     queue.attempts.retain(|_, (expires, _)| *expires > now);
                     queue.attempts.insert(attempt.clone(), (now + DEDUP_WINDOW_MS, received.clone()));
                 }
-                (received, ops, dead, queue.next_visible_after(now))
+                // Without dead letters to move, commit under the lock, in the queue's order.
+                let pending =
+                    (dead.is_empty() && !ops.is_empty()).then(|| self.store.txn(Txn::ops(std::mem::take(&mut ops))));
+                (received, ops, dead, queue.next_visible_after(now), pending)
             };
-            match &dead_letter {
-                Some((dlq, _)) if !dead.is_empty() => self.transfer(dlq, dead, Some(id.arn()), ops).await?,
-                _ if !ops.is_empty() => {
-                    self.store.txn(Txn::ops(ops)).await?;
-                }
-                _ => {}
+            if let Some(pending) = pending {
+                pending.await?;
+            }
+            if let Some((dlq, _, _)) = &dead_letter
+                && !dead.is_empty()
+            {
+                self.transfer(dlq, dead, Some(id.arn()), ops).await?;
             }
             let now = tokio::time::Instant::now();
             if !received.is_empty() || now >= deadline {
@@ -652,7 +659,8 @@ impl Sqs {
                 _ = &mut changed => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
-            if self.cell(id).is_err() {
+            // Deleted (or deleted and created anew) while we waited.
+            if !self.cell(id).is_ok_and(|current| Arc::ptr_eq(&current, &cell)) {
                 return Err(SqsError::QueueDoesNotExist);
             }
         }
@@ -679,9 +687,9 @@ impl Sqs {
     async fn delete_many(&self, id: &QueueId, handles: Vec<String>) -> Result<Vec<Result<(), SqsError>>, SqsError> {
         let cell = self.cell(id)?;
         let mut ops = Vec::new();
-        let results = {
+        let (results, pending) = {
             let mut queue = cell.lock();
-            handles
+            let results = handles
                 .into_iter()
                 .map(|handle| {
                     let (uid, seq, token) =
@@ -697,10 +705,11 @@ impl Sqs {
                     }
                     Ok(())
                 })
-                .collect()
+                .collect();
+            (results, (!ops.is_empty()).then(|| self.store.txn(Txn::ops(ops))))
         };
-        if !ops.is_empty() {
-            self.store.txn(Txn::ops(ops)).await?;
+        if let Some(pending) = pending {
+            pending.await?;
         }
         Ok(results)
     }
@@ -733,9 +742,9 @@ impl Sqs {
         let cell = self.cell(id)?;
         let now = now_ms();
         let mut ops = Vec::new();
-        let results: Vec<Result<(), SqsError>> = {
+        let (results, pending) = {
             let mut queue = cell.lock();
-            changes
+            let results: Vec<Result<(), SqsError>> = changes
                 .into_iter()
                 .map(|(handle, timeout)| {
                     if timeout > 43_200 {
@@ -757,10 +766,11 @@ impl Sqs {
                     }
                     Ok(())
                 })
-                .collect()
+                .collect();
+            (results, (!ops.is_empty()).then(|| self.store.txn(Txn::ops(ops))))
         };
-        if !ops.is_empty() {
-            self.store.txn(Txn::ops(ops)).await?;
+        if let Some(pending) = pending {
+            pending.await?;
             cell.changed.notify_waiters();
         }
         Ok(results)
@@ -769,7 +779,7 @@ impl Sqs {
     pub async fn purge(&self, id: &QueueId) -> Result<(), SqsError> {
         let cell = self.cell(id)?;
         let now = now_ms();
-        let ops = {
+        let pending = {
             let mut queue = cell.lock();
             if queue.purged_at.is_some_and(|at| now < at + 60_000) {
                 return Err(SqsError::PurgeQueueInProgress(id.arn()));
@@ -778,14 +788,18 @@ impl Sqs {
             let before = queue.next_seq;
             let doomed: Vec<u64> =
                 queue.messages.range(..before).filter(|(_, m)| !m.pending).map(|(s, _)| *s).collect();
-            for seq in &doomed {
-                if let Some(message) = queue.remove(*seq) {
+            // Exactly the messages removed: a send still being committed is not purged.
+            let uid = queue.uid;
+            let mut ops = Vec::with_capacity(doomed.len() * 2);
+            for seq in doomed {
+                if let Some(message) = queue.remove(seq) {
                     queue.trace(now, &message.id, "purged", None);
+                    ops.extend(storage::delete_message_ops(uid, seq));
                 }
             }
-            storage::purge_ops(queue.uid, before)
+            self.store.txn(Txn::ops(ops))
         };
-        self.store.txn(Txn::ops(ops)).await?;
+        pending.await?;
         Ok(())
     }
 }
@@ -795,14 +809,14 @@ impl Sqs {
     /// `target` as new arrivals, committing both sides in one transaction.
     async fn transfer(
         &self,
-        target: &QueueCell,
+        target: &Arc<QueueCell>,
         messages: Vec<Message>,
         dead_letter_source: Option<String>,
         mut ops: Vec<store::Op>,
     ) -> Result<(), SqsError> {
         let now = now_ms();
         let mut moved = Vec::new();
-        {
+        let pending = {
             let mut queue = target.lock();
             for mut message in messages {
                 message.seq = queue.next_seq;
@@ -817,22 +831,9 @@ impl Sqs {
                 moved.push(message.seq);
                 queue.add_pending(message);
             }
-        }
-        let committed = self.store.txn(Txn::ops(ops)).await;
-        {
-            let mut queue = target.lock();
-            for seq in moved {
-                if committed.is_err() {
-                    queue.remove(seq);
-                } else if let Some(id) = queue.messages.get(&seq).map(|m| m.id.clone()) {
-                    queue.commit(seq);
-                    queue.trace(now, &id, "arrived", None);
-                }
-            }
-        }
-        target.changed.notify_waiters();
-        committed?;
-        Ok(())
+            self.store.txn(Txn::ops(ops))
+        };
+        settle_in_background(target.clone(), moved, pending, "arrived").await
     }
 
     /// AddPermission: a statement in the queue's `Policy`, which is stored and returned (Stratus
@@ -903,9 +904,10 @@ impl Sqs {
                 policy["Statement"] = statements.into();
                 queue.attributes.insert("Policy".into(), policy.to_string());
             }
-            storage::queue_op(&queue)
+            // Submitted under the queue's lock: snapshots of the queue commit in the order taken.
+            self.store.txn(Txn::ops(vec![storage::queue_op(&queue)]))
         };
-        self.store.txn(Txn::ops(vec![record])).await?;
+        record.await?;
         Ok(())
     }
 
@@ -938,7 +940,7 @@ impl Sqs {
         let cells: Vec<_> = self.registry().values().cloned().collect();
         let now = now_ms();
         for cell in cells {
-            let ops: Vec<store::Op> = {
+            let pending = {
                 let mut queue = cell.lock();
                 let uid = queue.uid;
                 let mut ops = Vec::new();
@@ -948,10 +950,10 @@ impl Sqs {
                         ops.extend(storage::delete_message_ops(uid, seq));
                     }
                 }
-                ops
+                (!ops.is_empty()).then(|| self.store.txn(Txn::ops(ops)))
             };
-            if !ops.is_empty() {
-                self.store.txn(Txn::ops(ops)).await?;
+            if let Some(pending) = pending {
+                pending.await?;
             }
         }
         Ok(())
@@ -966,6 +968,38 @@ pub struct QueueView {
     pub in_flight: u64,
     pub delayed: u64,
     pub recent: Vec<Trace>,
+}
+
+/// Once `pending` is durable, makes the messages `added` to the queue receivable (or drops them if
+/// the commit failed) and wakes receivers. In a task of its own, so that a request cancelled
+/// mid-commit still leaves no message pending forever.
+async fn settle_in_background(
+    cell: Arc<QueueCell>,
+    added: Vec<u64>,
+    pending: store::TxnFuture,
+    event: &'static str,
+) -> Result<(), SqsError> {
+    let settle = async move {
+        let committed = pending.await;
+        {
+            let mut queue = cell.lock();
+            let now = now_ms();
+            for seq in added {
+                if committed.is_ok() {
+                    queue.commit(seq);
+                    if let Some(id) = queue.messages.get(&seq).map(|m| m.id.clone()) {
+                        queue.trace(now, &id, event, None);
+                    }
+                } else if let Some(message) = queue.remove(seq) {
+                    queue.dedup.retain(|_, (_, id, _)| *id != message.id);
+                }
+            }
+        }
+        cell.changed.notify_waiters();
+        committed
+    };
+    tokio::spawn(settle).await.map_err(|_| SqsError::Store(StoreError::Closed))??;
+    Ok(())
 }
 
 enum Prepared {
@@ -1034,7 +1068,9 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
         })?;
         let dedup = match message.dedup_id {
             Some(d) => d,
-            None if queue.attributes.get("ContentBasedDeduplication").is_some_and(|v| v == "true") => {
+            None if queue.attributes.get("ContentBasedDeduplication").and_then(|v| attributes::bool_value(v))
+                == Some(true) =>
+            {
                 use sha2::Digest;
                 digest::hex(&sha2::Sha256::digest(message.body.as_bytes()))
             }
@@ -1206,12 +1242,6 @@ fn encode_token(name: &str) -> String {
 
 fn decode_token(token: &str) -> Option<String> {
     String::from_utf8(BASE64.decode(token).ok()?).ok()
-}
-
-fn differing(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-    let mut names: Vec<String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
-    names.dedup();
-    names
 }
 
 #[cfg(test)]

@@ -135,14 +135,6 @@ pub(crate) fn delete_message_ops(uid: u64, seq: u64) -> [Op; 2] {
     [Op::delete(message_key("msg", uid, seq)), Op::delete(message_key("state", uid, seq))]
 }
 
-/// Deletes every message of the queue sent before `before`.
-pub(crate) fn purge_ops(uid: u64, before: u64) -> Vec<Op> {
-    ["msg", "state"]
-        .into_iter()
-        .map(|kind| Op::DeleteRange { start: queue_prefix(kind, uid), end: message_key(kind, uid, before) })
-        .collect()
-}
-
 pub(crate) fn delete_queue_ops(id: &QueueId, uid: u64) -> Vec<Op> {
     let mut ops: Vec<Op> = ["msg", "state"]
         .into_iter()

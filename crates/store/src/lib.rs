@@ -147,8 +147,10 @@ pub trait Store: Send + Sync + 'static {
     /// Keys in `[start, end)` in key order; an empty `end` means no upper bound.
     async fn range(&self, start: &[u8], end: &[u8], limit: Option<usize>) -> Result<Vec<KeyValue>>;
     async fn count(&self, start: &[u8], end: &[u8]) -> Result<u64>;
-    /// Resolves once the transaction is durable.
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
+    /// Submits the transaction now, in call order, and returns a future that resolves once it is
+    /// durable. Submitting is synchronous so that a caller holding its own lock commits in that
+    /// lock's order, and so that dropping the future does not withdraw the transaction.
+    fn txn(&self, txn: Txn) -> TxnFuture;
     /// Events on keys starting with `prefix`, from `from` (0: only changes after now).
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<Watch>;
     /// Drops history before `revision`; watches from before it fail with `Compacted`.
@@ -160,13 +162,16 @@ pub trait Store: Send + Sync + 'static {
     /// `"redb"`, `"memory"`, later `"etcd"`.
     fn backend(&self) -> &'static str;
 
-    async fn put(&self, key: &[u8], value: &[u8]) -> Result<TxnResponse> {
-        self.txn(Txn::ops(vec![Op::put(key, value)])).await
+    fn put(&self, key: &[u8], value: &[u8]) -> TxnFuture {
+        self.txn(Txn::ops(vec![Op::put(key, value)]))
     }
-    async fn delete(&self, key: &[u8]) -> Result<TxnResponse> {
-        self.txn(Txn::ops(vec![Op::delete(key)])).await
+    fn delete(&self, key: &[u8]) -> TxnFuture {
+        self.txn(Txn::ops(vec![Op::delete(key)]))
     }
 }
+
+/// A submitted transaction, resolving once it is durable.
+pub type TxnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<TxnResponse>> + Send + 'static>>;
 
 /// A stream of events from [`Store::watch`].
 pub struct Watch {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::engine::Engine;
-use crate::{Event, KeyValue, Result, Revision, Store, StoreError, Txn, TxnResponse, Watch};
+use crate::{Event, KeyValue, Result, Revision, Store, StoreError, Txn, TxnFuture, TxnResponse, Watch};
 
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -101,13 +101,16 @@ impl Store for LocalStore {
         self.shared.engine.count(start, end)
     }
 
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+    fn txn(&self, txn: Txn) -> TxnFuture {
         if !self.shared.engine.group_commits() {
-            return self.commit_inline(txn);
+            return Box::pin(std::future::ready(self.commit_inline(txn)));
         }
         let (reply, response) = oneshot::channel();
-        self.submit(Request::Txn(txn, reply))?;
-        response.await.map_err(|_| StoreError::Closed)?
+        let submitted = self.submit(Request::Txn(txn, reply));
+        Box::pin(async move {
+            submitted?;
+            response.await.map_err(|_| StoreError::Closed)?
+        })
     }
 
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
