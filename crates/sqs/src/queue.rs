@@ -191,19 +191,15 @@ impl Queue {
     /// In send order, from groups with nothing in flight: first as many as possible of the first
     /// available group, then of the next ones.
     fn choose_fifo(&self, max: usize, now: u64) -> Vec<u64> {
-        let mut blocked: BTreeSet<&str> = BTreeSet::new();
-        let mut available: Vec<(&str, u64)> = Vec::new();
-        for message in self.messages.values() {
-            let group = message.group_id.as_deref().unwrap_or("");
-            if blocked.contains(group) {
-                continue;
-            }
-            if message.pending || message.visible_at_ms > now {
-                blocked.insert(group);
-                continue;
-            }
-            available.push((group, message.seq));
+        // A group with any message pending or not yet visible delivers nothing, wherever in the
+        // group that message stands (a message made visible again before a later one finishes).
+        fn group(m: &Message) -> &str {
+            m.group_id.as_deref().unwrap_or("")
         }
+        let blocked: BTreeSet<&str> =
+            self.messages.values().filter(|m| m.pending || m.visible_at_ms > now).map(group).collect();
+        let available: Vec<(&str, u64)> =
+            self.messages.values().filter(|m| !blocked.contains(group(m))).map(|m| (group(m), m.seq)).collect();
         let Some(&(first_group, _)) = available.first() else { return Vec::new() };
         let (mut chosen, others): (Vec<_>, Vec<_>) = available.into_iter().partition(|(g, _)| *g == first_group);
         chosen.extend(others);
