@@ -331,4 +331,14 @@ mod tests {
             "visibility expired: both groups again, in send order"
         );
     }
+
+    #[test]
+    fn a_fifo_group_stays_blocked_while_any_of_it_is_in_flight() {
+        let mut q = queue(true);
+        send(&mut q, 1, 0, 0, Some("a"));
+        send(&mut q, 2, 0, 0, Some("a"));
+        assert_eq!(delivered(&q.take(10, 0, 1000, None)), vec![1, 2]);
+        q.set_visible_at(1, 0); // the first made visible again (ChangeMessageVisibility to 0)...
+        assert!(q.take(10, 0, 1000, None).is_empty(), "...but the second is still in flight");
+    }
 }
