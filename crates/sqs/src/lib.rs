@@ -297,6 +297,7 @@ impl Sqs {
                 dedup: HashMap::new(),
                 attempts: HashMap::new(),
                 recent: Default::default(),
+                deleted: false,
             };
             let record = storage::queue_op(&queue);
             registry.insert(id.clone(), Arc::new(QueueCell { queue: Mutex::new(queue), changed: Notify::new() }));
@@ -314,8 +315,11 @@ impl Sqs {
         let (cell, committed) = {
             let mut registry = self.registry();
             let cell = registry.remove(id).ok_or(SqsError::QueueDoesNotExist)?;
-            let uid = cell.lock().uid;
-            (cell, self.store.txn(Txn::ops(storage::delete_queue_ops(id, uid))))
+            let mut queue = cell.lock();
+            queue.deleted = true;
+            let committed = self.store.txn(Txn::ops(storage::delete_queue_ops(id, queue.uid)));
+            drop(queue);
+            (cell, committed)
         };
         cell.changed.notify_waiters();
         committed.await?;
@@ -540,6 +544,9 @@ impl Sqs {
         let mut added = Vec::new();
         let pending = {
             let mut queue = cell.lock();
+            if queue.deleted {
+                return Err(SqsError::QueueDoesNotExist);
+            }
             for message in messages {
                 match prepare(&mut queue, sender, message, now) {
                     Ok(Prepared::New(message, sent)) => {
@@ -818,6 +825,11 @@ impl Sqs {
         let mut moved = Vec::new();
         let pending = {
             let mut queue = target.lock();
+            if queue.deleted {
+                // The messages are not in their old queue any more either: fail the whole move,
+                // whose deletions were not committed, so a restart finds them where they were.
+                return Err(SqsError::QueueDoesNotExist);
+            }
             for mut message in messages {
                 message.seq = queue.next_seq;
                 queue.next_seq += 1;

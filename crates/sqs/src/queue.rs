@@ -30,6 +30,8 @@ pub(crate) struct Queue {
     pub attempts: HashMap<String, (u64, Vec<Received>)>,
     /// The latest message events, oldest first, for `/_stratus/sqs`.
     pub recent: VecDeque<Trace>,
+    /// Set by DeleteQueue: requests that got hold of the queue before then must not write to it.
+    pub deleted: bool,
 }
 
 /// One step of a message's path through Stratus.
@@ -248,6 +250,7 @@ mod tests {
             dedup: HashMap::new(),
             attempts: HashMap::new(),
             recent: VecDeque::new(),
+            deleted: false,
         }
     }
 

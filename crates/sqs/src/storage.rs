@@ -183,6 +183,7 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
             dedup: Default::default(),
             attempts: Default::default(),
             recent: Default::default(),
+            deleted: false,
         };
         load_messages(store, &mut queue).await?;
         queues.push(queue);
