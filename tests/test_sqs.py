@@ -34,6 +34,7 @@ def test_create_list_get_delete(stratus, sqs):
     assert len(first["QueueUrls"]) == 2 and len(second["QueueUrls"]) == 2 and "NextToken" not in second
     sqs.delete_queue(QueueUrl=url)
     assert error_code(lambda: sqs.get_queue_url(QueueName="orders")) == "AWS.SimpleQueueService.NonExistentQueue"
+    assert error_code(lambda: sqs.create_queue(QueueName="orders")) == "AWS.SimpleQueueService.QueueDeletedRecently"
     with pytest.raises(sqs.exceptions.QueueDoesNotExist):
         sqs.send_message(QueueUrl=url, MessageBody="x")
 
@@ -299,8 +300,11 @@ def test_state_reports_queues_and_reset_clears_them(stratus, sqs):
     sqs.send_message(QueueUrl=url, MessageBody="1")
     state = json.loads(urllib.request.urlopen(stratus.url + "/_stratus/state", timeout=10).read())
     assert state["services"]["sqs"] == {"queues": 1, "messages": 1}
+    sqs.delete_queue(QueueUrl=url)
     urllib.request.urlopen(urllib.request.Request(stratus.url + "/_stratus/reset", method="POST"), timeout=10).read()
     assert "QueueUrls" not in sqs.list_queues()
+    assert sqs.create_queue(QueueName="counted")["QueueUrl"] == url, "a reset also forgets recent deletions"
+    sqs.delete_queue(QueueUrl=url)
     assert json.loads(urllib.request.urlopen(stratus.url + "/_stratus/state", timeout=10).read())["store"]["keys"] == 0
 
 

@@ -486,6 +486,7 @@ fn to_aws(error: SqsError) -> AwsError {
         SqsError::BatchRequestTooLong(..) => {
             ("BatchRequestTooLong", Some("AWS.SimpleQueueService.BatchRequestTooLong"))
         }
+        SqsError::QueueDeletedRecently => ("QueueDeletedRecently", Some("AWS.SimpleQueueService.QueueDeletedRecently")),
         SqsError::UnsupportedOperation(_) => {
             ("UnsupportedOperation", Some("AWS.SimpleQueueService.UnsupportedOperation"))
         }

@@ -144,6 +144,8 @@ pub enum SqsError {
     InvalidBatchEntryId,
     #[error("Batch requests cannot be longer than {0} bytes. You have sent {1} bytes.")]
     BatchRequestTooLong(u64, u64),
+    #[error("You must wait 60 seconds after deleting a queue before you can create another with the same name.")]
+    QueueDeletedRecently,
     #[error("{0}")]
     UnsupportedOperation(String),
     #[error("{0}")]
@@ -171,7 +173,11 @@ pub struct Sqs {
     store: Arc<dyn Store>,
     queues: Mutex<HashMap<QueueId, Arc<QueueCell>>>,
     tasks: Mutex<Vec<Arc<tasks::MoveTask>>>,
+    /// When each queue was last deleted: SQS refuses to recreate a name for 60 seconds.
+    deleted_at: Mutex<HashMap<QueueId, u64>>,
 }
+
+const RECREATE_AFTER_MS: u64 = 60_000;
 
 /// How often messages past their retention period are swept away.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(10);
@@ -188,7 +194,12 @@ impl Sqs {
             .into_iter()
             .map(|q| (q.id.clone(), Arc::new(QueueCell { queue: Mutex::new(q), changed: Notify::new() })))
             .collect();
-        let sqs = Arc::new(Sqs { store, queues: Mutex::new(cells), tasks: Mutex::new(Vec::new()) });
+        let sqs = Arc::new(Sqs {
+            store,
+            queues: Mutex::new(cells),
+            tasks: Mutex::new(Vec::new()),
+            deleted_at: Mutex::new(HashMap::new()),
+        });
         let weak = Arc::downgrade(&sqs);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(EXPIRY_SWEEP);
@@ -206,6 +217,7 @@ impl Sqs {
     /// Forgets every queue; the caller has wiped the store.
     pub fn reset(&self) {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.deleted_at.lock().unwrap_or_else(PoisonError::into_inner).clear();
         let cells: Vec<_> = self.registry().drain().map(|(_, cell)| cell).collect();
         for cell in cells {
             cell.changed.notify_waiters();
@@ -282,6 +294,10 @@ impl Sqs {
                     )))
                 };
             }
+            let recently = self.deleted_at.lock().unwrap_or_else(PoisonError::into_inner).get(&id).copied();
+            if recently.is_some_and(|at| now_ms() < at + RECREATE_AFTER_MS) {
+                return Err(SqsError::QueueDeletedRecently);
+            }
             let queue = Queue {
                 uid: fastrand::u64(1..),
                 id: id.clone(),
@@ -317,6 +333,7 @@ impl Sqs {
             let cell = registry.remove(id).ok_or(SqsError::QueueDoesNotExist)?;
             let mut queue = cell.lock();
             queue.deleted = true;
+            self.deleted_at.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), now_ms());
             let committed = self.store.txn(Txn::ops(storage::delete_queue_ops(id, queue.uid)));
             drop(queue);
             (cell, committed)
