@@ -716,11 +716,8 @@ impl Sqs {
             let results = handles
                 .into_iter()
                 .map(|handle| {
-                    let (uid, seq, token) =
-                        parse_receipt(&handle).ok_or(SqsError::ReceiptHandleIsInvalid(handle.clone()))?;
-                    if uid != queue.uid {
-                        return Err(SqsError::ReceiptHandleIsInvalid(handle));
-                    }
+                    let (seq, token) = receipt_for(&queue, handle)?;
+                    let uid = queue.uid;
                     if queue.messages.get(&seq).is_some_and(|m| m.token == token && !m.pending)
                         && let Some(message) = queue.remove(seq)
                     {
@@ -776,10 +773,8 @@ impl Sqs {
                             "Value {timeout} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200, if provided."
                         )));
                     }
-                    let (uid, seq, token) = parse_receipt(&handle).ok_or(SqsError::ReceiptHandleIsInvalid(handle.clone()))?;
-                    if uid != queue.uid {
-                        return Err(SqsError::ReceiptHandleIsInvalid(handle));
-                    }
+                    let (seq, token) = receipt_for(&queue, handle)?;
+                    let uid = queue.uid;
                     let in_flight = queue.messages.get(&seq).is_some_and(|m| m.token == token && m.visible_at_ms > now);
                     if !in_flight {
                         return Err(SqsError::MessageNotInflight);
@@ -1257,6 +1252,14 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 /// An opaque handle naming the queue, the message and which receive of it this was.
 fn receipt(uid: u64, seq: u64, token: u64) -> String {
     BASE64.encode(format!("{uid:x}:{seq:x}:{token:x}:{:016x}", fastrand::u64(..)))
+}
+
+/// The (sequence, token) a receipt handle names, if it is one of this queue's.
+fn receipt_for(queue: &Queue, handle: String) -> Result<(u64, u64), SqsError> {
+    match parse_receipt(&handle) {
+        Some((uid, seq, token)) if uid == queue.uid => Ok((seq, token)),
+        _ => Err(SqsError::ReceiptHandleIsInvalid(handle)),
+    }
 }
 
 fn parse_receipt(handle: &str) -> Option<(u64, u64, u64)> {
