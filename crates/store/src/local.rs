@@ -1,5 +1,6 @@
 //! [`LocalStore`]: the [`Store`] trait over an embedded [`Engine`], with group commit and watch.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -19,6 +20,9 @@ pub struct StoreOptions {
     pub compaction_interval: Duration,
     /// The most transactions one group commit takes.
     pub max_batch: usize,
+    /// History is also compacted, oldest first, when what it holds passes this many bytes (keys
+    /// and values), so that heavy write load cannot grow it without bound.
+    pub history_limit_bytes: u64,
     /// The on-disk engine checkpoints (makes its B-tree durable and empties its write-ahead log)
     /// whenever the log grows past this. Larger means fewer page flushes, but more memory and a
     /// longer replay after a crash.
@@ -27,7 +31,12 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { compaction_interval: Duration::from_secs(300), max_batch: 1024, checkpoint_bytes: 8 << 20 }
+        StoreOptions {
+            compaction_interval: Duration::from_secs(300),
+            max_batch: 1024,
+            history_limit_bytes: 256 << 20,
+            checkpoint_bytes: 8 << 20,
+        }
     }
 }
 
@@ -45,6 +54,59 @@ struct Shared {
     engine: Arc<dyn Engine>,
     revision: AtomicU64,
     compacted: AtomicU64,
+    /// (revision, bytes) of the history kept, oldest first, and their sum.
+    history: Mutex<(VecDeque<(Revision, u64)>, u64)>,
+    history_limit_bytes: u64,
+}
+
+impl Shared {
+    /// Called by whoever committed `events`, in commit order: counts them into the history kept
+    /// and compacts the oldest half when the limit is passed.
+    fn account(&self, events: &[Event]) -> Result<()> {
+        let compact_to = {
+            let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+            let (entries, total) = &mut *history;
+            for event in events {
+                let bytes = (event.kv.key.len() + event.kv.value.len() + 32) as u64;
+                match entries.back_mut() {
+                    Some((revision, sum)) if *revision == event.revision() => *sum += bytes,
+                    _ => entries.push_back((event.revision(), bytes)),
+                }
+                *total += bytes;
+            }
+            if *total <= self.history_limit_bytes {
+                return Ok(());
+            }
+            let mut compact_to = 0;
+            while *total > self.history_limit_bytes / 2
+                && let Some((revision, bytes)) = entries.pop_front()
+            {
+                *total -= bytes;
+                compact_to = revision + 1;
+            }
+            compact_to
+        };
+        self.compact(compact_to)
+    }
+
+    fn compact(&self, revision: Revision) -> Result<()> {
+        let revision = revision.min(self.revision.load(Ordering::Acquire));
+        if revision <= self.compacted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Announce before deleting, so a watcher that read a partly compacted history sees it.
+        self.compacted.store(revision, Ordering::Release);
+        {
+            let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+            let (entries, total) = &mut *history;
+            while entries.front().is_some_and(|(r, _)| *r < revision) {
+                if let Some((_, bytes)) = entries.pop_front() {
+                    *total -= bytes;
+                }
+            }
+        }
+        self.engine.compact(revision)
+    }
 }
 
 pub struct LocalStore {
@@ -59,8 +121,13 @@ pub struct LocalStore {
 impl LocalStore {
     pub fn start(engine: Arc<dyn Engine>, options: StoreOptions) -> Result<Self> {
         let (revision, compacted) = engine.revisions()?;
-        let shared =
-            Arc::new(Shared { engine, revision: AtomicU64::new(revision), compacted: AtomicU64::new(compacted) });
+        let shared = Arc::new(Shared {
+            engine,
+            revision: AtomicU64::new(revision),
+            compacted: AtomicU64::new(compacted),
+            history: Mutex::new((VecDeque::new(), 0)),
+            history_limit_bytes: options.history_limit_bytes,
+        });
         let (requests, inbox) = mpsc::channel();
         let (changes, _) = broadcast::channel(LIVE_BUFFER);
         let (stopped_tx, stopped) = oneshot::channel();
@@ -160,6 +227,9 @@ impl LocalStore {
         let revision = self.shared.revision.load(Ordering::Acquire);
         let applied = self.shared.engine.write(std::slice::from_ref(&txn), revision)?;
         self.shared.revision.store(applied.revision, Ordering::Release);
+        if let Err(error) = self.shared.account(&applied.events) {
+            tracing::warn!(error = &error as &dyn std::error::Error, "compacting history failed");
+        }
         if !applied.events.is_empty() {
             let _ = changes.send(applied.events.into());
         }
@@ -228,6 +298,9 @@ impl Committer {
         match self.shared.engine.write(&txns, revision) {
             Ok(applied) => {
                 self.shared.revision.store(applied.revision, Ordering::Release);
+                if let Err(error) = self.shared.account(&applied.events) {
+                    tracing::warn!(error = &error as &dyn std::error::Error, "compacting history failed");
+                }
                 if !applied.events.is_empty() {
                     // No receivers is fine: nobody is watching.
                     let _ = self.changes.send(applied.events.into());
@@ -246,13 +319,7 @@ impl Committer {
     }
 
     fn compact(&self, revision: Revision) -> Result<()> {
-        let revision = revision.min(self.shared.revision.load(Ordering::Acquire));
-        if revision <= self.shared.compacted.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        // Announce before deleting, so a watcher that read a partly compacted history sees it.
-        self.shared.compacted.store(revision, Ordering::Release);
-        self.shared.engine.compact(revision)
+        self.shared.compact(revision)
     }
 }
 

@@ -236,3 +236,20 @@ async fn scheduled_compaction_keeps_at_least_one_interval() {
     }
     assert!(store.watch(b"", 2).await.is_ok(), "the last interval is kept");
 }
+
+#[tokio::test]
+async fn history_is_compacted_when_it_outgrows_its_byte_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { history_limit_bytes: 64 << 10, ..StoreOptions::default() };
+    for store in [store::ephemeral(options.clone()).unwrap(), store::open(dir.path(), options).unwrap()] {
+        let value = vec![7u8; 1024];
+        for i in 0..200u32 {
+            store.put(&i.to_be_bytes(), &value).await.unwrap();
+        }
+        assert!(matches!(store.watch(b"", 1).await, Err(StoreError::Compacted { .. })), "{}", store.backend());
+        let mut recent = store.watch(b"", 190).await.unwrap();
+        assert_eq!(recent.next().await.unwrap().unwrap().revision(), 190, "the newest history is kept");
+        assert_eq!(store.count(b"", b"").await.unwrap(), 200, "compaction drops history, never data");
+        store.close().await;
+    }
+}
