@@ -1,5 +1,6 @@
 """SQS through boto3, awscli and raw query-protocol HTTP."""
 
+import hashlib
 import json
 import threading
 import time
@@ -88,7 +89,7 @@ def test_send_receive_delete_with_attributes_and_digests(sqs):
     }
     sent = sqs.send_message(QueueUrl=url, MessageBody="body ✓", MessageAttributes=attributes)
     # boto3 checks MD5OfMessageBody and MD5OfMessageAttributes itself and raises on a mismatch.
-    assert sent["MD5OfMessageBody"] == "7d4f8d3c36a7d6e5a5c8b9a0e0d8bd7a" or len(sent["MD5OfMessageBody"]) == 32
+    assert sent["MD5OfMessageBody"] == hashlib.md5("body ✓".encode()).hexdigest()
     received = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
     message = received["Messages"][0]
     assert message["Body"] == "body ✓" and message["MessageId"] == sent["MessageId"]
@@ -395,3 +396,18 @@ def test_redrive_policies_are_checked_against_their_target(sqs):
     assert error_code(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes=policy(arn.format("closed-dlq")))) == "InvalidParameterValue"
     bad_allow = {"RedriveAllowPolicy": json.dumps({"redrivePermission": "byQueue"})}
     assert error_code(lambda: sqs.set_queue_attributes(QueueUrl=closed, Attributes=bad_allow)) == "InvalidParameterValue"
+
+
+def test_system_attributes_travel_and_are_digested(sqs):
+    url = sqs.create_queue(QueueName="traced-header")["QueueUrl"]
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    sent = sqs.send_message(QueueUrl=url, MessageBody="x",
+                            MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": trace}})
+    # The documented digest: name, type, transport byte 1, value; lengths as 4-byte big-endian.
+    expected = hashlib.md5()
+    for part in [b"AWSTraceHeader", b"String"]:
+        expected.update(len(part).to_bytes(4, "big") + part)
+    expected.update(b"\x01" + len(trace).to_bytes(4, "big") + trace.encode())
+    assert sent["MD5OfMessageSystemAttributes"] == expected.hexdigest()
+    received = sqs.receive_message(QueueUrl=url, MessageSystemAttributeNames=["AWSTraceHeader"])["Messages"][0]
+    assert received["Attributes"] == {"AWSTraceHeader": trace}

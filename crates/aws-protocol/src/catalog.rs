@@ -38,10 +38,6 @@ pub struct ServiceModel {
     pub protocols: &'static [Protocol],
 }
 
-pub fn by_name(name: &str) -> Option<&'static ServiceModel> {
-    SERVICES.iter().find(|s| s.name == name)
-}
-
 pub fn by_target_prefix(prefix: &str) -> Option<&'static ServiceModel> {
     SERVICES.iter().find(|s| !s.target_prefix.is_empty() && s.target_prefix == prefix)
 }
@@ -81,7 +77,7 @@ mod tests {
         assert_eq!(by_signing_name("sts", ServiceModel::accepts_query).map(|s| s.name), Some("sts"));
         assert_eq!(by_query_version("2011-06-15").map(|s| s.name), Some("sts"));
         assert_eq!(by_query_version("2012-11-05").map(|s| s.name), Some("sqs"));
-        assert_eq!(by_name("s3").map(|s| s.protocol), Some(Protocol::RestXml));
+        assert_eq!(by_signing_name("s3", |_| true).map(|s| s.protocol), Some(Protocol::RestXml));
         assert!(by_target_prefix("").is_none());
     }
 }

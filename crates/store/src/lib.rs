@@ -210,14 +210,6 @@ impl Keyspace {
     pub fn key(&self, key: &[u8]) -> Vec<u8> {
         [self.prefix.as_slice(), key].concat()
     }
-    /// `[start, end)` covering the whole keyspace.
-    pub fn bounds(&self) -> (Vec<u8>, Vec<u8>) {
-        (self.prefix.clone(), prefix_end(&self.prefix))
-    }
-    /// The key as the service wrote it, or `None` if `full_key` is not in this keyspace.
-    pub fn strip<'k>(&self, full_key: &'k [u8]) -> Option<&'k [u8]> {
-        full_key.strip_prefix(self.prefix.as_slice())
-    }
 }
 
 /// A durable store in `dir` (created if missing).
@@ -244,11 +236,8 @@ mod tests {
     }
 
     #[test]
-    fn keyspace_prefixes_and_strips() {
+    fn keyspace_prefixes_keys() {
         let ks = Keyspace::new("sqs");
         assert_eq!(ks.key(b"q1"), b"sqs/q1".to_vec());
-        assert_eq!(ks.strip(b"sqs/q1"), Some(&b"q1"[..]));
-        assert_eq!(ks.strip(b"sns/q1"), None);
-        assert_eq!(ks.bounds(), (b"sqs/".to_vec(), b"sqs0".to_vec()));
     }
 }
