@@ -11,6 +11,7 @@ pub mod catalog;
 mod error;
 mod query;
 pub mod sigv4;
+mod sns;
 mod sqs;
 mod sts;
 mod xml;
@@ -27,7 +28,7 @@ use error::Envelope;
 use query::QueryRequest;
 
 /// The botocore names of the services Stratus serves.
-pub const SERVED: &[&str] = &["sqs", "sts"];
+pub const SERVED: &[&str] = &["sns", "sqs", "sts"];
 
 /// The default region when a request carries no scope, as the AWS CLI assumes.
 const DEFAULT_REGION: &str = "us-east-1";
@@ -55,17 +56,23 @@ pub struct Outcome {
 pub struct Aws {
     default_account: String,
     sqs: Arc<::sqs::Sqs>,
+    sns: Arc<::sns::Sns>,
 }
 
 impl Aws {
     /// `default_account` is used for access keys that are not 12-digit account ids.
-    pub fn new(default_account: String, sqs: Arc<::sqs::Sqs>) -> Self {
-        Aws { default_account, sqs }
+    pub fn new(default_account: String, sqs: Arc<::sqs::Sqs>, sns: Arc<::sns::Sns>) -> Self {
+        Aws { default_account, sqs, sns }
+    }
+
+    pub fn sns(&self) -> &Arc<::sns::Sns> {
+        &self.sns
     }
 
     /// Forgets every service's state held in memory; the caller has wiped the store.
     pub fn reset(&self) {
         self.sqs.reset();
+        self.sns.reset();
     }
 
     /// SQS as `/_stratus/sqs` shows it: each queue's counts and the latest steps of its messages.
@@ -92,7 +99,12 @@ impl Aws {
     /// What each served service holds, by name: (what, how many).
     pub fn summary(&self) -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
         let (queues, messages) = self.sqs.summary();
-        vec![("sqs", vec![("queues", queues), ("messages", messages)]), ("sts", Vec::new())]
+        let (topics, subscriptions) = self.sns.summary();
+        vec![
+            ("sns", vec![("topics", topics), ("subscriptions", subscriptions)]),
+            ("sqs", vec![("queues", queues), ("messages", messages)]),
+            ("sts", Vec::new()),
+        ]
     }
 
     pub async fn handle(&self, request_id: &str, request: Request<Bytes>) -> Outcome {
@@ -117,6 +129,7 @@ impl Aws {
             )),
             (Some(_), Call::Query(request)) => match request.service.name {
                 "sts" => sts::handle(&ctx, &request),
+                "sns" => sns::handle(&self.sns, &ctx, &request).await,
                 "sqs" => {
                     let input = sqs::query_to_json(&request.params);
                     sqs::handle(&self.sqs, &ctx, sqs::Wire::Query, &request.action, input, parts.uri.path()).await
@@ -305,7 +318,9 @@ mod tests {
 
     async fn aws() -> Aws {
         let store = store::ephemeral(store::StoreOptions::default()).unwrap();
-        Aws::new("000000000000".into(), ::sqs::Sqs::open(store).await.unwrap())
+        let sqs = ::sqs::Sqs::open(store.clone()).await.unwrap();
+        let sns = ::sns::Sns::open(store, sqs.clone(), ::sns::Endpoint("http://localhost".into())).await.unwrap();
+        Aws::new("000000000000".into(), sqs, sns)
     }
 
     async fn call(req: Request<Bytes>) -> (Outcome, String) {

@@ -8,6 +8,14 @@ impl Xml {
     pub fn document() -> Self {
         Xml(String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"))
     }
+    /// A piece of a document, to be spliced into one with [`Xml::raw`].
+    pub fn fragment() -> Self {
+        Xml(String::new())
+    }
+    /// Appends already-encoded XML.
+    pub fn raw(&mut self, xml: &str) {
+        self.0.push_str(xml);
+    }
     pub fn open(&mut self, name: &str) {
         self.0.push('<');
         self.0.push_str(name);

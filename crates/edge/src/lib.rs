@@ -106,6 +106,7 @@ impl Edge {
             (&Method::GET, "/_stratus/state") => ("stratus", "state", self.state().await),
             (&Method::POST, "/_stratus/reset") => ("stratus", "reset", self.reset().await),
             (&Method::GET, "/_stratus/sqs") => ("stratus", "sqs", json(StatusCode::OK, &self.aws.sqs_inspection())),
+            (_, path) if path.starts_with("/_stratus/sns") => ("stratus", "sns", self.sns(&request).await),
             // Unsigned only: a signed GET /metrics is S3's ListObjects on a bucket named "metrics".
             (&Method::GET, "/metrics") if unsigned => ("stratus", "metrics", self.prometheus()),
             (&Method::GET, "/_stratus/metrics") => ("stratus", "metrics", self.prometheus()),
@@ -126,6 +127,55 @@ impl Edge {
         self.metrics.record(service, operation, status, elapsed.as_secs_f64());
         tracing::debug!(request_id, service, operation, status, elapsed_us = elapsed.as_micros() as u64, "request");
         response.map(Full::new)
+    }
+
+    /// `/_stratus/sns` (topics, subscriptions, recent deliveries; `?topic=<arn>`),
+    /// `/_stratus/sns/outbox` (GET with `protocol`, `endpoint`, `topic`, `account` filters;
+    /// DELETE empties it) and the signing certificate at SigningCertURL.
+    async fn sns(&self, request: &Request<Incoming>) -> Response<Bytes> {
+        let query: Vec<(String, String)> = request
+            .uri()
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let sns = self.aws.sns();
+        let failed = |error: sns::SnsError| {
+            tracing::error!(error = &error as &dyn std::error::Error, "SNS inspection failed");
+            json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": error.to_string() }))
+        };
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/_stratus/sns") => json(StatusCode::OK, &sns.inspect(param("topic").as_deref())),
+            (&Method::GET, "/_stratus/sns/outbox") => {
+                let filter = sns::OutboxFilter {
+                    protocol: param("protocol"),
+                    endpoint: param("endpoint"),
+                    topic_arn: param("topic"),
+                    account: param("account"),
+                };
+                match sns.outbox(&filter).await {
+                    Ok(messages) => json(StatusCode::OK, &serde_json::json!({ "messages": messages })),
+                    Err(error) => failed(error),
+                }
+            }
+            (&Method::DELETE, "/_stratus/sns/outbox") => match sns.clear_outbox().await {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "cleared": true })),
+                Err(error) => failed(error),
+            },
+            (&Method::GET, "/_stratus/sns/SimpleNotificationService.pem") => match sns.signing_certificate().await {
+                Ok(pem) => {
+                    let mut response = Response::new(Bytes::from(pem));
+                    let pem_type = HeaderValue::from_static("application/x-pem-file");
+                    response.headers_mut().insert(http::header::CONTENT_TYPE, pem_type);
+                    response
+                }
+                Err(error) => failed(error),
+            },
+            (method, path) => {
+                let message = format!("no Stratus endpoint {method} {path}");
+                json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": message }))
+            }
+        }
     }
 
     async fn aws(&self, request_id: &str, request: Request<Incoming>) -> aws_protocol::Outcome {

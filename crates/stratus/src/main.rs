@@ -91,14 +91,20 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         (store, note)
     };
 
-    let sqs = sqs::Sqs::open(store.clone()).await.context("cannot load SQS state from the store")?;
-    let aws = aws_protocol::Aws::new(args.default_account, sqs);
-
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await.with_context(|| {
         format!("cannot listen on {}:{} (is Stratus or LocalStack already running? try --port)", args.host, args.port)
     })?;
     let address = listener.local_addr()?;
     let endpoint = format!("http://{address}");
+    // The address put in URLs that SNS hands out (SubscribeURL, SigningCertURL).
+    let reachable =
+        if address.ip().is_unspecified() { format!("http://localhost:{}", address.port()) } else { endpoint.clone() };
+
+    let sqs = sqs::Sqs::open(store.clone()).await.context("cannot load SQS state from the store")?;
+    let sns = sns::Sns::open(store.clone(), sqs.clone(), sns::Endpoint(reachable))
+        .await
+        .context("cannot load SNS state from the store")?;
+    let aws = aws_protocol::Aws::new(args.default_account, sqs, sns);
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Stratus {} ready in {:.1} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_secs_f64() * 1000.0)?;

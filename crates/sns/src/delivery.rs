@@ -1,0 +1,661 @@
+//! Delivery: each outbox entry is delivered to its targets concurrently, in rounds. Targets that
+//! succeed, or fail for good (then going to their dead-letter queue), are done; the rest are
+//! retried per their delivery policy. The outbox record is rewritten with the targets still to
+//! go after a round that leaves some, and deleted when none remain, so a restart redelivers only
+//! what was not done. Messages of a FIFO topic are delivered one after another, in order; others
+//! each in a task of their own.
+//!
+//! Protocols: `sqs` into Stratus's own queues, `http`/`https` as a real POST, and everything
+//! that would leave the machine (email, SMS, mobile push, Firehose, and Lambda until Stratus runs
+//! functions) as a *mail* record the user reads back from `/_stratus/sns/outbox`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sqs::{AttributeValue, MessageAttribute, QueueId, SendMessage, Sqs, SqsError};
+use store::Store;
+use tokio::sync::mpsc;
+
+use crate::model::{Subscription, Topic};
+use crate::policy::{RetryPolicy, queue_allows_topic};
+use crate::signing::{Signer, canonical_string};
+use crate::storage::{self, put};
+use crate::{Endpoint, Sns, SnsError, now_ms, timestamp};
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// SNS gives an HTTP endpoint 15 seconds to answer.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deliveries into queues fail only while the store is failing; a few spaced retries.
+const QUEUE_RETRIES: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(20)];
+/// How many recent messages the inspection view keeps.
+const TRACE_MESSAGES: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    Notification,
+    SubscriptionConfirmation,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Notification => "Notification",
+            Kind::SubscriptionConfirmation => "SubscriptionConfirmation",
+        }
+    }
+}
+
+/// (name, data type, string value, binary value)
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredAttribute(String, String, Option<String>, Option<Vec<u8>>);
+
+impl From<&MessageAttribute> for StoredAttribute {
+    fn from(a: &MessageAttribute) -> Self {
+        match &a.value {
+            AttributeValue::String(s) => StoredAttribute(a.name.clone(), a.data_type.clone(), Some(s.clone()), None),
+            AttributeValue::Binary(b) => StoredAttribute(a.name.clone(), a.data_type.clone(), None, Some(b.clone())),
+        }
+    }
+}
+
+impl StoredAttribute {
+    fn to_attribute(&self) -> MessageAttribute {
+        let value = match (&self.2, &self.3) {
+            (_, Some(binary)) => AttributeValue::Binary(binary.clone()),
+            (string, None) => AttributeValue::String(string.clone().unwrap_or_default()),
+        };
+        MessageAttribute { name: self.0.clone(), data_type: self.1.clone(), value }
+    }
+
+    /// `{"Type": ..., "Value": ...}` as the SNS envelope shows an attribute (binary in base64).
+    fn envelope_value(&self) -> Value {
+        let value = match (&self.2, &self.3) {
+            (_, Some(binary)) => BASE64.encode(binary),
+            (string, None) => string.clone().unwrap_or_default(),
+        };
+        json!({ "Type": self.1, "Value": value })
+    }
+}
+
+/// One subscription a message is still to be delivered to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Target {
+    pub subscription_arn: String,
+    pub protocol: String,
+    pub endpoint: String,
+    pub raw: bool,
+}
+
+/// An outbox entry: a message and the deliveries still to make.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Outgoing {
+    pub seq: u64,
+    pub kind: Kind,
+    pub message_id: String,
+    pub topic_arn: String,
+    pub account: String,
+    pub region: String,
+    pub subject: Option<String>,
+    pub message: String,
+    /// MessageStructure=json: the message for each protocol, "default" for the others.
+    pub per_protocol: Option<BTreeMap<String, String>>,
+    pub attributes: Vec<StoredAttribute>,
+    pub timestamp_ms: u64,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+    pub sequence_number: Option<String>,
+    pub signature_version: String,
+    /// SubscriptionConfirmation: the token ConfirmSubscription takes.
+    pub token: Option<String>,
+    pub targets: Vec<Target>,
+}
+
+impl Outgoing {
+    pub fn confirmation(seq: u64, topic: &Topic, subscription: &Subscription) -> Outgoing {
+        let message = format!(
+            "You have chosen to subscribe to the topic {}.\nTo confirm the subscription, visit the SubscribeURL included in this message.",
+            topic.arn
+        );
+        Outgoing {
+            seq,
+            kind: Kind::SubscriptionConfirmation,
+            message_id: uuid::Uuid::new_v4().to_string(),
+            topic_arn: topic.arn.clone(),
+            account: topic.account.clone(),
+            region: topic.region.clone(),
+            subject: None,
+            message,
+            per_protocol: None,
+            attributes: Vec::new(),
+            timestamp_ms: now_ms(),
+            group_id: None,
+            dedup_id: None,
+            sequence_number: None,
+            signature_version: topic.signature_version().to_string(),
+            token: Some(subscription.token.clone()),
+            targets: vec![Target {
+                subscription_arn: subscription.arn.clone(),
+                protocol: subscription.protocol.clone(),
+                endpoint: subscription.endpoint.clone(),
+                raw: false,
+            }],
+        }
+    }
+
+    fn message_for(&self, protocol: &str) -> &str {
+        let chosen = self.per_protocol.as_ref().and_then(|m| m.get(protocol).or_else(|| m.get("default")));
+        chosen.map_or(self.message.as_str(), String::as_str)
+    }
+}
+
+/// A message for an endpoint outside the machine, kept for the user to read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Mail {
+    pub account: String,
+    pub region: String,
+    pub protocol: String,
+    pub endpoint: String,
+    /// What produced it: Notification, SubscriptionConfirmation, Publish (SMS), SMSSandbox.
+    pub source: String,
+    pub topic_arn: Option<String>,
+    pub subscription_arn: Option<String>,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub body: String,
+    pub timestamp_ms: u64,
+}
+
+impl Mail {
+    pub fn new(account: &str, region: &str, protocol: &str, endpoint: &str, source: &str, body: String) -> Mail {
+        Mail {
+            account: account.into(),
+            region: region.into(),
+            protocol: protocol.into(),
+            endpoint: endpoint.into(),
+            source: source.into(),
+            topic_arn: None,
+            subscription_arn: None,
+            message_id: None,
+            subject: None,
+            body,
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+enum Outcome {
+    Delivered,
+    /// Worth another attempt.
+    Retry(String),
+    /// Will not succeed (no such queue, denied, rejected): straight to the dead-letter queue.
+    Failed(String),
+}
+
+pub(crate) struct Delivery {
+    store: Arc<dyn Store>,
+    sqs: Arc<Sqs>,
+    /// Made on first use (RSA key generation takes 40-120 ms), then kept in the store.
+    signer: tokio::sync::OnceCell<Signer>,
+    pub endpoint: Endpoint,
+    http: Client<HttpConnector, Full<Bytes>>,
+    /// One ordered lane per FIFO topic.
+    lanes: Mutex<HashMap<String, mpsc::UnboundedSender<Outgoing>>>,
+    traces: Mutex<VecDeque<MessageTrace>>,
+}
+
+struct MessageTrace {
+    message_id: String,
+    topic_arn: String,
+    kind: Kind,
+    at_ms: u64,
+    deliveries: Vec<DeliveryTrace>,
+}
+
+struct DeliveryTrace {
+    subscription_arn: String,
+    protocol: String,
+    endpoint: String,
+    status: &'static str,
+    attempts: Vec<(u64, String)>,
+}
+
+impl Delivery {
+    pub fn new(store: Arc<dyn Store>, sqs: Arc<Sqs>, signer: Option<Signer>, endpoint: Endpoint) -> Arc<Delivery> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(HTTP_TIMEOUT));
+        connector.set_nodelay(true);
+        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        Arc::new(Delivery {
+            store,
+            sqs,
+            signer: tokio::sync::OnceCell::new_with(signer),
+            endpoint,
+            http,
+            lanes: Mutex::new(HashMap::new()),
+            traces: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    pub async fn certificate_pem(&self) -> Result<String, SnsError> {
+        Ok(self.signer().await?.certificate_pem())
+    }
+
+    async fn signer(&self) -> Result<&Signer, SnsError> {
+        self.signer
+            .get_or_try_init(|| async {
+                let signer = tokio::task::spawn_blocking(Signer::generate)
+                    .await
+                    .map_err(|_| SnsError::Store(store::StoreError::Closed))?
+                    .map_err(SnsError::Signing)?;
+                storage::save_signer(self.store.as_ref(), &signer).await?;
+                Ok(signer)
+            })
+            .await
+    }
+
+    pub fn certificate_url(&self) -> String {
+        format!("{}/_stratus/sns/SimpleNotificationService.pem", self.endpoint.0)
+    }
+
+    pub fn reset(&self) {
+        lock(&self.lanes).clear();
+        lock(&self.traces).clear();
+    }
+
+    /// Starts delivering an outbox entry (already durable).
+    pub fn start(self: &Arc<Self>, sns: Weak<Sns>, outgoing: Outgoing) {
+        if outgoing.targets.is_empty() {
+            return;
+        }
+        let fifo = outgoing.topic_arn.ends_with(".fifo") && outgoing.kind == Kind::Notification;
+        if !fifo {
+            let delivery = self.clone();
+            tokio::spawn(async move { delivery.run(&sns, outgoing).await });
+            return;
+        }
+        let mut lanes = lock(&self.lanes);
+        let lane = lanes.entry(outgoing.topic_arn.clone()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+            let delivery = self.clone();
+            let sns = sns.clone();
+            tokio::spawn(async move {
+                while let Some(outgoing) = rx.recv().await {
+                    delivery.run(&sns, outgoing).await;
+                }
+            });
+            tx
+        });
+        // The lane's task ends only when the sender is dropped (reset); then the message stays
+        // in the outbox for the next start.
+        let _ = lane.send(outgoing);
+    }
+
+    async fn run(&self, sns: &Weak<Sns>, mut outgoing: Outgoing) {
+        // Each target's next attempt number and when it is due.
+        let mut schedule: Vec<(Target, usize, tokio::time::Instant)> =
+            outgoing.targets.drain(..).map(|t| (t, 0, tokio::time::Instant::now())).collect();
+        let signer = loop {
+            match self.signer().await {
+                Ok(signer) => break signer,
+                Err(error) => {
+                    tracing::warn!(error = &error as &dyn std::error::Error, "no SNS signing key; retrying");
+                    tokio::time::sleep(QUEUE_RETRIES[0]).await;
+                }
+            }
+        };
+        loop {
+            let Some(sns) = sns.upgrade() else { return };
+            let now = tokio::time::Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) = schedule.into_iter().partition(|(_, _, at)| *at <= now);
+            let attempts = due.into_iter().map(|(target, attempt, _)| {
+                let (sns, outgoing) = (&sns, &outgoing);
+                async move {
+                    let outcome = self.attempt(sns, signer, outgoing, &target).await;
+                    (target, attempt, outcome)
+                }
+            });
+            let results = futures_util::future::join_all(attempts).await;
+            schedule = later;
+            for (target, attempt, outcome) in results {
+                let retries = self.retry_delays(&sns, &target);
+                let (status, note) = match outcome {
+                    Outcome::Delivered => ("delivered", "delivered".to_string()),
+                    Outcome::Retry(reason) if attempt < retries.len() => {
+                        let at = tokio::time::Instant::now() + retries[attempt];
+                        self.trace_attempt(&outgoing.message_id, &target.subscription_arn, "retrying", &reason);
+                        schedule.push((target, attempt + 1, at));
+                        continue;
+                    }
+                    Outcome::Retry(reason) | Outcome::Failed(reason) => {
+                        let status = self.dead_letter(&sns, signer, &outgoing, &target, &reason).await;
+                        (status, reason)
+                    }
+                };
+                self.trace_attempt(&outgoing.message_id, &target.subscription_arn, status, &note);
+            }
+            let key = storage::outbox_key(outgoing.seq);
+            let Some(next) = schedule.iter().map(|(_, _, at)| *at).min() else {
+                if let Err(error) = self.store.delete(&key).await {
+                    tracing::warn!(error = &error as &dyn std::error::Error, "could not clear an SNS outbox entry");
+                }
+                return;
+            };
+            outgoing.targets = schedule.iter().map(|(t, _, _)| t.clone()).collect();
+            if let Err(error) = self.store.txn(store::Txn::ops(vec![put(key, &outgoing)])).await {
+                tracing::warn!(error = &error as &dyn std::error::Error, "could not update an SNS outbox entry");
+            }
+            outgoing.targets.clear();
+            drop(sns);
+            tokio::time::sleep_until(next).await;
+        }
+    }
+
+    fn retry_delays(&self, sns: &Sns, target: &Target) -> Vec<Duration> {
+        match target.protocol.as_str() {
+            "http" | "https" => {
+                let state = sns.state();
+                let Some(subscription) = state.subscriptions.get(&target.subscription_arn) else { return Vec::new() };
+                RetryPolicy::for_subscription(state.topics.get(&subscription.topic_arn), subscription).delays
+            }
+            _ => QUEUE_RETRIES.to_vec(),
+        }
+    }
+
+    async fn attempt(&self, sns: &Arc<Sns>, signer: &Signer, outgoing: &Outgoing, target: &Target) -> Outcome {
+        match target.protocol.as_str() {
+            "sqs" => self.to_queue(signer, outgoing, target).await,
+            "http" | "https" => self.to_http(sns, signer, outgoing, target).await,
+            _ => self.to_mail(sns, signer, outgoing, target).await,
+        }
+    }
+
+    /// The JSON document SNS delivers when the message is not raw.
+    fn envelope(&self, signer: &Signer, outgoing: &Outgoing, target: &Target) -> Value {
+        let message = outgoing.message_for(&target.protocol);
+        let timestamp = timestamp(outgoing.timestamp_ms);
+        let kind = outgoing.kind.name();
+        let mut signed: Vec<(&str, &str)> = vec![("Message", message), ("MessageId", &outgoing.message_id)];
+        let subscribe_url;
+        match (outgoing.kind, &outgoing.token) {
+            (Kind::SubscriptionConfirmation, Some(token)) => {
+                subscribe_url = format!(
+                    "{}/?Action=ConfirmSubscription&Version=2010-03-31&TopicArn={}&Token={token}",
+                    self.endpoint.0,
+                    encode(&outgoing.topic_arn)
+                );
+                signed.extend([("SubscribeURL", subscribe_url.as_str()), ("Timestamp", &timestamp), ("Token", token)]);
+            }
+            _ => {
+                if let Some(subject) = &outgoing.subject {
+                    signed.push(("Subject", subject));
+                }
+                signed.push(("Timestamp", &timestamp));
+            }
+        }
+        signed.extend([("TopicArn", outgoing.topic_arn.as_str()), ("Type", kind)]);
+        let signature = signer.sign(&outgoing.signature_version, &canonical_string(&signed));
+        let mut envelope: Map<String, Value> = signed.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        envelope.insert("SignatureVersion".into(), outgoing.signature_version.clone().into());
+        envelope.insert("Signature".into(), signature.into());
+        envelope.insert("SigningCertURL".into(), self.certificate_url().into());
+        if outgoing.kind == Kind::Notification {
+            let unsubscribe = format!(
+                "{}/?Action=Unsubscribe&Version=2010-03-31&SubscriptionArn={}",
+                self.endpoint.0,
+                encode(&target.subscription_arn)
+            );
+            envelope.insert("UnsubscribeURL".into(), unsubscribe.into());
+            if let Some(number) = &outgoing.sequence_number {
+                envelope.insert("SequenceNumber".into(), number.clone().into());
+            }
+            if !outgoing.attributes.is_empty() {
+                let attributes = outgoing.attributes.iter().map(|a| (a.0.clone(), a.envelope_value())).collect();
+                envelope.insert("MessageAttributes".into(), Value::Object(attributes));
+            }
+        }
+        Value::Object(envelope)
+    }
+
+    /// What the endpoint receives as its body: the raw message, or the envelope.
+    fn payload(&self, signer: &Signer, outgoing: &Outgoing, target: &Target) -> String {
+        if target.raw && outgoing.kind == Kind::Notification {
+            outgoing.message_for(&target.protocol).to_string()
+        } else {
+            self.envelope(signer, outgoing, target).to_string()
+        }
+    }
+
+    async fn to_queue(&self, signer: &Signer, outgoing: &Outgoing, target: &Target) -> Outcome {
+        let Some(queue) = QueueId::from_arn(&target.endpoint) else {
+            return Outcome::Failed("invalid queue ARN".into());
+        };
+        let allowed = match self.sqs.get_attributes(&queue, &["Policy".to_string()]) {
+            Err(SqsError::QueueDoesNotExist) => return Outcome::Failed("the queue does not exist".into()),
+            Err(error) => return Outcome::Retry(error.to_string()),
+            Ok(attributes) => match attributes.iter().find(|(name, _)| name == "Policy") {
+                Some((_, policy)) if !policy.is_empty() => {
+                    queue_allows_topic(policy, &target.endpoint, &outgoing.topic_arn, &outgoing.account)
+                }
+                _ => queue.account == outgoing.account,
+            },
+        };
+        if !allowed {
+            return Outcome::Failed("the queue's policy does not allow this topic to send".into());
+        }
+        let raw = target.raw && outgoing.kind == Kind::Notification;
+        let fifo_queue = queue.name.ends_with(".fifo");
+        let message = SendMessage {
+            body: self.payload(signer, outgoing, target),
+            attributes: if raw {
+                outgoing.attributes.iter().map(StoredAttribute::to_attribute).collect()
+            } else {
+                Vec::new()
+            },
+            group_id: outgoing.group_id.clone().filter(|_| fifo_queue),
+            dedup_id: fifo_queue.then(|| outgoing.dedup_id.clone().unwrap_or_else(|| outgoing.message_id.clone())),
+            ..SendMessage::default()
+        };
+        match self.sqs.send(&queue, &outgoing.account, message).await {
+            Ok(_) => Outcome::Delivered,
+            Err(SqsError::Store(error)) => Outcome::Retry(error.to_string()),
+            Err(error) => Outcome::Failed(error.to_string()),
+        }
+    }
+
+    async fn to_http(&self, sns: &Sns, signer: &Signer, outgoing: &Outgoing, target: &Target) -> Outcome {
+        let content_type = {
+            let state = sns.state();
+            let subscription = state.subscriptions.get(&target.subscription_arn);
+            match subscription {
+                Some(s) => RetryPolicy::for_subscription(state.topics.get(&s.topic_arn), s).content_type,
+                None if outgoing.kind == Kind::Notification => return Outcome::Failed("unsubscribed".into()),
+                None => "text/plain; charset=UTF-8".into(),
+            }
+        };
+        let request = http::Request::post(target.endpoint.as_str())
+            .header("content-type", content_type)
+            .header("user-agent", "Amazon Simple Notification Service Agent")
+            .header("x-amz-sns-message-type", outgoing.kind.name())
+            .header("x-amz-sns-message-id", outgoing.message_id.as_str())
+            .header("x-amz-sns-topic-arn", outgoing.topic_arn.as_str());
+        let request = match outgoing.kind {
+            Kind::Notification => request.header("x-amz-sns-subscription-arn", target.subscription_arn.as_str()),
+            Kind::SubscriptionConfirmation => request,
+        };
+        let request = if target.raw { request.header("x-amz-sns-rawdelivery", "true") } else { request };
+        let request = match request.body(Full::new(Bytes::from(self.payload(signer, outgoing, target)))) {
+            Ok(request) => request,
+            Err(error) => return Outcome::Failed(format!("invalid endpoint: {error}")),
+        };
+        match tokio::time::timeout(HTTP_TIMEOUT, self.http.request(request)).await {
+            Err(_) => Outcome::Retry("timed out".into()),
+            Ok(Err(error)) => Outcome::Retry(format!("connection failed: {error}")),
+            Ok(Ok(response)) if response.status().is_success() => Outcome::Delivered,
+            Ok(Ok(response)) => Outcome::Retry(format!("HTTP {}", response.status().as_u16())),
+        }
+    }
+
+    async fn to_mail(&self, sns: &Sns, signer: &Signer, outgoing: &Outgoing, target: &Target) -> Outcome {
+        let message = outgoing.message_for(&target.protocol);
+        let body = match target.protocol.as_str() {
+            "email" if outgoing.kind == Kind::SubscriptionConfirmation => {
+                let envelope = self.envelope(signer, outgoing, target);
+                format!("{message}\n\n{}", envelope["SubscribeURL"].as_str().unwrap_or_default())
+            }
+            "email" | "sms" => message.to_string(),
+            "lambda" => self.lambda_event(signer, outgoing, target).to_string(),
+            _ => self.payload(signer, outgoing, target),
+        };
+        let mut mail = Mail::new(
+            &outgoing.account,
+            &outgoing.region,
+            &target.protocol,
+            &target.endpoint,
+            outgoing.kind.name(),
+            body,
+        );
+        mail.topic_arn = Some(outgoing.topic_arn.clone());
+        mail.subscription_arn = Some(target.subscription_arn.clone());
+        mail.message_id = Some(outgoing.message_id.clone());
+        mail.subject = outgoing.subject.clone();
+        match self.store.put(&storage::mail_key(sns.next_seq()), &storage::encode(&mail)).await {
+            Ok(_) => Outcome::Delivered,
+            Err(error) => Outcome::Retry(error.to_string()),
+        }
+    }
+
+    /// The event a Lambda function subscribed to the topic receives.
+    fn lambda_event(&self, signer: &Signer, outgoing: &Outgoing, target: &Target) -> Value {
+        let mut sns = self.envelope(signer, outgoing, target);
+        if let Value::Object(fields) = &mut sns {
+            fields.entry("Subject").or_insert(Value::Null);
+            fields.entry("MessageAttributes").or_insert_with(|| json!({}));
+        }
+        json!({ "Records": [{
+            "EventSource": "aws:sns",
+            "EventVersion": "1.0",
+            "EventSubscriptionArn": target.subscription_arn,
+            "Sns": sns,
+        }]})
+    }
+
+    /// Sends a message that could not be delivered to its subscription's dead-letter queue,
+    /// if it has one. Returns the final status for the trace.
+    async fn dead_letter(
+        &self,
+        sns: &Sns,
+        signer: &Signer,
+        outgoing: &Outgoing,
+        target: &Target,
+        reason: &str,
+    ) -> &'static str {
+        let queue = sns.state().subscriptions.get(&target.subscription_arn).and_then(Subscription::dead_letter_queue);
+        let Some(queue) = queue else { return "failed" };
+        let string = |name: &str, value: &str| MessageAttribute {
+            name: name.into(),
+            data_type: "String".into(),
+            value: AttributeValue::String(value.into()),
+        };
+        let message = SendMessage {
+            body: self.payload(signer, outgoing, target),
+            attributes: vec![
+                string("ErrorCode", "DeliveryFailed"),
+                string("ErrorMessage", reason),
+                string("RequestID", &outgoing.message_id),
+            ],
+            group_id: outgoing.group_id.clone().filter(|_| queue.name.ends_with(".fifo")),
+            dedup_id: queue.name.ends_with(".fifo").then(|| outgoing.message_id.clone()),
+            ..SendMessage::default()
+        };
+        match self.sqs.send(&queue, &outgoing.account, message).await {
+            Ok(_) => "dead-lettered",
+            Err(error) => {
+                tracing::warn!(error = &error as &dyn std::error::Error, queue = %queue.arn(), "dead-letter delivery failed");
+                "failed"
+            }
+        }
+    }
+
+    pub fn trace_published(&self, outgoing: &Outgoing, filtered: &[Target]) {
+        let delivery = |t: &Target, status| DeliveryTrace {
+            subscription_arn: t.subscription_arn.clone(),
+            protocol: t.protocol.clone(),
+            endpoint: t.endpoint.clone(),
+            status,
+            attempts: Vec::new(),
+        };
+        let mut deliveries: Vec<DeliveryTrace> = outgoing.targets.iter().map(|t| delivery(t, "pending")).collect();
+        deliveries.extend(filtered.iter().map(|t| delivery(t, "filtered out")));
+        let mut traces = lock(&self.traces);
+        if traces.len() == TRACE_MESSAGES {
+            traces.pop_front();
+        }
+        traces.push_back(MessageTrace {
+            message_id: outgoing.message_id.clone(),
+            topic_arn: outgoing.topic_arn.clone(),
+            kind: outgoing.kind,
+            at_ms: outgoing.timestamp_ms,
+            deliveries,
+        });
+    }
+
+    fn trace_attempt(&self, message_id: &str, subscription_arn: &str, status: &'static str, note: &str) {
+        let mut traces = lock(&self.traces);
+        let Some(trace) = traces.iter_mut().rev().find(|t| t.message_id == message_id) else { return };
+        if let Some(delivery) = trace.deliveries.iter_mut().find(|d| d.subscription_arn == subscription_arn) {
+            delivery.status = status;
+            delivery.attempts.push((now_ms(), note.to_string()));
+        }
+    }
+
+    /// Recent messages, newest first, with each delivery's attempts.
+    pub fn recent(&self, topic_arn: Option<&str>) -> Value {
+        let traces = lock(&self.traces);
+        let selected = traces.iter().rev().filter(|t| topic_arn.is_none_or(|arn| t.topic_arn == arn));
+        selected
+            .map(|t| {
+                let deliveries: Vec<Value> = t
+                    .deliveries
+                    .iter()
+                    .map(|d| {
+                        let attempts: Vec<Value> = d
+                            .attempts
+                            .iter()
+                            .map(|(at, outcome)| json!({ "at": timestamp(*at), "outcome": outcome }))
+                            .collect();
+                        json!({
+                            "subscriptionArn": d.subscription_arn,
+                            "protocol": d.protocol,
+                            "endpoint": d.endpoint,
+                            "status": d.status,
+                            "attempts": attempts,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "messageId": t.message_id,
+                    "topicArn": t.topic_arn,
+                    "type": t.kind.name(),
+                    "publishedAt": timestamp(t.at_ms),
+                    "deliveries": deliveries,
+                })
+            })
+            .collect()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
