@@ -21,7 +21,7 @@ def http(stratus, method, path, body=None, headers=None):
 @pytest.mark.parametrize(
     "service, call",
     [
-        ("sns", lambda c: c.list_topics()),  # query protocol
+        ("iam", lambda c: c.list_users()),  # query protocol
         ("dynamodb", lambda c: c.list_tables()),  # JSON 1.0
         ("s3", lambda c: c.list_buckets()),  # REST-XML
         ("lambda", lambda c: c.list_functions()),  # REST-JSON
@@ -39,9 +39,9 @@ def test_unserved_services_answer_in_their_protocol(stratus, service, call):
 
 
 def test_unserved_service_through_awscli(stratus):
-    result = stratus.aws("sns", "list-topics", check=False)
+    result = stratus.aws("iam", "list-users", check=False)
     assert result.returncode != 0
-    assert "(NotImplemented)" in result.stderr and "'sns'" in result.stderr
+    assert "(NotImplemented)" in result.stderr and "'iam'" in result.stderr
 
 
 def test_every_response_has_a_unique_request_id(stratus):
@@ -58,7 +58,7 @@ def test_health_reports_services_and_store(stratus):
     health = json.loads(body)
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert health["status"] == "running"
-    assert health["services"] == {"sqs": "running", "sts": "running"}
+    assert health["services"] == {"sns": "running", "sqs": "running", "sts": "running"}
     assert health["store"]["backend"] == "redb"
 
 

@@ -557,8 +557,9 @@ impl Delivery {
         target: &Target,
         reason: &str,
     ) -> &'static str {
+        // Only notifications are dead-lettered, never subscription confirmations.
         let queue = sns.state().subscriptions.get(&target.subscription_arn).and_then(Subscription::dead_letter_queue);
-        let Some(queue) = queue else { return "failed" };
+        let Some(queue) = queue.filter(|_| outgoing.kind == Kind::Notification) else { return "failed" };
         let string = |name: &str, value: &str| MessageAttribute {
             name: name.into(),
             data_type: "String".into(),
