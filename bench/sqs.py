@@ -17,43 +17,17 @@ stays put) at queue depths of 100, 5,000 and 250,000; then 300 sequential boto3 
 import argparse
 import http.client
 import json
-import os
 import pathlib
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+from common import free_port, peers, start, wrk
 AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
 BODY = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def peers(scratch):
-    stratus = os.environ.get("STRATUS_BIN") or str(TARGET / "release" / "stratus")
-    fakecloud = os.environ.get("FAKECLOUD_BIN") or "/tmp/peers/fc-target/release/fakecloud"
-    moto = os.environ.get("MOTO_SERVER") or shutil.which("moto_server")
-    localstack = os.environ.get("LOCALSTACK_PYTHON")
-    return {
-        "stratus": (lambda p: [stratus, "up", "--port", str(p), "--data-dir", str(scratch / f"stratus-{p}")], "/_stratus/health", {}, os.path.exists(stratus)),
-        "stratus-ephemeral": (lambda p: [stratus, "up", "--port", str(p), "--ephemeral"], "/_stratus/health", {}, os.path.exists(stratus)),
-        "fakecloud": (lambda p: [fakecloud, "--addr", f"127.0.0.1:{p}"], "/_fakecloud/health", {}, os.path.exists(fakecloud)),
-        "moto": (lambda p: [moto, "-H", "127.0.0.1", "-p", str(p)], "/moto-api/", {}, bool(moto)),
-        "localstack": (lambda p: [localstack, "-m", "localstack.runtime.main"], "/_localstack/health",
-                       lambda p: {"OVERRIDE_IN_DOCKER": "0", "FILESYSTEM_ROOT": str(scratch / f"ls-{p}"), "GATEWAY_LISTEN": f"127.0.0.1:{p}",
-                                  "SERVICES": "sqs", "DNS_ADDRESS": "0", "DISABLE_EVENTS": "1"}, bool(localstack)),
-    }
 
 
 class Client:
@@ -75,42 +49,6 @@ class Client:
 
     def queue(self, name):
         return self.call("CreateQueue", {"QueueName": name})["QueueUrl"]
-
-
-def start(name, spec, port):
-    command, health, env, _ = spec
-    env = env(port) if callable(env) else env
-    log = open(f"/tmp/sqs-bench-{name}.log", "wb")
-    process = subprocess.Popen(command(port), stdout=log, stderr=log, env={**os.environ, **env})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", health)
-            if connection.getresponse().status == 200:
-                return process
-        except OSError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"{name} did not start; see /tmp/sqs-bench-{name}.log")
-
-
-def wrk(script, port, queue_url, connections, seconds):
-    threads = 1 if connections == 1 else 2
-    result = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f"bench/wrk/{script}",
-                             f"http://127.0.0.1:{port}"], capture_output=True, text=True, cwd=REPO, env={**os.environ, "QUEUE_URL": queue_url})
-    out = result.stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = parse_latency(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
-    non2xx = int(re.search(r"non-2xx (\d+)", out).group(1))
-    deleted = re.search(r"deleted (\d+)", out)
-    return {"rps": rps, "p99_ms": p99, "errors": non2xx, "deleted_per_s": int(deleted.group(1)) / seconds if deleted else None}
-
-
-def parse_latency(text):
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
 
 def fill(client, url, count, budget_s):
@@ -154,13 +92,13 @@ def run_peer(name, spec, seconds):
         r = {}
         send = client.queue("send")
         batch = client.queue("batch")
-        r["send c1"] = wrk("sqs_send.lua", port, send, 1, seconds)
-        r["send c16"] = wrk("sqs_send.lua", port, send, 16, seconds)
-        r["batch c1"] = wrk("sqs_send_batch.lua", port, batch, 1, seconds)
-        r["batch c16"] = wrk("sqs_send_batch.lua", port, batch, 16, seconds)
+        r["send c1"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds)
+        r["send c16"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds)
+        r["batch c1"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 1, seconds)
+        r["batch c16"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds)
         # The batch queue now holds what the batch runs sent: receive and delete from it.
-        r["recv+del c1"] = wrk("sqs_receive_delete.lua", port, batch, 1, seconds)
-        r["recv+del c16"] = wrk("sqs_receive_delete.lua", port, batch, 16, seconds)
+        r["recv+del c1"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 1, seconds)
+        r["recv+del c16"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 16, seconds)
         depth = client.queue("depth")
         filled = 0
         for target in (100, 5000, 250_000):
@@ -187,7 +125,7 @@ def main():
     parser.add_argument("--peers", default="stratus,stratus-ephemeral,fakecloud,moto,localstack")
     args = parser.parse_args()
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="sqs-bench-"))
-    specs = peers(scratch)
+    specs = peers(scratch, "sqs")
     results = {}
     for name in args.peers.split(","):
         if not specs[name][3]:

@@ -1,0 +1,71 @@
+"""What the benchmarks share: starting Stratus and its peers, and running wrk."""
+import http.client
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peers(scratch, services):
+    stratus = os.environ.get("STRATUS_BIN") or str(TARGET / "release" / "stratus")
+    fakecloud = os.environ.get("FAKECLOUD_BIN") or "/tmp/peers/fc-target/release/fakecloud"
+    moto = os.environ.get("MOTO_SERVER") or shutil.which("moto_server")
+    localstack = os.environ.get("LOCALSTACK_PYTHON")
+    return {
+        "stratus": (lambda p: [stratus, "up", "--port", str(p), "--data-dir", str(scratch / f"stratus-{p}")], "/_stratus/health", {}, os.path.exists(stratus)),
+        "stratus-ephemeral": (lambda p: [stratus, "up", "--port", str(p), "--ephemeral"], "/_stratus/health", {}, os.path.exists(stratus)),
+        "fakecloud": (lambda p: [fakecloud, "--addr", f"127.0.0.1:{p}"], "/_fakecloud/health", {}, os.path.exists(fakecloud)),
+        "moto": (lambda p: [moto, "-H", "127.0.0.1", "-p", str(p)], "/moto-api/", {}, bool(moto)),
+        "localstack": (lambda p: [localstack, "-m", "localstack.runtime.main"], "/_localstack/health",
+                       lambda p: {"OVERRIDE_IN_DOCKER": "0", "FILESYSTEM_ROOT": str(scratch / f"ls-{p}"), "GATEWAY_LISTEN": f"127.0.0.1:{p}",
+                                  "SERVICES": services, "DNS_ADDRESS": "0", "DISABLE_EVENTS": "1"}, bool(localstack)),
+    }
+
+
+def start(name, spec, port):
+    command, health, env, _ = spec
+    env = env(port) if callable(env) else env
+    log = open(f"/tmp/bench-{name}.log", "wb")
+    process = subprocess.Popen(command(port), stdout=log, stderr=log, env={**os.environ, **env})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", health)
+            if connection.getresponse().status == 200:
+                return process
+        except OSError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{name} did not start; see /tmp/bench-{name}.log")
+
+
+def wrk(script, port, env, connections, seconds):
+    """Runs a bench/wrk script; `env` passes it its target (QUEUE_URL, TOPIC_ARN)."""
+    threads = 1 if connections == 1 else 2
+    result = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f"bench/wrk/{script}",
+                             f"http://127.0.0.1:{port}"], capture_output=True, text=True, cwd=REPO, env={**os.environ, **env})
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = parse_latency(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    non2xx = int(re.search(r"non-2xx (\d+)", out).group(1))
+    deleted = re.search(r"deleted (\d+)", out)
+    return {"rps": rps, "p99_ms": p99, "errors": non2xx, "deleted_per_s": int(deleted.group(1)) / seconds if deleted else None}
+
+
+def parse_latency(text):
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]

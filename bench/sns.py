@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""SNS benchmark: Stratus (durable, and --ephemeral) beside its peers, in one run, under one load
+generator (wrk with bench/wrk/sns_publish.lua).
+
+    python3 bench/sns.py [--seconds 5] [--peers stratus,stratus-ephemeral,fakecloud,moto,localstack]
+
+Peers are found as bench/sqs.py says. For 1 and 10 SQS subscriptions (enveloped, so signed, delivery):
+  - Publish throughput at 1 and 16 connections;
+  - publish-to-visible latency: one Publish, then a long-polling ReceiveMessage on each subscribed
+    queue in turn until every queue has the message; the time from sending the Publish until
+    the last queue returned it (200 samples, one connection);
+and Publish throughput with one subscription that takes raw delivery (nothing to sign).
+"""
+import argparse
+import http.client
+import json
+import pathlib
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+from common import free_port, peers, start, wrk
+
+SCOPE = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{}/aws4_request, SignedHeaders=host, Signature=0"
+
+
+class Client:
+    """SNS (query protocol) and SQS (JSON protocol) calls over one keep-alive connection."""
+
+    def __init__(self, port):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+    def _send(self, body, headers):
+        self.connection.request("POST", "/", body=body, headers=headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{response.status} {data[:300]!r}")
+        return data
+
+    def sns(self, action, **params):
+        body = urllib.parse.urlencode({"Action": action, "Version": "2010-03-31", **params})
+        return self._send(body, {"Content-Type": "application/x-www-form-urlencoded", "Authorization": SCOPE.format("sns")}).decode()
+
+    def sqs(self, operation, payload):
+        headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"AmazonSQS.{operation}",
+                   "x-amzn-query-mode": "true", "Authorization": SCOPE.format("sqs")}
+        return json.loads(self._send(json.dumps(payload), headers) or b"{}")
+
+    def topic_with_queues(self, name, subscriptions, raw=False):
+        topic = self.sns("CreateTopic", Name=name).split("<TopicArn>")[1].split("</TopicArn>")[0]
+        urls = []
+        for i in range(subscriptions):
+            url = self.sqs("CreateQueue", {"QueueName": f"{name}-{i}"})["QueueUrl"]
+            arn = self.sqs("GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["QueueArn"]})["Attributes"]["QueueArn"]
+            attributes = {"Attributes.entry.1.key": "RawMessageDelivery", "Attributes.entry.1.value": "true"} if raw else {}
+            self.sns("Subscribe", TopicArn=topic, Protocol="sqs", Endpoint=arn, **attributes)
+            urls.append(url)
+        return topic, urls
+
+
+def visible_latency(client, topic, urls, samples=200):
+    times = []
+    for i in range(samples):
+        marker = f"latency-{i}"
+        began = time.perf_counter()
+        client.sns("Publish", TopicArn=topic, Message=marker)
+        handles = []
+        for url in urls:
+            while True:
+                got = client.sqs("ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 5, "MaxNumberOfMessages": 1})
+                messages = got.get("Messages", [])
+                if messages and marker in messages[0]["Body"]:
+                    handles.append((url, messages[0]["ReceiptHandle"]))
+                    break
+        times.append((time.perf_counter() - began) * 1000)
+        for url, handle in handles:
+            client.sqs("DeleteMessage", {"QueueUrl": url, "ReceiptHandle": handle})
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99) - 1]
+
+
+def run_peer(name, spec, seconds):
+    port = free_port()
+    process = start(name, spec, port)
+    try:
+        client = Client(port)
+        r = {}
+        for subscriptions in (1, 10):
+            topic, _ = client.topic_with_queues(f"load{subscriptions}", subscriptions)
+            for connections in (1, 16):
+                r[f"publish {subscriptions} sub c{connections}"] = wrk("sns_publish.lua", port, {"TOPIC_ARN": topic}, connections, seconds)
+            topic, urls = client.topic_with_queues(f"latency{subscriptions}", subscriptions)
+            r[f"visible {subscriptions} sub"] = visible_latency(client, topic, urls)
+        # Raw delivery: no envelope, so no RSA signature per message.
+        topic, _ = client.topic_with_queues("raw", 1, raw=True)
+        r["publish raw c16"] = wrk("sns_publish.lua", port, {"TOPIC_ARN": topic}, 16, seconds)
+        r["rss_mib"] = int(open(f"/proc/{process.pid}/status").read().split("VmRSS:")[1].split()[0]) / 1024
+        return r
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--peers", default="stratus,stratus-ephemeral,fakecloud,moto,localstack")
+    args = parser.parse_args()
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="sns-bench-"))
+    specs = peers(scratch, "sqs,sns")
+    results = {}
+    for name in args.peers.split(","):
+        if not specs[name][3]:
+            print(f"skipping {name}: not installed (see bench/sqs.py)")
+            continue
+        print(f"running {name} ...", flush=True)
+        try:
+            results[name] = run_peer(name, specs[name], args.seconds)
+        except (RuntimeError, OSError) as failure:
+            print(f"{name} failed: {failure}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    pathlib.Path("/tmp/sns-bench-results.json").write_text(json.dumps(results))
+    report(results)
+
+
+def report(results):
+    names = list(results)
+    rows = []
+    for subscriptions in (1, 10):
+        for connections in (1, 16):
+            key = f"publish {subscriptions} sub c{connections}"
+            cells = []
+            for name in names:
+                m = results[name][key]
+                errors = f", {m['errors']} errors" if m["errors"] else ""
+                cells.append((m["rps"], f"{m['rps']:,.0f} (p99 {m['p99_ms']:.1f} ms{errors})"))
+            rows.append((f"Publish/s, {subscriptions} SQS sub, c{connections}", cells))
+        cells = []
+        for name in names:
+            p50, p99 = results[name][f"visible {subscriptions} sub"]
+            cells.append((None, f"p50 {p50:.2f} / p99 {p99:.2f} ms"))
+        rows.append((f"publish to visible in all {subscriptions}", cells))
+    m = {name: results[name]["publish raw c16"] for name in names}
+    rows.append(("Publish/s, 1 SQS sub, raw delivery, c16",
+                 [(m[n]["rps"], f"{m[n]['rps']:,.0f} (p99 {m[n]['p99_ms']:.1f} ms)") for n in names]))
+    rows.append(("RSS at the end, MiB", [(None, f"{results[n]['rss_mib']:.0f}") for n in names]))
+    print()
+    print("| scenario | " + " | ".join(names) + " |")
+    print("|" + "---|" * (len(names) + 1))
+    base = names.index("fakecloud") if "fakecloud" in names else None
+    for label, cells in rows:
+        shown = []
+        for i, (value, text) in enumerate(cells):
+            if base is not None and i != base and value and cells[base][0]:
+                text += f" **{value / cells[base][0]:.2f}x**"
+            shown.append(text)
+        print(f"| {label} | " + " | ".join(shown) + " |")
+    if base is not None:
+        print("\nRatios are against fakecloud in the same run.")
+
+
+if __name__ == "__main__":
+    main()
