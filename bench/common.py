@@ -9,7 +9,8 @@ import subprocess
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+# Where test.sh builds (outside the clone, shared by every clone).
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or pathlib.Path.home() / ".cache/stratus/target")
 
 
 def free_port():
@@ -62,8 +63,9 @@ def wrk(script, port, env, connections, seconds):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = parse_latency(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     non2xx = int(re.search(r"non-2xx (\d+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     deleted = re.search(r"deleted (\d+)", out)
-    return {"rps": rps, "p99_ms": p99, "errors": non2xx, "deleted_per_s": int(deleted.group(1)) / seconds if deleted else None}
+    return {"rps": rps, "p99_ms": p99, "errors": non2xx, "requests": requests, "deleted_per_s": int(deleted.group(1)) / seconds if deleted else None}
 
 
 def parse_latency(text):

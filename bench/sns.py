@@ -63,6 +63,28 @@ class Client:
         return topic, urls
 
 
+def depth(client, urls):
+    total = 0
+    for url in urls:
+        attributes = client.sqs("GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessages"]})
+        total += int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+    return total
+
+
+def publish_load(client, port, topic, urls, connections, seconds):
+    """wrk's Publish rate, and the end-to-end rate: publishes divided by the time until every
+    one of them is in every subscribed queue (a deliverer that falls behind shows here)."""
+    began = time.monotonic()
+    result = wrk("sns_publish.lua", port, {"TOPIC_ARN": topic}, connections, seconds)
+    expected = (result["requests"] - result["errors"]) * len(urls)
+    deadline = time.monotonic() + 300
+    while depth(client, urls) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result["delivered_rps"] = (result["requests"] - result["errors"]) / (time.monotonic() - began)
+    result["drained"] = time.monotonic() < deadline
+    return result
+
+
 def visible_latency(client, topic, urls, samples=200):
     times = []
     for i in range(samples):
@@ -91,14 +113,14 @@ def run_peer(name, spec, seconds):
         client = Client(port)
         r = {}
         for subscriptions in (1, 10):
-            topic, _ = client.topic_with_queues(f"load{subscriptions}", subscriptions)
             for connections in (1, 16):
-                r[f"publish {subscriptions} sub c{connections}"] = wrk("sns_publish.lua", port, {"TOPIC_ARN": topic}, connections, seconds)
+                topic, urls = client.topic_with_queues(f"load{subscriptions}c{connections}", subscriptions)
+                r[f"publish {subscriptions} sub c{connections}"] = publish_load(client, port, topic, urls, connections, seconds)
             topic, urls = client.topic_with_queues(f"latency{subscriptions}", subscriptions)
             r[f"visible {subscriptions} sub"] = visible_latency(client, topic, urls)
         # Raw delivery: no envelope, so no RSA signature per message.
-        topic, _ = client.topic_with_queues("raw", 1, raw=True)
-        r["publish raw c16"] = wrk("sns_publish.lua", port, {"TOPIC_ARN": topic}, 16, seconds)
+        topic, urls = client.topic_with_queues("raw", 1, raw=True)
+        r["publish raw c16"] = publish_load(client, port, topic, urls, 16, seconds)
         r["rss_mib"] = int(open(f"/proc/{process.pid}/status").read().split("VmRSS:")[1].split()[0]) / 1024
         return r
     finally:
@@ -131,26 +153,30 @@ def main():
     report(results)
 
 
+def publish_cell(m):
+    errors = f", {m['errors']} errors" if m["errors"] else ""
+    return m["rps"], f"{m['rps']:,.0f} (p99 {m['p99_ms']:.1f} ms{errors})"
+
+
+def delivered_cell(m):
+    return m["delivered_rps"], f"{m['delivered_rps']:,.0f}" + ("" if m["drained"] else " (not drained in 300 s)")
+
+
 def report(results):
     names = list(results)
     rows = []
     for subscriptions in (1, 10):
         for connections in (1, 16):
             key = f"publish {subscriptions} sub c{connections}"
-            cells = []
-            for name in names:
-                m = results[name][key]
-                errors = f", {m['errors']} errors" if m["errors"] else ""
-                cells.append((m["rps"], f"{m['rps']:,.0f} (p99 {m['p99_ms']:.1f} ms{errors})"))
-            rows.append((f"Publish/s, {subscriptions} SQS sub, c{connections}", cells))
+            rows.append((f"Publish/s, {subscriptions} SQS sub, c{connections}", [publish_cell(results[n][key]) for n in names]))
+            rows.append((f"  end to end (all delivered)/s", [delivered_cell(results[n][key]) for n in names]))
         cells = []
         for name in names:
             p50, p99 = results[name][f"visible {subscriptions} sub"]
             cells.append((None, f"p50 {p50:.2f} / p99 {p99:.2f} ms"))
         rows.append((f"publish to visible in all {subscriptions}", cells))
-    m = {name: results[name]["publish raw c16"] for name in names}
-    rows.append(("Publish/s, 1 SQS sub, raw delivery, c16",
-                 [(m[n]["rps"], f"{m[n]['rps']:,.0f} (p99 {m[n]['p99_ms']:.1f} ms)") for n in names]))
+    rows.append(("Publish/s, 1 SQS sub, raw delivery, c16", [publish_cell(results[n]["publish raw c16"]) for n in names]))
+    rows.append(("  end to end (all delivered)/s", [delivered_cell(results[n]["publish raw c16"]) for n in names]))
     rows.append(("RSS at the end, MiB", [(None, f"{results[n]['rss_mib']:.0f}") for n in names]))
     print()
     print("| scenario | " + " | ".join(names) + " |")

@@ -230,7 +230,7 @@ impl Sns {
         let (pending, confirmation) = pending;
         pending.await?;
         if let Some(outgoing) = confirmation {
-            self.delivery.start(std::sync::Arc::downgrade(self), outgoing);
+            self.delivery.start(std::sync::Arc::downgrade(self), vec![outgoing]).await;
         }
         Ok(subscription)
     }

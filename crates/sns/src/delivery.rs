@@ -37,6 +37,13 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 const QUEUE_RETRIES: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(20)];
 /// How many recent messages the inspection view keeps.
 const TRACE_MESSAGES: usize = 256;
+/// At most this many outbox entries are delivered together.
+const LANE_BATCH: usize = 256;
+/// Entries waiting in a topic's lane before Publish waits for room.
+const LANE_CAPACITY: usize = 1024;
+
+/// A target still to try: its next attempt number and when that is due.
+type Scheduled = (Target, usize, tokio::time::Instant);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Kind {
@@ -191,6 +198,7 @@ impl Mail {
     }
 }
 
+#[derive(Clone)]
 enum Outcome {
     Delivered,
     /// Worth another attempt.
@@ -203,11 +211,11 @@ pub(crate) struct Delivery {
     store: Arc<dyn Store>,
     sqs: Arc<Sqs>,
     /// Made on first use (RSA key generation takes 40-120 ms), then kept in the store.
-    signer: tokio::sync::OnceCell<Signer>,
+    signer: tokio::sync::OnceCell<Arc<Signer>>,
     pub endpoint: Endpoint,
     http: Client<HttpConnector, Full<Bytes>>,
     /// One ordered lane per FIFO topic.
-    lanes: Mutex<HashMap<String, mpsc::UnboundedSender<Outgoing>>>,
+    lanes: Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
     traces: Mutex<VecDeque<MessageTrace>>,
 }
 
@@ -236,7 +244,7 @@ impl Delivery {
         Arc::new(Delivery {
             store,
             sqs,
-            signer: tokio::sync::OnceCell::new_with(signer),
+            signer: tokio::sync::OnceCell::new_with(signer.map(Arc::new)),
             endpoint,
             http,
             lanes: Mutex::new(HashMap::new()),
@@ -248,7 +256,7 @@ impl Delivery {
         Ok(self.signer().await?.certificate_pem())
     }
 
-    async fn signer(&self) -> Result<&Signer, SnsError> {
+    async fn signer(&self) -> Result<&Arc<Signer>, SnsError> {
         self.signer
             .get_or_try_init(|| async {
                 let signer = tokio::task::spawn_blocking(Signer::generate)
@@ -256,7 +264,7 @@ impl Delivery {
                     .map_err(|_| SnsError::Store(store::StoreError::Closed))?
                     .map_err(SnsError::Signing)?;
                 storage::save_signer(self.store.as_ref(), &signer).await?;
-                Ok(signer)
+                Ok(Arc::new(signer))
             })
             .await
     }
@@ -270,76 +278,156 @@ impl Delivery {
         lock(&self.traces).clear();
     }
 
-    /// Starts delivering an outbox entry (already durable).
-    pub fn start(self: &Arc<Self>, sns: Weak<Sns>, outgoing: Outgoing) {
-        if outgoing.targets.is_empty() {
-            return;
-        }
-        let fifo = outgoing.topic_arn.ends_with(".fifo") && outgoing.kind == Kind::Notification;
-        if !fifo {
-            let delivery = self.clone();
-            tokio::spawn(async move { delivery.run(&sns, outgoing).await });
-            return;
-        }
+    /// Hands durable outbox entries to their topics' delivery lanes, waiting while a lane is
+    /// full: that wait is Publish's backpressure, which keeps what is published but not yet
+    /// delivered (in memory) bounded. The hand-off runs in a task of its own, so a caller that
+    /// goes away (a client hanging up) cannot drop entries between the outbox and their lane.
+    pub async fn start(self: &Arc<Self>, sns: Weak<Sns>, entries: Vec<Outgoing>) {
+        let delivery = self.clone();
+        let hand_off = async move {
+            for outgoing in entries.into_iter().filter(|o| !o.targets.is_empty()) {
+                let lane = delivery.lane(&sns, &outgoing.topic_arn);
+                // Sending fails only when the lane was dropped (reset); the entry then stays in
+                // the outbox for the next start.
+                let _ = lane.send(outgoing).await;
+            }
+        };
+        let _ = tokio::spawn(hand_off).await;
+    }
+
+    /// The topic's lane: a task delivering its entries in batches, in publish order.
+    fn lane(self: &Arc<Self>, sns: &Weak<Sns>, topic_arn: &str) -> mpsc::Sender<Outgoing> {
         let mut lanes = lock(&self.lanes);
-        let lane = lanes.entry(outgoing.topic_arn.clone()).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
-            let delivery = self.clone();
-            let sns = sns.clone();
+        let lane = lanes.entry(topic_arn.to_string()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::channel::<Outgoing>(LANE_CAPACITY);
+            let (delivery, sns) = (self.clone(), sns.clone());
             tokio::spawn(async move {
-                while let Some(outgoing) = rx.recv().await {
-                    delivery.run(&sns, outgoing).await;
+                while let Some(first) = rx.recv().await {
+                    let mut batch = vec![first];
+                    while batch.len() < LANE_BATCH {
+                        let Ok(next) = rx.try_recv() else { break };
+                        batch.push(next);
+                    }
+                    delivery.first_round(&sns, batch).await;
                 }
             });
             tx
         });
-        // The lane's task ends only when the sender is dropped (reset); then the message stays
-        // in the outbox for the next start.
-        let _ = lane.send(outgoing);
+        lane.clone()
     }
 
-    async fn run(&self, sns: &Weak<Sns>, mut outgoing: Outgoing) {
-        // Each target's next attempt number and when it is due.
-        let mut schedule: Vec<(Target, usize, tokio::time::Instant)> =
-            outgoing.targets.drain(..).map(|t| (t, 0, tokio::time::Instant::now())).collect();
-        let signer = loop {
+    /// The first attempt at a batch of one topic's entries. Deliveries into queues and the mail
+    /// outbox are local and quick: they are made here, each queue's share of the batch in one
+    /// SQS transaction, in order (which keeps FIFO topics' order). HTTP endpoints may take up to
+    /// 15 s, so they, and everything to be retried, continue in a task of each entry's own.
+    async fn first_round(self: &Arc<Self>, sns: &Weak<Sns>, batch: Vec<Outgoing>) {
+        let signing = Signing::new(self.signer_or_wait().await);
+        signing.prepare(self, &batch).await;
+        let Some(sns) = sns.upgrade() else { return };
+        let mut schedules: Vec<Vec<Scheduled>> = vec![Vec::new(); batch.len()];
+        let mut queues: BTreeMap<&str, Vec<(usize, &Target)>> = BTreeMap::new();
+        let mut mail = Vec::new();
+        for (index, outgoing) in batch.iter().enumerate() {
+            for target in &outgoing.targets {
+                match target.protocol.as_str() {
+                    "sqs" => queues.entry(target.endpoint.as_str()).or_default().push((index, target)),
+                    "http" | "https" => schedules[index].push((target.clone(), 0, tokio::time::Instant::now())),
+                    _ => mail.push((index, target)),
+                }
+            }
+        }
+        let mut outcomes = Vec::new();
+        for (endpoint, targets) in queues {
+            let entries: Vec<(&Outgoing, &Target)> = targets.iter().map(|&(i, t)| (&batch[i], t)).collect();
+            let results = self.to_queue(&signing, endpoint, &entries).await;
+            outcomes.extend(targets.into_iter().zip(results).map(|((i, t), outcome)| (i, t, outcome)));
+        }
+        let mailed = mail.iter().map(|&(i, t)| self.to_mail(&sns, &signing, &batch[i], t));
+        let results = futures_util::future::join_all(mailed).await;
+        outcomes.extend(mail.into_iter().zip(results).map(|((i, t), outcome)| (i, t, outcome)));
+        for (index, target, outcome) in outcomes {
+            self.settle(&sns, &signing, &batch[index], target.clone(), 0, outcome, &mut schedules[index]).await;
+        }
+        let mut done = Vec::new();
+        for (outgoing, schedule) in batch.into_iter().zip(schedules) {
+            if schedule.is_empty() {
+                done.push(store::Op::delete(storage::outbox_key(outgoing.seq)));
+            } else {
+                let (delivery, sns) = (self.clone(), Arc::downgrade(&sns));
+                tokio::spawn(async move { delivery.run(&sns, outgoing, schedule).await });
+            }
+        }
+        if !done.is_empty()
+            && let Err(error) = self.store.txn(store::Txn::ops(done)).await
+        {
+            tracing::warn!(error = &error as &dyn std::error::Error, "could not clear SNS outbox entries");
+        }
+    }
+
+    async fn signer_or_wait(&self) -> Arc<Signer> {
+        loop {
             match self.signer().await {
-                Ok(signer) => break Signing { signer, done: Mutex::new(Vec::new()) },
+                Ok(signer) => return signer.clone(),
                 Err(error) => {
                     tracing::warn!(error = &error as &dyn std::error::Error, "no SNS signing key; retrying");
                     tokio::time::sleep(QUEUE_RETRIES[0]).await;
                 }
             }
+        }
+    }
+
+    /// Records an attempt's outcome: done, scheduled for a retry, or failed for good (then to
+    /// the dead-letter queue).
+    #[allow(clippy::too_many_arguments)] // one call site each in first_round and run
+    async fn settle(
+        &self,
+        sns: &Sns,
+        signing: &Signing,
+        outgoing: &Outgoing,
+        target: Target,
+        attempt: usize,
+        outcome: Outcome,
+        schedule: &mut Vec<Scheduled>,
+    ) {
+        let retries = self.retry_delays(sns, &target);
+        let (status, note) = match outcome {
+            Outcome::Delivered => ("delivered", "delivered".to_string()),
+            Outcome::Retry(reason) if attempt < retries.len() => {
+                self.trace_attempt(&outgoing.message_id, &target.subscription_arn, "retrying", &reason);
+                let at = tokio::time::Instant::now() + retries[attempt];
+                schedule.push((target, attempt + 1, at));
+                return;
+            }
+            Outcome::Retry(reason) | Outcome::Failed(reason) => {
+                (self.dead_letter(sns, signing, outgoing, &target, &reason).await, reason)
+            }
         };
+        self.trace_attempt(&outgoing.message_id, &target.subscription_arn, status, &note);
+    }
+
+    /// Delivers an entry's remaining targets as they fall due, rewriting its outbox record after
+    /// each round that leaves some, deleting it when none remain.
+    async fn run(&self, sns: &Weak<Sns>, mut outgoing: Outgoing, mut schedule: Vec<Scheduled>) {
+        let signing = Signing::new(self.signer_or_wait().await);
         loop {
             let Some(sns) = sns.upgrade() else { return };
             let now = tokio::time::Instant::now();
             let (due, later): (Vec<_>, Vec<_>) = schedule.into_iter().partition(|(_, _, at)| *at <= now);
             let attempts = due.into_iter().map(|(target, attempt, _)| {
-                let (sns, outgoing, signer) = (&sns, &outgoing, &signer);
+                let (sns, outgoing, signing) = (&sns, &outgoing, &signing);
                 async move {
-                    let outcome = self.attempt(sns, signer, outgoing, &target).await;
+                    let outcome = match target.protocol.as_str() {
+                        "sqs" => self.to_queue(signing, &target.endpoint, &[(outgoing, &target)]).await.remove(0),
+                        "http" | "https" => self.to_http(sns, signing, outgoing, &target).await,
+                        _ => self.to_mail(sns, signing, outgoing, &target).await,
+                    };
                     (target, attempt, outcome)
                 }
             });
             let results = futures_util::future::join_all(attempts).await;
             schedule = later;
             for (target, attempt, outcome) in results {
-                let retries = self.retry_delays(&sns, &target);
-                let (status, note) = match outcome {
-                    Outcome::Delivered => ("delivered", "delivered".to_string()),
-                    Outcome::Retry(reason) if attempt < retries.len() => {
-                        let at = tokio::time::Instant::now() + retries[attempt];
-                        self.trace_attempt(&outgoing.message_id, &target.subscription_arn, "retrying", &reason);
-                        schedule.push((target, attempt + 1, at));
-                        continue;
-                    }
-                    Outcome::Retry(reason) | Outcome::Failed(reason) => {
-                        let status = self.dead_letter(&sns, &signer, &outgoing, &target, &reason).await;
-                        (status, reason)
-                    }
-                };
-                self.trace_attempt(&outgoing.message_id, &target.subscription_arn, status, &note);
+                self.settle(&sns, &signing, &outgoing, target, attempt, outcome, &mut schedule).await;
             }
             let key = storage::outbox_key(outgoing.seq);
             let Some(next) = schedule.iter().map(|(_, _, at)| *at).min() else {
@@ -369,40 +457,42 @@ impl Delivery {
         }
     }
 
-    async fn attempt(&self, sns: &Arc<Sns>, signer: &Signing<'_>, outgoing: &Outgoing, target: &Target) -> Outcome {
-        match target.protocol.as_str() {
-            "sqs" => self.to_queue(signer, outgoing, target).await,
-            "http" | "https" => self.to_http(sns, signer, outgoing, target).await,
-            _ => self.to_mail(sns, signer, outgoing, target).await,
-        }
-    }
-
-    /// The JSON document SNS delivers when the message is not raw.
-    fn envelope(&self, signer: &Signing<'_>, outgoing: &Outgoing, target: &Target) -> Value {
-        let message = outgoing.message_for(&target.protocol);
+    /// The fields SNS signs, in its order (the envelope holds them and a few more).
+    fn signed_fields(&self, outgoing: &Outgoing, message: &str) -> Vec<(&'static str, String)> {
+        let mut signed = vec![("Message", message.to_string()), ("MessageId", outgoing.message_id.clone())];
         let timestamp = timestamp(outgoing.timestamp_ms);
-        let kind = outgoing.kind.name();
-        let mut signed: Vec<(&str, &str)> = vec![("Message", message), ("MessageId", &outgoing.message_id)];
-        let subscribe_url;
         match (outgoing.kind, &outgoing.token) {
             (Kind::SubscriptionConfirmation, Some(token)) => {
-                subscribe_url = format!(
+                let subscribe_url = format!(
                     "{}/?Action=ConfirmSubscription&Version=2010-03-31&TopicArn={}&Token={token}",
                     self.endpoint.0,
                     encode(&outgoing.topic_arn)
                 );
-                signed.extend([("SubscribeURL", subscribe_url.as_str()), ("Timestamp", &timestamp), ("Token", token)]);
+                signed.extend([("SubscribeURL", subscribe_url), ("Timestamp", timestamp), ("Token", token.clone())]);
             }
             _ => {
                 if let Some(subject) = &outgoing.subject {
-                    signed.push(("Subject", subject));
+                    signed.push(("Subject", subject.clone()));
                 }
-                signed.push(("Timestamp", &timestamp));
+                signed.push(("Timestamp", timestamp));
             }
         }
-        signed.extend([("TopicArn", outgoing.topic_arn.as_str()), ("Type", kind)]);
-        let signature = signer.sign(&outgoing.signature_version, message, || canonical_string(&signed));
-        let mut envelope: Map<String, Value> = signed.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        signed.extend([("TopicArn", outgoing.topic_arn.clone()), ("Type", outgoing.kind.name().to_string())]);
+        signed
+    }
+
+    fn canonical(&self, outgoing: &Outgoing, message: &str) -> String {
+        let fields = self.signed_fields(outgoing, message);
+        canonical_string(&fields.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
+    }
+
+    /// The JSON document SNS delivers when the message is not raw.
+    fn envelope(&self, signer: &Signing, outgoing: &Outgoing, target: &Target) -> Value {
+        let message = outgoing.message_for(&target.protocol);
+        let signed = self.signed_fields(outgoing, message);
+        let signature = signer.sign(outgoing, message, || self.canonical(outgoing, message));
+        let mut envelope: Map<String, Value> =
+            signed.into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect();
         envelope.insert("SignatureVersion".into(), outgoing.signature_version.clone().into());
         envelope.insert("Signature".into(), signature.into());
         envelope.insert("SigningCertURL".into(), self.certificate_url().into());
@@ -425,7 +515,7 @@ impl Delivery {
     }
 
     /// What the endpoint receives as its body: the raw message, or the envelope.
-    fn payload(&self, signer: &Signing<'_>, outgoing: &Outgoing, target: &Target) -> String {
+    fn payload(&self, signer: &Signing, outgoing: &Outgoing, target: &Target) -> String {
         if target.raw && outgoing.kind == Kind::Notification {
             outgoing.message_for(&target.protocol).to_string()
         } else {
@@ -433,44 +523,59 @@ impl Delivery {
         }
     }
 
-    async fn to_queue(&self, signer: &Signing<'_>, outgoing: &Outgoing, target: &Target) -> Outcome {
-        let Some(queue) = QueueId::from_arn(&target.endpoint) else {
-            return Outcome::Failed("invalid queue ARN".into());
+    /// Delivers entries (in order) into one queue, in one SQS transaction; an outcome each.
+    async fn to_queue(&self, signer: &Signing, endpoint: &str, entries: &[(&Outgoing, &Target)]) -> Vec<Outcome> {
+        let every = |outcome: Outcome| entries.iter().map(|_| outcome.clone()).collect();
+        let (Some(queue), Some((first, _))) = (QueueId::from_arn(endpoint), entries.first()) else {
+            return every(Outcome::Failed("invalid queue ARN".into()));
         };
+        // One lane carries one topic, so the queue's policy answers once for all.
         let allowed = match self.sqs.get_attributes(&queue, &["Policy".to_string()]) {
-            Err(SqsError::QueueDoesNotExist) => return Outcome::Failed("the queue does not exist".into()),
-            Err(error) => return Outcome::Retry(error.to_string()),
+            Err(SqsError::QueueDoesNotExist) => return every(Outcome::Failed("the queue does not exist".into())),
+            Err(error) => return every(Outcome::Retry(error.to_string())),
             Ok(attributes) => match attributes.iter().find(|(name, _)| name == "Policy") {
                 Some((_, policy)) if !policy.is_empty() => {
-                    queue_allows_topic(policy, &target.endpoint, &outgoing.topic_arn, &outgoing.account)
+                    queue_allows_topic(policy, endpoint, &first.topic_arn, &first.account)
                 }
-                _ => queue.account == outgoing.account,
+                _ => queue.account == first.account,
             },
         };
         if !allowed {
-            return Outcome::Failed("the queue's policy does not allow this topic to send".into());
+            return every(Outcome::Failed("the queue's policy does not allow this topic to send".into()));
         }
-        let raw = target.raw && outgoing.kind == Kind::Notification;
         let fifo_queue = queue.name.ends_with(".fifo");
-        let message = SendMessage {
-            body: self.payload(signer, outgoing, target),
-            attributes: if raw {
-                outgoing.attributes.iter().map(StoredAttribute::to_attribute).collect()
-            } else {
-                Vec::new()
-            },
-            group_id: outgoing.group_id.clone().filter(|_| fifo_queue),
-            dedup_id: fifo_queue.then(|| outgoing.dedup_id.clone().unwrap_or_else(|| outgoing.message_id.clone())),
-            ..SendMessage::default()
-        };
-        match self.sqs.send(&queue, &outgoing.account, message).await {
-            Ok(_) => Outcome::Delivered,
-            Err(SqsError::Store(error)) => Outcome::Retry(error.to_string()),
-            Err(error) => Outcome::Failed(error.to_string()),
+        let messages = entries
+            .iter()
+            .map(|(outgoing, target)| {
+                let raw = target.raw && outgoing.kind == Kind::Notification;
+                SendMessage {
+                    body: self.payload(signer, outgoing, target),
+                    attributes: if raw {
+                        outgoing.attributes.iter().map(StoredAttribute::to_attribute).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    group_id: outgoing.group_id.clone().filter(|_| fifo_queue),
+                    dedup_id: fifo_queue
+                        .then(|| outgoing.dedup_id.clone().unwrap_or_else(|| outgoing.message_id.clone())),
+                    ..SendMessage::default()
+                }
+            })
+            .collect();
+        match self.sqs.send_many(&queue, &first.account, messages).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|result| match result {
+                    Ok(_) => Outcome::Delivered,
+                    Err(error) => Outcome::Failed(error.to_string()),
+                })
+                .collect(),
+            Err(SqsError::QueueDoesNotExist) => every(Outcome::Failed("the queue does not exist".into())),
+            Err(error) => every(Outcome::Retry(error.to_string())),
         }
     }
 
-    async fn to_http(&self, sns: &Sns, signer: &Signing<'_>, outgoing: &Outgoing, target: &Target) -> Outcome {
+    async fn to_http(&self, sns: &Sns, signer: &Signing, outgoing: &Outgoing, target: &Target) -> Outcome {
         let content_type = {
             let state = sns.state();
             let subscription = state.subscriptions.get(&target.subscription_arn);
@@ -503,7 +608,7 @@ impl Delivery {
         }
     }
 
-    async fn to_mail(&self, sns: &Sns, signer: &Signing<'_>, outgoing: &Outgoing, target: &Target) -> Outcome {
+    async fn to_mail(&self, sns: &Sns, signer: &Signing, outgoing: &Outgoing, target: &Target) -> Outcome {
         let message = outgoing.message_for(&target.protocol);
         let body = match target.protocol.as_str() {
             "email" if outgoing.kind == Kind::SubscriptionConfirmation => {
@@ -533,7 +638,7 @@ impl Delivery {
     }
 
     /// The event a Lambda function subscribed to the topic receives.
-    fn lambda_event(&self, signer: &Signing<'_>, outgoing: &Outgoing, target: &Target) -> Value {
+    fn lambda_event(&self, signer: &Signing, outgoing: &Outgoing, target: &Target) -> Value {
         let mut sns = self.envelope(signer, outgoing, target);
         if let Value::Object(fields) = &mut sns {
             fields.entry("Subject").or_insert(Value::Null);
@@ -552,7 +657,7 @@ impl Delivery {
     async fn dead_letter(
         &self,
         sns: &Sns,
-        signer: &Signing<'_>,
+        signer: &Signing,
         outgoing: &Outgoing,
         target: &Target,
         reason: &str,
@@ -656,20 +761,55 @@ impl Delivery {
 /// Signs an outbox entry's envelopes. A signature covers the message but no subscription, so
 /// the envelopes of one message share it: RSA signing (about 2 ms) is the dearest step of a
 /// delivery, and a fan-out to ten queues signs once, not ten times.
-struct Signing<'a> {
-    signer: &'a Signer,
-    /// (message as delivered, signature): one per distinct message (MessageStructure=json
-    /// gives each protocol its own).
-    done: Mutex<Vec<(String, String)>>,
+struct Signing {
+    signer: Arc<Signer>,
+    /// (message id, message as delivered) → signature: MessageStructure=json gives each
+    /// protocol its own message.
+    done: Mutex<HashMap<(String, String), String>>,
 }
 
-impl Signing<'_> {
-    fn sign(&self, version: &str, message: &str, canonical: impl FnOnce() -> String) -> String {
-        if let Some((_, signature)) = lock(&self.done).iter().find(|(m, _)| m == message) {
+impl Signing {
+    fn new(signer: Arc<Signer>) -> Self {
+        Signing { signer, done: Mutex::new(HashMap::new()) }
+    }
+
+    /// Signs, on a blocking thread, what a batch's envelopes will need (RSA would otherwise
+    /// hold up the async workers serving requests).
+    async fn prepare(&self, delivery: &Delivery, batch: &[Outgoing]) {
+        let mut wanted = HashMap::new();
+        for outgoing in batch {
+            let enveloped = outgoing.targets.iter().filter(|t| {
+                outgoing.kind != Kind::Notification || !(t.raw || matches!(t.protocol.as_str(), "email" | "sms"))
+            });
+            for target in enveloped {
+                let message = outgoing.message_for(&target.protocol);
+                let key = (outgoing.message_id.clone(), message.to_string());
+                if !wanted.contains_key(&key) {
+                    let canonical = delivery.canonical(outgoing, message);
+                    wanted.insert(key, (outgoing.signature_version.clone(), canonical));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let signer = self.signer.clone();
+        let signed = tokio::task::spawn_blocking(move || {
+            wanted.into_iter().map(|(key, (version, canonical))| (key, signer.sign(&version, &canonical))).collect()
+        });
+        if let Ok(signed) = signed.await {
+            let signed: HashMap<(String, String), String> = signed;
+            lock(&self.done).extend(signed);
+        }
+    }
+
+    fn sign(&self, outgoing: &Outgoing, message: &str, canonical: impl FnOnce() -> String) -> String {
+        let key = (outgoing.message_id.clone(), message.to_string());
+        if let Some(signature) = lock(&self.done).get(&key) {
             return signature.clone();
         }
-        let signature = self.signer.sign(version, &canonical());
-        lock(&self.done).push((message.to_string(), signature.clone()));
+        let signature = self.signer.sign(&outgoing.signature_version, &canonical());
+        lock(&self.done).insert(key, signature.clone());
         signature
     }
 }

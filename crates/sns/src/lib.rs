@@ -125,9 +125,9 @@ impl Sns {
         };
         let delivery = delivery::Delivery::new(store.clone(), sqs, signer, endpoint);
         let sns = Arc::new(Sns { store, state: Mutex::new(state), delivery, next_seq: AtomicU64::new(next_seq) });
-        for outgoing in outbox {
-            sns.delivery.start(Arc::downgrade(&sns), outgoing);
-        }
+        // Resuming may wait for room in the lanes; it must not hold up the start.
+        let (delivery, weak) = (sns.delivery.clone(), Arc::downgrade(&sns));
+        tokio::spawn(async move { delivery.start(weak, outbox).await });
         Ok(sns)
     }
 

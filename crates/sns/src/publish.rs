@@ -139,9 +139,7 @@ impl Sns {
         if let Some(pending) = pending {
             pending.await?;
         }
-        for o in outgoing {
-            self.delivery.start(Arc::downgrade(self), o);
-        }
+        self.delivery.start(Arc::downgrade(self), outgoing).await;
         Ok(results)
     }
 

@@ -549,8 +549,9 @@ impl Sqs {
         Ok(ids.into_iter().zip(results).collect())
     }
 
-    /// Validates each message, then makes all valid ones durable in one transaction.
-    async fn send_many(
+    /// Validates each message, then makes all valid ones durable in one transaction. No batch
+    /// limits: this is also how other services (SNS) deliver many messages at once.
+    pub async fn send_many(
         &self,
         id: &QueueId,
         sender: &str,
