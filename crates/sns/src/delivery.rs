@@ -784,21 +784,26 @@ impl Signing {
             for target in enveloped {
                 let message = outgoing.message_for(&target.protocol);
                 let key = (outgoing.message_id.clone(), message.to_string());
-                if !wanted.contains_key(&key) {
-                    let canonical = delivery.canonical(outgoing, message);
-                    wanted.insert(key, (outgoing.signature_version.clone(), canonical));
-                }
+                wanted
+                    .entry(key)
+                    .or_insert_with(|| (outgoing.signature_version.clone(), delivery.canonical(outgoing, message)));
             }
         }
-        if wanted.is_empty() {
-            return;
+        // One share per core: signing is the dearest part of a delivery.
+        let shares = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut wanted: Vec<_> = wanted.into_iter().collect();
+        let share = wanted.len().div_ceil(shares).max(1);
+        let mut signing = Vec::new();
+        while !wanted.is_empty() {
+            let chunk: Vec<_> = wanted.drain(..share.min(wanted.len())).collect();
+            let signer = self.signer.clone();
+            signing.push(tokio::task::spawn_blocking(move || {
+                let signed =
+                    chunk.into_iter().map(|(key, (version, canonical))| (key, signer.sign(&version, &canonical)));
+                signed.collect::<Vec<_>>()
+            }));
         }
-        let signer = self.signer.clone();
-        let signed = tokio::task::spawn_blocking(move || {
-            wanted.into_iter().map(|(key, (version, canonical))| (key, signer.sign(&version, &canonical))).collect()
-        });
-        if let Ok(signed) = signed.await {
-            let signed: HashMap<(String, String), String> = signed;
+        for signed in futures_util::future::join_all(signing).await.into_iter().flatten() {
             lock(&self.done).extend(signed);
         }
     }
