@@ -6,9 +6,9 @@ generator (wrk with bench/wrk/sns_publish.lua).
 
 Peers are found as bench/sqs.py says. For 1 and 10 SQS subscriptions (enveloped, so signed, delivery):
   - Publish throughput at 1 and 16 connections;
-  - publish-to-visible latency: one Publish, then a long-polling ReceiveMessage on each subscribed
-    queue in turn until every queue has the message; the time from sending the Publish until
-    the last queue returned it (200 samples, one connection);
+  - publish-to-visible latency: a long-polling receiver on each subscribed queue (a thread and
+    a connection each); the time from sending a Publish until the last receiver has it (200
+    samples);
 and Publish throughput with one subscription that takes raw delivery (nothing to sign).
 """
 import argparse
@@ -20,6 +20,7 @@ import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -85,23 +86,41 @@ def publish_load(client, port, topic, urls, connections, seconds):
     return result
 
 
-def visible_latency(client, topic, urls, samples=200):
+def visible_latency(port, topic, urls, samples=200):
+    """One long-polling receiver per queue, each on its own connection and thread; the time
+    from sending a Publish until the last receiver has the message."""
+    seen = {}
+    condition = threading.Condition()
+    stop = threading.Event()
+
+    def receiver(url):
+        client = Client(port)
+        while not stop.is_set():
+            got = client.sqs("ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 1, "MaxNumberOfMessages": 10})
+            arrived = time.perf_counter()
+            for message in got.get("Messages", []):
+                marker = json.loads(message["Body"])["Message"]
+                with condition:
+                    seen.setdefault(marker, []).append(arrived)
+                    condition.notify_all()
+                client.sqs("DeleteMessage", {"QueueUrl": url, "ReceiptHandle": message["ReceiptHandle"]})
+
+    threads = [threading.Thread(target=receiver, args=(url,), daemon=True) for url in urls]
+    for thread in threads:
+        thread.start()
+    publisher = Client(port)
     times = []
     for i in range(samples):
         marker = f"latency-{i}"
         began = time.perf_counter()
-        client.sns("Publish", TopicArn=topic, Message=marker)
-        handles = []
-        for url in urls:
-            while True:
-                got = client.sqs("ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 5, "MaxNumberOfMessages": 1})
-                messages = got.get("Messages", [])
-                if messages and marker in messages[0]["Body"]:
-                    handles.append((url, messages[0]["ReceiptHandle"]))
-                    break
-        times.append((time.perf_counter() - began) * 1000)
-        for url, handle in handles:
-            client.sqs("DeleteMessage", {"QueueUrl": url, "ReceiptHandle": handle})
+        publisher.sns("Publish", TopicArn=topic, Message=marker)
+        with condition:
+            if not condition.wait_for(lambda: len(seen.get(marker, [])) == len(urls), timeout=30):
+                raise RuntimeError(f"{marker} did not reach every queue")
+            times.append((max(seen[marker]) - began) * 1000)
+    stop.set()
+    for thread in threads:
+        thread.join()
     times.sort()
     return statistics.median(times), times[int(len(times) * 0.99) - 1]
 
@@ -117,7 +136,7 @@ def run_peer(name, spec, seconds):
                 topic, urls = client.topic_with_queues(f"load{subscriptions}c{connections}", subscriptions)
                 r[f"publish {subscriptions} sub c{connections}"] = publish_load(client, port, topic, urls, connections, seconds)
             topic, urls = client.topic_with_queues(f"latency{subscriptions}", subscriptions)
-            r[f"visible {subscriptions} sub"] = visible_latency(client, topic, urls)
+            r[f"visible {subscriptions} sub"] = visible_latency(port, topic, urls)
         # Raw delivery: no envelope, so no RSA signature per message.
         topic, urls = client.topic_with_queues("raw", 1, raw=True)
         r["publish raw c16"] = publish_load(client, port, topic, urls, 16, seconds)

@@ -38,7 +38,7 @@ const QUEUE_RETRIES: [Duration; 3] = [Duration::from_secs(1), Duration::from_sec
 /// How many recent messages the inspection view keeps.
 const TRACE_MESSAGES: usize = 256;
 /// At most this many outbox entries are delivered together.
-const LANE_BATCH: usize = 256;
+const LANE_BATCH: usize = 64;
 /// Entries waiting in a topic's lane before Publish waits for room.
 const LANE_CAPACITY: usize = 1024;
 
@@ -336,10 +336,15 @@ impl Delivery {
                 }
             }
         }
-        let mut outcomes = Vec::new();
-        for (endpoint, targets) in queues {
+        // The queues concurrently, so that their transactions share one group commit.
+        let delivered = queues.iter().map(|(endpoint, targets)| {
             let entries: Vec<(&Outgoing, &Target)> = targets.iter().map(|&(i, t)| (&batch[i], t)).collect();
-            let results = self.to_queue(&signing, endpoint, &entries).await;
+            let signing = &signing;
+            async move { self.to_queue(signing, endpoint, &entries).await }
+        });
+        let delivered = futures_util::future::join_all(delivered).await;
+        let mut outcomes = Vec::new();
+        for ((_, targets), results) in queues.into_iter().zip(delivered) {
             outcomes.extend(targets.into_iter().zip(results).map(|((i, t), outcome)| (i, t, outcome)));
         }
         let mailed = mail.iter().map(|&(i, t)| self.to_mail(&sns, &signing, &batch[i], t));
