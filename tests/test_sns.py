@@ -609,3 +609,44 @@ def test_awscli(stratus):
     assert out["MessageId"]
     result = stratus.aws("sns", "get-topic-attributes", "--topic-arn", arn + "-nope", check=False)
     assert result.returncode != 0 and "NotFound" in result.stderr
+
+
+def test_https_endpoint_needs_a_trusted_certificate(stratus, sns, tmp_path):
+    """Delivery to https endpoints goes through TLS and, as in AWS, refuses an untrusted
+    (here self-signed) certificate: the attempt is recorded with the TLS failure."""
+    import datetime
+    import ssl
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    subscriber = Subscriber()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    subscriber.server.socket = context.wrap_socket(subscriber.server.socket, server_side=True)
+    try:
+        topic = sns.create_topic(Name="secure")["TopicArn"]
+        endpoint = subscriber.url.replace("http://127.0.0.1", "https://localhost")
+        sns.subscribe(TopicArn=topic, Protocol="https", Endpoint=endpoint)
+        deadline = time.monotonic() + 10
+        attempts = []
+        while not attempts and time.monotonic() < deadline:
+            [trace] = get_json(f"{stratus.url}/_stratus/sns?topic={topic}")["messages"]
+            attempts = trace["deliveries"][0]["attempts"]
+            time.sleep(0.02)
+        assert trace["type"] == "SubscriptionConfirmation"
+        assert "certificate" in attempts[0]["outcome"], attempts
+        assert subscriber.requests == []
+    finally:
+        subscriber.close()

@@ -222,6 +222,7 @@ impl Sns {
                 (!subscription.confirmed).then(|| Outgoing::confirmation(self.next_seq(), &topic, &subscription));
             if let Some(outgoing) = &confirmation {
                 ops.push(put(storage::outbox_key(outgoing.seq), outgoing));
+                self.delivery.trace_published(outgoing, &[]);
             }
             state.subscriptions.insert(subscription.arn.clone(), subscription.clone());
             let pending = self.store.txn(Txn::ops(ops));

@@ -16,6 +16,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper_tls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::{Deserialize, Serialize};
@@ -213,7 +214,9 @@ pub(crate) struct Delivery {
     /// Made on first use (RSA key generation takes 40-120 ms), then kept in the store.
     signer: tokio::sync::OnceCell<Arc<Signer>>,
     pub endpoint: Endpoint,
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// HTTP and HTTPS (TLS through the system's OpenSSL, verifying against its trusted roots,
+    /// as SNS requires a certificate from a trusted authority).
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// One ordered lane per FIFO topic.
     lanes: Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
     traces: Mutex<VecDeque<MessageTrace>>,
@@ -240,7 +243,9 @@ impl Delivery {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(HTTP_TIMEOUT));
         connector.set_nodelay(true);
-        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        connector.enforce_http(false);
+        let http =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpsConnector::new_with_connector(connector));
         Arc::new(Delivery {
             store,
             sqs,
@@ -607,7 +612,16 @@ impl Delivery {
         };
         match tokio::time::timeout(HTTP_TIMEOUT, self.http.request(request)).await {
             Err(_) => Outcome::Retry("timed out".into()),
-            Ok(Err(error)) => Outcome::Retry(format!("connection failed: {error}")),
+            Ok(Err(error)) => {
+                // The client's error says only "Connect"; the reason (refused, TLS) is in its sources.
+                let mut reason = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(cause) = source {
+                    reason = format!("{reason}: {cause}");
+                    source = cause.source();
+                }
+                Outcome::Retry(format!("connection failed: {reason}"))
+            }
             Ok(Ok(response)) if response.status().is_success() => Outcome::Delivered,
             Ok(Ok(response)) => Outcome::Retry(format!("HTTP {}", response.status().as_u16())),
         }
