@@ -1,11 +1,15 @@
-"""What the benchmarks share: starting Stratus and its peers, and running wrk."""
+"""What the benchmarks share: starting Stratus and its peers, running wrk, and the report."""
+import argparse
 import http.client
+import json
 import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -71,3 +75,56 @@ def wrk(script, port, env, connections, seconds):
 def parse_latency(text):
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def rss_mib(pid):
+    return int(open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def main(name, services, run_peer, report):
+    """Runs `run_peer(name, spec, seconds)` for each peer asked for, then `report(results)`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--peers", default="stratus,stratus-ephemeral,fakecloud,moto,localstack")
+    args = parser.parse_args()
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-bench-"))
+    specs = peers(scratch, services)
+    results = {}
+    for peer in args.peers.split(","):
+        if not specs[peer][3]:
+            print(f"skipping {peer}: not installed (see bench/sqs.py)")
+            continue
+        print(f"running {peer} ...", flush=True)
+        try:
+            results[peer] = run_peer(peer, specs[peer], args.seconds)
+        except (RuntimeError, OSError) as failure:
+            print(f"{peer} failed: {failure}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    pathlib.Path(f"/tmp/{name}-bench-results.json").write_text(json.dumps(results))
+    report(results)
+
+
+def print_table(names, rows):
+    """A markdown table: rows of (label, [(value or None, text) per peer]), each value also as a
+    ratio to fakecloud's when both are known."""
+    print()
+    print("| scenario | " + " | ".join(names) + " |")
+    print("|" + "---|" * (len(names) + 1))
+    base = names.index("fakecloud") if "fakecloud" in names else None
+    for label, cells in rows:
+        shown = []
+        for i, (value, text) in enumerate(cells):
+            if base is not None and i != base and value and cells[base][0]:
+                text += f" **{value / cells[base][0]:.2f}x**"
+            shown.append(text)
+        print(f"| {label} | " + " | ".join(shown) + " |")
+    if base is not None:
+        print("\nRatios are against fakecloud in the same run.")

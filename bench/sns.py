@@ -11,20 +11,14 @@ Peers are found as bench/sqs.py says. For 1 and 10 SQS subscriptions (enveloped,
     samples);
 and Publish throughput with one subscription that takes raw delivery (nothing to sign).
 """
-import argparse
 import http.client
 import json
-import pathlib
-import shutil
-import signal
 import statistics
-import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
 
-from common import free_port, peers, start, wrk
+from common import free_port, main, print_table, rss_mib, start, stop, wrk
 
 SCOPE = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{}/aws4_request, SignedHeaders=host, Signature=0"
 
@@ -140,36 +134,10 @@ def run_peer(name, spec, seconds):
         # Raw delivery: no envelope, so no RSA signature per message.
         topic, urls = client.topic_with_queues("raw", 1, raw=True)
         r["publish raw c16"] = publish_load(client, port, topic, urls, 16, seconds)
-        r["rss_mib"] = int(open(f"/proc/{process.pid}/status").read().split("VmRSS:")[1].split()[0]) / 1024
+        r["rss_mib"] = rss_mib(process.pid)
         return r
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--peers", default="stratus,stratus-ephemeral,fakecloud,moto,localstack")
-    args = parser.parse_args()
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix="sns-bench-"))
-    specs = peers(scratch, "sqs,sns")
-    results = {}
-    for name in args.peers.split(","):
-        if not specs[name][3]:
-            print(f"skipping {name}: not installed (see bench/sqs.py)")
-            continue
-        print(f"running {name} ...", flush=True)
-        try:
-            results[name] = run_peer(name, specs[name], args.seconds)
-        except (RuntimeError, OSError) as failure:
-            print(f"{name} failed: {failure}")
-    shutil.rmtree(scratch, ignore_errors=True)
-    pathlib.Path("/tmp/sns-bench-results.json").write_text(json.dumps(results))
-    report(results)
+        stop(process)
 
 
 def publish_cell(m):
@@ -188,7 +156,7 @@ def report(results):
         for connections in (1, 16):
             key = f"publish {subscriptions} sub c{connections}"
             rows.append((f"Publish/s, {subscriptions} SQS sub, c{connections}", [publish_cell(results[n][key]) for n in names]))
-            rows.append((f"  end to end (all delivered)/s", [delivered_cell(results[n][key]) for n in names]))
+            rows.append(("  end to end (all delivered)/s", [delivered_cell(results[n][key]) for n in names]))
         cells = []
         for name in names:
             p50, p99 = results[name][f"visible {subscriptions} sub"]
@@ -197,20 +165,8 @@ def report(results):
     rows.append(("Publish/s, 1 SQS sub, raw delivery, c16", [publish_cell(results[n]["publish raw c16"]) for n in names]))
     rows.append(("  end to end (all delivered)/s", [delivered_cell(results[n]["publish raw c16"]) for n in names]))
     rows.append(("RSS at the end, MiB", [(None, f"{results[n]['rss_mib']:.0f}") for n in names]))
-    print()
-    print("| scenario | " + " | ".join(names) + " |")
-    print("|" + "---|" * (len(names) + 1))
-    base = names.index("fakecloud") if "fakecloud" in names else None
-    for label, cells in rows:
-        shown = []
-        for i, (value, text) in enumerate(cells):
-            if base is not None and i != base and value and cells[base][0]:
-                text += f" **{value / cells[base][0]:.2f}x**"
-            shown.append(text)
-        print(f"| {label} | " + " | ".join(shown) + " |")
-    if base is not None:
-        print("\nRatios are against fakecloud in the same run.")
+    print_table(names, rows)
 
 
 if __name__ == "__main__":
-    main()
+    main("sns", "sqs,sns", run_peer, report)

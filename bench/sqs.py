@@ -14,18 +14,12 @@ Scenarios: SendMessage, SendMessageBatch of 10, ReceiveMessage(10)+DeleteMessage
 and 16 connections; then ReceiveMessage latency (10 messages, VisibilityTimeout 0, so the depth
 stays put) at queue depths of 100, 5,000 and 250,000; then 300 sequential boto3 SendMessage calls.
 """
-import argparse
 import http.client
 import json
-import pathlib
-import shutil
-import signal
 import statistics
-import subprocess
-import tempfile
 import time
 
-from common import free_port, peers, start, wrk
+from common import free_port, main, print_table, rss_mib, start, stop, wrk
 AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
 BODY = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
 
@@ -109,33 +103,10 @@ def run_peer(name, spec, seconds):
                 r[f"depth {target}"] = None
                 break
         r["boto3 send/s"] = boto3_sends(port)
-        r["rss_mib"] = int(open(f"/proc/{process.pid}/status").read().split("VmRSS:")[1].split()[0]) / 1024
+        r["rss_mib"] = rss_mib(process.pid)
         return r
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--peers", default="stratus,stratus-ephemeral,fakecloud,moto,localstack")
-    args = parser.parse_args()
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix="sqs-bench-"))
-    specs = peers(scratch, "sqs")
-    results = {}
-    for name in args.peers.split(","):
-        if not specs[name][3]:
-            print(f"skipping {name}: not installed (see the docstring)")
-            continue
-        print(f"running {name} ...", flush=True)
-        results[name] = run_peer(name, specs[name], args.seconds)
-    shutil.rmtree(scratch, ignore_errors=True)
-    pathlib.Path("/tmp/sqs-bench-results.json").write_text(json.dumps(results))
-    report(results)
+        stop(process)
 
 
 def report(results):
@@ -157,21 +128,8 @@ def report(results):
         rows.append((f"receive at depth {depth:,}", cells))
     rows.append(("boto3 SendMessage/s (1 thread)", [(results[n]["boto3 send/s"], f"{results[n]['boto3 send/s']:,.0f}") for n in names]))
     rows.append(("RSS at the end, MiB", [(None, f"{results[n]['rss_mib']:.0f}") for n in names]))
-    header = "| scenario | " + " | ".join(names) + " |"
-    print()
-    print(header)
-    print("|" + "---|" * (len(names) + 1))
-    base = names.index("fakecloud") if "fakecloud" in names else None
-    for label, cells in rows:
-        shown = []
-        for i, (value, text) in enumerate(cells):
-            if base is not None and i != base and value and cells[base][0]:
-                text += f" **{value / cells[base][0]:.2f}x**"
-            shown.append(text)
-        print(f"| {label} | " + " | ".join(shown) + " |")
-    if base is not None:
-        print("\nRatios are against fakecloud in the same run.")
+    print_table(names, rows)
 
 
 if __name__ == "__main__":
-    main()
+    main("sqs", "sqs", run_peer, report)
