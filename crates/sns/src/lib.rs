@@ -15,7 +15,7 @@ mod publish;
 pub mod signing;
 mod storage;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -104,6 +104,8 @@ struct State {
     subscriptions: BTreeMap<String, Subscription>,
     /// FIFO deduplication: (topic ARN, deduplication id) → (expiry ms, message id, sequence number).
     dedup: HashMap<(String, String), (u64, String, String)>,
+    /// The same keys by expiry, oldest first, so that expiring them costs no scan.
+    dedup_expiry: VecDeque<(u64, (String, String))>,
     sandbox: BTreeMap<(String, String, String), storage::SandboxNumber>,
     sms_attributes: BTreeMap<(String, String), BTreeMap<String, String>>,
 }

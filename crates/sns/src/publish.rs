@@ -118,7 +118,14 @@ impl Sns {
             let topic = state.topics.get(topic_arn).ok_or(SnsError::NotFound("Topic"))?;
             self.authorize(topic, caller, "Publish")?;
             let topic = topic.clone();
-            state.dedup.retain(|_, (expiry, _, _)| *expiry > now);
+            while let Some((expiry, _)) = state.dedup_expiry.front().filter(|(expiry, _)| *expiry <= now) {
+                let expiry = *expiry;
+                if let Some((_, key)) = state.dedup_expiry.pop_front()
+                    && state.dedup.get(&key).is_some_and(|(e, _, _)| *e == expiry)
+                {
+                    state.dedup.remove(&key);
+                }
+            }
             let mut results = Vec::new();
             let mut outgoing = Vec::new();
             for message in checked {
@@ -176,10 +183,9 @@ impl Sns {
                 }));
             }
             let number = format!("{seq:020}");
-            state.dedup.insert(
-                (topic.arn.clone(), dedup.clone()),
-                (now + DEDUP_WINDOW_MS, message_id.clone(), number.clone()),
-            );
+            let key = (topic.arn.clone(), dedup.clone());
+            state.dedup.insert(key.clone(), (now + DEDUP_WINDOW_MS, message_id.clone(), number.clone()));
+            state.dedup_expiry.push_back((now + DEDUP_WINDOW_MS, key));
             (group_id, dedup_id, sequence_number) = (Some(group), Some(dedup), Some(number));
         } else if publish.dedup_id.is_some() {
             return Err(SnsError::invalid(
