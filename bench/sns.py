@@ -6,15 +6,16 @@ generator (wrk with bench/wrk/sns_publish.lua).
 
 Peers are found as bench/sqs.py says. For 1 and 10 SQS subscriptions (enveloped, so signed, delivery):
   - Publish throughput at 1 and 16 connections;
-  - publish-to-visible latency: a long-polling receiver on each subscribed queue (a thread and
-    a connection each); the time from sending a Publish until the last receiver has it (200
-    samples);
+  - publish-to-visible latency: a long-polling receiver on each subscribed queue (a connection
+    each, in one asyncio loop); the time from sending a Publish until the last receiver has it
+    (200 samples);
 and Publish throughput with one subscription that takes raw delivery (nothing to sign).
 """
+import asyncio
 import http.client
 import json
+import re
 import statistics
-import threading
 import time
 import urllib.parse
 
@@ -81,40 +82,68 @@ def publish_load(client, port, topic, urls, connections, seconds):
 
 
 def visible_latency(port, topic, urls, samples=200):
-    """One long-polling receiver per queue, each on its own connection and thread; the time
-    from sending a Publish until the last receiver has the message."""
-    seen = {}
-    condition = threading.Condition()
-    stop = threading.Event()
+    """A long-polling receiver per queue, each on its own connection, all in one asyncio loop
+    (threads would add the GIL's hand-offs to every sample); the time from sending a Publish
+    until the last receiver has it. Bodies are searched, not parsed, to keep the client cheap."""
+    return asyncio.run(_visible_latency(port, topic, urls, samples))
 
-    def receiver(url):
-        client = Client(port)
-        while not stop.is_set():
-            got = client.sqs("ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 1, "MaxNumberOfMessages": 10})
-            arrived = time.perf_counter()
-            for message in got.get("Messages", []):
-                marker = json.loads(message["Body"])["Message"]
-                with condition:
-                    seen.setdefault(marker, []).append(arrived)
-                    condition.notify_all()
-                client.sqs("DeleteMessage", {"QueueUrl": url, "ReceiptHandle": message["ReceiptHandle"]})
 
-    threads = [threading.Thread(target=receiver, args=(url,), daemon=True) for url in urls]
-    for thread in threads:
-        thread.start()
-    publisher = Client(port)
+async def _call(connection, body, headers):
+    reader, writer = connection
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body)
+    status_and_headers = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", status_and_headers).group(1))
+    return await reader.readexactly(length)
+
+
+async def _visible_latency(port, topic, urls, samples):
+    sqs_headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "AmazonSQS.ReceiveMessage",
+                   "x-amzn-query-mode": "true", "Authorization": SCOPE.format("sqs")}
+    delete_headers = {**sqs_headers, "X-Amz-Target": "AmazonSQS.DeleteMessageBatch"}
+    arrived = {}
+    changed = asyncio.Event()
+    done = False
+
+    async def receiver(url):
+        connection = await asyncio.open_connection("127.0.0.1", port)
+        request = json.dumps({"QueueUrl": url, "WaitTimeSeconds": 1, "MaxNumberOfMessages": 10}).encode()
+        while not done:
+            body = await _call(connection, request, sqs_headers)
+            now = time.perf_counter()
+            for marker in re.findall(rb"latency-\d+", body):
+                arrived.setdefault(marker.decode(), []).append(now)
+                changed.set()
+            handles = re.findall(rb'"ReceiptHandle":"([^"]+)"', body)
+            if handles:
+                entries = [{"Id": str(i), "ReceiptHandle": h.decode()} for i, h in enumerate(handles)]
+                await _call(connection, json.dumps({"QueueUrl": url, "Entries": entries}).encode(), delete_headers)
+        connection[1].close()
+
+    receivers = [asyncio.create_task(receiver(url)) for url in urls]
+    publisher = await asyncio.open_connection("127.0.0.1", port)
+    publish_headers = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": SCOPE.format("sns")}
+    await asyncio.sleep(0.2)  # every receiver is polling
     times = []
     for i in range(samples):
         marker = f"latency-{i}"
+        body = urllib.parse.urlencode({"Action": "Publish", "Version": "2010-03-31", "TopicArn": topic, "Message": marker})
         began = time.perf_counter()
-        publisher.sns("Publish", TopicArn=topic, Message=marker)
-        with condition:
-            if not condition.wait_for(lambda: len(seen.get(marker, [])) == len(urls), timeout=30):
+        await _call(publisher, body.encode(), publish_headers)
+        deadline = began + 30
+        while len(arrived.get(marker, [])) < len(urls):
+            changed.clear()
+            if time.perf_counter() > deadline:
                 raise RuntimeError(f"{marker} did not reach every queue")
-            times.append((max(seen[marker]) - began) * 1000)
-    stop.set()
-    for thread in threads:
-        thread.join()
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=1)
+            except asyncio.TimeoutError:
+                pass
+        times.append((max(arrived[marker]) - began) * 1000)
+        await asyncio.sleep(0.005)  # the receivers delete and poll again
+    done = True
+    await asyncio.gather(*receivers)
+    publisher[1].close()
     times.sort()
     return statistics.median(times), times[int(len(times) * 0.99) - 1]
 
