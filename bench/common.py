@@ -105,10 +105,10 @@ def main(name, services, run_peer, report):
         print(f"running {peer} ...", flush=True)
         try:
             results[peer] = run_peer(peer, specs[peer], args.seconds)
-        except (RuntimeError, OSError) as failure:
-            print(f"{peer} failed: {failure}")
+        except Exception as failure:  # noqa: BLE001 - one peer failing must not lose the others' results
+            print(f"{peer} failed: {failure!r}")
+        pathlib.Path(f"/tmp/{name}-bench-results.json").write_text(json.dumps(results))
     shutil.rmtree(scratch, ignore_errors=True)
-    pathlib.Path(f"/tmp/{name}-bench-results.json").write_text(json.dumps(results))
     report(results)
 
 

@@ -88,13 +88,33 @@ def visible_latency(port, topic, urls, samples=200):
     return asyncio.run(_visible_latency(port, topic, urls, samples))
 
 
-async def _call(connection, body, headers):
-    reader, writer = connection
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    writer.write(f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body)
-    status_and_headers = await reader.readuntil(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: *(\d+)", status_and_headers).group(1))
-    return await reader.readexactly(length)
+class AsyncConnection:
+    """HTTP/1.1 POSTs over one connection, reopened when the server closes it (moto does)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.streams = None
+
+    async def call(self, body, headers):
+        return await asyncio.wait_for(self._call(body, headers), timeout=30)
+
+    async def _call(self, body, headers):
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.streams
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body)
+        status_and_headers = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", status_and_headers).group(1))
+        response = await reader.readexactly(length)
+        if re.search(rb"(?i)connection: *close", status_and_headers):
+            writer.close()
+            self.streams = None
+        return response
+
+    def close(self):
+        if self.streams:
+            self.streams[1].close()
 
 
 async def _visible_latency(port, topic, urls, samples):
@@ -106,10 +126,10 @@ async def _visible_latency(port, topic, urls, samples):
     done = False
 
     async def receiver(url):
-        connection = await asyncio.open_connection("127.0.0.1", port)
+        connection = AsyncConnection(port)
         request = json.dumps({"QueueUrl": url, "WaitTimeSeconds": 1, "MaxNumberOfMessages": 10}).encode()
         while not done:
-            body = await _call(connection, request, sqs_headers)
+            body = await connection.call(request, sqs_headers)
             now = time.perf_counter()
             for marker in re.findall(rb"latency-\d+", body):
                 arrived.setdefault(marker.decode(), []).append(now)
@@ -117,11 +137,11 @@ async def _visible_latency(port, topic, urls, samples):
             handles = re.findall(rb'"ReceiptHandle":"([^"]+)"', body)
             if handles:
                 entries = [{"Id": str(i), "ReceiptHandle": h.decode()} for i, h in enumerate(handles)]
-                await _call(connection, json.dumps({"QueueUrl": url, "Entries": entries}).encode(), delete_headers)
-        connection[1].close()
+                await connection.call(json.dumps({"QueueUrl": url, "Entries": entries}).encode(), delete_headers)
+        connection.close()
 
     receivers = [asyncio.create_task(receiver(url)) for url in urls]
-    publisher = await asyncio.open_connection("127.0.0.1", port)
+    publisher = AsyncConnection(port)
     publish_headers = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": SCOPE.format("sns")}
     await asyncio.sleep(0.2)  # every receiver is polling
     times = []
@@ -129,7 +149,7 @@ async def _visible_latency(port, topic, urls, samples):
         marker = f"latency-{i}"
         body = urllib.parse.urlencode({"Action": "Publish", "Version": "2010-03-31", "TopicArn": topic, "Message": marker})
         began = time.perf_counter()
-        await _call(publisher, body.encode(), publish_headers)
+        await publisher.call(body.encode(), publish_headers)
         deadline = began + 30
         while len(arrived.get(marker, [])) < len(urls):
             changed.clear()
@@ -143,7 +163,7 @@ async def _visible_latency(port, topic, urls, samples):
         await asyncio.sleep(0.005)  # the receivers delete and poll again
     done = True
     await asyncio.gather(*receivers)
-    publisher[1].close()
+    publisher.close()
     times.sort()
     return statistics.median(times), times[int(len(times) * 0.99) - 1]
 
