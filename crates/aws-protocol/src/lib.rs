@@ -424,6 +424,8 @@ mod tests {
         assert!(text.contains("<Code>MissingAction</Code>"), "a body that is not a form is not read as one: {text}");
     }
 
+    use proptest::strategy::Strategy as _;
+
     proptest::proptest! {
         /// Whatever arrives, the answer is a well-formed response with a request id: no panic.
         #[test]
@@ -449,6 +451,54 @@ mod tests {
             let outcome = runtime.block_on(async { aws().await.handle("rid", request).await });
             proptest::prop_assert!(outcome.response.headers().contains_key("x-amzn-requestid"));
             proptest::prop_assert!(outcome.response.status().as_u16() >= 200);
+        }
+
+        /// SNS's query parameters, arbitrary but shaped like real ones (flattened lists and
+        /// maps, a topic that exists), never panic and always get an SNS-shaped answer.
+        #[test]
+        fn any_sns_request_gets_a_response(
+            action in proptest::sample::select(vec![
+                "CreateTopic", "Publish", "PublishBatch", "Subscribe", "SetTopicAttributes", "SetSubscriptionAttributes",
+                "TagResource", "UntagResource", "AddPermission", "ConfirmSubscription", "GetTopicAttributes",
+                "PutDataProtectionPolicy", "CreateSMSSandboxPhoneNumber", "SetSMSAttributes", "ListSubscriptions", "Nope",
+            ]),
+            params in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "TopicArn", "Name", "Message", "Subject", "MessageStructure", "Protocol", "Endpoint", "AttributeName",
+                    "AttributeValue", "Attributes.entry.1.key", "Attributes.entry.1.value", "Attributes.entry.x.key",
+                    "MessageAttributes.entry.1.Name", "MessageAttributes.entry.1.Value.DataType",
+                    "MessageAttributes.entry.1.Value.StringValue", "MessageAttributes.entry.1.Value.BinaryValue",
+                    "PublishBatchRequestEntries.member.1.Id", "PublishBatchRequestEntries.member.1.Message",
+                    "PublishBatchRequestEntries.member.99999999999.Id", "Tags.member.1.Key", "Tags.member.1.Value",
+                    "TagKeys.member.1", "ResourceArn", "Label", "AWSAccountId.member.1", "ActionName.member.1", "Token",
+                    "MessageGroupId", "MessageDeduplicationId", "PhoneNumber", "DataProtectionPolicy", "NextToken",
+                ]),
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "arn:aws:sns:us-east-1:000000000000:t", "arn:aws:sns:us-east-1:000000000000:t.fifo", "sqs", "http",
+                        "arn:aws:sqs:us-east-1:000000000000:q", "json", "{\"default\":\"x\"}", "{}", "[]", "Number",
+                        "String.Array", "Binary", "+15555550100", "FilterPolicy", "RawMessageDelivery", "true", "",
+                    ]).prop_map(|v: &str| v.to_string()),
+                    "[ -~]{0,30}",
+                ],
+            ), 0..10),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let outcome = runtime.block_on(async {
+                let aws = aws().await;
+                let topic = ::sns::TopicId { account: "000000000000".into(), region: "us-east-1".into(), name: "t".into() };
+                aws.sns.create_topic(topic, Default::default(), Default::default(), None).await.unwrap();
+                let mut body = form_urlencoded::Serializer::new(String::new());
+                body.append_pair("Action", action).append_pair("Version", "2010-03-31");
+                for (key, value) in &params {
+                    body.append_pair(key, value);
+                }
+                let request = Request::builder().method("POST").uri("/").header("content-type", FORM.1)
+                    .body(Bytes::from(body.finish())).unwrap();
+                aws.handle("rid", request).await
+            });
+            let status = outcome.response.status().as_u16();
+            proptest::prop_assert!(status == 200 || (400..500).contains(&status), "status {status}");
         }
     }
 }
