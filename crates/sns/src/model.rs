@@ -253,3 +253,56 @@ pub(crate) fn check_endpoint(protocol: &str, endpoint: &str) -> Result<(), SnsEr
 pub(crate) fn is_phone_number(number: &str) -> bool {
     number.strip_prefix('+').is_some_and(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for (name, fifo, valid) in [
+            ("orders", false, true),
+            ("Orders_2-x", false, true),
+            ("", false, false),
+            ("bad name", false, false),
+            ("x.fifo", false, false),
+            ("x.fifo", true, true),
+            ("x", true, false),
+            (".fifo", true, false),
+        ] {
+            assert_eq!(check_topic_name(name, fifo).is_ok(), valid, "{name:?} fifo={fifo}");
+        }
+        assert!(check_topic_name(&"a".repeat(256), false).is_ok());
+        assert!(check_topic_name(&"a".repeat(257), false).is_err());
+    }
+
+    #[test]
+    fn endpoints_by_protocol() {
+        for (protocol, endpoint, valid) in [
+            ("http", "http://example.com/hook", true),
+            ("http", "https://example.com/hook", false),
+            ("https", "https://example.com/hook", true),
+            ("email", "dev@example.com", true),
+            ("email-json", "@example.com", false),
+            ("sms", "+15555550100", true),
+            ("sms", "5555550100", false),
+            ("sqs", "arn:aws:sqs:us-east-1:000000000000:q", true),
+            ("sqs", "https://sqs/q", false),
+            ("lambda", "arn:aws:lambda:us-east-1:000000000000:function:f", true),
+            ("firehose", "arn:aws:s3:::bucket", false),
+            ("pigeon", "anything", false),
+        ] {
+            assert_eq!(check_endpoint(protocol, endpoint).is_ok(), valid, "{protocol} {endpoint}");
+        }
+    }
+
+    #[test]
+    fn topic_arns() {
+        let id = TopicId::from_arn("arn:aws:sns:eu-west-1:123456789012:t").expect("valid");
+        assert_eq!((id.region.as_str(), id.account.as_str(), id.name.as_str()), ("eu-west-1", "123456789012", "t"));
+        assert_eq!(id.arn(), "arn:aws:sns:eu-west-1:123456789012:t");
+        for bad in ["", "arn:aws:sqs:eu-west-1:1:t", "arn:aws:sns::1:t", "arn:aws:sns:r:1:t:extra"] {
+            assert!(TopicId::from_arn(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -352,3 +352,70 @@ fn check_attribute(attribute: &MessageAttribute) -> Result<(), SnsError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str) -> Publish {
+        Publish { message: text.to_string(), ..Publish::default() }
+    }
+
+    fn attribute(data_type: &str, value: AttributeValue) -> Publish {
+        let attributes = vec![MessageAttribute { name: "a".into(), data_type: data_type.into(), value }];
+        Publish { attributes, ..message("m") }
+    }
+
+    /// `Ok(())` or the error's message.
+    fn checked(publish: Publish) -> Result<(), String> {
+        check(publish).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn messages_and_subjects() {
+        assert_eq!(checked(message("")), Err("Invalid parameter: Empty message".into()));
+        assert_eq!(
+            checked(message(&"x".repeat(MAX_MESSAGE_BYTES + 1))),
+            Err("Invalid parameter: Message too long".into())
+        );
+        assert_eq!(checked(message(&"x".repeat(MAX_MESSAGE_BYTES))), Ok(()));
+        for (subject, valid) in [("Hello", true), ("", false), ("a\nb", false), (&*"s".repeat(101), false)] {
+            let publish = Publish { subject: Some(subject.to_string()), ..message("m") };
+            assert_eq!(checked(publish).is_ok(), valid, "{subject:?}");
+        }
+    }
+
+    #[test]
+    fn message_structure() {
+        let structured = |text: &str| Publish { message_structure: Some("json".into()), ..message(text) };
+        let per_protocol = check(structured(r#"{"default":"d","sqs":"q"}"#)).expect("valid").per_protocol;
+        assert_eq!(per_protocol.and_then(|m| m.get("sqs").cloned()), Some("q".to_string()));
+        let no_default = "Invalid parameter: Message Structure - No default entry in JSON message body";
+        assert_eq!(checked(structured(r#"{"sqs":"q"}"#)), Err(no_default.into()));
+        for bad in ["not json", "[]", r#"{"default":1}"#] {
+            assert!(checked(structured(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn attribute_values_by_type() {
+        let string = |s: &str| AttributeValue::String(s.to_string());
+        let cases = [
+            ("String", string("x"), true),
+            ("String", string(""), false),
+            ("Number", string("-1.5e3"), true),
+            ("Number.float", string("2"), true),
+            ("Number", string("abc"), false),
+            ("String.Array", string(r#"["a", 1, true, null]"#), true),
+            ("String.Array", string(r#"[["nested"]]"#), false),
+            ("String.Array", string("not an array"), false),
+            ("Binary", AttributeValue::Binary(vec![0, 1]), true),
+            ("Binary", string("x"), false),
+            ("Banana", string("x"), false),
+        ];
+        for (data_type, value, valid) in cases {
+            let result = checked(attribute(data_type, value.clone()));
+            assert_eq!(result.is_ok(), valid, "{data_type} {value:?}: {result:?}");
+        }
+    }
+}
