@@ -464,6 +464,13 @@ def test_http_subscriber_confirms_and_receives(sns):
         assert body == "raw body" and headers["x-amz-sns-rawdelivery"] == "true"
         # ConfirmSubscription with a wrong token.
         assert error(lambda: sns.confirm_subscription(TopicArn=topic, Token="nope"))[0] == "InvalidParameter"
+        # Unsubscribing tells the endpoint, signed.
+        sns.unsubscribe(SubscriptionArn=sub)
+        headers, body = subscriber.wait(4)[3]
+        farewell = json.loads(body)
+        assert headers["x-amz-sns-message-type"] == "UnsubscribeConfirmation"
+        assert farewell["Type"] == "UnsubscribeConfirmation" and sub in farewell["Message"]
+        verify_signature(farewell)
     finally:
         subscriber.close()
 

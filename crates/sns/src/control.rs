@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use store::{Op, Txn};
 
-use crate::delivery::Outgoing;
+use crate::delivery::{Kind, Outgoing};
 use crate::model::{self, Subscription, Topic, TopicId};
 use crate::policy::{Access, allows};
 use crate::storage::{self, SandboxNumber, put};
@@ -218,8 +218,9 @@ impl Sns {
                 return Ok(existing.clone());
             }
             let mut ops = vec![put(storage::subscription_key(&subscription.arn), &subscription)];
-            let confirmation =
-                (!subscription.confirmed).then(|| Outgoing::confirmation(self.next_seq(), &topic, &subscription));
+            let confirmation = (!subscription.confirmed).then(|| {
+                Outgoing::confirmation(self.next_seq(), Kind::SubscriptionConfirmation, &topic, &subscription)
+            });
             if let Some(outgoing) = &confirmation {
                 ops.push(put(storage::outbox_key(outgoing.seq), outgoing));
                 self.delivery.trace_published(outgoing, &[]);
@@ -260,21 +261,31 @@ impl Sns {
         Ok(arn)
     }
 
-    pub async fn unsubscribe(&self, arn: &str) -> Result<(), SnsError> {
+    /// Unsubscribe. An HTTP(S) endpoint is sent an UnsubscribeConfirmation, as SNS does.
+    pub async fn unsubscribe(self: &std::sync::Arc<Self>, arn: &str) -> Result<(), SnsError> {
         let topic_arn = subscription_topic(arn)?;
-        let pending = {
+        let (pending, farewell) = {
             let mut state = self.state();
-            if state.subscriptions.remove(arn).is_none() {
-                return Err(SnsError::NotFound("Subscription"));
-            }
+            let subscription = state.subscriptions.remove(arn).ok_or(SnsError::NotFound("Subscription"))?;
             let mut ops = vec![Op::delete(storage::subscription_key(arn))];
+            let mut farewell = None;
             if let Some(topic) = state.topics.get_mut(topic_arn) {
                 topic.subscriptions_deleted += 1;
                 ops.push(put(storage::topic_key(topic_arn), topic));
+                if matches!(subscription.protocol.as_str(), "http" | "https") {
+                    let kind = Kind::UnsubscribeConfirmation;
+                    let outgoing = Outgoing::confirmation(self.next_seq(), kind, topic, &subscription);
+                    ops.push(put(storage::outbox_key(outgoing.seq), &outgoing));
+                    self.delivery.trace_published(&outgoing, &[]);
+                    farewell = Some(outgoing);
+                }
             }
-            self.store.txn(Txn::ops(ops))
+            (self.store.txn(Txn::ops(ops)), farewell)
         };
         pending.await?;
+        if let Some(outgoing) = farewell {
+            self.delivery.start(std::sync::Arc::downgrade(self), vec![outgoing]).await;
+        }
         Ok(())
     }
 

@@ -50,6 +50,7 @@ type Scheduled = (Target, usize, tokio::time::Instant);
 pub(crate) enum Kind {
     Notification,
     SubscriptionConfirmation,
+    UnsubscribeConfirmation,
 }
 
 impl Kind {
@@ -57,6 +58,7 @@ impl Kind {
         match self {
             Kind::Notification => "Notification",
             Kind::SubscriptionConfirmation => "SubscriptionConfirmation",
+            Kind::UnsubscribeConfirmation => "UnsubscribeConfirmation",
         }
     }
 }
@@ -127,14 +129,21 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn confirmation(seq: u64, topic: &Topic, subscription: &Subscription) -> Outgoing {
-        let message = format!(
-            "You have chosen to subscribe to the topic {}.\nTo confirm the subscription, visit the SubscribeURL included in this message.",
-            topic.arn
-        );
+    /// A SubscriptionConfirmation (Subscribe) or an UnsubscribeConfirmation (Unsubscribe).
+    pub fn confirmation(seq: u64, kind: Kind, topic: &Topic, subscription: &Subscription) -> Outgoing {
+        let message = match kind {
+            Kind::UnsubscribeConfirmation => format!(
+                "You have chosen to deactivate subscription {}.\nTo cancel this operation and restore the subscription, visit the SubscribeURL included in this message.",
+                subscription.arn
+            ),
+            _ => format!(
+                "You have chosen to subscribe to the topic {}.\nTo confirm the subscription, visit the SubscribeURL included in this message.",
+                topic.arn
+            ),
+        };
         Outgoing {
             seq,
-            kind: Kind::SubscriptionConfirmation,
+            kind,
             message_id: uuid::Uuid::new_v4().to_string(),
             topic_arn: topic.arn.clone(),
             account: topic.account.clone(),
@@ -472,7 +481,7 @@ impl Delivery {
         let mut signed = vec![("Message", message.to_string()), ("MessageId", outgoing.message_id.clone())];
         let timestamp = timestamp(outgoing.timestamp_ms);
         match (outgoing.kind, &outgoing.token) {
-            (Kind::SubscriptionConfirmation, Some(token)) => {
+            (Kind::SubscriptionConfirmation | Kind::UnsubscribeConfirmation, Some(token)) => {
                 let subscribe_url = format!(
                     "{}/?Action=ConfirmSubscription&Version=2010-03-31&TopicArn={}&Token={token}",
                     self.endpoint.0,
@@ -603,7 +612,7 @@ impl Delivery {
             .header("x-amz-sns-topic-arn", outgoing.topic_arn.as_str());
         let request = match outgoing.kind {
             Kind::Notification => request.header("x-amz-sns-subscription-arn", target.subscription_arn.as_str()),
-            Kind::SubscriptionConfirmation => request,
+            Kind::SubscriptionConfirmation | Kind::UnsubscribeConfirmation => request,
         };
         let request = if target.raw { request.header("x-amz-sns-rawdelivery", "true") } else { request };
         let request = match request.body(Full::new(Bytes::from(self.payload(signer, outgoing, target)))) {
