@@ -94,8 +94,7 @@ impl Sns {
             let Some(topic) = state.topics.get(arn) else { return Ok(()) };
             self.authorize(topic, caller, "DeleteTopic")?;
             state.topics.remove(arn);
-            let gone: Vec<String> =
-                state.subscriptions.values().filter(|s| s.topic_arn == arn).map(|s| s.arn.clone()).collect();
+            let gone: Vec<String> = state.subscriptions_of(arn).map(|s| s.arn.clone()).collect();
             let mut ops = vec![Op::delete(storage::topic_key(arn))];
             for sub in gone {
                 state.subscriptions.remove(&sub);
@@ -123,7 +122,7 @@ impl Sns {
         let topic = self.topic(arn)?;
         self.authorize(&topic, caller, "GetTopicAttributes")?;
         let (mut confirmed, mut pending) = (0, 0);
-        for s in self.state().subscriptions.values().filter(|s| s.topic_arn == arn) {
+        for s in self.state().subscriptions_of(arn) {
             if s.confirmed { confirmed += 1 } else { pending += 1 }
         }
         let mut out: BTreeMap<String, String> = topic.attributes.clone();
@@ -204,10 +203,7 @@ impl Sns {
             if !state.topics.contains_key(topic_arn) {
                 return Err(SnsError::NotFound("Topic"));
             }
-            let existing = state
-                .subscriptions
-                .values()
-                .find(|s| s.topic_arn == topic_arn && s.protocol == protocol && s.endpoint == endpoint);
+            let existing = state.subscriptions_of(topic_arn).find(|s| s.protocol == protocol && s.endpoint == endpoint);
             if let Some(existing) = existing {
                 let differs = subscription.attributes.iter().any(|(k, v)| existing.attributes.get(k) != Some(v));
                 if differs {
@@ -245,10 +241,9 @@ impl Sns {
             if !state.topics.contains_key(topic_arn) {
                 return Err(SnsError::NotFound("Topic"));
             }
-            let subscription = state
-                .subscriptions
-                .values_mut()
-                .find(|s| s.topic_arn == topic_arn && s.token == token)
+            let arn = state.subscriptions_of(topic_arn).find(|s| s.token == token).map(|s| s.arn.clone());
+            let subscription = arn
+                .and_then(|arn| state.subscriptions.get_mut(&arn))
                 .ok_or_else(|| SnsError::invalid("Invalid token"))?;
             if subscription.confirmed {
                 return Ok(subscription.arn.clone());
@@ -304,11 +299,13 @@ impl Sns {
                 return Err(SnsError::NotFound("Topic"));
             }
         }
-        let prefix = format!("arn:aws:sns:{region}:{account}:");
-        let selected = state.subscriptions.values().filter(|s| match topic_arn {
-            Some(topic) => s.topic_arn == topic,
-            None => s.arn.starts_with(&prefix),
-        });
+        // Subscription ARNs start with their topic's, which starts with the region and account.
+        let prefix = match topic_arn {
+            Some(topic) => format!("{topic}:"),
+            None => format!("arn:aws:sns:{region}:{account}:"),
+        };
+        let selected = state.subscriptions.range(prefix.clone()..).take_while(|(arn, _)| arn.starts_with(&prefix));
+        let selected = selected.map(|(_, s)| s);
         let summaries = selected.map(|s| SubscriptionSummary {
             arn: if s.confirmed { s.arn.clone() } else { "PendingConfirmation".into() },
             owner: s.owner.clone(),

@@ -110,6 +110,14 @@ struct State {
     sms_attributes: BTreeMap<(String, String), BTreeMap<String, String>>,
 }
 
+impl State {
+    /// A topic's subscriptions, found by their ARNs' prefix (`<topic arn>:`), not by a scan.
+    fn subscriptions_of<'a>(&'a self, topic_arn: &str) -> impl Iterator<Item = &'a Subscription> + 'a {
+        let prefix = format!("{topic_arn}:");
+        self.subscriptions.range(prefix.clone()..).take_while(move |(arn, _)| arn.starts_with(&prefix)).map(|(_, s)| s)
+    }
+}
+
 impl Sns {
     /// Loads topics and subscriptions and resumes the deliveries left in the outbox.
     pub async fn open(store: Arc<dyn Store>, sqs: Arc<Sqs>, endpoint: Endpoint) -> Result<Arc<Sns>, SnsError> {
@@ -167,9 +175,7 @@ impl Sns {
             selected
                 .map(|t| {
                     let subscriptions: Vec<serde_json::Value> = state
-                        .subscriptions
-                        .values()
-                        .filter(|s| s.topic_arn == t.arn)
+                        .subscriptions_of(&t.arn)
                         .map(|s| {
                             serde_json::json!({
                                 "subscriptionArn": s.arn,

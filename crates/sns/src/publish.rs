@@ -194,7 +194,7 @@ impl Sns {
         }
         let mut targets = Vec::new();
         let mut filtered = Vec::new();
-        for s in state.subscriptions.values().filter(|s| s.topic_arn == topic.arn && s.confirmed) {
+        for s in state.subscriptions_of(&topic.arn).filter(|s| s.confirmed) {
             let passes = s.filter.as_ref().is_none_or(|f| f.matches(&publish.attributes, &publish.message));
             let target = Target {
                 subscription_arn: s.arn.clone(),
