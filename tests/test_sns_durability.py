@@ -36,6 +36,8 @@ def test_restart_keeps_topics_subscriptions_and_the_signing_key(start_stratus):
     verify_signature(after)
     # The same key signs after the restart: the certificate served now verifies the old message too.
     verify_signature({**before, "SigningCertURL": after["SigningCertURL"]})
+    again = sns.publish(TopicArn=fifo, Message="m", MessageGroupId="g")
+    assert int(again["SequenceNumber"]) == first_sequence, "the deduplication window survives the restart"
     assert int(sns.publish(TopicArn=fifo, Message="m2", MessageGroupId="g")["SequenceNumber"]) > first_sequence
 
 

@@ -101,6 +101,8 @@ impl Sns {
                 ops.push(Op::delete(storage::subscription_key(&sub)));
             }
             state.dedup.retain(|(topic, _), _| topic != arn);
+            let dedup = storage::dedup_prefix(arn);
+            ops.push(Op::DeleteRange { end: store::prefix_end(&dedup), start: dedup });
             self.store.txn(Txn::ops(ops))
         };
         pending.await?;

@@ -121,8 +121,18 @@ impl State {
 impl Sns {
     /// Loads topics and subscriptions and resumes the deliveries left in the outbox.
     pub async fn open(store: Arc<dyn Store>, sqs: Arc<Sqs>, endpoint: Endpoint) -> Result<Arc<Sns>, SnsError> {
-        let Records { topics, subscriptions, sandbox, sms_attributes, signer, outbox } =
+        let Records { topics, subscriptions, sandbox, sms_attributes, signer, outbox, dedup } =
             storage::load(store.as_ref()).await?;
+        let now = now_ms();
+        let (live, expired): (Vec<_>, Vec<_>) = dedup.into_iter().partition(|(_, (expiry, _, _))| *expiry > now);
+        let gone: Vec<store::Op> =
+            expired.iter().map(|((t, id), _)| store::Op::delete(storage::dedup_key(t, id))).collect();
+        if !gone.is_empty() {
+            store.txn(store::Txn::ops(gone)).await?;
+        }
+        let mut dedup_expiry: Vec<(u64, (String, String))> =
+            live.iter().map(|(k, (e, _, _))| (*e, k.clone())).collect();
+        dedup_expiry.sort();
         // Outbox sequence numbers double as FIFO sequence numbers, so they must keep growing
         // across restarts even when the outbox is empty: they start from the clock.
         let next_seq = outbox.last().map_or(0, |o| o.seq + 1).max(now_ms() * 1000);
@@ -131,7 +141,8 @@ impl Sns {
             subscriptions: subscriptions.into_iter().map(|s| (s.arn.clone(), s)).collect(),
             sandbox,
             sms_attributes,
-            ..State::default()
+            dedup: live.into_iter().collect(),
+            dedup_expiry: dedup_expiry.into(),
         };
         let delivery = delivery::Delivery::new(store.clone(), sqs, signer, endpoint);
         let sns = Arc::new(Sns { store, state: Mutex::new(state), delivery, next_seq: AtomicU64::new(next_seq) });

@@ -118,18 +118,21 @@ impl Sns {
             let topic = state.topics.get(topic_arn).ok_or(SnsError::NotFound("Topic"))?;
             self.authorize(topic, caller, "Publish")?;
             let topic = topic.clone();
+            // Deduplication records past their window go with this transaction.
+            let mut ops = Vec::new();
             while let Some((expiry, _)) = state.dedup_expiry.front().filter(|(expiry, _)| *expiry <= now) {
                 let expiry = *expiry;
                 if let Some((_, key)) = state.dedup_expiry.pop_front()
                     && state.dedup.get(&key).is_some_and(|(e, _, _)| *e == expiry)
                 {
+                    ops.push(Op::delete(storage::dedup_key(&key.0, &key.1)));
                     state.dedup.remove(&key);
                 }
             }
             let mut results = Vec::new();
             let mut outgoing = Vec::new();
             for message in checked {
-                let result = message.and_then(|m| self.prepare(&mut state, &topic, m, now));
+                let result = message.and_then(|m| self.prepare(&mut state, &topic, m, now, &mut ops));
                 results.push(result.map(|prepared| match prepared {
                     Prepared::New(o, published) => {
                         outgoing.push(*o);
@@ -138,8 +141,7 @@ impl Sns {
                     Prepared::Duplicate(published) => published,
                 }));
             }
-            let ops: Vec<Op> =
-                outgoing.iter().filter(|o| !o.targets.is_empty()).map(|o| put(storage::outbox_key(o.seq), o)).collect();
+            ops.extend(outgoing.iter().filter(|o| !o.targets.is_empty()).map(|o| put(storage::outbox_key(o.seq), o)));
             let pending = (!ops.is_empty()).then(|| self.store.txn(Txn::ops(ops)));
             (results, outgoing, pending)
         };
@@ -157,6 +159,7 @@ impl Sns {
         topic: &Topic,
         checked: Checked,
         now: u64,
+        ops: &mut Vec<Op>,
     ) -> Result<Prepared, SnsError> {
         let Checked { publish, per_protocol } = checked;
         let seq = self.next_seq();
@@ -184,7 +187,9 @@ impl Sns {
             }
             let number = format!("{seq:020}");
             let key = (topic.arn.clone(), dedup.clone());
-            state.dedup.insert(key.clone(), (now + DEDUP_WINDOW_MS, message_id.clone(), number.clone()));
+            let record = (now + DEDUP_WINDOW_MS, message_id.clone(), number.clone());
+            ops.push(put(storage::dedup_key(&topic.arn, &dedup), &record));
+            state.dedup.insert(key.clone(), record);
             state.dedup_expiry.push_back((now + DEDUP_WINDOW_MS, key));
             (group_id, dedup_id, sequence_number) = (Some(group), Some(dedup), Some(number));
         } else if publish.dedup_id.is_some() {

@@ -6,6 +6,7 @@
 //!   Lambda endpoints, for the user to read back;
 //! - `sns/sandbox/<account>/<region>/<phone>`, `sns/sms/<account>/<region>`: the SMS sandbox
 //!   and SMS preferences;
+//! - `sns/dedup/<topic arn>/<deduplication id>`: FIFO deduplication within the 5-minute window;
 //! - `sns/signer`: the signing key and certificate, so signatures verify across restarts.
 //!
 //! `seq` is fixed-width hex, so the outbox replays in publish order.
@@ -45,6 +46,18 @@ pub(crate) fn mail_prefix() -> Vec<u8> {
     key("mail/")
 }
 
+/// A FIFO topic's deduplication record: the topic ARN has no `/`, the id may.
+pub(crate) fn dedup_key(topic_arn: &str, dedup_id: &str) -> Vec<u8> {
+    key(&format!("dedup/{topic_arn}/{dedup_id}"))
+}
+
+pub(crate) fn dedup_prefix(topic_arn: &str) -> Vec<u8> {
+    key(&format!("dedup/{topic_arn}/"))
+}
+
+/// (expiry ms, message id, sequence number)
+pub(crate) type DedupRecord = (u64, String, String);
+
 pub(crate) fn sandbox_key(account: &str, region: &str, phone: &str) -> Vec<u8> {
     key(&format!("sandbox/{account}/{region}/{phone}"))
 }
@@ -83,6 +96,8 @@ pub(crate) struct Records {
     pub signer: Option<Signer>,
     /// In sequence order.
     pub outbox: Vec<Outgoing>,
+    /// ((topic ARN, deduplication id), record)
+    pub dedup: Vec<((String, String), DedupRecord)>,
 }
 
 async fn load_all<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> Result<Vec<(String, T)>, SnsError> {
@@ -135,7 +150,15 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Records, SnsError> {
         None => None,
     };
     let outbox = load_all::<Outgoing>(store, "out/").await?.into_iter().map(|(_, o)| o).collect();
-    Ok(Records { topics, subscriptions, sandbox, sms_attributes, signer, outbox })
+    let dedup = load_all::<DedupRecord>(store, "dedup/")
+        .await?
+        .into_iter()
+        .filter_map(|(path, record)| {
+            let (topic, id) = path.split_once('/')?;
+            Some(((topic.to_string(), id.to_string()), record))
+        })
+        .collect();
+    Ok(Records { topics, subscriptions, sandbox, sms_attributes, signer, outbox, dedup })
 }
 
 pub(crate) async fn save_signer(store: &dyn Store, signer: &Signer) -> Result<(), SnsError> {
