@@ -311,6 +311,7 @@ impl Sqs {
                 next_seq: now_ms() * 1000,
                 purged_at: None,
                 dedup: HashMap::new(),
+                dedup_expiry: Default::default(),
                 attempts: HashMap::new(),
                 recent: Default::default(),
                 deleted: false,
@@ -1113,7 +1114,7 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
     };
     let dedup_key = dedup_id.as_ref().map(|dedup| queue.dedup_key(group_id.as_deref(), dedup));
     if let Some(key) = &dedup_key {
-        queue.dedup.retain(|_, (expires, _, _)| *expires > now);
+        queue.expire_dedup(now);
         if let Some((_, message_id, sequence_number)) = queue.dedup.get(key) {
             return Ok(Prepared::Duplicate(Sent {
                 message_id: message_id.clone(),
@@ -1129,9 +1130,12 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
     let message_id = uuid::Uuid::new_v4().to_string();
     let sequence_number = queue.fifo.then(|| format!("{seq:020}"));
     if let Some(key) = dedup_key {
-        queue
-            .dedup
-            .insert(key, (now + DEDUP_WINDOW_MS, message_id.clone(), sequence_number.clone().unwrap_or_default()));
+        queue.remember_dedup(
+            key,
+            now + DEDUP_WINDOW_MS,
+            message_id.clone(),
+            sequence_number.clone().unwrap_or_default(),
+        );
     }
     let sent = Sent {
         message_id: message_id.clone(),

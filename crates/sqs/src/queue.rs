@@ -26,6 +26,8 @@ pub(crate) struct Queue {
     pub purged_at: Option<u64>,
     /// FIFO: deduplication id -> (expires at, message id, sequence number).
     pub dedup: HashMap<String, (u64, String, String)>,
+    /// The same ids by expiry, oldest first, so that expiring them costs no scan.
+    pub dedup_expiry: VecDeque<(u64, String)>,
     /// FIFO: ReceiveRequestAttemptId -> (expires at, what that receive returned).
     pub attempts: HashMap<String, (u64, Vec<Received>)>,
     /// The latest message events, oldest first, for `/_stratus/sqs`.
@@ -84,6 +86,23 @@ impl Queue {
     }
 
     /// Deduplication ids are unique per queue, or per group with `DeduplicationScope=messageGroup`.
+    /// Remembers a deduplication id until `expires`.
+    pub fn remember_dedup(&mut self, key: String, expires: u64, message_id: String, sequence_number: String) {
+        self.dedup_expiry.push_back((expires, key.clone()));
+        self.dedup.insert(key, (expires, message_id, sequence_number));
+    }
+
+    /// Forgets the deduplication ids whose window has passed.
+    pub fn expire_dedup(&mut self, now: u64) {
+        while self.dedup_expiry.front().is_some_and(|(expires, _)| *expires <= now) {
+            if let Some((expires, key)) = self.dedup_expiry.pop_front()
+                && self.dedup.get(&key).is_some_and(|(e, _, _)| *e == expires)
+            {
+                self.dedup.remove(&key);
+            }
+        }
+    }
+
     pub fn dedup_key(&self, group: Option<&str>, dedup_id: &str) -> String {
         match self.attributes.get("DeduplicationScope").map(String::as_str) {
             Some("messageGroup") => format!("{}\n{dedup_id}", group.unwrap_or("")),
@@ -248,10 +267,26 @@ mod tests {
             next_seq: 1,
             purged_at: None,
             dedup: HashMap::new(),
+            dedup_expiry: VecDeque::new(),
             attempts: HashMap::new(),
             recent: VecDeque::new(),
             deleted: false,
         }
+    }
+
+    #[test]
+    fn deduplication_ids_expire_in_order_without_a_scan() {
+        let mut q = queue(true);
+        q.remember_dedup("a".into(), 10, "m1".into(), "1".into());
+        q.remember_dedup("b".into(), 20, "m2".into(), "2".into());
+        q.expire_dedup(10);
+        assert!(!q.dedup.contains_key("a") && q.dedup.contains_key("b"));
+        // An id remembered again (after it expired) keeps its new window when the old entry pops.
+        q.remember_dedup("a".into(), 30, "m3".into(), "3".into());
+        q.expire_dedup(20);
+        assert_eq!(q.dedup.keys().collect::<Vec<_>>(), vec!["a"]);
+        q.expire_dedup(30);
+        assert!(q.dedup.is_empty() && q.dedup_expiry.is_empty());
     }
 
     fn send(q: &mut Queue, seq: u64, sent: u64, visible_at: u64, group: Option<&str>) {

@@ -181,6 +181,7 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
             next_seq: crate::now_ms() * 1000,
             purged_at: None,
             dedup: Default::default(),
+            dedup_expiry: Default::default(),
             attempts: Default::default(),
             recent: Default::default(),
             deleted: false,
@@ -208,7 +209,7 @@ async fn load_messages(store: &dyn Store, queue: &mut Queue) -> Result<(), SqsEr
             // The window restarts with the process: a duplicate within it is still recognised.
             let expires = record.sent_ms + 5 * 60 * 1000;
             let key = queue.dedup_key(record.group_id.as_deref(), dedup_id);
-            queue.dedup.insert(key, (expires, record.id.clone(), record.sequence_number.clone().unwrap_or_default()));
+            queue.remember_dedup(key, expires, record.id.clone(), record.sequence_number.clone().unwrap_or_default());
         }
         queue.next_seq = queue.next_seq.max(seq + 1);
         queue.add_pending(Message {
