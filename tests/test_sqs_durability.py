@@ -18,6 +18,10 @@ def test_restart_keeps_queues_messages_and_their_state(start_stratus):
     sqs.send_message(QueueUrl=url, MessageBody="delayed", DelaySeconds=900)
     in_flight = sqs.receive_message(QueueUrl=url)["Messages"][0]
     fifo_sent = sqs.send_message(QueueUrl=fifo, MessageBody="once", MessageGroupId="g")
+    gone = sqs.send_message(QueueUrl=fifo, MessageBody="gone", MessageGroupId="h")
+    [received] = sqs.receive_message(QueueUrl=fifo, MaxNumberOfMessages=10)["Messages"][1:]
+    assert received["Body"] == "gone"
+    sqs.delete_message(QueueUrl=fifo, ReceiptHandle=received["ReceiptHandle"])
     assert first.stop() == 0
 
     second = start_stratus("second", args=("--data-dir", str(first.data_dir)))
@@ -36,6 +40,8 @@ def test_restart_keeps_queues_messages_and_their_state(start_stratus):
     fifo = sqs.get_queue_url(QueueName="kept.fifo")["QueueUrl"]
     again = sqs.send_message(QueueUrl=fifo, MessageBody="once", MessageGroupId="g")
     assert again["MessageId"] == fifo_sent["MessageId"], "the deduplication window survives the restart"
+    resent = sqs.send_message(QueueUrl=fifo, MessageBody="gone", MessageGroupId="h")
+    assert resent["MessageId"] == gone["MessageId"], "also for a message deleted before the restart"
 
 
 def test_kill_9_loses_no_acknowledged_message(start_stratus):

@@ -312,6 +312,7 @@ impl Sqs {
                 purged_at: None,
                 dedup: HashMap::new(),
                 dedup_expiry: Default::default(),
+                dedup_records: Default::default(),
                 attempts: HashMap::new(),
                 recent: Default::default(),
                 deleted: false,
@@ -568,6 +569,8 @@ impl Sqs {
             if queue.deleted {
                 return Err(SqsError::QueueDoesNotExist);
             }
+            let stale = queue.expire_dedup(now);
+            ops.extend(stale.into_iter().map(|seq| storage::forget_dedup_op(queue.uid, seq)));
             for message in messages {
                 match prepare(&mut queue, sender, message, now) {
                     Ok(Prepared::New(message, sent)) => {
@@ -647,6 +650,7 @@ impl Sqs {
                         Taken::Expired(seq) => ops.extend(storage::delete_message_ops(queue.uid, seq)),
                         Taken::DeadLettered(message) => {
                             ops.extend(storage::delete_message_ops(queue.uid, message.seq));
+                            ops.extend(storage::keep_dedup_op(&mut queue, &message, now));
                             dead.push(*message);
                         }
                     }
@@ -727,6 +731,7 @@ impl Sqs {
                     {
                         queue.trace(now_ms(), &message.id, "deleted", None);
                         ops.extend(storage::delete_message_ops(uid, seq));
+                        ops.extend(storage::keep_dedup_op(&mut queue, &message, now_ms()));
                     }
                     Ok(())
                 })
@@ -818,6 +823,7 @@ impl Sqs {
                 if let Some(message) = queue.remove(seq) {
                     queue.trace(now, &message.id, "purged", None);
                     ops.extend(storage::delete_message_ops(uid, seq));
+                    ops.extend(storage::keep_dedup_op(&mut queue, &message, now));
                 }
             }
             self.store.txn(Txn::ops(ops))
@@ -976,6 +982,7 @@ impl Sqs {
                     if let Some(message) = queue.remove(seq) {
                         queue.trace(now, &message.id, "expired", None);
                         ops.extend(storage::delete_message_ops(uid, seq));
+                        ops.extend(storage::keep_dedup_op(&mut queue, &message, now));
                     }
                 }
                 (!ops.is_empty()).then(|| self.store.txn(Txn::ops(ops)))
@@ -1113,17 +1120,15 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
         (message.group_id, None)
     };
     let dedup_key = dedup_id.as_ref().map(|dedup| queue.dedup_key(group_id.as_deref(), dedup));
-    if let Some(key) = &dedup_key {
-        queue.expire_dedup(now);
-        if let Some((_, message_id, sequence_number)) = queue.dedup.get(key) {
-            return Ok(Prepared::Duplicate(Sent {
-                message_id: message_id.clone(),
-                md5_of_body,
-                md5_of_attributes,
-                md5_of_system_attributes,
-                sequence_number: Some(sequence_number.clone()),
-            }));
-        }
+    // The window was expired by the caller (`send_many`), which also clears stored ids.
+    if let Some((_, message_id, sequence_number)) = dedup_key.as_ref().and_then(|key| queue.dedup.get(key)) {
+        return Ok(Prepared::Duplicate(Sent {
+            message_id: message_id.clone(),
+            md5_of_body,
+            md5_of_attributes,
+            md5_of_system_attributes,
+            sequence_number: Some(sequence_number.clone()),
+        }));
     }
     let seq = queue.next_seq;
     queue.next_seq += 1;

@@ -1,7 +1,7 @@
 //! One queue's messages and the state machine each goes through: delayed, visible, in flight,
 //! deleted (or moved to a dead-letter queue, or expired). Pure: no store, no clock of its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::attributes::{self, RedrivePolicy};
 use crate::{MessageAttribute, QueueId, Received};
@@ -28,6 +28,9 @@ pub(crate) struct Queue {
     pub dedup: HashMap<String, (u64, String, String)>,
     /// The same ids by expiry, oldest first, so that expiring them costs no scan.
     pub dedup_expiry: VecDeque<(u64, String)>,
+    /// Messages deleted inside their deduplication window, whose ids the store keeps
+    /// (`sqs/dedup/...`) so that the window survives a restart.
+    pub dedup_records: HashSet<u64>,
     /// FIFO: ReceiveRequestAttemptId -> (expires at, what that receive returned).
     pub attempts: HashMap<String, (u64, Vec<Received>)>,
     /// The latest message events, oldest first, for `/_stratus/sqs`.
@@ -92,15 +95,21 @@ impl Queue {
         self.dedup.insert(key, (expires, message_id, sequence_number));
     }
 
-    /// Forgets the deduplication ids whose window has passed.
-    pub fn expire_dedup(&mut self, now: u64) {
+    /// Forgets the deduplication ids whose window has passed; returns the messages whose stored
+    /// ids (see `dedup_records`) can go too.
+    pub fn expire_dedup(&mut self, now: u64) -> Vec<u64> {
+        let mut stale = Vec::new();
         while self.dedup_expiry.front().is_some_and(|(expires, _)| *expires <= now) {
             if let Some((expires, key)) = self.dedup_expiry.pop_front()
                 && self.dedup.get(&key).is_some_and(|(e, _, _)| *e == expires)
+                && let Some((_, _, sequence_number)) = self.dedup.remove(&key)
+                && let Ok(seq) = sequence_number.parse::<u64>()
+                && self.dedup_records.remove(&seq)
             {
-                self.dedup.remove(&key);
+                stale.push(seq);
             }
         }
+        stale
     }
 
     pub fn dedup_key(&self, group: Option<&str>, dedup_id: &str) -> String {
@@ -268,6 +277,7 @@ mod tests {
             purged_at: None,
             dedup: HashMap::new(),
             dedup_expiry: VecDeque::new(),
+            dedup_records: HashSet::new(),
             attempts: HashMap::new(),
             recent: VecDeque::new(),
             deleted: false,

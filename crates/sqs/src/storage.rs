@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use store::{Keyspace, Op, Store, prefix_end};
+use store::{Keyspace, Op, Store, Txn, prefix_end};
 
 use crate::queue::{Message, Queue};
 use crate::{AttributeValue, MessageAttribute, QueueId, SqsError};
@@ -135,8 +135,31 @@ pub(crate) fn delete_message_ops(uid: u64, seq: u64) -> [Op; 2] {
     [Op::delete(message_key("msg", uid, seq)), Op::delete(message_key("state", uid, seq))]
 }
 
+/// A FIFO message's deduplication id, kept past the message (deleted, purged, moved) while its
+/// window lasts.
+#[derive(Serialize, Deserialize)]
+struct StoredDedup {
+    key: String,
+    expires: u64,
+    message_id: String,
+}
+
+/// For a FIFO message leaving its queue inside its deduplication window: the record that keeps
+/// its id across a restart (the message's own record, which also does, is going).
+pub(crate) fn keep_dedup_op(queue: &mut Queue, message: &Message, now: u64) -> Option<Op> {
+    let key = queue.dedup_key(message.group_id.as_deref(), message.dedup_id.as_deref()?);
+    let (expires, message_id, _) = queue.dedup.get(&key).filter(|(e, id, _)| *e > now && *id == message.id)?;
+    let record = StoredDedup { key: key.clone(), expires: *expires, message_id: message_id.clone() };
+    queue.dedup_records.insert(message.seq);
+    Some(Op::put(message_key("dedup", queue.uid, message.seq), encode(&record)))
+}
+
+pub(crate) fn forget_dedup_op(uid: u64, seq: u64) -> Op {
+    Op::delete(message_key("dedup", uid, seq))
+}
+
 pub(crate) fn delete_queue_ops(id: &QueueId, uid: u64) -> Vec<Op> {
-    let mut ops: Vec<Op> = ["msg", "state"]
+    let mut ops: Vec<Op> = ["msg", "state", "dedup"]
         .into_iter()
         .map(|kind| {
             let start = queue_prefix(kind, uid);
@@ -159,6 +182,7 @@ fn corrupt(what: &str, key: &[u8]) -> SqsError {
 pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
     let start = keyspace().key(b"queue/");
     let mut queues = Vec::new();
+    let mut stale = Vec::new();
     for kv in store.range(&start, &prefix_end(&start), None).await? {
         let Some(path) = kv.key.strip_prefix(start.as_slice()) else { continue };
         let path = String::from_utf8_lossy(path);
@@ -182,14 +206,39 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
             purged_at: None,
             dedup: Default::default(),
             dedup_expiry: Default::default(),
+            dedup_records: Default::default(),
             attempts: Default::default(),
             recent: Default::default(),
             deleted: false,
         };
         load_messages(store, &mut queue).await?;
+        stale.extend(load_dedup(store, &mut queue).await?);
         queues.push(queue);
     }
+    if !stale.is_empty() {
+        store.txn(Txn::ops(stale)).await?;
+    }
     Ok(queues)
+}
+
+/// The kept deduplication ids of a queue's departed messages: those still inside their window
+/// are remembered; the deletes of the others are returned.
+async fn load_dedup(store: &dyn Store, queue: &mut Queue) -> Result<Vec<Op>, SqsError> {
+    let start = queue_prefix("dedup", queue.uid);
+    let now = crate::now_ms();
+    let mut stale = Vec::new();
+    for kv in store.range(&start, &prefix_end(&start), None).await? {
+        let suffix = std::str::from_utf8(&kv.key[start.len()..]).ok();
+        let seq = suffix.and_then(|s| u64::from_str_radix(s, 16).ok()).ok_or_else(|| corrupt("dedup", &kv.key))?;
+        let record: StoredDedup = postcard::from_bytes(&kv.value).map_err(|_| corrupt("dedup", &kv.key))?;
+        if record.expires > now {
+            queue.remember_dedup(record.key, record.expires, record.message_id, format!("{seq:020}"));
+            queue.dedup_records.insert(seq);
+        } else {
+            stale.push(Op::delete(kv.key));
+        }
+    }
+    Ok(stale)
 }
 
 async fn load_messages(store: &dyn Store, queue: &mut Queue) -> Result<(), SqsError> {

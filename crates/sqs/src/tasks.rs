@@ -186,14 +186,15 @@ async fn move_all(sqs: &Sqs, task: &MoveTask) -> Result<(), String> {
         let count: usize = groups.values().map(Vec::len).sum();
         for (target, messages) in groups {
             let Ok(target_cell) = sqs.cell(&target) else { continue };
-            let uid = {
+            let mut ops = Vec::new();
+            {
                 let mut queue = source.lock();
                 for message in &messages {
                     queue.trace(now, &message.id, "moved", Some(target.name.clone()));
+                    ops.extend(storage::delete_message_ops(queue.uid, message.seq));
+                    ops.extend(storage::keep_dedup_op(&mut queue, message, now));
                 }
-                queue.uid
-            };
-            let ops = messages.iter().flat_map(|m| storage::delete_message_ops(uid, m.seq)).collect();
+            }
             sqs.transfer(&target_cell, messages, None, ops).await.map_err(|e| e.to_string())?;
         }
         task.moved.fetch_add(count as u64, Ordering::Relaxed);
