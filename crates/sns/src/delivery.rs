@@ -1,9 +1,10 @@
-//! Delivery: each outbox entry is delivered to its targets concurrently, in rounds. Targets that
-//! succeed, or fail for good (then going to their dead-letter queue), are done; the rest are
-//! retried per their delivery policy. The outbox record is rewritten with the targets still to
-//! go after a round that leaves some, and deleted when none remain, so a restart redelivers only
-//! what was not done. Messages of a FIFO topic are delivered one after another, in order; others
-//! each in a task of their own.
+//! Delivery. Each topic has a *lane*: a task that takes the topic's outbox entries in publish
+//! order, up to 64 at a time, and makes the first attempt at all their local targets (queues and
+//! the mail outbox) together, each queue's share in one SQS transaction. HTTP(S) targets, and
+//! targets to be retried, continue in a task per entry that follows the delivery policy. Targets
+//! that succeed, or fail for good (then going to their dead-letter queue), are done. An outbox
+//! record is rewritten with the targets still to go after a round that leaves some, and deleted
+//! when none remain, so a restart redelivers only what was not done.
 //!
 //! Protocols: `sqs` into Stratus's own queues, `http`/`https` as a real POST, and everything
 //! that would leave the machine (email, SMS, mobile push, Firehose, and Lambda until Stratus runs
