@@ -225,9 +225,10 @@ pub(crate) struct Delivery {
     signer: tokio::sync::OnceCell<Arc<Signer>>,
     pub endpoint: Endpoint,
     /// HTTP and HTTPS (TLS through the system's OpenSSL, verifying against its trusted roots,
-    /// as SNS requires a certificate from a trusted authority).
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    /// One ordered lane per FIFO topic.
+    /// as SNS requires a certificate from a trusted authority). Made on first use: loading the
+    /// roots took ~50 ms and 8 MiB, which every start would otherwise pay.
+    http: std::sync::OnceLock<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+    /// One lane per topic.
     lanes: Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
     traces: Mutex<VecDeque<MessageTrace>>,
 }
@@ -250,20 +251,25 @@ struct DeliveryTrace {
 
 impl Delivery {
     pub fn new(store: Arc<dyn Store>, sqs: Arc<Sqs>, signer: Option<Signer>, endpoint: Endpoint) -> Arc<Delivery> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(HTTP_TIMEOUT));
-        connector.set_nodelay(true);
-        connector.enforce_http(false);
-        let http =
-            Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpsConnector::new_with_connector(connector));
         Arc::new(Delivery {
             store,
             sqs,
             signer: tokio::sync::OnceCell::new_with(signer.map(Arc::new)),
             endpoint,
-            http,
+            http: std::sync::OnceLock::new(),
             lanes: Mutex::new(HashMap::new()),
             traces: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    fn http(&self) -> &Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+        self.http.get_or_init(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(HTTP_TIMEOUT));
+            connector.set_nodelay(true);
+            connector.enforce_http(false);
+            let https = HttpsConnector::new_with_connector(connector);
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
         })
     }
 
@@ -620,7 +626,7 @@ impl Delivery {
             Ok(request) => request,
             Err(error) => return Outcome::Failed(format!("invalid endpoint: {error}")),
         };
-        match tokio::time::timeout(HTTP_TIMEOUT, self.http.request(request)).await {
+        match tokio::time::timeout(HTTP_TIMEOUT, self.http().request(request)).await {
             Err(_) => Outcome::Retry("timed out".into()),
             Ok(Err(error)) => {
                 // The client's error says only "Connect"; the reason (refused, TLS) is in its sources.
