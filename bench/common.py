@@ -89,8 +89,20 @@ def rss_mib(pid):
     return int(open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0]) / 1024
 
 
-def main(name, services, run_peer, report):
-    """Runs `run_peer(name, spec, seconds)` for each peer asked for, then `report(results)`."""
+def run_peer(name, spec, seconds, scenarios):
+    """Starts one peer, runs `scenarios(port, seconds)` against it, and adds its memory at the end."""
+    port = free_port()
+    process = start(name, spec, port)
+    try:
+        results = scenarios(port, seconds)
+        results["rss_mib"] = rss_mib(process.pid)
+        return results
+    finally:
+        stop(process)
+
+
+def main(name, services, scenarios, report):
+    """Runs `scenarios(port, seconds)` against each peer asked for, then `report(results)`."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--peers", default="stratus,stratus-ephemeral,fakecloud,moto,localstack")
@@ -104,7 +116,7 @@ def main(name, services, run_peer, report):
             continue
         print(f"running {peer} ...", flush=True)
         try:
-            results[peer] = run_peer(peer, specs[peer], args.seconds)
+            results[peer] = run_peer(peer, specs[peer], args.seconds, scenarios)
         except Exception as failure:  # noqa: BLE001 - one peer failing must not lose the others' results
             print(f"{peer} failed: {failure!r}")
         pathlib.Path(f"/tmp/{name}-bench-results.json").write_text(json.dumps(results))

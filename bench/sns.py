@@ -19,7 +19,7 @@ import statistics
 import time
 import urllib.parse
 
-from common import free_port, main, print_table, rss_mib, start, stop, wrk
+from common import main, print_table, wrk
 
 SCOPE = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{}/aws4_request, SignedHeaders=host, Signature=0"
 
@@ -168,25 +168,20 @@ async def _visible_latency(port, topic, urls, samples):
     return statistics.median(times), times[int(len(times) * 0.99) - 1]
 
 
-def run_peer(name, spec, seconds):
-    port = free_port()
-    process = start(name, spec, port)
-    try:
-        client = Client(port)
-        r = {}
-        for subscriptions in (1, 10):
-            for connections in (1, 16):
-                topic, urls = client.topic_with_queues(f"load{subscriptions}c{connections}", subscriptions)
-                r[f"publish {subscriptions} sub c{connections}"] = publish_load(client, port, topic, urls, connections, seconds)
-            topic, urls = client.topic_with_queues(f"latency{subscriptions}", subscriptions)
-            r[f"visible {subscriptions} sub"] = visible_latency(port, topic, urls)
-        # Raw delivery: no envelope, so no RSA signature per message.
-        topic, urls = client.topic_with_queues("raw", 1, raw=True)
-        r["publish raw c16"] = publish_load(client, port, topic, urls, 16, seconds)
-        r["rss_mib"] = rss_mib(process.pid)
-        return r
-    finally:
-        stop(process)
+def scenarios(port, seconds):
+    """Every scenario against one running peer: a result for each."""
+    client = Client(port)
+    r = {}
+    for subscriptions in (1, 10):
+        for connections in (1, 16):
+            topic, urls = client.topic_with_queues(f"load{subscriptions}c{connections}", subscriptions)
+            r[f"publish {subscriptions} sub c{connections}"] = publish_load(client, port, topic, urls, connections, seconds)
+        topic, urls = client.topic_with_queues(f"latency{subscriptions}", subscriptions)
+        r[f"visible {subscriptions} sub"] = visible_latency(port, topic, urls)
+    # Raw delivery: no envelope, so no RSA signature per message.
+    topic, urls = client.topic_with_queues("raw", 1, raw=True)
+    r["publish raw c16"] = publish_load(client, port, topic, urls, 16, seconds)
+    return r
 
 
 def publish_cell(m):
@@ -218,4 +213,4 @@ def report(results):
 
 
 if __name__ == "__main__":
-    main("sns", "sqs,sns", run_peer, report)
+    main("sns", "sqs,sns", scenarios, report)

@@ -19,7 +19,7 @@ import json
 import statistics
 import time
 
-from common import free_port, main, print_table, rss_mib, start, stop, wrk
+from common import main, print_table, wrk
 AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
 BODY = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
 
@@ -78,35 +78,30 @@ def boto3_sends(port, calls=300):
     return calls / (time.perf_counter() - began)
 
 
-def run_peer(name, spec, seconds):
-    port = free_port()
-    process = start(name, spec, port)
-    try:
-        client = Client(port)
-        r = {}
-        send = client.queue("send")
-        batch = client.queue("batch")
-        r["send c1"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds)
-        r["send c16"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds)
-        r["batch c1"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 1, seconds)
-        r["batch c16"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds)
-        # The batch queue now holds what the batch runs sent: receive and delete from it.
-        r["recv+del c1"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 1, seconds)
-        r["recv+del c16"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 16, seconds)
-        depth = client.queue("depth")
-        filled = 0
-        for target in (100, 5000, 250_000):
-            if fill(client, depth, target - filled, budget_s=60):
-                filled = target
-                r[f"depth {target}"] = receive_latency(client, depth)
-            else:
-                r[f"depth {target}"] = None
-                break
-        r["boto3 send/s"] = boto3_sends(port)
-        r["rss_mib"] = rss_mib(process.pid)
-        return r
-    finally:
-        stop(process)
+def scenarios(port, seconds):
+    """Every scenario against one running peer: a result for each."""
+    client = Client(port)
+    r = {}
+    send = client.queue("send")
+    batch = client.queue("batch")
+    r["send c1"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds)
+    r["send c16"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds)
+    r["batch c1"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 1, seconds)
+    r["batch c16"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds)
+    # The batch queue now holds what the batch runs sent: receive and delete from it.
+    r["recv+del c1"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 1, seconds)
+    r["recv+del c16"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 16, seconds)
+    depth = client.queue("depth")
+    filled = 0
+    for target in (100, 5000, 250_000):
+        if fill(client, depth, target - filled, budget_s=60):
+            filled = target
+            r[f"depth {target}"] = receive_latency(client, depth)
+        else:
+            r[f"depth {target}"] = None
+            break
+    r["boto3 send/s"] = boto3_sends(port)
+    return r
 
 
 def report(results):
@@ -132,4 +127,4 @@ def report(results):
 
 
 if __name__ == "__main__":
-    main("sqs", "sqs", run_peer, report)
+    main("sqs", "sqs", scenarios, report)

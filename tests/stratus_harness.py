@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
+import botocore.exceptions
 from botocore.config import Config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -76,6 +78,36 @@ class Stratus:
         sock = socket.create_connection(self.address, timeout=timeout)
         sock.settimeout(timeout)
         return sock
+
+    def kill_9_under_load(self, worker, threads, calls, after):
+        """Runs `threads` threads, each calling `worker(thread)(i)` for i in range(calls), and kills
+        this Stratus with SIGKILL once `after` calls have been answered. Returns what the answered
+        (acknowledged) calls returned; a call the dying server did not answer stops its thread."""
+        acked, lock, stop = [], threading.Lock(), threading.Event()
+
+        def run(n):
+            call = worker(n)
+            for i in range(calls):
+                if stop.is_set():
+                    return
+                try:
+                    result = call(i)
+                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                    return  # the server died under us: this call was never acknowledged
+                with lock:
+                    acked.append(result)
+
+        running = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+        for thread in running:
+            thread.start()
+        deadline = time.monotonic() + 120
+        while len(acked) < after and time.monotonic() < deadline and any(t.is_alive() for t in running):
+            time.sleep(0.01)
+        self.stop(sig=signal.SIGKILL)
+        stop.set()
+        for thread in running:
+            thread.join()
+        return acked
 
     def stop(self, sig=signal.SIGTERM, timeout=40):
         if self.process and self.process.poll() is None:

@@ -657,3 +657,24 @@ def test_https_endpoint_needs_a_trusted_certificate(stratus, sns, tmp_path):
         assert subscriber.requests == []
     finally:
         subscriber.close()
+
+
+def test_queue_of_another_account_confirms_through_the_queue(stratus, sns):
+    """A queue owned by another account must confirm: the SubscriptionConfirmation arrives in the
+    queue (its policy lets the topic send), and ConfirmSubscription with its token starts delivery."""
+    topic = sns.create_topic(Name="shared-out")["TopicArn"]
+    other_sqs = stratus.client("sqs", aws_access_key_id="111111111111")
+    url, arn = queue(other_sqs, "inbox")
+    policy = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+                             "Action": "sqs:SendMessage", "Resource": arn,
+                             "Condition": {"ArnEquals": {"aws:SourceArn": topic}}}]}
+    other_sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    sub = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, ReturnSubscriptionArn=True)["SubscriptionArn"]
+    assert sns.get_subscription_attributes(SubscriptionArn=sub)["Attributes"]["PendingConfirmation"] == "true"
+    [confirmation] = [json.loads(m["Body"]) for m in receive_all(other_sqs, url, 1)]
+    assert confirmation["Type"] == "SubscriptionConfirmation"
+    verify_signature(confirmation)
+    sns.publish(TopicArn=topic, Message="not yet")
+    sns.confirm_subscription(TopicArn=topic, Token=confirmation["Token"])
+    sns.publish(TopicArn=topic, Message="now")
+    assert [json.loads(m["Body"])["Message"] for m in receive_all(other_sqs, url, 2, timeout=3)] == ["now"]

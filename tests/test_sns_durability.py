@@ -3,10 +3,7 @@ Publish is delivered even if Stratus dies before delivering it."""
 
 import json
 import signal
-import threading
 import time
-
-import botocore.exceptions
 
 from test_sns import Subscriber, queue, receive_all, verify_signature
 
@@ -75,30 +72,16 @@ def test_kill_9_during_fan_out_loses_no_acknowledged_message(start_stratus):
         url, arn = queue(sqs, name)
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
         queues.append(url)
-    acked, lock, stop = set(), threading.Lock(), threading.Event()
-
-    def producer(n):
+    def worker(n):
         client = first.client("sns")
-        for i in range(1000):
-            if stop.is_set():
-                return
-            try:
-                client.publish(TopicArn=topic, Message=f"{n}-{i}")
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                return  # the server died under us: this publish was never acknowledged
-            with lock:
-                acked.add(f"{n}-{i}")
 
-    threads = [threading.Thread(target=producer, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 120
-    while len(acked) < 1500 and time.monotonic() < deadline and any(t.is_alive() for t in threads):
-        time.sleep(0.01)
-    first.stop(sig=signal.SIGKILL)
-    stop.set()
-    for thread in threads:
-        thread.join()
+        def publish(i):
+            client.publish(TopicArn=topic, Message=f"{n}-{i}")
+            return f"{n}-{i}"
+
+        return publish
+
+    acked = set(first.kill_9_under_load(worker, threads=4, calls=1000, after=1500))
     assert len(acked) >= 500, f"only {len(acked)} publishes were acknowledged before the kill"
 
     second = start_stratus("second", args=("--data-dir", str(first.data_dir)))

@@ -1,12 +1,5 @@
 """SQS state across a clean restart and across kill -9."""
 
-import signal
-import threading
-import time
-
-import botocore.exceptions
-import pytest
-
 
 def test_restart_keeps_queues_messages_and_their_state(start_stratus):
     first = start_stratus("first")
@@ -47,31 +40,16 @@ def test_restart_keeps_queues_messages_and_their_state(start_stratus):
 def test_kill_9_loses_no_acknowledged_message(start_stratus):
     first = start_stratus("first")
     url = first.client("sqs").create_queue(QueueName="crash")["QueueUrl"]
-    acked, lock, stop = {}, threading.Lock(), threading.Event()
-
-    def producer(n):
+    def worker(n):
         client = first.client("sqs")
-        for i in range(1250):
-            if stop.is_set():
-                return
-            body = f"{n}-{i}"
-            try:
-                message_id = client.send_message(QueueUrl=url, MessageBody=body)["MessageId"]
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                return  # the server died under us: this send was never acknowledged
-            with lock:
-                acked[message_id] = body
 
-    threads = [threading.Thread(target=producer, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 120
-    while len(acked) < 5000 and time.monotonic() < deadline and any(t.is_alive() for t in threads):
-        time.sleep(0.01)
-    first.stop(sig=signal.SIGKILL)
-    stop.set()
-    for thread in threads:
-        thread.join()
+        def send(i):
+            body = f"{n}-{i}"
+            return client.send_message(QueueUrl=url, MessageBody=body)["MessageId"], body
+
+        return send
+
+    acked = dict(first.kill_9_under_load(worker, threads=8, calls=1250, after=5000))
     assert len(acked) >= 1000, f"only {len(acked)} sends were acknowledged before the kill"
 
     second = start_stratus("second", args=("--data-dir", str(first.data_dir)))

@@ -1,5 +1,7 @@
 //! The query protocol: `Action` and parameters from the query string or a form body; XML replies.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
@@ -18,6 +20,38 @@ pub(crate) struct QueryRequest {
 impl QueryRequest {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The indices N used under `prefix.N`, in numeric order.
+    pub fn indices(&self, prefix: &str) -> Vec<u32> {
+        let mut indices: Vec<u32> = self
+            .params
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix(prefix)?.strip_prefix('.')?.split('.').next()?.parse().ok())
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        indices
+    }
+
+    /// A list: `Name.member.N`.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}.member");
+        let items = self.indices(&prefix).into_iter().filter_map(|i| self.param(&format!("{prefix}.{i}")));
+        items.map(String::from).collect()
+    }
+
+    /// A map: `Name.entry.N.key` and `Name.entry.N.value`.
+    pub fn map(&self, name: &str) -> BTreeMap<String, String> {
+        let prefix = format!("{name}.entry");
+        self.indices(&prefix)
+            .into_iter()
+            .filter_map(|i| {
+                let key = self.param(&format!("{prefix}.{i}.key"))?;
+                let value = self.param(&format!("{prefix}.{i}.value")).unwrap_or_default();
+                Some((key.to_string(), value.to_string()))
+            })
+            .collect()
     }
 }
 

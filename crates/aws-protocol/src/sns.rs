@@ -57,7 +57,7 @@ pub(crate) async fn handle(
     let Some(&operation) = OPERATIONS.iter().find(|o| **o == request.action) else {
         return Err(query::invalid_action(request));
     };
-    let params = Params(&request.params);
+    let params = Params(request);
     let mut xml = Xml::fragment();
     run(sns, ctx, operation, &params, &mut xml).await.map_err(to_aws)?;
     let body = xml.finish();
@@ -301,46 +301,24 @@ fn to_aws(error: Error) -> AwsError {
     AwsError::new(status, code, message)
 }
 
-/// A query request's parameters.
-struct Params<'a>(&'a [(String, String)]);
+/// SNS's reading of a query request: required parameters, tags and messages, over the query
+/// protocol's flattened lists and maps (`QueryRequest`).
+struct Params<'a>(&'a QueryRequest);
+
+impl std::ops::Deref for Params<'_> {
+    type Target = QueryRequest;
+    fn deref(&self) -> &QueryRequest {
+        self.0
+    }
+}
 
 impl Params<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.0.param(name).map(String::from)
     }
 
     fn required(&self, name: &'static str) -> Result<String, Error> {
         self.get(name).ok_or(Error::Missing(name))
-    }
-
-    /// The indices N used under `prefix.N`, in numeric order.
-    fn indices(&self, prefix: &str) -> Vec<u32> {
-        let mut indices: Vec<u32> = self
-            .0
-            .iter()
-            .filter_map(|(k, _)| k.strip_prefix(prefix)?.strip_prefix('.')?.split('.').next()?.parse().ok())
-            .collect();
-        indices.sort_unstable();
-        indices.dedup();
-        indices
-    }
-
-    /// `Name.member.N`
-    fn list(&self, name: &str) -> Vec<String> {
-        let prefix = format!("{name}.member");
-        self.indices(&prefix).into_iter().filter_map(|i| self.get(&format!("{prefix}.{i}"))).collect()
-    }
-
-    /// `Name.entry.N.key` / `Name.entry.N.value`
-    fn map(&self, name: &str) -> BTreeMap<String, String> {
-        let prefix = format!("{name}.entry");
-        self.indices(&prefix)
-            .into_iter()
-            .filter_map(|i| {
-                let key = self.get(&format!("{prefix}.{i}.key"))?;
-                Some((key, self.get(&format!("{prefix}.{i}.value")).unwrap_or_default()))
-            })
-            .collect()
     }
 
     /// `Tags.member.N.Key` / `Tags.member.N.Value`

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use sqs::{AttributeValue, MessageAttribute};
 use store::{Op, Txn};
 
@@ -172,7 +171,7 @@ impl Sns {
                 .ok_or_else(|| SnsError::invalid("The MessageGroupId parameter is required for FIFO topics"))?;
             let dedup = match (&publish.dedup_id, topic.content_based_deduplication()) {
                 (Some(id), _) => id.clone(),
-                (None, true) => hex(&Sha256::digest(publish.message.as_bytes())),
+                (None, true) => sqs::content_deduplication_id(&publish.message),
                 (None, false) => {
                     return Err(SnsError::invalid(
                         "The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
@@ -262,10 +261,6 @@ enum Prepared {
     New(Box<Outgoing>, Published),
     /// A FIFO duplicate within the deduplication window: answered, not delivered again.
     Duplicate(Published),
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn message_size(publish: &Publish) -> usize {

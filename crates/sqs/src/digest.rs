@@ -40,6 +40,13 @@ fn field(hasher: &mut Md5, bytes: &[u8]) {
     hasher.update(bytes);
 }
 
+/// The deduplication id of content-based deduplication (SQS FIFO queues and SNS FIFO topics):
+/// the SHA-256 of the body, in hex.
+pub fn content_deduplication_id(body: &str) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(body.as_bytes()))
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

@@ -22,6 +22,7 @@ use base64::Engine as _;
 use store::{Store, StoreError, Txn};
 use tokio::sync::Notify;
 
+pub use digest::content_deduplication_id;
 pub use queue::Trace;
 use queue::{Message, Queue, Taken};
 pub use tasks::MoveTaskView;
@@ -1106,8 +1107,7 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
             None if queue.attributes.get("ContentBasedDeduplication").and_then(|v| attributes::bool_value(v))
                 == Some(true) =>
             {
-                use sha2::Digest;
-                digest::hex(&sha2::Sha256::digest(message.body.as_bytes()))
+                digest::content_deduplication_id(&message.body)
             }
             None => {
                 return Err(SqsError::InvalidParameterValue(
