@@ -58,18 +58,23 @@ def start(name, spec, port):
     raise RuntimeError(f"{name} did not start; see /tmp/bench-{name}.log")
 
 
-def wrk(script, port, env, connections, seconds):
-    """Runs a bench/wrk script; `env` passes it its target (QUEUE_URL, TOPIC_ARN)."""
+def wrk(script, port, env, connections, seconds, timeout_s=None):
+    """Runs a bench/wrk script; `env` passes it its target (QUEUE_URL, TOPIC_ARN). `timeout_s`
+    replaces wrk's 2 s request timeout (a timed-out request counts as a socket error)."""
     threads = 1 if connections == 1 else 2
-    result = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f"bench/wrk/{script}",
+    timeout = ["--timeout", f"{timeout_s}s"] if timeout_s else []
+    result = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *timeout, "-s", f"bench/wrk/{script}",
                              f"http://127.0.0.1:{port}"], capture_output=True, text=True, cwd=REPO, env={**os.environ, **env})
     out = result.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = parse_latency(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = parse_latency(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = int(re.search(r"non-2xx (\d+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     deleted = re.search(r"deleted (\d+)", out)
-    return {"rps": rps, "p99_ms": p99, "errors": non2xx, "requests": requests, "deleted_per_s": int(deleted.group(1)) / seconds if deleted else None}
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": non2xx, "requests": requests, "deleted_per_s": int(deleted.group(1)) / seconds if deleted else None,
+            "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0}
 
 
 def parse_latency(text):
@@ -101,11 +106,11 @@ def run_peer(name, spec, seconds, scenarios):
         stop(process)
 
 
-def main(name, services, scenarios, report):
+def main(name, services, scenarios, report, default_peers="stratus,stratus-ephemeral,fakecloud,moto,localstack"):
     """Runs `scenarios(port, seconds)` against each peer asked for, then `report(results)`."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--peers", default="stratus,stratus-ephemeral,fakecloud,moto,localstack")
+    parser.add_argument("--peers", default=default_peers)
     args = parser.parse_args()
     scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-bench-"))
     specs = peers(scratch, services)

@@ -14,11 +14,19 @@ pub struct AwsError {
     pub message: String,
     /// For query-compatible JSON services: the code the query protocol used, if it differs.
     pub query_code: Option<String>,
+    /// Further members of a JSON error body (DynamoDB's `Item`, `CancellationReasons`).
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AwsError {
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        AwsError { status, code: code.into(), message: message.into(), query_code: None }
+        AwsError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            query_code: None,
+            fields: serde_json::Map::new(),
+        }
     }
 
     /// A 400: the caller's fault.
@@ -45,7 +53,10 @@ pub(crate) struct Envelope {
 pub(crate) fn encode(envelope: Envelope, error: &AwsError, request_id: &str) -> Response<Bytes> {
     let (content_type, body) = match envelope.protocol {
         Protocol::Json => {
-            let body = serde_json::json!({ "__type": error.code, "message": error.message });
+            let mut body = serde_json::json!({ "__type": error.code, "message": error.message });
+            if let Some(body) = body.as_object_mut() {
+                body.extend(error.fields.clone());
+            }
             (envelope.json_content_type, body.to_string())
         }
         Protocol::RestJson => ("application/json", serde_json::json!({ "message": error.message }).to_string()),

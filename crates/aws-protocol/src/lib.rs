@@ -8,6 +8,7 @@
 //! share the routing, the scope and the error envelopes, and services such as SQS speak two.
 
 pub mod catalog;
+mod dynamodb;
 mod error;
 mod query;
 pub mod sigv4;
@@ -28,7 +29,7 @@ use error::Envelope;
 use query::QueryRequest;
 
 /// The botocore names of the services Stratus serves.
-pub const SERVED: &[&str] = &["sns", "sqs", "sts"];
+pub const SERVED: &[&str] = &["dynamodb", "dynamodbstreams", "sns", "sqs", "sts"];
 
 /// The default region when a request carries no scope, as the AWS CLI assumes.
 const DEFAULT_REGION: &str = "us-east-1";
@@ -57,12 +58,22 @@ pub struct Aws {
     default_account: String,
     sqs: Arc<::sqs::Sqs>,
     sns: Arc<::sns::Sns>,
+    dynamodb: Arc<::dynamodb::DynamoDb>,
 }
 
 impl Aws {
     /// `default_account` is used for access keys that are not 12-digit account ids.
-    pub fn new(default_account: String, sqs: Arc<::sqs::Sqs>, sns: Arc<::sns::Sns>) -> Self {
-        Aws { default_account, sqs, sns }
+    pub fn new(
+        default_account: String,
+        sqs: Arc<::sqs::Sqs>,
+        sns: Arc<::sns::Sns>,
+        dynamodb: Arc<::dynamodb::DynamoDb>,
+    ) -> Self {
+        Aws { default_account, sqs, sns, dynamodb }
+    }
+
+    pub fn dynamodb(&self) -> &Arc<::dynamodb::DynamoDb> {
+        &self.dynamodb
     }
 
     pub fn sns(&self) -> &Arc<::sns::Sns> {
@@ -73,6 +84,7 @@ impl Aws {
     pub fn reset(&self) {
         self.sqs.reset();
         self.sns.reset();
+        self.dynamodb.reset();
     }
 
     /// SQS as `/_stratus/sqs` shows it: each queue's counts and the latest steps of its messages.
@@ -96,11 +108,67 @@ impl Aws {
         serde_json::json!({ "queues": queues })
     }
 
+    /// DynamoDB's partition map of one table, for `/_stratus/dynamodb/tables/<name>/partitions`:
+    /// each partition's hash range, items, bytes and capacity used in the last minute, for the
+    /// table and each index. `None` when there is no such table.
+    pub fn dynamodb_partitions(
+        &self,
+        account: Option<&str>,
+        region: Option<&str>,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let id = ::dynamodb::TableId {
+            account: account.unwrap_or(&self.default_account).to_string(),
+            region: region.unwrap_or(DEFAULT_REGION).to_string(),
+            name: name.to_string(),
+        };
+        let maps = self.dynamodb.partitions(&id).ok()?;
+        let view = |parts: &[::dynamodb::PartitionView]| -> Vec<serde_json::Value> {
+            parts
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "id": p.id, "hashStart": format!("{:016x}", p.hash_start), "hashEnd": format!("{:016x}", p.hash_end),
+                        "itemCount": p.items, "bytes": p.bytes,
+                        "readUnitsLastMinute": p.read_units, "writeUnitsLastMinute": p.write_units,
+                    })
+                })
+                .collect()
+        };
+        let indexes: serde_json::Map<String, serde_json::Value> =
+            maps.iter().filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.clone(), view(v).into())).collect();
+        Some(serde_json::json!({
+            "table": name, "account": id.account, "region": id.region,
+            "partitions": maps.get("").map(|p| view(p)).unwrap_or_default(),
+            "indexes": indexes,
+        }))
+    }
+
+    /// DynamoDB's tables, for `/_stratus/dynamodb`.
+    pub fn dynamodb_tables(&self) -> serde_json::Value {
+        let tables: Vec<serde_json::Value> = self
+            .dynamodb
+            .table_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let d = self.dynamodb.describe_table(&id).ok()?;
+                Some(serde_json::json!({
+                    "account": id.account, "region": id.region, "name": id.name, "arn": id.arn(),
+                    "items": d.item_count, "bytes": d.size_bytes,
+                    "partitions": d.def.partitions.get("").map_or(1, Vec::len),
+                }))
+            })
+            .collect();
+        serde_json::json!({ "tables": tables })
+    }
+
     /// What each served service holds, by name: (what, how many).
     pub fn summary(&self) -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
         let (queues, messages) = self.sqs.summary();
         let (topics, subscriptions) = self.sns.summary();
+        let (tables, items) = self.dynamodb.summary();
         vec![
+            ("dynamodb", vec![("tables", tables), ("items", items)]),
             ("sns", vec![("topics", topics), ("subscriptions", subscriptions)]),
             ("sqs", vec![("queues", queues), ("messages", messages)]),
             ("sts", Vec::new()),
@@ -137,6 +205,14 @@ impl Aws {
                 _ => Err(query::invalid_action(&request)),
             },
             (Some(service), Call::Json { operation }) => match service.name {
+                "dynamodb" => match json_body(&body) {
+                    Ok(input) => dynamodb::handle(&self.dynamodb, &ctx, &operation, input).await,
+                    Err(error) => Err(error),
+                },
+                "dynamodbstreams" => match json_body(&body) {
+                    Ok(input) => dynamodb::handle_streams(&self.dynamodb, &ctx, &operation, input).await,
+                    Err(error) => Err(error),
+                },
                 "sqs" => match json_body(&body) {
                     Ok(input) => {
                         sqs::handle(&self.sqs, &ctx, sqs::Wire::Json, &operation, input, parts.uri.path()).await
@@ -319,8 +395,10 @@ mod tests {
     async fn aws() -> Aws {
         let store = store::ephemeral(store::StoreOptions::default()).unwrap();
         let sqs = ::sqs::Sqs::open(store.clone()).await.unwrap();
-        let sns = ::sns::Sns::open(store, sqs.clone(), ::sns::Endpoint("http://localhost".into())).await.unwrap();
-        Aws::new("000000000000".into(), sqs, sns)
+        let sns =
+            ::sns::Sns::open(store.clone(), sqs.clone(), ::sns::Endpoint("http://localhost".into())).await.unwrap();
+        let dynamodb = ::dynamodb::DynamoDb::open(store.clone(), Default::default()).await.unwrap();
+        Aws::new("000000000000".into(), sqs, sns, dynamodb)
     }
 
     async fn call(req: Request<Bytes>) -> (Outcome, String) {

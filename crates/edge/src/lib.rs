@@ -107,6 +107,12 @@ impl Edge {
             (&Method::POST, "/_stratus/reset") => ("stratus", "reset", self.reset().await),
             (&Method::GET, "/_stratus/sqs") => ("stratus", "sqs", json(StatusCode::OK, &self.aws.sqs_inspection())),
             (_, path) if path.starts_with("/_stratus/sns") => ("stratus", "sns", self.sns(&request).await),
+            (&Method::GET, "/_stratus/dynamodb") => {
+                ("stratus", "dynamodb", json(StatusCode::OK, &self.aws.dynamodb_tables()))
+            }
+            (&Method::GET, path) if path.starts_with("/_stratus/dynamodb/tables/") => {
+                ("stratus", "dynamodb", self.dynamodb_partitions(&request))
+            }
             // Unsigned only: a signed GET /metrics is S3's ListObjects on a bucket named "metrics".
             (&Method::GET, "/metrics") if unsigned => ("stratus", "metrics", self.prometheus()),
             (&Method::GET, "/_stratus/metrics") => ("stratus", "metrics", self.prometheus()),
@@ -175,6 +181,22 @@ impl Edge {
                 let message = format!("no Stratus endpoint {method} {path}");
                 json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": message }))
             }
+        }
+    }
+
+    /// `/_stratus/dynamodb/tables/<name>/partitions[?account=&region=]`: the table's partition map.
+    fn dynamodb_partitions(&self, request: &Request<Incoming>) -> Response<Bytes> {
+        let query: Vec<(String, String)> = request
+            .uri()
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let path = request.uri().path();
+        let name = path.strip_prefix("/_stratus/dynamodb/tables/").and_then(|rest| rest.strip_suffix("/partitions"));
+        match name.and_then(|n| self.aws.dynamodb_partitions(param("account"), param("region"), n)) {
+            Some(map) => json(StatusCode::OK, &map),
+            None => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": format!("no table at {path}") })),
         }
     }
 

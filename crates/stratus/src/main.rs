@@ -54,6 +54,17 @@ struct UpArgs {
     /// Account id for requests whose access key is not a 12-digit account id (moto users expect 123456789012).
     #[arg(long, env = "STRATUS_DEFAULT_ACCOUNT", default_value = "000000000000", value_parser = account_id)]
     default_account: String,
+    /// DynamoDB splits a partition when it holds more than this many bytes (DynamoDB's own limit
+    /// is 10 GB; the small default makes splits visible on small tables).
+    #[arg(long, env = "STRATUS_DYNAMODB_PARTITION_BYTES", value_name = "BYTES", default_value_t = 1 << 20)]
+    dynamodb_partition_bytes: usize,
+    /// How often DynamoDB looks for items whose TTL has passed, e.g. 1s, 5s, 1m.
+    #[arg(long, env = "STRATUS_DYNAMODB_TTL_INTERVAL", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    dynamodb_ttl_interval: std::time::Duration,
+    /// Throttle DynamoDB requests per partition by their share of the table's capacity, with burst
+    /// capacity, as DynamoDB does (ProvisionedThroughputExceededException).
+    #[arg(long, env = "STRATUS_ENFORCE_CAPACITY")]
+    enforce_capacity: bool,
 }
 
 fn account_id(value: &str) -> Result<String, String> {
@@ -104,7 +115,17 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
     let sns = sns::Sns::open(store.clone(), sqs.clone(), sns::Endpoint(reachable))
         .await
         .context("cannot load SNS state from the store")?;
-    let aws = aws_protocol::Aws::new(args.default_account, sqs, sns);
+    let dynamodb = dynamodb::DynamoDb::open(
+        store.clone(),
+        dynamodb::Options {
+            partition_bytes: args.dynamodb_partition_bytes.max(1),
+            ttl_interval: args.dynamodb_ttl_interval.max(std::time::Duration::from_millis(100)),
+            enforce_capacity: args.enforce_capacity,
+        },
+    )
+    .await
+    .context("cannot load DynamoDB state from the store")?;
+    let aws = aws_protocol::Aws::new(args.default_account, sqs, sns, dynamodb);
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Stratus {} ready in {:.1} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_secs_f64() * 1000.0)?;

@@ -1,0 +1,266 @@
+//! TransactWriteItems and TransactGetItems: all-or-nothing across tables. Every table involved
+//! is locked (in a fixed order), every condition is checked, then every write is applied and
+//! committed in one store transaction, so a crash leaves all of it or none of it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, MutexGuard};
+
+use store::Txn;
+
+use crate::data::{Consumed, Exprs, check_item, key_from};
+use crate::expr::{self, Placeholders};
+use crate::model::{CancellationReason, DynamoError, TableId};
+use crate::table::{Table, read_units};
+use crate::value::{Item, item_size};
+use crate::{DynamoDb, TableCell, lock, now_s};
+
+#[derive(Clone, Debug)]
+pub enum TransactWriteKind {
+    Put { item: Item },
+    Update { key: Item, update: String },
+    Delete { key: Item },
+    ConditionCheck { key: Item },
+}
+
+#[derive(Clone, Debug)]
+pub struct TransactWrite {
+    pub table: TableId,
+    pub kind: TransactWriteKind,
+    pub condition: Option<String>,
+    pub return_old_on_failure: bool,
+    pub exprs: Exprs,
+}
+
+#[derive(Clone, Debug)]
+pub struct TransactGet {
+    pub table: TableId,
+    pub key: Item,
+    pub projection: Option<String>,
+    pub exprs: Exprs,
+}
+
+/// How long a ClientRequestToken makes a retry idempotent.
+const TOKEN_WINDOW_S: u64 = 600;
+
+/// Locks the tables named by `ids` in id order; the guards come back in `ids` order of first use.
+fn lock_all<'a>(cells: &'a [(TableId, TableCell)]) -> Vec<(TableId, MutexGuard<'a, Table>)> {
+    cells.iter().map(|(id, cell)| (id.clone(), lock(cell))).collect()
+}
+
+impl DynamoDb {
+    fn cells(&self, ids: impl Iterator<Item = TableId>) -> Result<Vec<(TableId, TableCell)>, DynamoError> {
+        let mut cells: Vec<(TableId, TableCell)> = Vec::new();
+        for id in ids {
+            if !cells.iter().any(|(c, _)| *c == id) {
+                let cell = self.table(&id)?;
+                cells.push((id, cell));
+            }
+        }
+        // A fixed order, so that two transactions never wait on each other.
+        cells.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(cells)
+    }
+
+    pub async fn transact_write(
+        &self,
+        account: &str,
+        actions: Vec<TransactWrite>,
+        token: Option<String>,
+    ) -> Result<Vec<Consumed>, DynamoError> {
+        if actions.is_empty() || actions.len() > 100 {
+            return Err(DynamoError::validation(format!(
+                "1 validation error detected: Value at 'transactItems' failed to satisfy constraint: Member must have length {}",
+                if actions.is_empty() { "greater than or equal to 1" } else { "less than or equal to 100" }
+            )));
+        }
+        if let Some(token) = &token {
+            let mut hasher = DefaultHasher::new();
+            format!("{actions:?}").hash(&mut hasher);
+            let fingerprint = hasher.finish();
+            let now = now_s();
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            tokens.retain(|_, (_, at)| *at + TOKEN_WINDOW_S > now);
+            match tokens.get(&(account.to_string(), token.clone())) {
+                Some((f, _)) if *f != fingerprint => {
+                    return Err(DynamoError::IdempotentParameterMismatch(
+                        "Transaction request cannot be retried with a different set of parameters using the same client request token".into(),
+                    ));
+                }
+                // A retry of a transaction that succeeded: it is not applied again.
+                Some(_) => return Ok(Vec::new()),
+                None => {}
+            }
+            tokens.insert((account.to_string(), token.clone()), (fingerprint, now));
+        }
+        let result = self.transact_write_once(actions).await;
+        if result.is_err()
+            && let Some(token) = token
+        {
+            self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(&(account.to_string(), token));
+        }
+        result
+    }
+
+    async fn transact_write_once(&self, actions: Vec<TransactWrite>) -> Result<Vec<Consumed>, DynamoError> {
+        // Parse every expression first: a bad one fails the whole request.
+        let mut parsed = Vec::new();
+        for action in &actions {
+            let mut p = Placeholders::new(&action.exprs.names, &action.exprs.values);
+            let update = match &action.kind {
+                TransactWriteKind::Update { update, .. } => Some(expr::parse_update(update, &mut p)?),
+                _ => None,
+            };
+            let condition = action
+                .condition
+                .as_deref()
+                .map(|c| expr::parse_condition(c, "ConditionExpression", &mut p))
+                .transpose()?;
+            if matches!(action.kind, TransactWriteKind::ConditionCheck { .. }) && condition.is_none() {
+                return Err(DynamoError::validation(
+                    "The ConditionExpression parameter must be specified for a ConditionCheck",
+                ));
+            }
+            p.finish()?;
+            parsed.push((update, condition));
+        }
+        let cells = self.cells(actions.iter().map(|a| a.table.clone()))?;
+        let (commit, consumed) = {
+            let mut guards = lock_all(&cells);
+            let mut planned = Vec::new();
+            let mut reasons = Vec::new();
+            let mut failed = false;
+            for (action, (update, condition)) in actions.iter().zip(&parsed) {
+                let Some(at) = guards.iter().position(|(id, _)| *id == action.table) else { continue };
+                let table = &guards[at].1;
+                let (pk, sk) = match &action.kind {
+                    TransactWriteKind::Put { item } => check_item(&table.def, item)?,
+                    TransactWriteKind::Update { key, .. }
+                    | TransactWriteKind::Delete { key }
+                    | TransactWriteKind::ConditionCheck { key } => key_from(&table.def, key)?,
+                };
+                if planned.iter().any(|(a, p, s, _, _)| *a == at && *p == pk && *s == sk) {
+                    return Err(DynamoError::validation(
+                        "Transaction request cannot include multiple operations on one item",
+                    ));
+                }
+                let current = table.get(&pk, &sk).cloned();
+                let empty = Item::new();
+                let holds = condition.as_ref().is_none_or(|c| c.eval(current.as_deref().unwrap_or(&empty)));
+                if !holds {
+                    failed = true;
+                    reasons.push(CancellationReason {
+                        code: "ConditionalCheckFailed".into(),
+                        message: Some("The conditional request failed".into()),
+                        item: if action.return_old_on_failure { current.map(|c| c.as_ref().clone()) } else { None },
+                    });
+                    continue;
+                }
+                let new = match &action.kind {
+                    TransactWriteKind::Put { item } => Some(Some(item.clone())),
+                    TransactWriteKind::Delete { .. } => Some(None),
+                    TransactWriteKind::ConditionCheck { .. } => None,
+                    TransactWriteKind::Update { key, .. } => {
+                        let mut new = current.as_ref().map_or_else(|| key.clone(), |c| c.as_ref().clone());
+                        if let Some(update) = update {
+                            update.apply(&mut new)?;
+                        }
+                        check_item(&table.def, &new)?;
+                        Some(Some(new))
+                    }
+                };
+                reasons.push(CancellationReason { code: "None".into(), message: None, item: None });
+                planned.push((at, pk, sk, new, current.as_ref().map_or(0, |c| item_size(c))));
+            }
+            if failed {
+                return Err(DynamoError::TransactionCanceled(reasons));
+            }
+            let mut ops = Vec::new();
+            let mut consumed: Vec<(usize, Consumed)> = Vec::new();
+            let now = now_s();
+            for (at, pk, sk, new, size) in planned {
+                let table = &mut guards[at].1;
+                let c = match new {
+                    Some(new) => {
+                        let (_, written) = table.write(pk, sk, new, now, false, &mut ops);
+                        Consumed::writes(&table.def.id.name, &written, 2.0)
+                    }
+                    // A condition check reads the item, transactionally: two read units per 4 KB.
+                    None => {
+                        let mut c = Consumed::writes(&table.def.id.name, &Default::default(), 2.0);
+                        c.read = read_units(size, true) * 2.0;
+                        c.table_units = c.read;
+                        c
+                    }
+                };
+                match consumed.iter_mut().find(|(a, _)| *a == at) {
+                    Some((_, existing)) => existing.merge(c),
+                    None => consumed.push((at, c)),
+                }
+            }
+            (self.store.txn(Txn::ops(ops)), consumed.into_iter().map(|(_, c)| c).collect::<Vec<_>>())
+        };
+        commit.await?;
+        Ok(consumed)
+    }
+
+    /// TransactGetItems: a consistent snapshot of every item, in request order.
+    pub async fn transact_get(
+        &self,
+        gets: Vec<TransactGet>,
+    ) -> Result<(Vec<Option<Item>>, Vec<Consumed>), DynamoError> {
+        if gets.is_empty() || gets.len() > 100 {
+            return Err(DynamoError::validation(format!(
+                "1 validation error detected: Value at 'transactItems' failed to satisfy constraint: Member must have length {}",
+                if gets.is_empty() { "greater than or equal to 1" } else { "less than or equal to 100" }
+            )));
+        }
+        let mut projections = Vec::new();
+        for get in &gets {
+            let mut p = Placeholders::new(&get.exprs.names, &get.exprs.values);
+            projections.push(get.projection.as_deref().map(|t| expr::parse_projection(t, &mut p)).transpose()?);
+            p.finish()?;
+        }
+        let cells = self.cells(gets.iter().map(|g| g.table.clone()))?;
+        let mut found: Vec<Option<Arc<Item>>> = Vec::new();
+        let mut consumed: Vec<Consumed> = Vec::new();
+        {
+            let guards = lock_all(&cells);
+            for get in &gets {
+                let Some((_, table)) = guards.iter().find(|(id, _)| *id == get.table) else { continue };
+                let (pk, sk) = key_from(&table.def, &get.key)?;
+                if gets.iter().filter(|g| g.table == get.table && g.key == get.key).count() > 1 {
+                    return Err(DynamoError::validation(
+                        "Transaction request cannot include multiple operations on one item",
+                    ));
+                }
+                let item = table.get(&pk, &sk).cloned();
+                let units = read_units(item.as_ref().map_or(0, |i| item_size(i)), true) * 2.0;
+                match consumed.iter_mut().find(|c| c.table == get.table.name) {
+                    Some(c) => {
+                        c.read += units;
+                        c.table_units += units;
+                    }
+                    None => consumed.push(Consumed {
+                        table: get.table.name.clone(),
+                        read: units,
+                        table_units: units,
+                        ..Default::default()
+                    }),
+                }
+                found.push(item);
+            }
+        }
+        let items = found
+            .into_iter()
+            .zip(projections)
+            .map(|(item, projection)| {
+                item.map(|i| match &projection {
+                    Some(paths) => expr::project(&i, paths),
+                    None => i.as_ref().clone(),
+                })
+            })
+            .collect();
+        Ok((items, consumed))
+    }
+}
