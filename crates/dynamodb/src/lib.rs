@@ -1,6 +1,7 @@
 //! Amazon DynamoDB, the domain: tables whose items live on partitions chosen by hashing the
 //! partition key, the expression language, indexes, transactions, streams and TTL.
 
+pub mod expr;
 pub mod number;
 pub mod value;
 
