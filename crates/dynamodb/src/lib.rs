@@ -3,6 +3,7 @@
 
 pub mod expr;
 pub mod number;
+pub mod partiql;
 pub mod value;
 
 pub use number::Number;
