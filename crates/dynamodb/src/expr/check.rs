@@ -386,7 +386,7 @@ fn check_function(function: Function, args: &[Checked]) -> Result<(), String> {
 }
 
 /// How the service prints a value in BETWEEN's messages.
-pub(super) fn describe(value: &Value) -> String {
+fn describe(value: &Value) -> String {
     let body = match value {
         Value::S(s) => s.clone(),
         Value::N(n) => n.to_string(),

@@ -6,6 +6,7 @@
 mod check;
 mod condition;
 mod key;
+pub mod legacy;
 mod lexer;
 mod projection;
 mod reserved;
