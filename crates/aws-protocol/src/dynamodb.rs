@@ -566,17 +566,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 None => Vec::new(),
             };
             let local = match input.get("LocalSecondaryIndexes").and_then(Json::as_array) {
-                Some(list) => list
-                    .iter()
-                    .map(|l| {
-                        let li = Input(l);
-                        Ok((
-                            li.string("IndexName").unwrap_or_default(),
-                            key_elements(li.get("KeySchema")),
-                            projection(li.get("Projection"))?,
-                        ))
-                    })
-                    .collect::<Result<_, DynamoError>>()?,
+                Some(list) => list.iter().map(new_index).collect::<Result<_, DynamoError>>()?,
                 None => Vec::new(),
             };
             let spec = CreateTable {

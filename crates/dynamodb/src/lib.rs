@@ -11,6 +11,7 @@ mod data;
 pub mod expr;
 pub mod model;
 pub mod number;
+pub mod partiql;
 mod partition;
 mod storage;
 mod streams;
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use store::Store;
 
-pub use control::{CreateTable, IndexUpdate, PartitionView, TableDescription, TableUpdate};
+pub use control::{CreateTable, IndexUpdate, NewIndex, PartitionView, TableDescription, TableUpdate};
 pub use data::{
     BatchGet, BatchWrite, Consumed, DeleteItem, Exprs, GetItem, PageOutput, PutItem, QueryInput, ReadOutput,
     ReturnValues, ScanInput, Select, UpdateItem, WriteOutput, WriteRequest,
