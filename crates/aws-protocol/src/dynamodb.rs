@@ -119,6 +119,7 @@ fn to_aws(e: DynamoError) -> AwsError {
             e
         }
         DynamoError::IdempotentParameterMismatch(_) => error("IdempotentParameterMismatchException", message),
+        DynamoError::DuplicateItem => error("DuplicateItemException", message),
         DynamoError::ProvisionedThroughputExceeded => error("ProvisionedThroughputExceededException", message),
         DynamoError::LimitExceeded(_) => error("LimitExceededException", message),
         DynamoError::TrimmedDataAccess(_) => error("TrimmedDataAccessException", message),
@@ -916,11 +917,101 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             }
             out
         }
-        "ExecuteStatement" | "BatchExecuteStatement" | "ExecuteTransaction" => {
-            return Err(invalid(format!("{operation} is not available yet")));
+        "ExecuteStatement" => {
+            let text = input.required("Statement", "statement")?;
+            let params = parameters(input.get("Parameters"))?;
+            let next = input.string("NextToken");
+            let out = db
+                .execute_statement(
+                    &ctx.account,
+                    &ctx.region,
+                    &text,
+                    &params,
+                    input.bool("ConsistentRead"),
+                    input.limit()?,
+                    next.as_deref(),
+                )
+                .await?;
+            let mut json = json!({ "Items": out.items.iter().map(item_json).collect::<Vec<_>>() });
+            if let Some(token) = out.next_token {
+                json["NextToken"] = token.into();
+            }
+            with_consumed(json, &out.consumed, &input)
+        }
+        "BatchExecuteStatement" => {
+            let statements = input.get("Statements").and_then(Json::as_array).cloned().unwrap_or_default();
+            if statements.is_empty() || statements.len() > 25 {
+                return Err(invalid(format!(
+                    "1 validation error detected: Value at 'statements' failed to satisfy constraint: Member must have length {}",
+                    if statements.is_empty() { "greater than or equal to 1" } else { "less than or equal to 25" }
+                )));
+            }
+            let mut responses = Vec::new();
+            for s in &statements {
+                let si = Input(s);
+                let result =
+                    match (si.required("Statement", "statements.member.statement"), parameters(si.get("Parameters"))) {
+                        (Ok(text), Ok(params)) => {
+                            db.execute_statement(
+                                &ctx.account,
+                                &ctx.region,
+                                &text,
+                                &params,
+                                si.bool("ConsistentRead"),
+                                None,
+                                None,
+                            )
+                            .await
+                        }
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    };
+                responses.push(match result {
+                    Ok(out) => match out.items.first() {
+                        Some(item) => json!({ "Item": item_json(item) }),
+                        None => json!({}),
+                    },
+                    Err(e) => {
+                        let code = to_aws(e);
+                        let short =
+                            code.code.trim_start_matches(ERROR_PREFIX).trim_end_matches("Exception").to_string();
+                        json!({ "Error": { "Code": short, "Message": code.message } })
+                    }
+                });
+            }
+            json!({ "Responses": responses })
+        }
+        "ExecuteTransaction" => {
+            let statements = input
+                .get("TransactStatements")
+                .and_then(Json::as_array)
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    let si = Input(s);
+                    Ok((
+                        si.required("Statement", "transactStatements.member.statement")?,
+                        parameters(si.get("Parameters"))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, DynamoError>>()?;
+            let items = db.execute_transaction(&ctx.account, &ctx.region, statements).await?;
+            if items.is_empty() {
+                json!({})
+            } else {
+                json!({ "Responses": items.iter().map(|i| match i {
+                    Some(item) => json!({ "Item": item_json(item) }),
+                    None => json!({}),
+                }).collect::<Vec<_>>() })
+            }
         }
         _ => return Err(invalid(format!("{operation} is not served"))),
     })
+}
+
+/// PartiQL parameters: a list of attribute values.
+fn parameters(v: Option<&Json>) -> Result<Vec<Value>, DynamoError> {
+    v.and_then(Json::as_array).map_or(Ok(Vec::new()), |l| l.iter().map(value_from_json).collect())
 }
 
 fn write_json(attributes: Option<Item>, consumed: &Consumed, input: &Input) -> Json {

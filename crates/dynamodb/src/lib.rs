@@ -13,6 +13,7 @@ pub mod model;
 pub mod number;
 pub mod partiql;
 mod partition;
+mod statement;
 mod storage;
 mod streams;
 mod table;
@@ -35,6 +36,7 @@ pub use model::{
     TableId, Throughput,
 };
 pub use number::Number;
+pub use statement::StatementOutput;
 pub use streams::{ShardIteratorType, StreamDescription, StreamRecordView};
 pub use table::StreamRecord;
 pub use transact::{TransactGet, TransactWrite, TransactWriteKind};

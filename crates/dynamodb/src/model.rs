@@ -202,6 +202,9 @@ pub enum DynamoError {
     TransactionCanceled(Vec<CancellationReason>),
     #[error("{0}")]
     IdempotentParameterMismatch(String),
+    /// A PartiQL INSERT of a key that exists.
+    #[error("Duplicate primary key exists in table")]
+    DuplicateItem,
     #[error(
         "The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API."
     )]

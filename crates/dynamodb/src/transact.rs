@@ -9,7 +9,7 @@ use std::sync::{Arc, MutexGuard};
 use store::Txn;
 
 use crate::data::{Consumed, Exprs, check_item, key_from};
-use crate::expr::{self, Placeholders};
+use crate::expr::{self, Condition, Placeholders, Update};
 use crate::model::{CancellationReason, DynamoError, TableId};
 use crate::table::{Table, read_units};
 use crate::value::{Item, item_size};
@@ -38,6 +38,23 @@ pub struct TransactGet {
     pub key: Item,
     pub projection: Option<String>,
     pub exprs: Exprs,
+}
+
+/// A write of a transaction, parsed: from TransactWriteItems or from PartiQL's ExecuteTransaction.
+pub(crate) struct Planned {
+    pub table: TableId,
+    pub action: Action,
+    pub condition: Option<Condition>,
+    pub return_old_on_failure: bool,
+    /// The cancellation reason when the condition fails (PartiQL's INSERT says DuplicateItem).
+    pub failure_code: &'static str,
+}
+
+pub(crate) enum Action {
+    Put(Item),
+    Update(Item, Update),
+    Delete(Item),
+    Check(Item),
 }
 
 /// How long a ClientRequestToken makes a retry idempotent.
@@ -104,40 +121,52 @@ impl DynamoDb {
 
     async fn transact_write_once(&self, actions: Vec<TransactWrite>) -> Result<Vec<Consumed>, DynamoError> {
         // Parse every expression first: a bad one fails the whole request.
-        let mut parsed = Vec::new();
-        for action in &actions {
+        let mut planned = Vec::new();
+        for action in actions {
             let mut p = Placeholders::new(&action.exprs.names, &action.exprs.values);
-            let update = match &action.kind {
-                TransactWriteKind::Update { update, .. } => Some(expr::parse_update(update, &mut p)?),
-                _ => None,
+            let kind = match action.kind {
+                TransactWriteKind::Put { item } => Action::Put(item),
+                TransactWriteKind::Update { key, update } => Action::Update(key, expr::parse_update(&update, &mut p)?),
+                TransactWriteKind::Delete { key } => Action::Delete(key),
+                TransactWriteKind::ConditionCheck { key } => Action::Check(key),
             };
             let condition = action
                 .condition
                 .as_deref()
                 .map(|c| expr::parse_condition(c, "ConditionExpression", &mut p))
                 .transpose()?;
-            if matches!(action.kind, TransactWriteKind::ConditionCheck { .. }) && condition.is_none() {
+            if matches!(kind, Action::Check(_)) && condition.is_none() {
                 return Err(DynamoError::validation(
                     "The ConditionExpression parameter must be specified for a ConditionCheck",
                 ));
             }
             p.finish()?;
-            parsed.push((update, condition));
+            planned.push(Planned {
+                table: action.table,
+                action: kind,
+                condition,
+                return_old_on_failure: action.return_old_on_failure,
+                failure_code: "ConditionalCheckFailed",
+            });
         }
+        self.apply_transaction(planned).await
+    }
+
+    /// Checks every condition of `actions` under the locks of all their tables, then applies
+    /// all of them in one store transaction, or none.
+    pub(crate) async fn apply_transaction(&self, actions: Vec<Planned>) -> Result<Vec<Consumed>, DynamoError> {
         let cells = self.cells(actions.iter().map(|a| a.table.clone()))?;
         let (commit, consumed) = {
             let mut guards = lock_all(&cells);
             let mut planned = Vec::new();
             let mut reasons = Vec::new();
             let mut failed = false;
-            for (action, (update, condition)) in actions.iter().zip(&parsed) {
+            for action in &actions {
                 let Some(at) = guards.iter().position(|(id, _)| *id == action.table) else { continue };
                 let table = &guards[at].1;
-                let (pk, sk) = match &action.kind {
-                    TransactWriteKind::Put { item } => check_item(&table.def, item)?,
-                    TransactWriteKind::Update { key, .. }
-                    | TransactWriteKind::Delete { key }
-                    | TransactWriteKind::ConditionCheck { key } => key_from(&table.def, key)?,
+                let (pk, sk) = match &action.action {
+                    Action::Put(item) => check_item(&table.def, item)?,
+                    Action::Update(key, _) | Action::Delete(key) | Action::Check(key) => key_from(&table.def, key)?,
                 };
                 if planned.iter().any(|(a, p, s, _, _)| *a == at && *p == pk && *s == sk) {
                     return Err(DynamoError::validation(
@@ -146,25 +175,23 @@ impl DynamoDb {
                 }
                 let current = table.get(&pk, &sk).cloned();
                 let empty = Item::new();
-                let holds = condition.as_ref().is_none_or(|c| c.eval(current.as_deref().unwrap_or(&empty)));
+                let holds = action.condition.as_ref().is_none_or(|c| c.eval(current.as_deref().unwrap_or(&empty)));
                 if !holds {
                     failed = true;
                     reasons.push(CancellationReason {
-                        code: "ConditionalCheckFailed".into(),
+                        code: action.failure_code.into(),
                         message: Some("The conditional request failed".into()),
                         item: if action.return_old_on_failure { current.map(|c| c.as_ref().clone()) } else { None },
                     });
                     continue;
                 }
-                let new = match &action.kind {
-                    TransactWriteKind::Put { item } => Some(Some(item.clone())),
-                    TransactWriteKind::Delete { .. } => Some(None),
-                    TransactWriteKind::ConditionCheck { .. } => None,
-                    TransactWriteKind::Update { key, .. } => {
+                let new = match &action.action {
+                    Action::Put(item) => Some(Some(item.clone())),
+                    Action::Delete(_) => Some(None),
+                    Action::Check(_) => None,
+                    Action::Update(key, update) => {
                         let mut new = current.as_ref().map_or_else(|| key.clone(), |c| c.as_ref().clone());
-                        if let Some(update) = update {
-                            update.apply(&mut new)?;
-                        }
+                        update.apply(&mut new)?;
                         check_item(&table.def, &new)?;
                         Some(Some(new))
                     }
