@@ -372,9 +372,9 @@ def test_invalid_secondary_indexes_are_rejected(ddb):
                                         BillingMode="PAY_PER_REQUEST", **kwargs)
     assert error(create(LocalSecondaryIndexes=[lsi("by-x", "sk", hash_key="x")])) == (
         "ValidationException", INVALID + "Index KeySchema does not have the same leading hash key as table KeySchema for index: by-x. index hash key: x, table hash key: pk")
-    assert error(create(GlobalSecondaryIndexes=[gsi("g", "x", projection="KEYS_ONLY", non_key=["a"])])) == (
+    assert error(create(GlobalSecondaryIndexes=[gsi("by-x", "x", projection="KEYS_ONLY", non_key=["a"])])) == (
         "ValidationException", INVALID + "ProjectionType is KEYS_ONLY, but NonKeyAttributes is specified")
-    assert error(create(GlobalSecondaryIndexes=[gsi("g", "x"), gsi("g", "sk")])) == ("ValidationException", INVALID + "Duplicate index name: g")
+    assert error(create(GlobalSecondaryIndexes=[gsi("twice", "x"), gsi("twice", "sk")])) == ("ValidationException", INVALID + "Duplicate index name: twice")
     assert ddb.list_tables()["TableNames"] == []
 
 
@@ -421,7 +421,7 @@ def test_list_tables_pages_in_name_order(ddb):
     assert second["TableNames"] == ["charlie", "delta"] and second["LastEvaluatedTableName"] == "delta"
     third = ddb.list_tables(Limit=2, ExclusiveStartTableName="delta")
     assert third["TableNames"] == ["echo"] and "LastEvaluatedTableName" not in third
-    assert ddb.list_tables(ExclusiveStartTableName="bz")["TableNames"] == ["charlie", "delta", "echo"]
+    assert ddb.list_tables(ExclusiveStartTableName="bzz")["TableNames"] == ["charlie", "delta", "echo"]
     paged = [n for page in ddb.get_paginator("list_tables").paginate(PaginationConfig={"PageSize": 2}) for n in page["TableNames"]]
     assert paged == sorted(names)
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use dynamodb::expr::{Condition, Path, legacy};
 use dynamodb::{
     BatchGet, BatchWrite, Consumed, CreateTable, DeleteItem, DynamoDb, DynamoError, Exprs, GetItem, IndexUpdate, Item,
     KeyAttr, NewIndex, Number, PageOutput, Projection, PutItem, QueryInput, ReturnValues, ScalarType, ScanInput,
-    Select, ShardIteratorType, StreamView, TableDescription, TableId, TableUpdate, Throughput, TransactGet,
+    Select, ShardIteratorType, Source, StreamView, TableDescription, TableId, TableUpdate, Throughput, TransactGet,
     TransactWrite, TransactWriteKind, UpdateItem, Value, WriteRequest,
 };
 use http::{Response, StatusCode};
@@ -323,15 +324,90 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// The legacy parameters are not served; say so instead of ignoring them.
-    fn reject_legacy(&self, names: &[&str]) -> Result<(), DynamoError> {
-        match names.iter().find(|n| self.get(n).is_some()) {
-            Some(name) => {
-                Err(invalid(format!("Stratus supports expressions only; the legacy parameter {name} is not supported")))
-            }
-            None => Ok(()),
+    /// An expression parameter, or the legacy parameter it replaces (never both, as DynamoDB
+    /// says), converted by `convert`.
+    fn source<T>(
+        &self,
+        expression: &str,
+        old: &str,
+        convert: impl FnOnce(&'a Json, legacy::ConditionalOperator) -> Result<Option<T>, DynamoError>,
+    ) -> Result<Option<Source<T>>, DynamoError> {
+        match (self.string(expression), self.get(old)) {
+            (Some(_), Some(_)) => Err(invalid(format!(
+                "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {{{old}}} Expression parameters: {{{expression}}}"
+            ))),
+            (Some(text), None) => Ok(Some(Source::Text(text))),
+            (None, Some(v)) => Ok(convert(v, self.conditional_operator()?)?.map(Source::Built)),
+            (None, None) => Ok(None),
         }
     }
+
+    fn conditional_operator(&self) -> Result<legacy::ConditionalOperator, DynamoError> {
+        match self.string("ConditionalOperator").as_deref() {
+            None | Some("AND") => Ok(legacy::ConditionalOperator::And),
+            Some("OR") => Ok(legacy::ConditionalOperator::Or),
+            Some(other) => Err(invalid(format!(
+                "1 validation error detected: Value '{other}' at 'conditionalOperator' failed to satisfy constraint: Member must satisfy enum value set: [OR, AND]"
+            ))),
+        }
+    }
+
+    fn condition(&self) -> Result<Option<Source<Condition>>, DynamoError> {
+        self.source("ConditionExpression", "Expected", |v, op| {
+            let mut entries = Vec::new();
+            for (name, e) in v.as_object().into_iter().flatten() {
+                let e = Input(e);
+                entries.push((
+                    name.clone(),
+                    legacy::ExpectedAttribute {
+                        exists: e.get("Exists").and_then(Json::as_bool),
+                        value: e.get("Value").map(value_from_json).transpose()?,
+                        operator: e.get("ComparisonOperator").map(operator).transpose()?,
+                        values: e.get("AttributeValueList").map(values).transpose()?,
+                    },
+                ));
+            }
+            Ok(legacy::expected(&entries, op)?)
+        })
+    }
+
+    fn filter(&self, old: &str) -> Result<Option<Source<Condition>>, DynamoError> {
+        self.source("FilterExpression", old, |v, op| Ok(legacy::filter(&attribute_conditions(v)?, op)?))
+    }
+
+    fn projection(&self) -> Result<Option<Source<Vec<Path>>>, DynamoError> {
+        self.source("ProjectionExpression", "AttributesToGet", |v, _| {
+            let names: Vec<String> =
+                v.as_array().into_iter().flatten().filter_map(|n| n.as_str().map(str::to_string)).collect();
+            Ok(Some(legacy::attributes_to_get(&names)))
+        })
+    }
+}
+
+fn operator(v: &Json) -> Result<legacy::ComparisonOperator, DynamoError> {
+    let name = v.as_str().unwrap_or_default();
+    legacy::ComparisonOperator::parse(name).ok_or_else(|| {
+        invalid(format!("1 validation error detected: Value '{name}' at 'comparisonOperator' failed to satisfy constraint: Member must satisfy enum value set: [IN, NULL, BETWEEN, LT, NOT_CONTAINS, EQ, GT, NOT_NULL, NE, LE, BEGINS_WITH, GE, CONTAINS]"))
+    })
+}
+
+fn values(v: &Json) -> Result<Vec<Value>, DynamoError> {
+    v.as_array().into_iter().flatten().map(value_from_json).collect()
+}
+
+/// QueryFilter, ScanFilter or KeyConditions: attribute name to {ComparisonOperator, AttributeValueList}.
+fn attribute_conditions(v: &Json) -> Result<Vec<(String, legacy::AttributeCondition)>, DynamoError> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, c)| {
+            let op = c.get("ComparisonOperator").map(operator).transpose()?.ok_or_else(|| {
+                invalid("1 validation error detected: Value null at 'comparisonOperator' failed to satisfy constraint: Member must not be null")
+            })?;
+            let list = c.get("AttributeValueList").map(values).transpose()?.unwrap_or_default();
+            Ok((name.clone(), legacy::AttributeCondition { operator: op, values: list }))
+        })
+        .collect()
 }
 
 /// A table name, or a table ARN (DynamoDB accepts either).
@@ -683,11 +759,10 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
         }),
         "DescribeEndpoints" => json!({ "Endpoints": [{ "Address": ctx.host, "CachePeriodInMinutes": 1440 }] }),
         "PutItem" => {
-            input.reject_legacy(&["Expected", "ConditionalOperator"])?;
             let id = input.table(ctx)?;
             let request = PutItem {
                 item: input.item("Item")?,
-                condition: input.string("ConditionExpression"),
+                condition: input.condition()?,
                 return_values: input.return_values()?,
                 return_old_on_failure: input.return_old_on_failure(),
                 exprs: input.exprs()?,
@@ -696,12 +771,11 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             write_json(out.attributes, &out.consumed, &input)
         }
         "GetItem" => {
-            input.reject_legacy(&["AttributesToGet"])?;
             let id = input.table(ctx)?;
             let request = GetItem {
                 key: input.item("Key")?,
                 consistent: input.bool("ConsistentRead"),
-                projection: input.string("ProjectionExpression"),
+                projection: input.projection()?,
                 exprs: input.exprs()?,
             };
             let out = db.get_item(&id, request).await?;
@@ -712,12 +786,25 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             with_consumed(json, &out.consumed, &input)
         }
         "UpdateItem" => {
-            input.reject_legacy(&["AttributeUpdates", "Expected", "ConditionalOperator"])?;
             let id = input.table(ctx)?;
+            let update = input.source("UpdateExpression", "AttributeUpdates", |v, _| {
+                let mut updates = Vec::new();
+                for (name, u) in v.as_object().into_iter().flatten() {
+                    let action = match u.get("Action").and_then(Json::as_str) {
+                        None | Some("PUT") => legacy::AttributeAction::Put,
+                        Some("ADD") => legacy::AttributeAction::Add,
+                        Some("DELETE") => legacy::AttributeAction::Delete,
+                        Some(other) => return Err(invalid(format!("1 validation error detected: Value '{other}' at 'attributeUpdates.{name}.member.action' failed to satisfy constraint: Member must satisfy enum value set: [ADD, PUT, DELETE]"))),
+                    };
+                    let value = u.get("Value").map(value_from_json).transpose()?;
+                    updates.push((name.clone(), legacy::AttributeUpdate { action, value }));
+                }
+                Ok(Some(legacy::attribute_updates(&updates)?))
+            })?;
             let request = UpdateItem {
                 key: input.item("Key")?,
-                update: input.string("UpdateExpression"),
-                condition: input.string("ConditionExpression"),
+                update,
+                condition: input.condition()?,
                 return_values: input.return_values()?,
                 return_old_on_failure: input.return_old_on_failure(),
                 exprs: input.exprs()?,
@@ -726,11 +813,10 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             write_json(out.attributes, &out.consumed, &input)
         }
         "DeleteItem" => {
-            input.reject_legacy(&["Expected", "ConditionalOperator"])?;
             let id = input.table(ctx)?;
             let request = DeleteItem {
                 key: input.item("Key")?,
-                condition: input.string("ConditionExpression"),
+                condition: input.condition()?,
                 return_values: input.return_values()?,
                 return_old_on_failure: input.return_old_on_failure(),
                 exprs: input.exprs()?,
@@ -739,13 +825,13 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             write_json(out.attributes, &out.consumed, &input)
         }
         "Query" => {
-            input.reject_legacy(&["KeyConditions", "QueryFilter", "AttributesToGet", "ConditionalOperator"])?;
             let id = input.table(ctx)?;
             let request = QueryInput {
                 index: input.string("IndexName"),
-                key_condition: input.string("KeyConditionExpression"),
-                filter: input.string("FilterExpression"),
-                projection: input.string("ProjectionExpression"),
+                key_condition: input
+                    .source("KeyConditionExpression", "KeyConditions", |v, _| Ok(Some(attribute_conditions(v)?)))?,
+                filter: input.filter("QueryFilter")?,
+                projection: input.projection()?,
                 forward: input.get("ScanIndexForward").and_then(Json::as_bool).unwrap_or(true),
                 limit: input.limit()?,
                 start_key: input.get("ExclusiveStartKey").map(item_from).transpose()?,
@@ -756,7 +842,6 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             page_json(db.query(&id, request).await?, &input)
         }
         "Scan" => {
-            input.reject_legacy(&["ScanFilter", "AttributesToGet", "ConditionalOperator"])?;
             let id = input.table(ctx)?;
             let segment = match (input.get("Segment"), input.get("TotalSegments")) {
                 (None, None) => None,
@@ -774,8 +859,8 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             };
             let request = ScanInput {
                 index: input.string("IndexName"),
-                filter: input.string("FilterExpression"),
-                projection: input.string("ProjectionExpression"),
+                filter: input.filter("ScanFilter")?,
+                projection: input.projection()?,
                 limit: input.limit()?,
                 start_key: input.get("ExclusiveStartKey").map(item_from).transpose()?,
                 segment,
@@ -795,7 +880,6 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             let mut requests = Vec::new();
             for (name, r) in request_items {
                 let ri = Input(r);
-                ri.reject_legacy(&["AttributesToGet"])?;
                 let keys = ri
                     .get("Keys")
                     .and_then(Json::as_array)
@@ -806,7 +890,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                     table: table_id(ctx, name)?,
                     keys,
                     consistent: ri.bool("ConsistentRead"),
-                    projection: ri.string("ProjectionExpression"),
+                    projection: ri.projection()?,
                     exprs: ri.exprs()?,
                 });
             }

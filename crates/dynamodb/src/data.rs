@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use store::Txn;
 
-use crate::expr::{self, Condition, ExprError, Operand, Path, Placeholders, RangeCondition};
+use crate::expr::{self, Condition, ExprError, Operand, Path, Placeholders, RangeCondition, Update, legacy};
 use crate::model::{DynamoError, KeySchema, Projection, TableDef, TableId};
 use crate::partition::{Partitions, SortKey};
 use crate::table::{Table, Written, read_units};
@@ -133,10 +133,41 @@ impl Consumed {
     }
 }
 
+/// An expression as the request wrote it, or as built from the legacy parameters (Expected,
+/// AttributeUpdates, KeyConditions, QueryFilter, ScanFilter, AttributesToGet).
+#[derive(Clone, Debug)]
+pub enum Source<T> {
+    Text(String),
+    Built(T),
+}
+
+/// A Query's key condition.
+pub type KeySource = Source<Vec<(String, legacy::AttributeCondition)>>;
+
+fn condition_of(
+    src: Option<&Source<Condition>>,
+    kind: &'static str,
+    p: &mut Placeholders,
+) -> Result<Option<Condition>, DynamoError> {
+    Ok(match src {
+        None => None,
+        Some(Source::Text(t)) => Some(expr::parse_condition(t, kind, p)?),
+        Some(Source::Built(c)) => Some(c.clone()),
+    })
+}
+
+fn projection_of(src: Option<&Source<Vec<Path>>>, p: &mut Placeholders) -> Result<Option<Vec<Path>>, DynamoError> {
+    Ok(match src {
+        None => None,
+        Some(Source::Text(t)) => Some(expr::parse_projection(t, p)?),
+        Some(Source::Built(paths)) => Some(paths.clone()),
+    })
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct PutItem {
     pub item: Item,
-    pub condition: Option<String>,
+    pub condition: Option<Source<Condition>>,
     pub return_values: ReturnValues,
     pub return_old_on_failure: bool,
     pub exprs: Exprs,
@@ -146,15 +177,15 @@ pub struct PutItem {
 pub struct GetItem {
     pub key: Item,
     pub consistent: bool,
-    pub projection: Option<String>,
+    pub projection: Option<Source<Vec<Path>>>,
     pub exprs: Exprs,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct UpdateItem {
     pub key: Item,
-    pub update: Option<String>,
-    pub condition: Option<String>,
+    pub update: Option<Source<Update>>,
+    pub condition: Option<Source<Condition>>,
     pub return_values: ReturnValues,
     pub return_old_on_failure: bool,
     pub exprs: Exprs,
@@ -163,7 +194,7 @@ pub struct UpdateItem {
 #[derive(Clone, Debug, Default)]
 pub struct DeleteItem {
     pub key: Item,
-    pub condition: Option<String>,
+    pub condition: Option<Source<Condition>>,
     pub return_values: ReturnValues,
     pub return_old_on_failure: bool,
     pub exprs: Exprs,
@@ -185,9 +216,9 @@ pub struct ReadOutput {
 #[derive(Clone, Debug, Default)]
 pub struct QueryInput {
     pub index: Option<String>,
-    pub key_condition: Option<String>,
-    pub filter: Option<String>,
-    pub projection: Option<String>,
+    pub key_condition: Option<KeySource>,
+    pub filter: Option<Source<Condition>>,
+    pub projection: Option<Source<Vec<Path>>>,
     pub forward: bool,
     pub limit: Option<usize>,
     pub start_key: Option<Item>,
@@ -199,8 +230,8 @@ pub struct QueryInput {
 #[derive(Clone, Debug, Default)]
 pub struct ScanInput {
     pub index: Option<String>,
-    pub filter: Option<String>,
-    pub projection: Option<String>,
+    pub filter: Option<Source<Condition>>,
+    pub projection: Option<Source<Vec<Path>>>,
     pub limit: Option<usize>,
     pub start_key: Option<Item>,
     /// (Segment, TotalSegments).
@@ -226,7 +257,7 @@ pub struct BatchGet {
     pub table: TableId,
     pub keys: Vec<Item>,
     pub consistent: bool,
-    pub projection: Option<String>,
+    pub projection: Option<Source<Vec<Path>>>,
     pub exprs: Exprs,
 }
 
@@ -335,11 +366,6 @@ pub(crate) fn check_item(def: &TableDef, item: &Item) -> Result<(KeyValue, SortK
     Ok((pk, sk.into_iter().collect()))
 }
 
-/// Parsed condition of a write, with its placeholders checked.
-fn parse_condition(condition: Option<&str>, p: &mut Placeholders) -> Result<Option<Condition>, DynamoError> {
-    Ok(condition.map(|c| expr::parse_condition(c, "ConditionExpression", p)).transpose()?)
-}
-
 /// Evaluates a write's condition against the current item.
 fn check_condition(
     condition: Option<&Condition>,
@@ -375,7 +401,7 @@ impl DynamoDb {
             return Err(invalid("Return values set to invalid value"));
         }
         let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
-        let condition = parse_condition(input.condition.as_deref(), &mut p)?;
+        let condition = condition_of(input.condition.as_ref(), "ConditionExpression", &mut p)?;
         p.finish()?;
         let cell = self.table(id)?;
         let (old, written, commit) = {
@@ -396,7 +422,7 @@ impl DynamoDb {
 
     pub async fn get_item(&self, id: &TableId, input: GetItem) -> Result<ReadOutput, DynamoError> {
         let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
-        let projection = input.projection.as_deref().map(|t| expr::parse_projection(t, &mut p)).transpose()?;
+        let projection = projection_of(input.projection.as_ref(), &mut p)?;
         p.finish()?;
         let cell = self.table(id)?;
         let item = {
@@ -420,8 +446,12 @@ impl DynamoDb {
 
     pub async fn update_item(&self, id: &TableId, input: UpdateItem) -> Result<WriteOutput, DynamoError> {
         let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
-        let update = input.update.as_deref().map(|u| expr::parse_update(u, &mut p)).transpose()?;
-        let condition = parse_condition(input.condition.as_deref(), &mut p)?;
+        let update = match &input.update {
+            None => None,
+            Some(Source::Text(t)) => Some(expr::parse_update(t, &mut p)?),
+            Some(Source::Built(u)) => Some(u.clone()),
+        };
+        let condition = condition_of(input.condition.as_ref(), "ConditionExpression", &mut p)?;
         p.finish()?;
         let cell = self.table(id)?;
         let (old, new, written, commit) = {
@@ -458,7 +488,7 @@ impl DynamoDb {
             return Err(invalid("Return values set to invalid value"));
         }
         let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
-        let condition = parse_condition(input.condition.as_deref(), &mut p)?;
+        let condition = condition_of(input.condition.as_ref(), "ConditionExpression", &mut p)?;
         p.finish()?;
         let cell = self.table(id)?;
         let (old, written, commit) = {
@@ -497,18 +527,18 @@ impl DynamoDb {
             input.projection.is_some(),
         )?;
         let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
-        let key_condition = input.key_condition.as_deref().ok_or_else(|| {
-            invalid("Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.")
-        })?;
-        let kc = expr::parse_key_condition(
-            key_condition,
-            &mut p,
-            &target.key.hash.name,
-            target.key.range.as_ref().map(|r| r.name.as_str()),
-        )?;
-        let filter =
-            input.filter.as_deref().map(|f| expr::parse_condition(f, "FilterExpression", &mut p)).transpose()?;
-        let projection = input.projection.as_deref().map(|t| expr::parse_projection(t, &mut p)).transpose()?;
+        let range_name = target.key.range.as_ref().map(|r| r.name.as_str());
+        let kc = match &input.key_condition {
+            None => {
+                return Err(invalid(
+                    "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.",
+                ));
+            }
+            Some(Source::Text(t)) => expr::parse_key_condition(t, &mut p, &target.key.hash.name, range_name)?,
+            Some(Source::Built(conditions)) => legacy::key_conditions(conditions, &target.key.hash.name, range_name)?,
+        };
+        let filter = condition_of(input.filter.as_ref(), "FilterExpression", &mut p)?;
+        let projection = projection_of(input.projection.as_ref(), &mut p)?;
         p.finish()?;
         if let Some(filter) = &filter {
             check_filter_keys(filter, &target.key)?;
@@ -621,9 +651,8 @@ impl DynamoDb {
             input.projection.is_some(),
         )?;
         let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
-        let filter =
-            input.filter.as_deref().map(|f| expr::parse_condition(f, "FilterExpression", &mut p)).transpose()?;
-        let projection = input.projection.as_deref().map(|t| expr::parse_projection(t, &mut p)).transpose()?;
+        let filter = condition_of(input.filter.as_ref(), "FilterExpression", &mut p)?;
+        let projection = projection_of(input.projection.as_ref(), &mut p)?;
         p.finish()?;
         let start = match &input.start_key {
             Some(k) => Some(target.start_position(&table.def, k)?),
@@ -655,7 +684,7 @@ impl DynamoDb {
         let mut out = Vec::new();
         for request in requests {
             let mut p = Placeholders::new(&request.exprs.names, &request.exprs.values);
-            let projection = request.projection.as_deref().map(|t| expr::parse_projection(t, &mut p)).transpose()?;
+            let projection = projection_of(request.projection.as_ref(), &mut p)?;
             p.finish()?;
             let cell = self.table(&request.table)?;
             let mut items = Vec::new();

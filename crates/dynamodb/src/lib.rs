@@ -28,8 +28,8 @@ use store::Store;
 
 pub use control::{CreateTable, IndexUpdate, NewIndex, PartitionView, TableDescription, TableUpdate};
 pub use data::{
-    BatchGet, BatchWrite, Consumed, DeleteItem, Exprs, GetItem, PageOutput, PutItem, QueryInput, ReadOutput,
-    ReturnValues, ScanInput, Select, UpdateItem, WriteOutput, WriteRequest,
+    BatchGet, BatchWrite, Consumed, DeleteItem, Exprs, GetItem, KeySource, PageOutput, PutItem, QueryInput, ReadOutput,
+    ReturnValues, ScanInput, Select, Source, UpdateItem, WriteOutput, WriteRequest,
 };
 pub use model::{
     CancellationReason, DynamoError, IndexSpec, KeyAttr, KeySchema, Projection, ScalarType, StreamView, TableDef,

@@ -26,6 +26,27 @@ pub enum ComparisonOperator {
 }
 
 impl ComparisonOperator {
+    const ALL: [ComparisonOperator; 13] = [
+        ComparisonOperator::Eq,
+        ComparisonOperator::Ne,
+        ComparisonOperator::Le,
+        ComparisonOperator::Lt,
+        ComparisonOperator::Ge,
+        ComparisonOperator::Gt,
+        ComparisonOperator::NotNull,
+        ComparisonOperator::Null,
+        ComparisonOperator::Contains,
+        ComparisonOperator::NotContains,
+        ComparisonOperator::BeginsWith,
+        ComparisonOperator::In,
+        ComparisonOperator::Between,
+    ];
+
+    /// The operator named as on the wire (`EQ`, `BEGINS_WITH`, ...).
+    pub fn parse(name: &str) -> Option<ComparisonOperator> {
+        Self::ALL.into_iter().find(|o| o.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ComparisonOperator::Eq => "EQ",
