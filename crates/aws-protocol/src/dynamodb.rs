@@ -152,7 +152,7 @@ pub(crate) fn value_from_json(v: &Json) -> Result<Value, DynamoError> {
     };
     let string = |b: &Json| b.as_str().map(str::to_string).ok_or_else(|| invalid(format!("Invalid {kind} value")));
     let number = |b: &Json| -> Result<Number, DynamoError> {
-        let text = b.as_str().ok_or_else(|| invalid("A value provided cannot be converted into a number"))?;
+        let text = b.as_str().ok_or_else(|| invalid("The parameter cannot be converted to a numeric value"))?;
         Number::parse(text).map_err(|e| invalid(e.to_string()))
     };
     let binary = |b: &Json| -> Result<Vec<u8>, DynamoError> {
@@ -278,6 +278,20 @@ impl<'a> Input<'a> {
     }
 
     fn exprs(&self) -> Result<Exprs, DynamoError> {
+        const EXPRESSIONS: [&str; 5] = [
+            "ConditionExpression",
+            "UpdateExpression",
+            "ProjectionExpression",
+            "FilterExpression",
+            "KeyConditionExpression",
+        ];
+        if !EXPRESSIONS.iter().any(|e| self.get(e).is_some()) {
+            for what in ["ExpressionAttributeNames", "ExpressionAttributeValues"] {
+                if self.get(what).is_some() {
+                    return Err(invalid(format!("{what} can only be specified when using expressions")));
+                }
+            }
+        }
         let names = self
             .get("ExpressionAttributeNames")
             .and_then(Json::as_object)
@@ -1111,12 +1125,21 @@ fn run_streams(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) 
     Ok(match operation {
         "ListStreams" => {
             let table = input.string("TableName");
-            let streams: Vec<Json> = db
-                .list_streams(&ctx.account, &ctx.region, table.as_deref())
-                .into_iter()
+            let limit = input.u64("Limit").unwrap_or(100).clamp(1, 100) as usize;
+            let start = input.string("ExclusiveStartStreamArn");
+            let all = db.list_streams(&ctx.account, &ctx.region, table.as_deref());
+            let after: Vec<_> = all.into_iter().filter(|(arn, _, _)| start.as_ref().is_none_or(|s| arn > s)).collect();
+            let more = after.len() > limit;
+            let page = &after[..after.len().min(limit)];
+            let streams: Vec<Json> = page
+                .iter()
                 .map(|(arn, table, label)| json!({ "StreamArn": arn, "TableName": table, "StreamLabel": label }))
                 .collect();
-            json!({ "Streams": streams })
+            let mut out = json!({ "Streams": streams });
+            if let (true, Some((arn, _, _))) = (more, page.last()) {
+                out["LastEvaluatedStreamArn"] = arn.clone().into();
+            }
+            out
         }
         "DescribeStream" => {
             let arn = input.required("StreamArn", "streamArn")?;

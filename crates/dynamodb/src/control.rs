@@ -84,6 +84,9 @@ pub struct PartitionView {
 
 const MAX_TAGS: usize = 50;
 
+/// How long after a TTL change another is refused.
+const TTL_CHANGE_WINDOW_MS: u64 = 3600 * 1000;
+
 fn validate_name(name: &str, what: &str) -> Result<(), DynamoError> {
     let ok = (3..=255).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
@@ -314,6 +317,7 @@ impl DynamoDb {
             local,
             stream,
             ttl_attribute: None,
+            ttl_changed_ms: None,
             tags: input.tags.into_iter().collect(),
             created_ms: now_ms(),
             deletion_protection: input.deletion_protection,
@@ -367,7 +371,9 @@ impl DynamoDb {
     pub async fn delete_table(&self, id: &TableId) -> Result<TableDescription, DynamoError> {
         let (description, commit) = {
             let mut tables = self.registry_mut();
-            let cell = tables.get(id).cloned().ok_or_else(DynamoError::table_not_found)?;
+            let cell = tables.get(id).cloned().ok_or_else(|| {
+                DynamoError::ResourceNotFound(format!("Requested resource not found: Table: {} not found", id.name))
+            })?;
             let table = lock(&cell);
             if table.def.deletion_protection {
                 return Err(DynamoError::validation(
@@ -570,15 +576,23 @@ impl DynamoDb {
         let commit = {
             let mut table = lock(&cell);
             match (&table.def.ttl_attribute, enabled) {
-                (Some(_), true) => return Err(DynamoError::validation("TimeToLive is already enabled")),
-                (None, false) => return Err(DynamoError::validation("TimeToLive is already disabled")),
-                (Some(a), false) if a != attribute => {
+                (Some(a), _) if a != attribute => {
                     return Err(DynamoError::validation(format!(
                         "TimeToLive is active on a different AttributeName: current AttributeName is {a}"
                     )));
                 }
+                (Some(_), true) => return Err(DynamoError::validation("TimeToLive is already enabled")),
+                (None, false) => return Err(DynamoError::validation("TimeToLive is already disabled")),
                 _ => {}
             }
+            // DynamoDB takes up to an hour to apply a change and refuses another meanwhile.
+            let now = now_ms();
+            if table.def.ttl_changed_ms.is_some_and(|at| now < at + TTL_CHANGE_WINDOW_MS) {
+                return Err(DynamoError::validation(
+                    "Time to live has been modified multiple times within a fixed interval",
+                ));
+            }
+            table.def.ttl_changed_ms = Some(now);
             table.def.ttl_attribute = enabled.then(|| attribute.to_string());
             table.reindex_expiries();
             self.store.txn(Txn::ops(vec![Op::put(storage::table_key(id), storage::encode(&table.def))]))
@@ -612,6 +626,11 @@ impl DynamoDb {
         let (id, cell) = self.table_by_arn(arn)?;
         let commit = {
             let mut table = lock(&cell);
+            if let Some((k, _)) = add.iter().find(|(k, _)| k.starts_with("aws:")) {
+                return Err(DynamoError::validation(format!(
+                    "One or more parameter values were invalid: Tag key {k} uses the reserved prefix aws:, which is for AWS use only"
+                )));
+            }
             let mut tags = table.def.tags.clone();
             for (k, v) in add {
                 tags.insert(k, v);

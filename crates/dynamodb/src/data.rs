@@ -300,7 +300,23 @@ pub(crate) fn key_from(def: &TableDef, key: &Item) -> Result<(KeyValue, SortKey)
             )));
         }
     }
+    check_key_sizes(&pk, sk.as_ref())?;
     Ok((pk, sk.into_iter().collect()))
+}
+
+/// Partition keys hold at most 2048 bytes, sort keys 1024.
+fn check_key_sizes(pk: &KeyValue, sk: Option<&KeyValue>) -> Result<(), DynamoError> {
+    if pk.to_value().size() > 2048 {
+        return Err(invalid(
+            "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of2048 bytes",
+        ));
+    }
+    if sk.is_some_and(|sk| sk.to_value().size() > 1024) {
+        return Err(invalid(
+            "One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an item about to be stored: key attributes present, typed and non-empty, index key
@@ -363,6 +379,7 @@ pub(crate) fn check_item(def: &TableDef, item: &Item) -> Result<(KeyValue, SortK
         return Err(invalid("Item size has exceeded the maximum allowed size"));
     }
     let (pk, sk) = def.key.key_of(item).ok_or_else(|| invalid("The provided key element does not match the schema"))?;
+    check_key_sizes(&pk, sk.as_ref())?;
     Ok((pk, sk.into_iter().collect()))
 }
 
@@ -398,7 +415,7 @@ impl DynamoDb {
 
     pub async fn put_item(&self, id: &TableId, input: PutItem) -> Result<WriteOutput, DynamoError> {
         if !matches!(input.return_values, ReturnValues::None | ReturnValues::AllOld) {
-            return Err(invalid("Return values set to invalid value"));
+            return Err(invalid("ReturnValues can only be ALL_OLD or NONE"));
         }
         let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
         let condition = condition_of(input.condition.as_ref(), "ConditionExpression", &mut p)?;
@@ -485,7 +502,7 @@ impl DynamoDb {
 
     pub async fn delete_item(&self, id: &TableId, input: DeleteItem) -> Result<WriteOutput, DynamoError> {
         if !matches!(input.return_values, ReturnValues::None | ReturnValues::AllOld) {
-            return Err(invalid("Return values set to invalid value"));
+            return Err(invalid("ReturnValues can only be ALL_OLD or NONE"));
         }
         let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
         let condition = condition_of(input.condition.as_ref(), "ConditionExpression", &mut p)?;
@@ -930,12 +947,12 @@ impl Target {
             ));
         }
         if select != Select::SpecificAttributes && select != Select::Default && has_projection {
-            return Err(invalid("Cannot specify the ProjectionExpression when choosing to get ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES, or COUNT"
-                .replace("ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES, or COUNT", match select {
-                    Select::AllAttributes => "ALL_ATTRIBUTES",
-                    Select::AllProjectedAttributes => "ALL_PROJECTED_ATTRIBUTES",
-                    _ => "COUNT",
-                })));
+            let what = match select {
+                Select::AllAttributes => "ALL_ATTRIBUTES",
+                Select::AllProjectedAttributes => "ALL_PROJECTED_ATTRIBUTES",
+                _ => "only the Count",
+            };
+            return Err(invalid(format!("Cannot specify the ProjectionExpression when choosing to get {what}")));
         }
         let Some(name) = index else {
             if select == Select::AllProjectedAttributes {

@@ -160,6 +160,8 @@ pub struct TableDef {
     pub local: Vec<IndexSpec>,
     pub stream: Option<Stream>,
     pub ttl_attribute: Option<String>,
+    /// When TTL was last enabled or disabled.
+    pub ttl_changed_ms: Option<u64>,
     pub tags: BTreeMap<String, String>,
     pub created_ms: u64,
     pub deletion_protection: bool,

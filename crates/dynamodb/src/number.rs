@@ -25,7 +25,7 @@ pub struct Number {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NumberError {
-    #[error("A value provided cannot be converted into a number")]
+    #[error("The parameter cannot be converted to a numeric value")]
     Invalid,
     #[error("Attempting to store more than 38 significant digits in a Number")]
     TooPrecise,

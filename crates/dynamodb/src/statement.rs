@@ -128,8 +128,14 @@ impl DynamoDb {
                     let mut t = lock(&cell);
                     let key = key_of_where(&t.def.key, &condition)?;
                     let (pk, sk) = key_from(&t.def, &key)?;
-                    let current = t.get(&pk, &sk).cloned();
-                    if current.is_none_or(|c| !condition.eval(&c)) {
+                    // Deleting what is not there succeeds and changes nothing, as in DynamoDB.
+                    let Some(current) = t.get(&pk, &sk).cloned() else {
+                        return Ok(StatementOutput {
+                            consumed: Consumed::writes(&id.name, &Default::default(), 1.0),
+                            ..Default::default()
+                        });
+                    };
+                    if !condition.eval(&current) {
                         return Err(DynamoError::ConditionalCheckFailed(None));
                     }
                     let mut ops = Vec::new();

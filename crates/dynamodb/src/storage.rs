@@ -97,13 +97,17 @@ pub async fn load(store: &dyn Store, split_bytes: usize) -> Result<Vec<Table>, D
             Ok(())
         })
         .await?;
+        // Rebuild through the normal write path (indexes, TTL index), without a stream record
+        // and without counting it as capacity used.
         let mut ignored = Vec::new();
         let stream = table.def.stream.take();
+        let now = crate::now_s();
         for item in items {
             if let Some((pk, sk)) = table.key_of(&item) {
-                table.write(pk, sk, Some(item), 0, false, &mut ignored);
+                table.write(pk, sk, Some(item), now, false, &mut ignored);
             }
         }
+        table.reset_meters();
         let mut records: Vec<StreamRecord> = Vec::new();
         if let Some(stream) = &stream {
             each(store, format!("dynamodb/stream/{}/{}/", table.def.uid, stream.label).as_bytes(), |k, v| {

@@ -28,6 +28,8 @@ pub struct StreamRecord {
     pub by_ttl: bool,
 }
 
+const FIVE_YEARS_S: i64 = 5 * 365 * 24 * 3600;
+
 /// How long stream records are kept, as in DynamoDB.
 pub const STREAM_RETENTION_S: u64 = 24 * 3600;
 
@@ -134,19 +136,23 @@ impl Table {
         self.parts.get(pk, sk)
     }
 
-    fn expiry_of(&self, item: &Item) -> Option<i64> {
+    /// When the item expires: its TTL attribute, a number of epoch seconds. DynamoDB ignores
+    /// values more than five years in the past (most likely not seconds at all).
+    fn expiry_of(&self, item: &Item, now_s: u64) -> Option<i64> {
         let attr = self.def.ttl_attribute.as_ref()?;
-        match item.get(attr) {
-            Some(Value::N(n)) => n.to_i64().or_else(|| Some(n.to_f64().floor() as i64)),
-            _ => None,
-        }
+        let at = match item.get(attr) {
+            Some(Value::N(n)) => n.to_i64().unwrap_or_else(|| n.to_f64().floor() as i64),
+            _ => return None,
+        };
+        (at >= now_s as i64 - FIVE_YEARS_S).then_some(at)
     }
 
     /// Rebuilds the TTL index after TTL was enabled or changed attribute.
     pub fn reindex_expiries(&mut self) {
         let mut expiries = BTreeSet::new();
+        let now = crate::now_s();
         self.parts.scan(None, (0, u64::MAX), |pk, sk, item| {
-            if let Some(at) = self.expiry_of(item) {
+            if let Some(at) = self.expiry_of(item, now) {
                 expiries.insert((at, pk.clone(), sk.clone()));
             }
             true
@@ -207,16 +213,22 @@ impl Table {
         }
 
         if self.def.ttl_attribute.is_some() {
-            if let Some(at) = old.as_ref().and_then(|o| self.expiry_of(o)) {
+            if let Some(at) = old.as_ref().and_then(|o| self.expiry_of(o, now_s)) {
                 self.expiries.remove(&(at, pk.clone(), sk.clone()));
             }
-            if let Some(at) = new.as_ref().and_then(|n| self.expiry_of(n)) {
+            if let Some(at) = new.as_ref().and_then(|n| self.expiry_of(n, now_s)) {
                 self.expiries.insert((at, pk.clone(), sk.clone()));
             }
         }
 
+        // A write that changes nothing makes no stream record, as in DynamoDB.
+        let changed = match (&old, &new) {
+            (Some(o), Some(n)) => !o.as_ref().eq(n.as_ref()),
+            (None, None) => false,
+            _ => true,
+        };
         if let Some(stream) = self.def.stream.as_ref().filter(|s| s.enabled)
-            && (old.is_some() || new.is_some())
+            && changed
         {
             let event = match (&old, &new) {
                 (None, Some(_)) => "INSERT",
@@ -262,6 +274,13 @@ impl Table {
             ops.push(Op::put(storage::table_key(&self.def.id), storage::encode(&self.def)));
         }
         (old, written)
+    }
+
+    pub fn reset_meters(&mut self) {
+        let parts = std::iter::once(&mut self.parts).chain(self.indexes.iter_mut().map(|i| &mut i.parts));
+        for p in parts.flat_map(|p| p.parts.iter_mut()) {
+            p.meter = crate::partition::Meter::default();
+        }
     }
 
     /// Where each partition of the table ("") and of each index starts.

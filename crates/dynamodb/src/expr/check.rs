@@ -479,7 +479,8 @@ fn to_set_value(checked: Checked) -> Result<SetValue, String> {
 }
 
 /// Refuses a path that overlaps (is, contains or lies within) or conflicts with (indexes a map
-/// as a list, or the reverse) one already used.
+/// as a list, or the reverse) one already used. The earlier path is "path one", as DynamoDB
+/// reports it.
 fn check_overlap(earlier: &[Path], path: &Path) -> Result<(), String> {
     for other in earlier {
         let mut clash = "overlap";
@@ -495,7 +496,7 @@ fn check_overlap(earlier: &[Path], path: &Path) -> Result<(), String> {
         }
         if !disjoint {
             return Err(format!(
-                "Two document paths {clash} with each other; must remove or rewrite one of these paths; path one: {path}, path two: {other}"
+                "Two document paths {clash} with each other; must remove or rewrite one of these paths; path one: {other}, path two: {path}"
             ));
         }
     }

@@ -393,17 +393,17 @@ fn update_errors() {
         (
             "SET a = :v, a.b = :v",
             v(n("1")),
-            "Invalid UpdateExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [a, b], path two: [a]",
+            "Invalid UpdateExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [a], path two: [a, b]",
         ),
         (
             "SET a.b = :v, a = :v",
             v(n("1")),
-            "Invalid UpdateExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [a], path two: [a, b]",
+            "Invalid UpdateExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [a, b], path two: [a]",
         ),
         (
             "SET a.b = :v REMOVE a[0]",
             v(n("1")),
-            "Invalid UpdateExpression: Two document paths conflict with each other; must remove or rewrite one of these paths; path one: [a, [0]], path two: [a, b]",
+            "Invalid UpdateExpression: Two document paths conflict with each other; must remove or rewrite one of these paths; path one: [a, b], path two: [a, [0]]",
         ),
         (
             "ADD a :v",
@@ -500,7 +500,7 @@ fn projection() {
     let mut p = Placeholders::new(&e.names, &e.values);
     assert_eq!(
         parse_projection("a, a.b", &mut p).expect_err("overlap").0,
-        "Invalid ProjectionExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [a, b], path two: [a]"
+        "Invalid ProjectionExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [a], path two: [a, b]"
     );
     assert_eq!(
         parse_projection("!!", &mut p).expect_err("syntax").0,
