@@ -51,6 +51,15 @@ const OPERATIONS: &[&str] = &[
     "UpdateTimeToLive",
 ];
 
+/// Each operation's expression parameters, in the order DynamoDB names them in messages.
+const PUT: [&str; 1] = ["ConditionExpression"];
+const DELETE: [&str; 1] = ["ConditionExpression"];
+const GET: [&str; 1] = ["ProjectionExpression"];
+const UPDATE: [&str; 2] = ["UpdateExpression", "ConditionExpression"];
+const QUERY: [&str; 3] = ["ProjectionExpression", "FilterExpression", "KeyConditionExpression"];
+const SCAN: [&str; 2] = ["ProjectionExpression", "FilterExpression"];
+const TRANSACT_WRITE: [&str; 2] = ["UpdateExpression", "ConditionExpression"];
+
 const STREAM_OPERATIONS: &[&str] = &["DescribeStream", "GetRecords", "GetShardIterator", "ListStreams"];
 
 pub(crate) async fn handle(
@@ -277,18 +286,22 @@ impl<'a> Input<'a> {
         self.get(name).map_or_else(|| Ok(Item::new()), item_from)
     }
 
-    fn exprs(&self) -> Result<Exprs, DynamoError> {
-        const EXPRESSIONS: [&str; 5] = [
-            "ConditionExpression",
-            "UpdateExpression",
-            "ProjectionExpression",
-            "FilterExpression",
-            "KeyConditionExpression",
-        ];
-        if !EXPRESSIONS.iter().any(|e| self.get(e).is_some()) {
+    /// ExpressionAttributeNames and ExpressionAttributeValues, which need one of the operation's
+    /// `expressions` (values only those that can hold values: not ProjectionExpression).
+    fn exprs(&self, expressions: &[&str]) -> Result<Exprs, DynamoError> {
+        if !expressions.iter().any(|e| self.get(e).is_some()) {
             for what in ["ExpressionAttributeNames", "ExpressionAttributeValues"] {
-                if self.get(what).is_some() {
-                    return Err(invalid(format!("{what} can only be specified when using expressions")));
+                let named: Vec<&str> = expressions
+                    .iter()
+                    .copied()
+                    .filter(|e| what == "ExpressionAttributeNames" || *e != "ProjectionExpression")
+                    .collect();
+                if self.get(what).is_some() && !named.is_empty() {
+                    let verb = if named.len() > 1 { "are" } else { "is" };
+                    return Err(invalid(format!(
+                        "{what} can only be specified when using expressions: {} {verb} null",
+                        named.join(" and ")
+                    )));
                 }
             }
         }
@@ -779,7 +792,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 condition: input.condition()?,
                 return_values: input.return_values()?,
                 return_old_on_failure: input.return_old_on_failure(),
-                exprs: input.exprs()?,
+                exprs: input.exprs(&PUT)?,
             };
             let out = db.put_item(&id, request).await?;
             write_json(out.attributes, &out.consumed, &input)
@@ -790,7 +803,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 key: input.item("Key")?,
                 consistent: input.bool("ConsistentRead"),
                 projection: input.projection()?,
-                exprs: input.exprs()?,
+                exprs: input.exprs(&GET)?,
             };
             let out = db.get_item(&id, request).await?;
             let mut json = json!({});
@@ -821,7 +834,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 condition: input.condition()?,
                 return_values: input.return_values()?,
                 return_old_on_failure: input.return_old_on_failure(),
-                exprs: input.exprs()?,
+                exprs: input.exprs(&UPDATE)?,
             };
             let out = db.update_item(&id, request).await?;
             write_json(out.attributes, &out.consumed, &input)
@@ -833,7 +846,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 condition: input.condition()?,
                 return_values: input.return_values()?,
                 return_old_on_failure: input.return_old_on_failure(),
-                exprs: input.exprs()?,
+                exprs: input.exprs(&DELETE)?,
             };
             let out = db.delete_item(&id, request).await?;
             write_json(out.attributes, &out.consumed, &input)
@@ -851,7 +864,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 start_key: input.get("ExclusiveStartKey").map(item_from).transpose()?,
                 select: input.select()?,
                 consistent: input.bool("ConsistentRead"),
-                exprs: input.exprs()?,
+                exprs: input.exprs(&QUERY)?,
             };
             page_json(db.query(&id, request).await?, &input)
         }
@@ -880,7 +893,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 segment,
                 select: input.select()?,
                 consistent: input.bool("ConsistentRead"),
-                exprs: input.exprs()?,
+                exprs: input.exprs(&SCAN)?,
             };
             page_json(db.scan(&id, request).await?, &input)
         }
@@ -905,7 +918,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                     keys,
                     consistent: ri.bool("ConsistentRead"),
                     projection: ri.projection()?,
-                    exprs: ri.exprs()?,
+                    exprs: ri.exprs(&GET)?,
                 });
             }
             let results = db.batch_get(requests).await?;
@@ -976,7 +989,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                     kind,
                     condition: b.string("ConditionExpression"),
                     return_old_on_failure: b.return_old_on_failure(),
-                    exprs: b.exprs()?,
+                    exprs: b.exprs(&TRANSACT_WRITE)?,
                 });
             }
             let consumed = db.transact_write(&ctx.account, actions, input.string("ClientRequestToken")).await?;
@@ -997,7 +1010,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                     table: b.table(ctx)?,
                     key: b.item("Key")?,
                     projection: b.string("ProjectionExpression"),
-                    exprs: b.exprs()?,
+                    exprs: b.exprs(&GET)?,
                 });
             }
             let (found, consumed) = db.transact_get(gets).await?;

@@ -508,7 +508,7 @@ impl DynamoDb {
                     }
                     ((false, _), None) => {
                         return Err(DynamoError::validation(format!(
-                            "Table already has no stream enabled: TableName: {}",
+                            "Table has no stream to disable: TableName: {}",
                             id.name
                         )));
                     }

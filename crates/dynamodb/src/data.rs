@@ -694,6 +694,12 @@ impl DynamoDb {
     }
 
     pub async fn batch_get(&self, requests: Vec<BatchGet>) -> Result<Vec<(TableId, Vec<Item>, Consumed)>, DynamoError> {
+        if let Some(r) = requests.iter().find(|r| r.keys.len() > 100) {
+            return Err(invalid(format!(
+                "1 validation error detected: Value at 'requestItems.{}.member.keys' failed to satisfy constraint: Member must have length less than or equal to 100",
+                r.table.name
+            )));
+        }
         let total: usize = requests.iter().map(|r| r.keys.len()).sum();
         if total > 100 {
             return Err(invalid("Too many items requested for the BatchGetItem call"));
