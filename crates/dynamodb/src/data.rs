@@ -484,6 +484,9 @@ impl DynamoDb {
             if let Some(update) = &update {
                 update.apply(&mut new)?;
             }
+            if item_size(&new) > MAX_ITEM_SIZE {
+                return Err(invalid("Item size to update has exceeded the maximum allowed size"));
+            }
             check_item(&table.def, &new)?;
             let (old, written, commit) = self.commit(&mut table, pk, sk, Some(new.clone()));
             (old, new, written, commit)
