@@ -401,7 +401,7 @@ fn check_condition(
 impl DynamoDb {
     /// Applies a write to one table and submits its store transaction; the caller awaits it
     /// after releasing the lock.
-    fn commit(
+    pub(crate) fn commit(
         &self,
         table: &mut Table,
         pk: KeyValue,
@@ -414,12 +414,7 @@ impl DynamoDb {
     }
 
     pub async fn put_item(&self, id: &TableId, input: PutItem) -> Result<WriteOutput, DynamoError> {
-        if !matches!(input.return_values, ReturnValues::None | ReturnValues::AllOld) {
-            return Err(invalid("ReturnValues can only be ALL_OLD or NONE"));
-        }
-        let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
-        let condition = condition_of(input.condition.as_ref(), "ConditionExpression", &mut p)?;
-        p.finish()?;
+        let condition = old_only_condition(input.return_values, input.condition.as_ref(), &input.exprs)?;
         let cell = self.table(id)?;
         let (old, written, commit) = {
             let mut table = lock(&cell);
@@ -504,12 +499,7 @@ impl DynamoDb {
     }
 
     pub async fn delete_item(&self, id: &TableId, input: DeleteItem) -> Result<WriteOutput, DynamoError> {
-        if !matches!(input.return_values, ReturnValues::None | ReturnValues::AllOld) {
-            return Err(invalid("ReturnValues can only be ALL_OLD or NONE"));
-        }
-        let mut p = Placeholders::new(&input.exprs.names, &input.exprs.values);
-        let condition = condition_of(input.condition.as_ref(), "ConditionExpression", &mut p)?;
-        p.finish()?;
+        let condition = old_only_condition(input.return_values, input.condition.as_ref(), &input.exprs)?;
         let cell = self.table(id)?;
         let (old, written, commit) = {
             let mut table = lock(&cell);
@@ -807,6 +797,21 @@ impl DynamoDb {
         commit.0.await?;
         Ok(commit.1)
     }
+}
+
+/// PutItem's and DeleteItem's checks before any lock: ReturnValues, then the condition.
+fn old_only_condition(
+    return_values: ReturnValues,
+    condition: Option<&Source<Condition>>,
+    exprs: &Exprs,
+) -> Result<Option<Condition>, DynamoError> {
+    if !matches!(return_values, ReturnValues::None | ReturnValues::AllOld) {
+        return Err(invalid("ReturnValues can only be ALL_OLD or NONE"));
+    }
+    let mut p = Placeholders::new(&exprs.names, &exprs.values);
+    let condition = condition_of(condition, "ConditionExpression", &mut p)?;
+    p.finish()?;
+    Ok(condition)
 }
 
 /// Update expressions may not change key attributes.

@@ -11,10 +11,10 @@ use crate::model::{DynamoError, KeySchema, TableId};
 use crate::partiql::{self, Statement};
 use crate::partition::SortKey;
 use crate::storage;
-use crate::table::read_units;
+use crate::table::{Table, read_units};
 use crate::transact::{Action, Planned};
 use crate::value::{Item, KeyValue, Value, item_size};
-use crate::{DynamoDb, lock, now_s};
+use crate::{DynamoDb, lock};
 
 /// What one statement returned.
 #[derive(Clone, Debug, Default)]
@@ -85,67 +85,67 @@ impl DynamoDb {
                 self.select(&id, index.as_deref(), projection.as_deref(), condition.as_ref(), consistent, limit, start)
             }
             Statement::Insert { table, item } => {
-                let id = self.table_named(account, region, &table);
-                let cell = self.table(&id)?;
-                let (written, commit) = {
-                    let mut t = lock(&cell);
+                self.write_statement(account, region, &table, |t| {
                     let (pk, sk) = check_item(&t.def, &item)?;
                     if t.get(&pk, &sk).is_some() {
                         return Err(DynamoError::DuplicateItem);
                     }
-                    let mut ops = Vec::new();
-                    let (_, written) = t.write(pk, sk, Some(item), now_s(), false, &mut ops);
-                    (written, self.store.txn(store::Txn::ops(ops)))
-                };
-                commit.await?;
-                Ok(StatementOutput { consumed: Consumed::writes(&id.name, &written, 1.0), ..Default::default() })
+                    Ok(Some((pk, sk, Some(item))))
+                })
+                .await
             }
             Statement::Update { table, update, condition } => {
-                let id = self.table_named(account, region, &table);
-                let cell = self.table(&id)?;
-                let (written, commit) = {
-                    let mut t = lock(&cell);
-                    let key = key_of_where(&t.def.key, &condition)?;
-                    let (pk, sk) = key_from(&t.def, &key)?;
-                    let current = t.get(&pk, &sk).cloned();
-                    let Some(current) = current.filter(|c| condition.eval(c)) else {
+                self.write_statement(account, region, &table, |t| {
+                    let (pk, sk) = key_from(&t.def, &key_of_where(&t.def.key, &condition)?)?;
+                    let Some(current) = t.get(&pk, &sk).filter(|c| condition.eval(c)) else {
                         return Err(DynamoError::ConditionalCheckFailed(None));
                     };
                     let mut new = current.as_ref().clone();
                     update.apply(&mut new).map_err(validation)?;
                     check_item(&t.def, &new)?;
-                    let mut ops = Vec::new();
-                    let (_, written) = t.write(pk, sk, Some(new), now_s(), false, &mut ops);
-                    (written, self.store.txn(store::Txn::ops(ops)))
-                };
-                commit.await?;
-                Ok(StatementOutput { consumed: Consumed::writes(&id.name, &written, 1.0), ..Default::default() })
+                    Ok(Some((pk, sk, Some(new))))
+                })
+                .await
             }
             Statement::Delete { table, condition } => {
-                let id = self.table_named(account, region, &table);
-                let cell = self.table(&id)?;
-                let (written, commit) = {
-                    let mut t = lock(&cell);
-                    let key = key_of_where(&t.def.key, &condition)?;
-                    let (pk, sk) = key_from(&t.def, &key)?;
+                self.write_statement(account, region, &table, |t| {
+                    let (pk, sk) = key_from(&t.def, &key_of_where(&t.def.key, &condition)?)?;
                     // Deleting what is not there succeeds and changes nothing, as in DynamoDB.
-                    let Some(current) = t.get(&pk, &sk).cloned() else {
-                        return Ok(StatementOutput {
-                            consumed: Consumed::writes(&id.name, &Default::default(), 1.0),
-                            ..Default::default()
-                        });
-                    };
-                    if !condition.eval(&current) {
-                        return Err(DynamoError::ConditionalCheckFailed(None));
+                    match t.get(&pk, &sk) {
+                        None => Ok(None),
+                        Some(current) if condition.eval(current) => Ok(Some((pk, sk, None))),
+                        Some(_) => Err(DynamoError::ConditionalCheckFailed(None)),
                     }
-                    let mut ops = Vec::new();
-                    let (_, written) = t.write(pk, sk, None, now_s(), false, &mut ops);
-                    (written, self.store.txn(store::Txn::ops(ops)))
-                };
-                commit.await?;
-                Ok(StatementOutput { consumed: Consumed::writes(&id.name, &written, 1.0), ..Default::default() })
+                })
+                .await
             }
         }
+    }
+
+    /// One PartiQL write: `decide` looks at the table and names the change to make, if any.
+    async fn write_statement(
+        &self,
+        account: &str,
+        region: &str,
+        table: &str,
+        decide: impl FnOnce(&Table) -> Result<Option<(KeyValue, SortKey, Option<Item>)>, DynamoError>,
+    ) -> Result<StatementOutput, DynamoError> {
+        let id = self.table_named(account, region, table);
+        let cell = self.table(&id)?;
+        let (written, commit) = {
+            let mut t = lock(&cell);
+            match decide(&t)? {
+                Some((pk, sk, new)) => {
+                    let (_, written, commit) = self.commit(&mut t, pk, sk, new);
+                    (written, Some(commit))
+                }
+                None => (Default::default(), None),
+            }
+        };
+        if let Some(commit) = commit {
+            commit.await?;
+        }
+        Ok(StatementOutput { consumed: Consumed::writes(&id.name, &written, 1.0), ..Default::default() })
     }
 
     /// A SELECT: the item collection the WHERE names, or every item, filtered by the WHERE.
