@@ -305,6 +305,17 @@ impl<'a> Input<'a> {
                 }
             }
         }
+        if self.get("ExpressionAttributeNames").and_then(Json::as_object).is_some_and(Map::is_empty) {
+            return Err(invalid("ExpressionAttributeNames must not be empty"));
+        }
+        for (what, sigil) in [("ExpressionAttributeNames", '#'), ("ExpressionAttributeValues", ':')] {
+            let keys = self.get(what).and_then(Json::as_object).into_iter().flat_map(|m| m.keys());
+            for key in keys {
+                if !key.starts_with(sigil) || key.len() < 2 {
+                    return Err(invalid(format!("{what} contains invalid key: Syntax error; key: \"{key}\"")));
+                }
+            }
+        }
         let names = self
             .get("ExpressionAttributeNames")
             .and_then(Json::as_object)
@@ -1057,6 +1068,13 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                     if statements.is_empty() { "greater than or equal to 1" } else { "less than or equal to 25" }
                 )));
             }
+            let parsed: Vec<(String, Vec<Value>)> = statements
+                .iter()
+                .filter_map(|s| {
+                    Some((s.get("Statement")?.as_str()?.to_string(), parameters(s.get("Parameters")).ok()?))
+                })
+                .collect();
+            db.check_batch_statements(&parsed)?;
             let mut responses = Vec::new();
             for s in &statements {
                 let si = Input(s);

@@ -223,6 +223,22 @@ impl DynamoDb {
         Ok(StatementOutput { items, next_token, consumed })
     }
 
+    /// BatchExecuteStatement's statements must be all reads or all writes (those that parse; the
+    /// others fail on their own).
+    pub fn check_batch_statements(&self, statements: &[(String, Vec<Value>)]) -> Result<(), DynamoError> {
+        let reads: Vec<bool> = statements
+            .iter()
+            .filter_map(|(text, params)| partiql::parse(text, params).ok())
+            .map(|s| matches!(s, Statement::Select { .. }))
+            .collect();
+        if reads.iter().any(|r| *r) && reads.iter().any(|r| !*r) {
+            return Err(DynamoError::validation(
+                "Supplied statements must be either all reads or all writes; a batch cannot mix them",
+            ));
+        }
+        Ok(())
+    }
+
     /// ExecuteTransaction: all writes (applied together, or none) or all reads (by full key).
     pub async fn execute_transaction(
         &self,
