@@ -22,7 +22,7 @@ def http(stratus, method, path, body=None, headers=None):
     "service, call",
     [
         ("iam", lambda c: c.list_users()),  # query protocol
-        ("dynamodb", lambda c: c.list_tables()),  # JSON 1.0
+        ("swf", lambda c: c.list_domains(registrationStatus="REGISTERED")),  # JSON 1.0
         ("s3", lambda c: c.list_buckets()),  # REST-XML
         ("lambda", lambda c: c.list_functions()),  # REST-JSON
         ("ec2", lambda c: c.describe_instances()),  # EC2 query
@@ -58,7 +58,8 @@ def test_health_reports_services_and_store(stratus):
     health = json.loads(body)
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert health["status"] == "running"
-    assert health["services"] == {"sns": "running", "sqs": "running", "sts": "running"}
+    assert health["services"] == {
+        "dynamodb": "running", "dynamodbstreams": "running", "sns": "running", "sqs": "running", "sts": "running"}
     assert health["store"]["backend"] == "redb"
 
 

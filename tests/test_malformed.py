@@ -52,6 +52,9 @@ def test_garbage_form_body(stratus, still_healthy):
 def test_garbage_json_body_to_json_service(stratus, still_healthy):
     headers = ["Content-Type: application/x-amz-json-1.0", "X-Amz-Target: DynamoDB_20120810.ListTables"]
     status, body = status_and_body(exchange(stratus, request("POST", b"\x00{{{not json", headers)))
+    assert status == 400 and json.loads(body)["__type"] == "SerializationException"
+    headers = ["Content-Type: application/x-amz-json-1.0", "X-Amz-Target: SimpleWorkflowService.ListDomains"]
+    status, body = status_and_body(exchange(stratus, request("POST", b"\x00{{{not json", headers)))
     assert status == 501 and json.loads(body)["__type"] == "NotImplemented"
 
 
