@@ -2227,3 +2227,32 @@ def test_kill_9_loses_no_acknowledged_write_and_leaves_no_partial_transaction(st
     # The table still takes writes after recovery.
     ddb.put_item(TableName=name, Item=typed({"pk": "after", "sk": "0"}))
     assert fetch(ddb, name, {"pk": "after", "sk": "0"}) == {"pk": "after", "sk": "0"}
+
+
+def test_enforced_capacity_throttles_a_hot_partition_and_refills(start_stratus):
+    server = start_stratus(args=("--data-dir", None, "--enforce-capacity"))
+    ddb = server.client("dynamodb")  # the harness's clients do not retry: a throttle surfaces
+    name = create_table(ddb, ProvisionedThroughput={"ReadCapacityUnits": 2, "WriteCapacityUnits": 2})
+    throttled = 0
+    for i in range(30):
+        try:
+            ddb.put_item(TableName=name, Item=typed({"pk": "hot", "sk": str(i)}))
+        except botocore.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+            throttled += 1
+    assert throttled >= 20, f"2 write units a second let {30 - throttled} of 30 back-to-back writes through"
+    codes = []
+    for _ in range(20):
+        try:
+            ddb.get_item(TableName=name, Key=typed({"pk": "hot", "sk": "0"}), ConsistentRead=True)
+            codes.append("ok")
+        except botocore.exceptions.ClientError as e:
+            codes.append(e.response["Error"]["Code"])
+    assert "ok" in codes and "ProvisionedThroughputExceededException" in codes, f"reads have a bucket of their own: {codes}"
+    time.sleep(1.5)  # the buckets refill at the provisioned rate
+    ddb.put_item(TableName=name, Item=typed({"pk": "hot", "sk": "after"}))
+
+
+def test_capacity_is_not_enforced_by_default(ddb, table):
+    for i in range(50):
+        ddb.put_item(TableName=table, Item=typed({"pk": "hot", "sk": str(i)}))
