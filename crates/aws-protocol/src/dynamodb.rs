@@ -74,8 +74,11 @@ pub(crate) async fn handle(
             format!("Stratus does not serve the DynamoDB operation {operation}"),
         ));
     };
-    let output = run(db, ctx, operation, &input).await.map_err(to_aws)?;
-    Ok((operation, respond(StatusCode::OK, CONTENT_TYPE, Bytes::from(output.to_string()), &ctx.request_id)))
+    let body = match run(db, ctx, operation, &input).await.map_err(to_aws)? {
+        Body::Json(json) => json.to_string(),
+        Body::Text(text) => text,
+    };
+    Ok((operation, respond(StatusCode::OK, CONTENT_TYPE, Bytes::from(body), &ctx.request_id)))
 }
 
 pub(crate) async fn handle_streams(
@@ -242,6 +245,80 @@ pub(crate) fn value_json(v: &Value) -> Json {
         Value::Ns(s) => json!({ "NS": s.iter().map(ToString::to_string).collect::<Vec<_>>() }),
         Value::Bs(s) => json!({ "BS": s.iter().map(|b| BASE64.encode(b)).collect::<Vec<_>>() }),
     }
+}
+
+/// An attribute value written straight to JSON text in the wire's shape (`{"S": "x"}`), without
+/// building a `serde_json::Value` tree first: GetItem, Query and Scan answers are mostly items.
+struct Wire<'a>(&'a Value);
+
+/// An item written straight to JSON text.
+struct WireItem<'a>(&'a Item);
+
+impl serde::Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Seq<'b, T>(&'b [T], fn(&T) -> String);
+        impl<T> serde::Serialize for Seq<'_, T> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for x in self.0 {
+                    seq.serialize_element(&(self.1)(x))?;
+                }
+                seq.end()
+            }
+        }
+        struct List<'b>(&'b [Value]);
+        impl serde::Serialize for List<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for v in self.0 {
+                    seq.serialize_element(&Wire(v))?;
+                }
+                seq.end()
+            }
+        }
+        let mut map = s.serialize_map(Some(1))?;
+        match self.0 {
+            Value::S(v) => map.serialize_entry("S", v)?,
+            Value::N(n) => map.serialize_entry("N", &n.to_string())?,
+            Value::B(b) => map.serialize_entry("B", &BASE64.encode(b))?,
+            Value::Bool(b) => map.serialize_entry("BOOL", b)?,
+            Value::Null => map.serialize_entry("NULL", &true)?,
+            Value::M(m) => map.serialize_entry("M", &WireItem(m))?,
+            Value::L(l) => map.serialize_entry("L", &List(l))?,
+            Value::Ss(v) => map.serialize_entry("SS", v)?,
+            Value::Ns(v) => map.serialize_entry("NS", &Seq(v, |n| n.to_string()))?,
+            Value::Bs(v) => map.serialize_entry("BS", &Seq(v, |b| BASE64.encode(b)))?,
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for WireItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, &Wire(v))?;
+        }
+        map.end()
+    }
+}
+
+/// The JSON text of `head` (an object) with one more member, `name`, written from `value`.
+fn with_member(head: Json, name: &str, value: &impl serde::Serialize) -> String {
+    let mut text = head.to_string();
+    text.pop(); // the closing brace
+    if text.len() > 1 {
+        text.push(',');
+    }
+    let mut out = text.into_bytes();
+    // Writing plain data into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, name);
+    out.push(b':');
+    let _ = serde_json::to_writer(&mut out, value);
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 pub(crate) fn item_json(item: &Item) -> Json {
@@ -658,22 +735,49 @@ fn with_consumed(mut out: Json, c: &Consumed, input: &Input) -> Json {
     out
 }
 
-fn page_json(page: PageOutput, input: &Input) -> Json {
+fn page_json(page: PageOutput, input: &Input) -> String {
     let mut out = json!({ "Count": page.count, "ScannedCount": page.scanned });
-    if let Some(items) = &page.items {
-        out["Items"] = items.iter().map(item_json).collect();
-    }
     if let Some(key) = &page.last_key {
         out["LastEvaluatedKey"] = item_json(key);
     }
-    with_consumed(out, &page.consumed, input)
+    let out = with_consumed(out, &page.consumed, input);
+    match &page.items {
+        Some(items) => with_member(out, "Items", &WireItems(items)),
+        None => out.to_string(),
+    }
+}
+
+/// Items written straight to JSON text.
+struct WireItems<'a>(&'a [Arc<Item>]);
+
+impl serde::Serialize for WireItems<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            seq.serialize_element(&WireItem(item))?;
+        }
+        seq.end()
+    }
+}
+
+/// An answer: a JSON tree, or text already written (items go straight to text).
+enum Body {
+    Json(Json),
+    Text(String),
+}
+
+impl From<Json> for Body {
+    fn from(json: Json) -> Body {
+        Body::Json(json)
+    }
 }
 
 // ---- operations ----
 
-async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) -> Result<Json, DynamoError> {
+async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) -> Result<Body, DynamoError> {
     let input = Input(body);
-    Ok(match operation {
+    Ok(Body::Json(match operation {
         "CreateTable" => {
             let id = input.table(ctx)?;
             let global = match input.get("GlobalSecondaryIndexes").and_then(Json::as_array) {
@@ -817,11 +921,11 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 exprs: input.exprs(&GET)?,
             };
             let out = db.get_item(&id, request).await?;
-            let mut json = json!({});
-            if let Some(item) = &out.item {
-                json["Item"] = item_json(item);
-            }
-            with_consumed(json, &out.consumed, &input)
+            let head = with_consumed(json!({}), &out.consumed, &input);
+            return Ok(Body::Text(match &out.item {
+                Some(item) => with_member(head, "Item", &WireItem(item)),
+                None => head.to_string(),
+            }));
         }
         "UpdateItem" => {
             let id = input.table(ctx)?;
@@ -877,7 +981,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 consistent: input.bool("ConsistentRead"),
                 exprs: input.exprs(&QUERY)?,
             };
-            page_json(db.query(&id, request).await?, &input)
+            return Ok(Body::Text(page_json(db.query(&id, request).await?, &input)));
         }
         "Scan" => {
             let id = input.table(ctx)?;
@@ -906,7 +1010,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 consistent: input.bool("ConsistentRead"),
                 exprs: input.exprs(&SCAN)?,
             };
-            page_json(db.scan(&id, request).await?, &input)
+            return Ok(Body::Text(page_json(db.scan(&id, request).await?, &input)));
         }
         "BatchGetItem" => {
             let Some(request_items) = input.get("RequestItems").and_then(Json::as_object).filter(|m| !m.is_empty())
@@ -1135,7 +1239,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             }
         }
         _ => return Err(invalid(format!("{operation} is not served"))),
-    })
+    }))
 }
 
 /// PartiQL parameters: a list of attribute values.

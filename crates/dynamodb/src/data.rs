@@ -209,7 +209,8 @@ pub struct WriteOutput {
 
 #[derive(Clone, Debug, Default)]
 pub struct ReadOutput {
-    pub item: Option<Item>,
+    /// Shared with the table when not projected: answering copies nothing.
+    pub item: Option<Arc<Item>>,
     pub consumed: Consumed,
 }
 
@@ -244,7 +245,8 @@ pub struct ScanInput {
 #[derive(Clone, Debug, Default)]
 pub struct PageOutput {
     /// `None` when Select is COUNT.
-    pub items: Option<Vec<Item>>,
+    /// Shared with the table when not projected.
+    pub items: Option<Vec<Arc<Item>>>,
     pub count: usize,
     pub scanned: usize,
     pub last_key: Option<Item>,
@@ -449,8 +451,8 @@ impl DynamoDb {
         let units = read_units(item.as_ref().map_or(0, |i| item_size(i)), input.consistent);
         Ok(ReadOutput {
             item: item.map(|i| match &projection {
-                Some(paths) => expr::project(&i, paths),
-                None => i.as_ref().clone(),
+                Some(paths) => Arc::new(expr::project(&i, paths)),
+                None => i,
             }),
             consumed: Consumed::reads(&id.name, units, None),
         })
@@ -1089,8 +1091,8 @@ impl Page {
             matching
                 .into_iter()
                 .map(|i| match projection {
-                    Some(paths) => expr::project(&i, paths),
-                    None => i.as_ref().clone(),
+                    Some(paths) => Arc::new(expr::project(&i, paths)),
+                    None => i,
                 })
                 .collect()
         });
