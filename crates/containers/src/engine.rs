@@ -287,8 +287,14 @@ impl Engine {
         self.container_dir(id).join("rootfs")
     }
 
-    fn log_path(&self, id: &str) -> PathBuf {
+    /// Where the container's output is kept.
+    pub fn log_path(&self, id: &str) -> PathBuf {
         self.container_dir(id).join("log")
+    }
+
+    /// The container's writable layer.
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("upper")
     }
 
     fn record_key(&self, id: &str) -> Vec<u8> {
@@ -388,7 +394,10 @@ impl Engine {
         let name_key = self.name_key(&container.name);
         let txn = Txn {
             compares: vec![Compare::absent(name_key.clone())],
-            success: vec![Op::put(self.record_key(&container.id), bytes), Op::put(name_key.clone(), container.id.clone())],
+            success: vec![
+                Op::put(self.record_key(&container.id), bytes),
+                Op::put(name_key.clone(), container.id.clone()),
+            ],
             failure: Vec::new(),
         };
         let committed = self.store.txn(txn).await;
@@ -445,6 +454,12 @@ impl Engine {
                     c.clone()
                 };
                 self.persist(&failed).await?;
+                drop(_lifecycle);
+                // dockerd removes an auto-remove container whose start failed; `docker run --rm`
+                // waits for that.
+                if failed.auto_remove {
+                    self.remove(&failed.id, true).await?;
+                }
                 Err(error)
             }
         }
@@ -483,7 +498,8 @@ impl Engine {
             .map_err(Error::io("cannot watch the output pipe", &dir))?;
         let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read)
             .map_err(Error::io("cannot watch the output pipe", &dir))?;
-        let pid = runtime.create(&container.id, &dir, [null.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()]).await?;
+        let pid =
+            runtime.create(&container.id, &dir, [null.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()]).await?;
         // Only the container may hold the write ends, so that its exit ends the output.
         drop((stdout_write, stderr_write, null));
         let pump = tokio::spawn(pump_output(entry.clone(), stdout, stderr, log));
@@ -599,7 +615,8 @@ impl Engine {
         if entry.watched.borrow().removed {
             return Ok(());
         }
-        let txn = Txn::ops(vec![Op::delete(self.record_key(&container.id)), Op::delete(self.name_key(&container.name))]);
+        let txn =
+            Txn::ops(vec![Op::delete(self.record_key(&container.id)), Op::delete(self.name_key(&container.name))]);
         self.store.txn(txn).await?;
         unmount(&self.rootfs(&container.id));
         let dir = self.container_dir(&container.id);
@@ -615,7 +632,11 @@ impl Engine {
     }
 
     /// What the container wrote so far and, with `follow` while it runs, what it writes next.
-    pub fn logs(&self, reference: &str, follow: bool) -> Result<(Vec<LogEntry>, Option<broadcast::Receiver<OutputEvent>>)> {
+    pub fn logs(
+        &self,
+        reference: &str,
+        follow: bool,
+    ) -> Result<(Vec<LogEntry>, Option<broadcast::Receiver<OutputEvent>>)> {
         let entry = self.entry(reference)?;
         let id = entry.snapshot().id;
         let _output = entry.output_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -687,7 +708,8 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
     if !env.iter().any(|v| v.starts_with("PATH=")) {
         env.insert(0, image::DEFAULT_PATH.to_string());
     }
-    let hostname = request.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| image::short_id(&id).to_string());
+    let hostname =
+        request.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| image::short_id(&id).to_string());
     env.push(format!("HOSTNAME={hostname}"));
     let mut labels = image.config.labels.clone();
     labels.extend(request.labels.clone());
@@ -695,7 +717,11 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
         process: Process {
             args,
             env,
-            cwd: request.working_dir.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| image.config.working_dir.clone()),
+            cwd: request
+                .working_dir
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| image.config.working_dir.clone()),
             user: request.user.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| image.config.user.clone()),
             hostname,
         },
@@ -734,8 +760,8 @@ fn new_id() -> String {
 /// Docker-style `adjective_scientist`, picked from the id.
 fn generated_name(id: &str) -> String {
     const LEFT: [&str; 16] = [
-        "admiring", "bold", "brave", "clever", "eager", "gentle", "happy", "jolly", "keen", "lucid", "nifty",
-        "quirky", "serene", "sharp", "tender", "vibrant",
+        "admiring", "bold", "brave", "clever", "eager", "gentle", "happy", "jolly", "keen", "lucid", "nifty", "quirky",
+        "serene", "sharp", "tender", "vibrant",
     ];
     const RIGHT: [&str; 16] = [
         "babbage", "curie", "darwin", "einstein", "feynman", "hopper", "kepler", "lamport", "liskov", "lovelace",
@@ -877,7 +903,11 @@ fn decode_log(mut bytes: &[u8]) -> Vec<LogEntry> {
         let length = u32::from_le_bytes(length.try_into().unwrap_or_default()) as usize;
         let Some(data) = bytes.get(13..13 + length) else { break };
         let stream = if kind == 2 { Stream::Stderr } else { Stream::Stdout };
-        entries.push(LogEntry { stream, time: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos), bytes: data.to_vec() });
+        entries.push(LogEntry {
+            stream,
+            time: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
+            bytes: data.to_vec(),
+        });
         bytes = bytes.get(13 + length..).unwrap_or_default();
     }
     entries
@@ -936,9 +966,15 @@ mod tests {
         assert_eq!(args(CreateRequest::default(), &plain), "sh");
         assert_eq!(args(CreateRequest { cmd: strings(&["echo", "hi"]), ..Default::default() }, &plain), "echo hi");
         assert_eq!(args(CreateRequest::default(), &with_entrypoint), "/bin/app --serve");
-        assert_eq!(args(CreateRequest { cmd: strings(&["-v"]), ..Default::default() }, &with_entrypoint), "/bin/app -v");
+        assert_eq!(
+            args(CreateRequest { cmd: strings(&["-v"]), ..Default::default() }, &with_entrypoint),
+            "/bin/app -v"
+        );
         // An entrypoint in the request drops the image's command.
-        assert_eq!(args(CreateRequest { entrypoint: strings(&["env"]), ..Default::default() }, &with_entrypoint), "env");
+        assert_eq!(
+            args(CreateRequest { entrypoint: strings(&["env"]), ..Default::default() }, &with_entrypoint),
+            "env"
+        );
         assert_eq!(args(CreateRequest::default(), &image(None, None)), "No command specified");
     }
 

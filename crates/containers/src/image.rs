@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use oci_spec::image::{
     ANNOTATION_REF_NAME, Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
-    ImageConfiguration, ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest,
-    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    ImageConfiguration, ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder,
 };
 use sha2::Digest as _;
 
@@ -317,7 +317,11 @@ impl ImageStore {
             .media_type(MediaType::ImageManifest)
             .digest(parse_digest(&image.manifest_digest)?)
             .size(size)
-            .annotations([(ANNOTATION_REF_NAME.to_string(), tag.to_string())].into_iter().collect::<std::collections::HashMap<_, _>>())
+            .annotations(
+                [(ANNOTATION_REF_NAME.to_string(), tag.to_string())]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            )
             .build()
             .map_err(Error::oci(&manifest_path))?;
         manifests.push(descriptor);
@@ -355,8 +359,11 @@ impl ImageStore {
                 ),
             }));
         }
-        let manifests =
-            self.read_index()?.into_iter().filter(|d| !ref_name(d).is_some_and(|t| untag.iter().any(|u| u == t))).collect();
+        let manifests = self
+            .read_index()?
+            .into_iter()
+            .filter(|d| !ref_name(d).is_some_and(|t| untag.iter().any(|u| u == t)))
+            .collect();
         self.write_index(manifests)?;
         let mut removed: Vec<Removed> = untag.into_iter().map(Removed::Untagged).collect();
         if deletes_image {
@@ -447,9 +454,8 @@ impl ImageStore {
             .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
             .map(str::to_string)
             .collect();
-        let modified = fs::metadata(busybox)
-            .and_then(|m| m.modified())
-            .map_err(Error::io("cannot read the mtime of", busybox))?;
+        let modified =
+            fs::metadata(busybox).and_then(|m| m.modified()).map_err(Error::io("cannot read the mtime of", busybox))?;
         let mtime = modified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
         progress(&format!(
             "Reading {} ({:.1} MB, {} applets)",
@@ -469,7 +475,8 @@ impl ImageStore {
             if new { "stored" } else { "already stored" }
         ));
 
-        let created = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime)).to_string();
+        let created =
+            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime)).to_string();
         let oci = |e| Error::oci(&self.layout)(e);
         let config = ImageConfigurationBuilder::default()
             .created(created.clone())

@@ -43,20 +43,33 @@ const MAX_MESSAGE: usize = 64 * 1024;
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
     /// Create the container from the OCI bundle; stdin, stdout and stderr come as three fds.
-    Create { id: String, bundle: PathBuf },
-    Start { id: String },
-    Kill { id: String, signal: i32 },
+    Create {
+        id: String,
+        bundle: PathBuf,
+    },
+    Start {
+        id: String,
+    },
+    Kill {
+        id: String,
+        signal: i32,
+    },
     /// Remove what libcontainer keeps (its state directory, the cgroup) of an exited container.
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Message {
     /// The answer to the last request: the init's pid for Create.
-    Reply(Result<Option<i32>, String>),
+    Reply(Reply),
     /// A container's init process ended: its exit code, or 128 + the signal that killed it.
     Exited { id: String, status: i32 },
 }
+
+/// The runtime's answer to a request: the init's pid for Create, or what went wrong.
+type Reply = Result<Option<i32>, String>;
 
 /// A container's init process ended.
 #[derive(Debug)]
@@ -70,7 +83,7 @@ pub struct Runtime {
     socket: AsyncFd<OwnedFd>,
     /// Held for a whole request and its reply: the runtime answers in order.
     calls: tokio::sync::Mutex<()>,
-    reply: Mutex<Option<oneshot::Sender<Result<Option<i32>, String>>>>,
+    reply: Mutex<Option<oneshot::Sender<Reply>>>,
     child: Mutex<Option<tokio::process::Child>>,
 }
 
@@ -109,7 +122,8 @@ impl Runtime {
         let _turn = self.calls.lock().await;
         let (tx, rx) = oneshot::channel();
         *self.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        let bytes = postcard::to_stdvec(&request).map_err(|e| Error::Runtime(format!("cannot encode a request: {e}")))?;
+        let bytes =
+            postcard::to_stdvec(&request).map_err(|e| Error::Runtime(format!("cannot encode a request: {e}")))?;
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
         let sent = self
             .socket
@@ -291,7 +305,12 @@ fn sigkill() -> Option<Signal> {
     Signal::try_from(9).ok()
 }
 
-fn handle(request: Request, fds: Vec<OwnedFd>, root: &Path, made: &mut HashMap<String, Made>) -> Result<Option<i32>, String> {
+fn handle(
+    request: Request,
+    fds: Vec<OwnedFd>,
+    root: &Path,
+    made: &mut HashMap<String, Made>,
+) -> Result<Option<i32>, String> {
     match request {
         Request::Create { id, bundle } => {
             let [stdin, stdout, stderr]: [OwnedFd; 3] =

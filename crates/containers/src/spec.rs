@@ -5,8 +5,7 @@ use std::path::Path;
 
 use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder, PosixRlimitBuilder, PosixRlimitType, RootBuilder,
-    Spec, UserBuilder,
+    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder, RootBuilder, Spec, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -96,14 +95,8 @@ pub fn build(process: &Process, limits: &Limits, rootfs: &Path, cgroup: &str, ui
             .build()
             .map_err(invalid)?,
     ));
-    oci_process.set_rlimits(Some(vec![
-        PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(1_048_576u64)
-            .soft(1_048_576u64)
-            .build()
-            .map_err(invalid)?,
-    ]));
+    // No rlimits of its own: the container inherits Stratus's, as Docker's inherit dockerd's.
+    oci_process.set_rlimits(None);
     spec.set_process(Some(oci_process));
 
     let mut linux = spec.linux().clone().unwrap_or_default();
