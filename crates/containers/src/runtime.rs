@@ -215,6 +215,8 @@ async fn read_messages(runtime: std::sync::Arc<Runtime>, exits: mpsc::UnboundedS
 /// A container this runtime made and has not deleted.
 struct Made {
     container: Container,
+    /// The bundle, whose `rootfs` Stratus mounted; unmounted here if Stratus is gone.
+    bundle: PathBuf,
     /// Its init process while it runs; dropped once reaped.
     init: Option<(i32, OwnedFd)>,
 }
@@ -297,6 +299,10 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
         if let Err(error) = m.container.delete(true) {
             tracing::warn!(container = %id, %error, "cannot delete");
         }
+        let rootfs = m.bundle.join("rootfs");
+        if let Err(error) = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH) {
+            tracing::warn!(container = %id, %error, "cannot unmount its root filesystem");
+        }
     }
     Ok(())
 }
@@ -330,7 +336,7 @@ fn handle(
             let pidfd = Pid::from_raw(pid)
                 .ok_or("invalid pid")
                 .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
-            made.insert(id, Made { container, init: Some((pid, pidfd)) });
+            made.insert(id, Made { container, bundle, init: Some((pid, pidfd)) });
             Ok(Some(pid))
         }
         Request::Start { id } => {

@@ -94,9 +94,9 @@ impl Docker {
         let response = match self.route(request).await {
             Ok(response) => response,
             Err(ApiError::Engine(error)) => error_response(&error),
-            Err(ApiError::NotServed(message)) => {
-                json_response(StatusCode::NOT_IMPLEMENTED, json!({ "message": message }))
-            }
+            // 404, as dockerd answers an unknown route: `docker inspect` then tries its next kind
+            // of object (networks, volumes, ...) instead of failing.
+            Err(ApiError::NotServed(message)) => json_response(StatusCode::NOT_FOUND, json!({ "message": message })),
         };
         tracing::debug!(%method, %path, status = response.status().as_u16(), "docker api");
         response
