@@ -224,11 +224,13 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         let note = format!("{} ({})", dir.display(), store.backend());
         (store, note, dir.join("containers"), None)
     };
-    let docker_socket = match args.docker_socket.or_else(default_docker_socket) {
-        Some(path) => path,
-        None => anyhow::bail!("no runtime directory for the Docker socket; pass --docker-socket"),
+    // Without a runtime directory (and no flag) there is no sensible place for the socket: the
+    // rest of Stratus still serves, without the Docker API.
+    let docker_socket = args.docker_socket.or_else(default_docker_socket);
+    let docker_listener = match &docker_socket {
+        Some(path) => Some(bind_docker_socket(path).await?),
+        None => None,
     };
-    let docker_listener = bind_docker_socket(&docker_socket).await?;
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await.with_context(|| {
         format!("cannot listen on {}:{} (is Stratus or LocalStack already running? try --port)", args.host, args.port)
@@ -272,30 +274,36 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
     writeln!(out, "  AWS endpoint  {endpoint}  (services: {})", edge::AWS_SERVICES.join(", "))?;
     writeln!(out, "  health        {endpoint}/_stratus/health")?;
     writeln!(out, "  metrics       {endpoint}/metrics")?;
-    writeln!(
-        out,
-        "  Docker API    unix://{}  (DOCKER_HOST=unix://{})",
-        docker_socket.display(),
-        docker_socket.display()
-    )?;
+    match &docker_socket {
+        Some(path) => {
+            writeln!(out, "  Docker API    unix://{}  (DOCKER_HOST=unix://{})", path.display(), path.display())?
+        }
+        None => writeln!(out, "  Docker API    off (no $XDG_RUNTIME_DIR; pass --docker-socket)")?,
+    }
     writeln!(out, "  state         {state_note}")?;
     writeln!(out, "Try: aws --endpoint-url {endpoint} sts get-caller-identity")?;
     out.flush()?;
     drop(out);
 
     let (stop_docker, docker_stopped) = tokio::sync::oneshot::channel::<()>();
-    let docker = docker_protocol::Docker::new(engine.clone());
-    let docker_server = tokio::spawn(docker.serve(docker_listener, async move {
-        let _ = docker_stopped.await;
-    }));
+    let docker_server = docker_listener.map(|listener| {
+        let docker = docker_protocol::Docker::new(engine.clone());
+        tokio::spawn(docker.serve(listener, async move {
+            let _ = docker_stopped.await;
+        }))
+    });
     let edge = edge::Edge::new(store.clone(), aws);
     edge.serve(listener, std::time::Duration::from_secs(args.idle_timeout.max(1)), shutdown_signal()).await;
     let _ = stop_docker.send(());
-    let _ = docker_server.await;
+    if let Some(server) = docker_server {
+        let _ = server.await;
+    }
     engine.shut_down().await;
     store.close().await;
-    if let Err(error) = std::fs::remove_file(&docker_socket) {
-        tracing::warn!(%error, path = %docker_socket.display(), "cannot remove the Docker socket");
+    if let Some(path) = &docker_socket
+        && let Err(error) = std::fs::remove_file(path)
+    {
+        tracing::warn!(%error, path = %path.display(), "cannot remove the Docker socket");
     }
     if let Some(dir) = ephemeral_dir
         && let Err(error) = std::fs::remove_dir_all(&dir)
