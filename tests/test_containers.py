@@ -4,8 +4,10 @@ isolation (PID and UTS namespaces) and cgroup limits (OOM kill, pids). Container
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -90,6 +92,17 @@ def test_detached_container_lifecycle(docker):
     assert not (docker.data_dir / "containers/run" / cid).exists()
 
 
+def test_logs_follow_until_the_container_exits(docker):
+    docker.docker("run", "-d", "--name", "tick", "busybox",
+                  "sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.3; done")
+    started = time.monotonic()
+    followed = docker.docker("logs", "-f", "tick", timeout=20).stdout
+    assert followed == "tick 1\ntick 2\ntick 3\n" and time.monotonic() - started < 10
+    assert docker.docker("logs", "--tail", "1", "tick").stdout == "tick 3\n"
+    stamped = docker.docker("logs", "-t", "tick").stdout.splitlines()
+    assert stamped[0].endswith("Z tick 1") and stamped[0].startswith("20"), stamped
+
+
 def test_a_container_sees_only_its_own_processes_hostname_and_network(docker):
     ps = docker.docker("run", "--rm", "busybox", "sh", "-c", "ps -o pid,args; true").stdout.splitlines()
     pids = {line.split()[0]: line for line in ps[1:]}
@@ -154,3 +167,23 @@ def test_containers_survive_a_restart(start_stratus):
     assert second.docker("start", "busy").returncode == 0
     assert inspect(second, "busy")["State"]["Running"]
     second.docker("rm", "-f", "busy", "done")
+
+
+def test_sigkill_of_stratus_leaves_no_container_behind(start_stratus):
+    server = start_stratus()
+    bootstrap(server)
+    server.docker("run", "-d", "busybox", "sleep", "4321")
+    assert subprocess.run(["pgrep", "-f", "sleep 4321"], capture_output=True).returncode == 0
+    server.stop(sig=signal.SIGKILL)
+
+    def leftovers():
+        with open("/proc/mounts") as mounts:
+            mounted = str(server.data_dir) in mounts.read()
+        running = subprocess.run(["pgrep", "-f", "sleep 4321"], capture_output=True).returncode == 0
+        return running, mounted
+
+    # The runtime process sees its socket close, kills its containers and unmounts their roots.
+    deadline = time.monotonic() + 10
+    while leftovers() != (False, False):
+        assert time.monotonic() < deadline, f"(process running, root mounted) = {leftovers()}"
+        time.sleep(0.05)
