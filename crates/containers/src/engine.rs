@@ -609,7 +609,13 @@ impl Engine {
                     container.name
                 )));
             }
-            self.stop(&container.id, Duration::ZERO).await?;
+            // SIGKILL straight away, as `docker rm -f` does.
+            let mut watched = entry.watched.subscribe();
+            let runtime = self.runtime.as_ref().ok_or(Error::NotRoot)?;
+            if let Err(error) = runtime.kill(&container.id, 9).await {
+                tracing::debug!(container = %container.id, %error, "SIGKILL not delivered");
+            }
+            let _ = watched.wait_for(|w| w.status != Status::Running).await;
         }
         let _lifecycle = entry.lifecycle.lock().await;
         if entry.watched.borrow().removed {
