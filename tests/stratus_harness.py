@@ -4,10 +4,12 @@ clients pointed at it. Logs of a failed test are printed with its report."""
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -27,6 +29,10 @@ class Stratus:
         self.data_dir = self.workdir / "data"
         self.args = [str(self.data_dir) if a is None else a for a in args]
         self.env = {**os.environ, **(env or {})}
+        # Each Stratus gets its own Docker socket, in a short path (unix socket paths are limited
+        # to 107 bytes, which pytest's tmp_path can exceed).
+        self.docker_socket = pathlib.Path(tempfile.mkdtemp(prefix="stratus-")) / "docker.sock"
+        self.env.setdefault("STRATUS_DOCKER_SOCKET", str(self.docker_socket))
         self.log_path = self.workdir / "stratus.log"
         self.process = None
         self.url = None
@@ -74,6 +80,14 @@ class Stratus:
             raise AssertionError(f"aws {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result
 
+    def docker(self, *args, check=True, timeout=60):
+        """Runs the real docker CLI against this Stratus's Docker socket; returns the CompletedProcess."""
+        env = {**os.environ, "DOCKER_HOST": f"unix://{self.env['STRATUS_DOCKER_SOCKET']}"}
+        result = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
     def connect(self, timeout=10):
         sock = socket.create_connection(self.address, timeout=timeout)
         sock.settimeout(timeout)
@@ -113,6 +127,7 @@ class Stratus:
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
             self.process.wait(timeout=timeout)
+        shutil.rmtree(self.docker_socket.parent, ignore_errors=True)
         return self.process.returncode
 
     def log(self):

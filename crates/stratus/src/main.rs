@@ -32,6 +32,63 @@ enum Command {
     /// lets requests in flight finish (up to 30 s), and closes the store cleanly.
     /// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=edge=debug) for more.
     Up(UpArgs),
+    /// Manage container images (they live under --data-dir, in OCI layout).
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// The container runtime process that `stratus up` starts; not for direct use.
+    #[command(hide = true)]
+    Runtime {
+        #[arg(long)]
+        root: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Make a base image from this host's packages, since no registry is reachable.
+    ///
+    /// `busybox` builds a one-layer image, tagged busybox:latest, from the static busybox of
+    /// Debian's busybox-static package: the binary and a symlink per applet in /bin.
+    Bootstrap {
+        /// What to build.
+        #[arg(value_enum)]
+        image: BootstrapImage,
+        /// The static busybox binary to use.
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List images (like `docker images`).
+    Ls {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BootstrapImage {
+    Busybox,
+}
+
+#[derive(Args)]
+struct DataDirArg {
+    /// Stratus's state directory [default: $XDG_DATA_HOME/stratus].
+    #[arg(long, env = "STRATUS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    fn containers_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(data_dir(self.data_dir.clone())?.join("containers"))
+    }
+}
+
+fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match flag {
+        Some(dir) => Ok(dir),
+        None => Ok(dirs::data_dir().context("no per-user data directory; pass --data-dir")?.join("stratus")),
+    }
 }
 
 #[derive(Args)]
@@ -65,6 +122,10 @@ struct UpArgs {
     /// capacity, as DynamoDB does (ProvisionedThroughputExceededException).
     #[arg(long, env = "STRATUS_ENFORCE_CAPACITY")]
     enforce_capacity: bool,
+    /// Unix socket of the Docker Engine API [default: /run/stratus/docker.sock as root,
+    /// else $XDG_RUNTIME_DIR/stratus/docker.sock]. Use it with DOCKER_HOST=unix://PATH.
+    #[arg(long, env = "STRATUS_DOCKER_SOCKET", value_name = "PATH")]
+    docker_socket: Option<PathBuf>,
 }
 
 fn account_id(value: &str) -> Result<String, String> {
@@ -78,28 +139,97 @@ fn account_id(value: &str) -> Result<String, String> {
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let cli = Cli::parse();
+    // libcontainer logs from a container's init after its stdio became the container's: only
+    // its errors (which the container's stderr should show) get through by default.
+    let default_filter = match cli.command {
+        Command::Runtime { .. } => "info,libcontainer=error,libcgroups=error",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Up(args) => runtime.block_on(up(args, started)),
+        Command::Up(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(up(args, started))
+        }
+        Command::Image(command) => image(command),
+        // No tokio here: the runtime process must stay single-threaded (see containers::runtime).
+        Command::Runtime { root } => containers::runtime::serve(&root).context("the container runtime process failed"),
     }
 }
 
-async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
-    let (store, state_note): (Arc<dyn Store>, String) = if args.ephemeral {
-        (store::ephemeral(StoreOptions::default())?, "in memory only (--ephemeral)".into())
+fn image(command: ImageCommand) -> anyhow::Result<()> {
+    match command {
+        ImageCommand::Bootstrap { image: BootstrapImage::Busybox, busybox, data } => {
+            let images = containers::image::ImageStore::open(&data.containers_dir()?)?;
+            images.bootstrap_busybox(&busybox, &mut |line| println!("{line}"))?;
+        }
+        ImageCommand::Ls { data } => {
+            let images = containers::image::ImageStore::open(&data.containers_dir()?)?;
+            println!("{:<30} {:<14} {:>10}", "REPOSITORY:TAG", "IMAGE ID", "SIZE");
+            for image in images.list()? {
+                for tag in &image.tags {
+                    let size = format!("{:.1}MB", image.size() as f64 / 1e6);
+                    println!("{tag:<30} {:<14} {size:>10}", containers::image::short_id(&image.id));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Docker socket's default place: the system's when root, else the user's runtime dir.
+fn default_docker_socket() -> Option<PathBuf> {
+    if containers::running_as_root() {
+        Some(PathBuf::from("/run/stratus/docker.sock"))
     } else {
-        let dir = match args.data_dir {
-            Some(dir) => dir,
-            None => dirs::data_dir().context("no per-user data directory; pass --data-dir")?.join("stratus"),
-        };
+        dirs::runtime_dir().map(|dir| dir.join("stratus/docker.sock"))
+    }
+}
+
+/// Binds the Docker API's socket, replacing a stale socket file but never a live one.
+async fn bind_docker_socket(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if tokio::net::UnixStream::connect(path).await.is_ok() {
+        anyhow::bail!("{} is in use (is Stratus or Docker already running? try --docker-socket)", path.display());
+    }
+    if path.exists() {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
+    // Containers need files (layers, root filesystems) even when nothing else touches the disk:
+    // with --ephemeral they go to a directory of this process's own, removed on exit.
+    let (store, state_note, containers_dir, ephemeral_dir): (Arc<dyn Store>, String, PathBuf, Option<PathBuf>) = if args
+        .ephemeral
+    {
+        let dir = std::env::temp_dir().join(format!("stratus-{}", std::process::id()));
+        let store = store::ephemeral(StoreOptions::default())?;
+        (store, "in memory only (--ephemeral)".into(), dir.join("containers"), Some(dir))
+    } else {
+        let dir = data_dir(args.data_dir)?;
         let store = store::open(&dir, StoreOptions::default())
             .with_context(|| format!("cannot open the store in {} (is another Stratus using it?)", dir.display()))?;
         let note = format!("{} ({})", dir.display(), store.backend());
-        (store, note)
+        (store, note, dir.join("containers"), None)
+    };
+    // Without a runtime directory (and no flag) there is no sensible place for the socket: the
+    // rest of Stratus still serves, without the Docker API.
+    let docker_socket = args.docker_socket.or_else(default_docker_socket);
+    let docker_listener = match &docker_socket {
+        Some(path) => Some(bind_docker_socket(path).await?),
+        None => None,
     };
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await.with_context(|| {
@@ -126,20 +256,60 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
     .await
     .context("cannot load DynamoDB state from the store")?;
     let aws = aws_protocol::Aws::new(args.default_account, sqs, sns, dynamodb);
+    let runtime_process = if containers::running_as_root() {
+        let program = std::env::current_exe().context("cannot find the stratus binary to start the runtime")?;
+        let root = containers_dir.join("runtime");
+        Some((program, vec!["runtime".to_string(), "--root".to_string(), root.display().to_string()]))
+    } else {
+        tracing::warn!("not root: containers cannot run (images can still be listed and managed)");
+        None
+    };
+    let engine =
+        containers::Engine::open(store.clone(), containers::Options { dir: containers_dir, runtime: runtime_process })
+            .await
+            .context("cannot open the container engine")?;
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Stratus {} ready in {:.1} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_secs_f64() * 1000.0)?;
     writeln!(out, "  AWS endpoint  {endpoint}  (services: {})", edge::AWS_SERVICES.join(", "))?;
     writeln!(out, "  health        {endpoint}/_stratus/health")?;
     writeln!(out, "  metrics       {endpoint}/metrics")?;
+    match &docker_socket {
+        Some(path) => {
+            writeln!(out, "  Docker API    unix://{}  (DOCKER_HOST=unix://{})", path.display(), path.display())?
+        }
+        None => writeln!(out, "  Docker API    off (no $XDG_RUNTIME_DIR; pass --docker-socket)")?,
+    }
     writeln!(out, "  state         {state_note}")?;
     writeln!(out, "Try: aws --endpoint-url {endpoint} sts get-caller-identity")?;
     out.flush()?;
     drop(out);
 
+    let (stop_docker, docker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let docker_server = docker_listener.map(|listener| {
+        let docker = docker_protocol::Docker::new(engine.clone());
+        tokio::spawn(docker.serve(listener, async move {
+            let _ = docker_stopped.await;
+        }))
+    });
     let edge = edge::Edge::new(store.clone(), aws);
     edge.serve(listener, std::time::Duration::from_secs(args.idle_timeout.max(1)), shutdown_signal()).await;
+    let _ = stop_docker.send(());
+    if let Some(server) = docker_server {
+        let _ = server.await;
+    }
+    engine.shut_down().await;
     store.close().await;
+    if let Some(path) = &docker_socket
+        && let Err(error) = std::fs::remove_file(path)
+    {
+        tracing::warn!(%error, path = %path.display(), "cannot remove the Docker socket");
+    }
+    if let Some(dir) = ephemeral_dir
+        && let Err(error) = std::fs::remove_dir_all(&dir)
+    {
+        tracing::warn!(%error, path = %dir.display(), "cannot remove the ephemeral container files");
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -14,11 +14,11 @@ const WIRE: &[&str] =
 /// deliver with: they may use serde and hyper's client, never an adapter, a server or XML.
 const DOMAIN_WITH_DOCUMENTS: &[&str] = &["sqs", "sns"];
 /// Domain crates that keep serde only for their private storage records: no JSON, no HTTP.
-const DOMAIN_WITH_RECORDS: &[&str] = &["dynamodb"];
+const DOMAIN_WITH_RECORDS: &[&str] = &["dynamodb", "containers"];
 const WIRE_BUT_RECORDS: &[&str] =
     &["http", "hyper", "hyper-util", "axum", "serde_json", "quick-xml", "aws-protocol", "edge"];
 const ADAPTERS_AND_SERVERS: &[&str] = &["aws-protocol", "edge", "axum", "quick-xml"];
-const ADAPTERS: &[&str] = &["aws-protocol"];
+const ADAPTERS: &[&str] = &["aws-protocol", "docker-protocol"];
 
 /// Each workspace package's normal (non-dev) dependencies.
 fn dependencies() -> BTreeMap<String, Vec<String>> {

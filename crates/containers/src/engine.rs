@@ -1,0 +1,1031 @@
+//! Containers: their records in the store, their files on disk, their lifecycle.
+//!
+//! A container's record (`containers/container/<id>`, postcard) holds what it runs and its state;
+//! `containers/name/<name>` maps its name to its id, created in the same transaction under a
+//! compare-absent so two creates cannot take one name. Its files are under
+//! `<dir>/run/<id>/`: `upper` and `work` (the overlayfs writable layer), `rootfs` (where the
+//! overlay is mounted while it runs), `config.json` (the OCI bundle) and `log` (its output).
+//!
+//! One lifecycle lock per container orders start, exit handling and removal, so an exit that
+//! races with a start is recorded after the start, never overwritten by it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use store::{Compare, Keyspace, Op, Store, Txn};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::error::{Error, Result};
+use crate::image::{self, Image, ImageStore};
+use crate::runtime::{Exit, Runtime};
+use crate::spec::{self, Limits, Process};
+
+/// Where Stratus puts each container's cgroup, under every hierarchy.
+const CGROUP_PARENT: &str = "/stratus";
+/// How long Stratus's own shutdown lets containers handle SIGTERM before SIGKILL.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Exited,
+}
+
+impl Status {
+    /// Docker's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    /// The init process's pid on the host while it runs, else 0.
+    pub pid: i32,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    /// Why the last start failed, or why the container stopped outside its own doing.
+    pub error: String,
+    /// How many times it has exited (what `wait?condition=next-exit` counts).
+    pub exits: u64,
+}
+
+/// A container. serde is for its store record only (postcard).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// 64 hex digits.
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    pub created: SystemTime,
+    /// The image as the request named it.
+    pub image: String,
+    pub image_id: String,
+    pub process: Process,
+    /// The entrypoint and command as settled at create (their concatenation is `process.args`).
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub auto_remove: bool,
+    pub state: State,
+}
+
+/// What `docker create` asks for; `None` means "the image's".
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    pub image: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub auto_remove: bool,
+    pub tty: bool,
+    pub open_stdin: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    pub stream: Stream,
+    pub time: SystemTime,
+    pub bytes: Vec<u8>,
+}
+
+/// What attach and `logs --follow` receive.
+#[derive(Clone, Debug)]
+pub enum OutputEvent {
+    Output(LogEntry),
+    /// Every process of the container closed its stdout and stderr: this run's output is over.
+    End,
+}
+
+/// What `wait` waits for (Docker's `condition`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitCondition {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+/// Whether a start or stop changed anything (Docker answers 304 when not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Changed {
+    Yes,
+    AlreadyDone,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Watched {
+    status: Status,
+    exit_code: i32,
+    exits: u64,
+    removed: bool,
+}
+
+struct Entry {
+    container: Mutex<Container>,
+    lifecycle: tokio::sync::Mutex<()>,
+    watched: watch::Sender<Watched>,
+    /// Held while appending to the log and broadcasting, so a follower that reads the log and
+    /// subscribes under it sees every entry exactly once.
+    output_lock: Mutex<()>,
+    output: broadcast::Sender<OutputEvent>,
+    /// The task copying this run's output to the log; exit handling waits for it.
+    pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Entry {
+    fn new(container: Container) -> Arc<Entry> {
+        let watched = watch::Sender::new(Watched {
+            status: container.state.status,
+            exit_code: container.state.exit_code,
+            exits: container.state.exits,
+            removed: false,
+        });
+        Arc::new(Entry {
+            container: Mutex::new(container),
+            lifecycle: tokio::sync::Mutex::new(()),
+            watched,
+            output_lock: Mutex::new(()),
+            output: broadcast::channel(1024).0,
+            pump: Mutex::new(None),
+        })
+    }
+
+    fn snapshot(&self) -> Container {
+        self.container.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn publish(&self) {
+        let c = self.snapshot();
+        self.watched.send_modify(|w| {
+            w.status = c.state.status;
+            w.exit_code = c.state.exit_code;
+            w.exits = c.state.exits;
+        });
+    }
+}
+
+pub struct Options {
+    /// `<data-dir>/containers`.
+    pub dir: PathBuf,
+    /// How to start the runtime process (the `stratus` binary and its `runtime` subcommand);
+    /// `None` when containers cannot run (not root): images still work.
+    pub runtime: Option<(PathBuf, Vec<String>)>,
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    keys: Keyspace,
+    images: ImageStore,
+    dir: PathBuf,
+    runtime: Option<Arc<Runtime>>,
+    containers: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl Engine {
+    /// Opens the image store, loads the containers recorded in the store and starts the runtime
+    /// process. Containers recorded as running belonged to a runtime that has ended (and killed
+    /// them): they are recorded as exited with code 255, as Docker does after a daemon crash.
+    pub async fn open(store: Arc<dyn Store>, options: Options) -> Result<Arc<Engine>> {
+        let images = ImageStore::open(&options.dir)?;
+        let run_dir = options.dir.join("run");
+        fs::create_dir_all(&run_dir).map_err(Error::io("cannot create", &run_dir))?;
+        let (runtime, exits) = match &options.runtime {
+            Some((program, args)) => {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let (runtime, exits) = Runtime::spawn(program, &args)?;
+                (Some(runtime), Some(exits))
+            }
+            None => (None, None),
+        };
+        let engine = Arc::new(Engine {
+            store,
+            keys: Keyspace::new("containers"),
+            images,
+            dir: options.dir,
+            runtime,
+            containers: Mutex::new(HashMap::new()),
+        });
+        let prefix = engine.keys.key(b"container/");
+        let records = engine.store.range(&prefix, &store::prefix_end(&prefix), None).await?;
+        let mut leftover = Vec::new();
+        for kv in records {
+            let id = String::from_utf8_lossy(kv.key.get(prefix.len()..).unwrap_or_default()).into_owned();
+            let mut container: Container = postcard::from_bytes(&kv.value).map_err(|e| Error::Record(id.clone(), e))?;
+            if container.state.status == Status::Running {
+                unmount(&engine.rootfs(&container.id));
+                container.state = State {
+                    status: Status::Exited,
+                    exit_code: 255,
+                    finished_at: Some(SystemTime::now()),
+                    error: "Stratus stopped while the container ran".into(),
+                    exits: container.state.exits + 1,
+                    ..container.state
+                };
+                engine.persist(&container).await?;
+            }
+            if container.auto_remove && container.state.status == Status::Exited {
+                leftover.push(container.id.clone());
+            }
+            engine.lock_map().insert(container.id.clone(), Entry::new(container));
+        }
+        for id in leftover {
+            engine.remove(&id, true).await?;
+        }
+        if let Some(exits) = exits {
+            tokio::spawn(handle_exits(Arc::downgrade(&engine), exits));
+        }
+        Ok(engine)
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// Whether this engine can run containers (it can store and list them either way).
+    pub fn can_run(&self) -> bool {
+        self.runtime.is_some()
+    }
+
+    fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("run").join(id)
+    }
+
+    fn rootfs(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("rootfs")
+    }
+
+    /// Where the container's output is kept.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("log")
+    }
+
+    /// The container's writable layer.
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("upper")
+    }
+
+    fn record_key(&self, id: &str) -> Vec<u8> {
+        self.keys.key(format!("container/{id}").as_bytes())
+    }
+
+    fn name_key(&self, name: &str) -> Vec<u8> {
+        self.keys.key(format!("name/{name}").as_bytes())
+    }
+
+    async fn persist(&self, container: &Container) -> Result<()> {
+        let bytes = postcard::to_stdvec(container).map_err(|e| Error::Record(container.id.clone(), e))?;
+        self.store.put(&self.record_key(&container.id), &bytes).await?;
+        Ok(())
+    }
+
+    /// By full id, by name (with or without Docker's leading `/`), or by a unique id prefix.
+    fn entry(&self, reference: &str) -> Result<Arc<Entry>> {
+        let map = self.lock_map();
+        if let Some(entry) = map.get(reference) {
+            return Ok(entry.clone());
+        }
+        let name = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(entry) = map.values().find(|e| e.container.lock().unwrap_or_else(|p| p.into_inner()).name == name) {
+            return Ok(entry.clone());
+        }
+        let mut prefixed = map.iter().filter(|(id, _)| !reference.is_empty() && id.starts_with(reference));
+        match (prefixed.next(), prefixed.next()) {
+            (Some((_, entry)), None) => Ok(entry.clone()),
+            _ => Err(Error::NoSuchContainer(reference.to_string())),
+        }
+    }
+
+    pub fn inspect(&self, reference: &str) -> Result<Container> {
+        Ok(self.entry(reference)?.snapshot())
+    }
+
+    /// Newest first; `all` includes containers that are not running.
+    pub fn list(&self, all: bool) -> Vec<Container> {
+        let mut containers: Vec<Container> = self
+            .lock_map()
+            .values()
+            .map(|e| e.snapshot())
+            .filter(|c| all || c.state.status == Status::Running)
+            .collect();
+        containers.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+        containers
+    }
+
+    /// A container using the image, if any (images in use cannot be deleted).
+    pub fn container_using(&self, image_id: &str) -> Option<String> {
+        self.lock_map().values().map(|e| e.snapshot()).find(|c| c.image_id == image_id).map(|c| c.id)
+    }
+
+    /// Removes an image reference unless a container needs the image.
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<image::Removed>> {
+        self.images.remove(name, force, &|image_id| self.container_using(image_id))
+    }
+
+    pub async fn create(&self, request: CreateRequest) -> Result<Container> {
+        if request.tty {
+            return Err(Error::Unsupported("a terminal (docker run -t)"));
+        }
+        if request.open_stdin {
+            return Err(Error::Unsupported("stdin (docker run -i)"));
+        }
+        if self.runtime.is_none() {
+            return Err(Error::NotRoot);
+        }
+        let image = self.images.find(&request.image).map_err(|error| match error {
+            Error::NoSuchImage(_) => match image::Reference::parse(&request.image) {
+                Ok(reference) => Error::NoSuchImage(reference.to_string()),
+                Err(_) => Error::NoSuchImage(request.image.clone()),
+            },
+            other => other,
+        })?;
+        let id = new_id();
+        let name = match &request.name {
+            Some(name) => {
+                let name = name.strip_prefix('/').unwrap_or(name);
+                if !valid_name(name) {
+                    return Err(Error::InvalidParameter(format!(
+                        "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                name.to_string()
+            }
+            None => generated_name(&id),
+        };
+        let container = settle(&request, &image, id, name)?;
+
+        let dir = self.container_dir(&container.id);
+        for sub in ["upper", "work", "rootfs"] {
+            fs::create_dir_all(dir.join(sub)).map_err(Error::io("cannot create", dir.join(sub)))?;
+        }
+        let bytes = postcard::to_stdvec(&container).map_err(|e| Error::Record(container.id.clone(), e))?;
+        let name_key = self.name_key(&container.name);
+        let txn = Txn {
+            compares: vec![Compare::absent(name_key.clone())],
+            success: vec![
+                Op::put(self.record_key(&container.id), bytes),
+                Op::put(name_key.clone(), container.id.clone()),
+            ],
+            failure: Vec::new(),
+        };
+        let committed = self.store.txn(txn).await;
+        match committed {
+            Ok(response) if response.succeeded => {}
+            other => {
+                let _ = fs::remove_dir_all(&dir);
+                other?;
+                let holder = self.store.get(&name_key).await?.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+                return Err(Error::NameInUse { name: container.name, id: holder.unwrap_or_default() });
+            }
+        }
+        self.lock_map().insert(container.id.clone(), Entry::new(container.clone()));
+        tracing::info!(container = %container.id, name = %container.name, image = %container.image, "created");
+        Ok(container)
+    }
+
+    pub async fn start(&self, reference: &str) -> Result<Changed> {
+        let entry = self.entry(reference)?;
+        let Some(runtime) = &self.runtime else { return Err(Error::NotRoot) };
+        let _lifecycle = entry.lifecycle.lock().await;
+        let container = entry.snapshot();
+        if container.state.status == Status::Running {
+            return Ok(Changed::AlreadyDone);
+        }
+        match self.launch(runtime, &entry, &container).await {
+            Ok(pid) => {
+                let running = {
+                    let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
+                    c.state = State {
+                        status: Status::Running,
+                        pid,
+                        started_at: Some(SystemTime::now()),
+                        finished_at: None,
+                        exit_code: 0,
+                        oom_killed: false,
+                        error: String::new(),
+                        exits: c.state.exits,
+                    };
+                    c.clone()
+                };
+                self.persist(&running).await?;
+                entry.publish();
+                tracing::info!(container = %container.id, pid, "started");
+                Ok(Changed::Yes)
+            }
+            Err(error) => {
+                let _ = runtime.delete(&container.id).await;
+                unmount(&self.rootfs(&container.id));
+                let failed = {
+                    let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
+                    c.state.error = error.to_string();
+                    c.state.exit_code = 128;
+                    c.clone()
+                };
+                self.persist(&failed).await?;
+                drop(_lifecycle);
+                // dockerd removes an auto-remove container whose start failed; `docker run --rm`
+                // waits for that.
+                if failed.auto_remove {
+                    self.remove(&failed.id, true).await?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Mounts the root filesystem, writes the bundle, and has the runtime create and start the
+    /// container with its output going to the log. Returns the init's pid.
+    async fn launch(&self, runtime: &Runtime, entry: &Arc<Entry>, container: &Container) -> Result<i32> {
+        let image = self.images.find(&container.image_id)?;
+        let layers = self.images.layer_dirs(&image)?;
+        let dir = self.container_dir(&container.id);
+        let rootfs = dir.join("rootfs");
+        mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        let cwd = rootfs.join(container.process.cwd.trim_start_matches('/'));
+        fs::create_dir_all(&cwd).map_err(Error::io("cannot create the working directory", &cwd))?;
+        let read = |file: &str| fs::read_to_string(rootfs.join(file)).unwrap_or_default();
+        let (uid, gid) = spec::resolve_user(&container.process.user, &read("etc/passwd"), &read("etc/group"))?;
+        let cgroup = format!("{CGROUP_PARENT}/{}", container.id);
+        let spec = spec::build(&container.process, &container.limits, &rootfs, &cgroup, uid, gid)?;
+        let config = dir.join("config.json");
+        spec.save(&config).map_err(Error::oci(&config))?;
+
+        let pipe = || {
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| Error::io("cannot make a pipe", &dir)(e.into()))
+        };
+        let (stdout_read, stdout_write) = pipe()?;
+        let (stderr_read, stderr_write) = pipe()?;
+        let null = fs::File::open("/dev/null").map_err(Error::io("cannot open", "/dev/null"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(&container.id))
+            .map_err(Error::io("cannot open the log", self.log_path(&container.id)))?;
+        let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout_read)
+            .map_err(Error::io("cannot watch the output pipe", &dir))?;
+        let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read)
+            .map_err(Error::io("cannot watch the output pipe", &dir))?;
+        let pid =
+            runtime.create(&container.id, &dir, [null.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()]).await?;
+        // Only the container may hold the write ends, so that its exit ends the output.
+        drop((stdout_write, stderr_write, null));
+        let pump = tokio::spawn(pump_output(entry.clone(), stdout, stderr, log));
+        *entry.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(pump);
+        runtime.start(&container.id).await?;
+        Ok(pid)
+    }
+
+    /// Records an exit the runtime reported: waits for the output to drain, reads the cgroup's
+    /// OOM kill count, has the runtime delete the container, unmounts its root.
+    async fn on_exit(&self, exit: Exit) -> Result<()> {
+        let Ok(entry) = self.entry(&exit.id) else { return Ok(()) };
+        let _lifecycle = entry.lifecycle.lock().await;
+        let pump = entry.pump.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(pump) = pump {
+            let _ = pump.await;
+        }
+        let oom_killed = oom_kills(&exit.id) > 0;
+        if let Some(runtime) = &self.runtime
+            && let Err(error) = runtime.delete(&exit.id).await
+        {
+            tracing::warn!(container = %exit.id, %error, "cannot delete from the runtime");
+        }
+        unmount(&self.rootfs(&exit.id));
+        let exited = {
+            let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
+            c.state.status = Status::Exited;
+            c.state.pid = 0;
+            c.state.exit_code = exit.status;
+            c.state.oom_killed = oom_killed;
+            c.state.finished_at = Some(SystemTime::now());
+            c.state.exits += 1;
+            c.clone()
+        };
+        self.persist(&exited).await?;
+        entry.publish();
+        tracing::info!(container = %exit.id, status = exit.status, oom_killed, "exited");
+        drop(_lifecycle);
+        if exited.auto_remove {
+            self.remove(&exit.id, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for `condition`; returns the exit code.
+    pub async fn wait(&self, reference: &str, condition: WaitCondition) -> Result<i32> {
+        let entry = self.entry(reference)?;
+        let mut watched = entry.watched.subscribe();
+        let exits_before = watched.borrow().exits;
+        let done = watched
+            .wait_for(|w| match condition {
+                WaitCondition::NotRunning => w.status != Status::Running,
+                WaitCondition::NextExit => w.exits > exits_before || w.removed,
+                WaitCondition::Removed => w.removed,
+            })
+            .await;
+        match done {
+            Ok(w) => Ok(w.exit_code),
+            Err(_) => Ok(entry.watched.borrow().exit_code),
+        }
+    }
+
+    /// Sends `signal` (a name such as `SIGTERM`/`TERM` or a number) to the container's init.
+    pub async fn kill(&self, reference: &str, signal: &str) -> Result<()> {
+        let entry = self.entry(reference)?;
+        let number = signal_number(signal)?;
+        let container = entry.snapshot();
+        if container.state.status != Status::Running {
+            return Err(Error::Conflict(format!(
+                "Cannot kill container: {reference}: Container {} is not running",
+                container.id
+            )));
+        }
+        let runtime = self.runtime.as_ref().ok_or(Error::NotRoot)?;
+        runtime.kill(&container.id, number).await
+    }
+
+    /// SIGTERM (or the image's stop signal), then SIGKILL after `timeout`.
+    pub async fn stop(&self, reference: &str, timeout: Duration) -> Result<Changed> {
+        let entry = self.entry(reference)?;
+        let container = entry.snapshot();
+        if container.state.status != Status::Running {
+            return Ok(Changed::AlreadyDone);
+        }
+        let runtime = self.runtime.as_ref().ok_or(Error::NotRoot)?;
+        let mut watched = entry.watched.subscribe();
+        if let Err(error) = runtime.kill(&container.id, 15).await {
+            tracing::debug!(container = %container.id, %error, "SIGTERM not delivered");
+        }
+        let stopped = tokio::time::timeout(timeout, watched.wait_for(|w| w.status != Status::Running)).await.is_ok();
+        if !stopped {
+            tracing::info!(container = %container.id, "still running after {timeout:?}: SIGKILL");
+            let _ = runtime.kill(&container.id, 9).await;
+            let _ = watched.wait_for(|w| w.status != Status::Running).await;
+        }
+        Ok(Changed::Yes)
+    }
+
+    /// `docker rm`: a running container only with `force` (killed first).
+    pub async fn remove(&self, reference: &str, force: bool) -> Result<()> {
+        let entry = self.entry(reference)?;
+        let container = entry.snapshot();
+        if container.state.status == Status::Running {
+            if !force {
+                return Err(Error::Conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    container.name
+                )));
+            }
+            // SIGKILL straight away, as `docker rm -f` does.
+            let mut watched = entry.watched.subscribe();
+            let runtime = self.runtime.as_ref().ok_or(Error::NotRoot)?;
+            if let Err(error) = runtime.kill(&container.id, 9).await {
+                tracing::debug!(container = %container.id, %error, "SIGKILL not delivered");
+            }
+            let _ = watched.wait_for(|w| w.status != Status::Running).await;
+        }
+        let _lifecycle = entry.lifecycle.lock().await;
+        if entry.watched.borrow().removed {
+            return Ok(());
+        }
+        let txn =
+            Txn::ops(vec![Op::delete(self.record_key(&container.id)), Op::delete(self.name_key(&container.name))]);
+        self.store.txn(txn).await?;
+        unmount(&self.rootfs(&container.id));
+        let dir = self.container_dir(&container.id);
+        if let Err(error) = fs::remove_dir_all(&dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(container = %container.id, %error, "cannot remove its files");
+        }
+        self.lock_map().remove(&container.id);
+        entry.watched.send_modify(|w| w.removed = true);
+        tracing::info!(container = %container.id, "removed");
+        Ok(())
+    }
+
+    /// What the container wrote so far and, with `follow` while it runs, what it writes next.
+    pub fn logs(
+        &self,
+        reference: &str,
+        follow: bool,
+    ) -> Result<(Vec<LogEntry>, Option<broadcast::Receiver<OutputEvent>>)> {
+        let entry = self.entry(reference)?;
+        let id = entry.snapshot().id;
+        let _output = entry.output_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let live = (follow && entry.snapshot().state.status == Status::Running).then(|| entry.output.subscribe());
+        let entries = read_log(&self.log_path(&id))?;
+        Ok((entries, live))
+    }
+
+    /// The output of the container's next (or current) run, as it comes.
+    pub fn attach(&self, reference: &str) -> Result<broadcast::Receiver<OutputEvent>> {
+        let entry = self.entry(reference)?;
+        let container = entry.snapshot();
+        if container.state.status == Status::Exited {
+            return Err(Error::Conflict("You cannot attach to a stopped container, start it first".into()));
+        }
+        Ok(entry.output.subscribe())
+    }
+
+    /// Stops every running container (SIGTERM, then SIGKILL after a short grace) and ends the
+    /// runtime process.
+    pub async fn shut_down(&self) {
+        let running: Vec<String> = self.list(false).into_iter().map(|c| c.id).collect();
+        let stops = running.iter().map(|id| self.stop(id, SHUTDOWN_GRACE));
+        // Concurrently: one after another would add up the grace periods.
+        for (id, stopped) in running.iter().zip(futures_util::future::join_all(stops).await) {
+            if let Err(error) = stopped {
+                tracing::warn!(container = %id, %error, "cannot stop");
+            }
+        }
+        if let Some(runtime) = &self.runtime {
+            runtime.shut_down().await;
+        }
+    }
+}
+
+async fn handle_exits(engine: std::sync::Weak<Engine>, mut exits: mpsc::UnboundedReceiver<Exit>) {
+    while let Some(exit) = exits.recv().await {
+        let Some(engine) = engine.upgrade() else { return };
+        // Each exit in its own task: one waits for its output to drain, not for the others'.
+        tokio::spawn(async move {
+            let id = exit.id.clone();
+            if let Err(error) = engine.on_exit(exit).await {
+                tracing::error!(container = %id, error = %error, "cannot record the exit");
+            }
+        });
+    }
+}
+
+/// Merges the request with the image's config the way Docker does: an entrypoint given in the
+/// request drops the image's command too.
+fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> Result<Container> {
+    let (entrypoint, cmd) = match &request.entrypoint {
+        Some(entrypoint) => (entrypoint.clone(), request.cmd.clone().unwrap_or_default()),
+        None => (
+            image.config.entrypoint.clone().unwrap_or_default(),
+            request.cmd.clone().or_else(|| image.config.cmd.clone()).unwrap_or_default(),
+        ),
+    };
+    let args: Vec<String> = entrypoint.iter().chain(&cmd).cloned().collect();
+    if args.is_empty() {
+        return Err(Error::InvalidParameter("No command specified".into()));
+    }
+    let mut env: Vec<String> = image.config.env.clone();
+    for variable in &request.env {
+        let key = variable.split('=').next().unwrap_or_default();
+        env.retain(|existing| existing.split('=').next() != Some(key));
+        env.push(variable.clone());
+    }
+    if !env.iter().any(|v| v.starts_with("PATH=")) {
+        env.insert(0, image::DEFAULT_PATH.to_string());
+    }
+    let hostname =
+        request.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| image::short_id(&id).to_string());
+    env.push(format!("HOSTNAME={hostname}"));
+    let mut labels = image.config.labels.clone();
+    labels.extend(request.labels.clone());
+    Ok(Container {
+        process: Process {
+            args,
+            env,
+            cwd: request
+                .working_dir
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| image.config.working_dir.clone()),
+            user: request.user.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| image.config.user.clone()),
+            hostname,
+        },
+        id,
+        name,
+        created: SystemTime::now(),
+        image: request.image.clone(),
+        image_id: image.id.clone(),
+        entrypoint,
+        cmd,
+        labels,
+        limits: request.limits,
+        auto_remove: request.auto_remove,
+        state: State::default(),
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn new_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seed = format!(
+        "{:?}/{}/{}",
+        SystemTime::now(),
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    image::sha256(seed.as_bytes()).trim_start_matches("sha256:").to_string()
+}
+
+/// Docker-style `adjective_scientist`, picked from the id.
+fn generated_name(id: &str) -> String {
+    const LEFT: [&str; 16] = [
+        "admiring", "bold", "brave", "clever", "eager", "gentle", "happy", "jolly", "keen", "lucid", "nifty", "quirky",
+        "serene", "sharp", "tender", "vibrant",
+    ];
+    const RIGHT: [&str; 16] = [
+        "babbage", "curie", "darwin", "einstein", "feynman", "hopper", "kepler", "lamport", "liskov", "lovelace",
+        "noether", "pascal", "ritchie", "shannon", "turing", "wozniak",
+    ];
+    let byte = |i: usize| id.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0) as usize;
+    format!("{}_{}_{}", LEFT[byte(0) % 16], RIGHT[byte(2) % 16], id.get(4..8).unwrap_or("0"))
+}
+
+fn signal_number(signal: &str) -> Result<i32> {
+    const NAMES: [(&str, i32); 12] = [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+    ];
+    if signal.is_empty() {
+        return Ok(9);
+    }
+    if let Ok(number) = signal.parse::<i32>()
+        && (1..=64).contains(&number)
+    {
+        return Ok(number);
+    }
+    let name = signal.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, number)| *number)
+        .ok_or_else(|| Error::InvalidParameter(format!("Invalid signal: {signal}")))
+}
+
+fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    // overlayfs lists lower directories top first; an image lists its layers bottom first.
+    let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+    let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
+    let data = std::ffi::CString::new(data).map_err(|_| Error::InvalidParameter("a path holds a NUL byte".into()))?;
+    rustix::mount::mount("overlay", target, "overlay", rustix::mount::MountFlags::empty(), data.as_c_str())
+        .map_err(|e| Error::io("cannot mount the overlay root filesystem", target)(e.into()))
+}
+
+/// Detaches the root filesystem if mounted; not mounted is fine.
+fn unmount(target: &Path) {
+    match rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+        Err(error) => tracing::warn!(path = %target.display(), %error, "cannot unmount"),
+    }
+}
+
+/// How many times the kernel's OOM killer struck in the container's memory cgroup (v1's
+/// `memory.oom_control`, or v2's `memory.events`).
+fn oom_kills(id: &str) -> u64 {
+    let v1 = format!("/sys/fs/cgroup/memory{CGROUP_PARENT}/{id}/memory.oom_control");
+    let v2 = format!("/sys/fs/cgroup{CGROUP_PARENT}/{id}/memory.events");
+    for path in [v1, v2] {
+        if let Ok(text) = fs::read_to_string(&path) {
+            return parse_oom_kills(&text);
+        }
+    }
+    0
+}
+
+fn parse_oom_kills(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("oom_kill "))
+        .filter_map(|count| count.trim().parse().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+/// Copies a run's stdout and stderr to the log and to attached clients until both close.
+async fn pump_output(
+    entry: Arc<Entry>,
+    mut stdout: tokio::net::unix::pipe::Receiver,
+    mut stderr: tokio::net::unix::pipe::Receiver,
+    mut log: fs::File,
+) {
+    let (mut out_open, mut err_open) = (true, true);
+    let mut out_buffer = vec![0u8; 16 * 1024];
+    let mut err_buffer = vec![0u8; 16 * 1024];
+    while out_open || err_open {
+        let (stream, read) = tokio::select! {
+            read = stdout.read(&mut out_buffer), if out_open => (Stream::Stdout, read),
+            read = stderr.read(&mut err_buffer), if err_open => (Stream::Stderr, read),
+        };
+        let bytes = match read {
+            Ok(0) | Err(_) => {
+                match stream {
+                    Stream::Stdout => out_open = false,
+                    Stream::Stderr => err_open = false,
+                }
+                continue;
+            }
+            Ok(n) => match stream {
+                Stream::Stdout => out_buffer.get(..n).unwrap_or_default().to_vec(),
+                Stream::Stderr => err_buffer.get(..n).unwrap_or_default().to_vec(),
+            },
+        };
+        let entry_out = LogEntry { stream, time: SystemTime::now(), bytes };
+        let _output = entry.output_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(error) = log.write_all(&encode_log_entry(&entry_out)) {
+            tracing::warn!(%error, "cannot write a container's log");
+        }
+        let _ = entry.output.send(OutputEvent::Output(entry_out));
+    }
+    let _output = entry.output_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = entry.output.send(OutputEvent::End);
+}
+
+/// A log record: stream (1 byte), time in nanoseconds since the epoch (8, little-endian),
+/// length (4, little-endian), then the bytes.
+fn encode_log_entry(entry: &LogEntry) -> Vec<u8> {
+    let nanos = entry.time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let mut record = Vec::with_capacity(13 + entry.bytes.len());
+    record.push(match entry.stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    });
+    record.extend_from_slice(&nanos.to_le_bytes());
+    record.extend_from_slice(&(entry.bytes.len() as u32).to_le_bytes());
+    record.extend_from_slice(&entry.bytes);
+    record
+}
+
+fn decode_log(mut bytes: &[u8]) -> Vec<LogEntry> {
+    let mut entries = Vec::new();
+    // A torn last record (a crash mid-write) ends the log.
+    while let (Some(&kind), Some(nanos), Some(length)) = (bytes.first(), bytes.get(1..9), bytes.get(9..13)) {
+        let nanos = u64::from_le_bytes(nanos.try_into().unwrap_or_default());
+        let length = u32::from_le_bytes(length.try_into().unwrap_or_default()) as usize;
+        let Some(data) = bytes.get(13..13 + length) else { break };
+        let stream = if kind == 2 { Stream::Stderr } else { Stream::Stdout };
+        entries.push(LogEntry {
+            stream,
+            time: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
+            bytes: data.to_vec(),
+        });
+        bytes = bytes.get(13 + length..).unwrap_or_default();
+    }
+    entries
+}
+
+fn read_log(path: &Path) -> Result<Vec<LogEntry>> {
+    let mut bytes = Vec::new();
+    match fs::File::open(path) {
+        Ok(mut file) => file.read_to_end(&mut bytes).map_err(Error::io("cannot read the log", path))?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(error) => return Err(Error::io("cannot read the log", path)(error)),
+    };
+    Ok(decode_log(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::image::{ImageConfig, Layer};
+
+    fn image(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>) -> Image {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Image {
+            id: "sha256:aa".into(),
+            manifest_digest: "sha256:bb".into(),
+            tags: vec!["busybox:latest".into()],
+            created: None,
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            config: ImageConfig {
+                env: vec![image::DEFAULT_PATH.into(), "A=image".into()],
+                entrypoint: entrypoint.map(strings),
+                cmd: cmd.map(strings),
+                working_dir: "/srv".into(),
+                user: "nobody".into(),
+                ..ImageConfig::default()
+            },
+            layers: vec![Layer { digest: "sha256:cc".into(), diff_id: "sha256:cc".into(), size: 1 }],
+            history: Vec::new(),
+        }
+    }
+
+    fn args(request: CreateRequest, image: &Image) -> String {
+        match settle(&request, image, "0123456789abcdef".into(), "n".into()) {
+            Ok(c) => c.process.args.join(" "),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_merge_like_docker() {
+        let strings = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let plain = image(None, Some(&["sh"]));
+        let with_entrypoint = image(Some(&["/bin/app"]), Some(&["--serve"]));
+        assert_eq!(args(CreateRequest::default(), &plain), "sh");
+        assert_eq!(args(CreateRequest { cmd: strings(&["echo", "hi"]), ..Default::default() }, &plain), "echo hi");
+        assert_eq!(args(CreateRequest::default(), &with_entrypoint), "/bin/app --serve");
+        assert_eq!(
+            args(CreateRequest { cmd: strings(&["-v"]), ..Default::default() }, &with_entrypoint),
+            "/bin/app -v"
+        );
+        // An entrypoint in the request drops the image's command.
+        assert_eq!(
+            args(CreateRequest { entrypoint: strings(&["env"]), ..Default::default() }, &with_entrypoint),
+            "env"
+        );
+        assert_eq!(args(CreateRequest::default(), &image(None, None)), "No command specified");
+    }
+
+    #[test]
+    fn env_user_cwd_and_hostname_come_from_request_then_image() {
+        let request = CreateRequest { env: vec!["A=request".into(), "B=2".into()], ..Default::default() };
+        let c = settle(&request, &image(None, Some(&["sh"])), "0123456789abcdef".into(), "n".into()).unwrap();
+        assert_eq!(c.process.env, vec![image::DEFAULT_PATH, "A=request", "B=2", "HOSTNAME=0123456789ab"]);
+        assert_eq!((c.process.cwd.as_str(), c.process.user.as_str()), ("/srv", "nobody"));
+        assert_eq!(c.process.hostname, "0123456789ab");
+        let request = CreateRequest {
+            user: Some("0".into()),
+            working_dir: Some("/".into()),
+            hostname: Some("web".into()),
+            ..Default::default()
+        };
+        let c = settle(&request, &image(None, Some(&["sh"])), "0123456789abcdef".into(), "n".into()).unwrap();
+        assert_eq!((c.process.cwd.as_str(), c.process.user.as_str(), c.process.hostname.as_str()), ("/", "0", "web"));
+    }
+
+    #[test]
+    fn names_signals_and_oom_counts() {
+        assert!(valid_name("web-1.a_b") && !valid_name("a") && !valid_name("-web") && !valid_name("a b"));
+        assert_eq!(signal_number("SIGTERM").unwrap(), 15);
+        assert_eq!(signal_number("kill").unwrap(), 9);
+        assert_eq!(signal_number("10").unwrap(), 10);
+        assert_eq!(signal_number("").unwrap(), 9);
+        assert!(signal_number("SIGNOPE").is_err() && signal_number("99").is_err());
+        assert_eq!(parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 2);
+        assert_eq!(parse_oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"), 1);
+        assert_eq!(parse_oom_kills("oom_kill_disable 0\n"), 0);
+        let name = generated_name(&new_id());
+        assert_eq!(name.split('_').count(), 3, "{name}");
+    }
+
+    #[test]
+    fn log_records_round_trip_and_a_torn_tail_is_dropped() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let entries = vec![
+            LogEntry { stream: Stream::Stdout, time: at, bytes: b"hi\n".to_vec() },
+            LogEntry { stream: Stream::Stderr, time: at, bytes: b"oops\n".to_vec() },
+        ];
+        let mut bytes: Vec<u8> = entries.iter().flat_map(encode_log_entry).collect();
+        assert_eq!(decode_log(&bytes), entries);
+        bytes.extend_from_slice(&encode_log_entry(&entries[0])[..7]);
+        assert_eq!(decode_log(&bytes), entries);
+    }
+}

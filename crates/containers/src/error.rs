@@ -1,0 +1,59 @@
+use std::path::PathBuf;
+
+/// What can go wrong in the container engine. Messages follow Docker's wording where Docker
+/// clients show them to people (`No such container: web`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    #[error("invalid reference format: {0}")]
+    InvalidReference(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse { name: String, id: String },
+    /// The request contradicts the container's or image's state (e.g. removing a running container).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0} is not supported by Stratus yet")]
+    Unsupported(&'static str),
+    #[error("containers need root: Stratus runs them with namespaces, overlayfs and cgroups")]
+    NotRoot,
+    #[error("{context}: {path}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("OCI document {path}")]
+    Oci {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("corrupt record for container {0}")]
+    Record(String, #[source] postcard::Error),
+    #[error("the container runtime failed: {0}")]
+    Runtime(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+impl Error {
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { context, path, source }
+    }
+
+    pub(crate) fn oci(path: impl Into<PathBuf>) -> impl FnOnce(oci_spec::OciSpecError) -> Error {
+        let path = path.into();
+        move |source| Error::Oci { path, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

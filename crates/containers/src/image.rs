@@ -1,0 +1,708 @@
+//! The image store: an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`) under
+//! `<containers>/images`, so that other OCI tools can read it as it is. Blobs are named by their
+//! sha256, so a layer shared by several images is stored once. Tags are the
+//! `org.opencontainers.image.ref.name` annotations of `index.json`, which is replaced atomically
+//! (write, fsync, rename) on every change. Layers are unpacked once, on first use, into
+//! `<containers>/layers/<diff id hex>`, the read-only lower directories of container root
+//! filesystems.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
+    ImageConfiguration, ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder,
+};
+use sha2::Digest as _;
+
+use crate::error::{Error, Result};
+
+/// The PATH Docker puts in images that set none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A normalized image reference: `busybox` and `docker.io/library/busybox:latest` are both
+/// `busybox:latest`, as Docker shows them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reference {
+    pub repository: String,
+    pub tag: String,
+}
+
+impl Reference {
+    pub fn parse(text: &str) -> Result<Reference> {
+        let invalid = || Error::InvalidReference(format!("\"{text}\""));
+        if text.contains('@') {
+            return Err(Error::Unsupported("referring to an image by digest"));
+        }
+        let (name, tag) = match text.rfind(':') {
+            Some(colon) if !text[colon..].contains('/') => (&text[..colon], &text[colon + 1..]),
+            _ => (text, "latest"),
+        };
+        let valid_tag = tag.len() <= 128
+            && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid_tag || name.is_empty() {
+            return Err(invalid());
+        }
+        let mut name = name.strip_prefix("docker.io/").unwrap_or(name);
+        name = name.strip_prefix("library/").unwrap_or(name);
+        let mut components = name.split('/').peekable();
+        let mut first = true;
+        while let Some(component) = components.next() {
+            // A first component with a dot, a port or `localhost` names a registry host.
+            let is_host = first
+                && components.peek().is_some()
+                && (component.contains('.') || component.contains(':') || component == "localhost");
+            first = false;
+            if is_host {
+                continue;
+            }
+            let separators_ok = !component.starts_with(['.', '_', '-']) && !component.ends_with(['.', '_', '-']);
+            let chars_ok = component.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+            if component.is_empty() || !separators_ok || !chars_ok {
+                return Err(invalid());
+            }
+        }
+        Ok(Reference { repository: name.to_string(), tag: tag.to_string() })
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.repository, self.tag)
+    }
+}
+
+/// What an image asks of the containers made from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: String,
+    pub user: String,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// The blob's digest (`sha256:...`).
+    pub digest: String,
+    /// The digest of the uncompressed tar, from the config's `rootfs.diff_ids`.
+    pub diff_id: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub created: Option<String>,
+    pub created_by: String,
+    pub empty_layer: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// Docker's image id: the digest of the config blob.
+    pub id: String,
+    pub manifest_digest: String,
+    /// Normalized references (`busybox:latest`), sorted.
+    pub tags: Vec<String>,
+    /// RFC 3339, as written in the config.
+    pub created: Option<String>,
+    pub architecture: String,
+    pub os: String,
+    pub config: ImageConfig,
+    /// Bottom layer first.
+    pub layers: Vec<Layer>,
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Image {
+    /// The bytes of its layers, as `docker images` reports SIZE.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|layer| layer.size).sum()
+    }
+}
+
+/// What removing a reference did, in Docker's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removed {
+    Untagged(String),
+    Deleted(String),
+}
+
+pub struct ImageStore {
+    layout: PathBuf,
+    layers: PathBuf,
+    /// Serializes changes to `index.json` and the garbage collection of blobs.
+    changes: Mutex<()>,
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the layout in `dir/images` and the layer cache in `dir/layers`.
+    pub fn open(dir: &Path) -> Result<ImageStore> {
+        let store = ImageStore { layout: dir.join("images"), layers: dir.join("layers"), changes: Mutex::new(()) };
+        let blobs = store.layout.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(Error::io("cannot create the image store", &blobs))?;
+        fs::create_dir_all(&store.layers).map_err(Error::io("cannot create the layer cache", &store.layers))?;
+        let marker = store.layout.join("oci-layout");
+        if !marker.exists() {
+            write_atomically(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        if !store.index_path().exists() {
+            store.write_index(Vec::new())?;
+        }
+        Ok(store)
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.layout.join("index.json")
+    }
+
+    fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        match digest.strip_prefix("sha256:") {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(self.layout.join("blobs/sha256").join(hex))
+            }
+            _ => Err(Error::InvalidParameter(format!("not a sha256 digest: {digest}"))),
+        }
+    }
+
+    fn read_index(&self) -> Result<Vec<Descriptor>> {
+        let path = self.index_path();
+        let index = ImageIndex::from_file(&path).map_err(Error::oci(&path))?;
+        Ok(index.manifests().clone())
+    }
+
+    fn write_index(&self, manifests: Vec<Descriptor>) -> Result<()> {
+        let path = self.index_path();
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .map_err(Error::oci(&path))?;
+        let text = index.to_string().map_err(Error::oci(&path))?;
+        write_atomically(&path, text.as_bytes())
+    }
+
+    /// Stores `bytes` under their digest unless a blob with that digest is already there.
+    /// Returns the descriptor and whether it was new.
+    fn write_blob(&self, media_type: MediaType, bytes: &[u8]) -> Result<(Descriptor, bool)> {
+        let digest = sha256(bytes);
+        let path = self.blob_path(&digest)?;
+        let new = !path.exists();
+        if new {
+            write_atomically(&path, bytes)?;
+        }
+        let descriptor = Descriptor::new(media_type, bytes.len() as u64, parse_digest(&digest)?);
+        Ok((descriptor, new))
+    }
+
+    /// Every tagged image, newest first.
+    pub fn list(&self) -> Result<Vec<Image>> {
+        let mut by_manifest: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for descriptor in self.read_index()? {
+            let tag = descriptor.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME)).cloned();
+            by_manifest.entry(descriptor.digest().to_string()).or_default().extend(tag);
+        }
+        let mut images = Vec::new();
+        for (manifest_digest, mut tags) in by_manifest {
+            tags.sort();
+            images.push(self.load(&manifest_digest, tags)?);
+        }
+        images.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+        Ok(images)
+    }
+
+    fn load(&self, manifest_digest: &str, tags: Vec<String>) -> Result<Image> {
+        let manifest_path = self.blob_path(manifest_digest)?;
+        let manifest = ImageManifest::from_file(&manifest_path).map_err(Error::oci(&manifest_path))?;
+        let config_digest = manifest.config().digest().to_string();
+        let config_path = self.blob_path(&config_digest)?;
+        let config = ImageConfiguration::from_file(&config_path).map_err(Error::oci(&config_path))?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(Error::InvalidParameter(format!(
+                "image {config_digest} has {} layers but {} diff ids",
+                manifest.layers().len(),
+                diff_ids.len()
+            )));
+        }
+        let layers = manifest
+            .layers()
+            .iter()
+            .zip(diff_ids)
+            .map(|(layer, diff_id)| Layer {
+                digest: layer.digest().to_string(),
+                diff_id: diff_id.clone(),
+                size: layer.size(),
+            })
+            .collect();
+        let run = config.config().clone().unwrap_or_default();
+        Ok(Image {
+            id: config_digest,
+            manifest_digest: manifest_digest.to_string(),
+            tags,
+            created: config.created().clone(),
+            architecture: config.architecture().to_string(),
+            os: config.os().to_string(),
+            config: ImageConfig {
+                env: run.env().clone().unwrap_or_default(),
+                entrypoint: run.entrypoint().clone(),
+                cmd: run.cmd().clone(),
+                working_dir: run.working_dir().clone().unwrap_or_default(),
+                user: run.user().clone().unwrap_or_default(),
+                labels: run.labels().clone().unwrap_or_default().into_iter().collect(),
+                stop_signal: run.stop_signal().clone(),
+            },
+            layers,
+            history: config
+                .history()
+                .iter()
+                .flatten()
+                .map(|h| HistoryEntry {
+                    created: h.created().clone(),
+                    created_by: h.created_by().clone().unwrap_or_default(),
+                    empty_layer: h.empty_layer().unwrap_or(false),
+                })
+                .collect(),
+        })
+    }
+
+    /// Finds an image the way Docker does: by reference (`busybox`, `busybox:1.36`), by full id
+    /// (`sha256:...`), or by a unique prefix of its id's hex.
+    pub fn find(&self, name: &str) -> Result<Image> {
+        let images = self.list()?;
+        if let Ok(reference) = Reference::parse(name) {
+            let tag = reference.to_string();
+            if let Some(image) = images.iter().find(|image| image.tags.contains(&tag)) {
+                return Ok(image.clone());
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut matches = images.iter().filter(|image| image.id["sha256:".len()..].starts_with(hex));
+            if let (Some(image), None) = (matches.next(), matches.next()) {
+                return Ok(image.clone());
+            }
+        }
+        Err(Error::NoSuchImage(name.to_string()))
+    }
+
+    /// Points `target` at the image `source` names (moving the tag if it pointed elsewhere).
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let target = Reference::parse(target)?.to_string();
+        let _changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let image = self.find(source)?;
+        self.set_tag(&image, &target)?;
+        // The tag may have been the last one of another image.
+        self.collect_garbage()
+    }
+
+    fn set_tag(&self, image: &Image, tag: &str) -> Result<()> {
+        let mut manifests: Vec<Descriptor> =
+            self.read_index()?.into_iter().filter(|d| ref_name(d) != Some(tag)).collect();
+        let manifest_path = self.blob_path(&image.manifest_digest)?;
+        let size = fs::metadata(&manifest_path).map_err(Error::io("cannot read", &manifest_path))?.len();
+        let descriptor = DescriptorBuilder::default()
+            .media_type(MediaType::ImageManifest)
+            .digest(parse_digest(&image.manifest_digest)?)
+            .size(size)
+            .annotations(
+                [(ANNOTATION_REF_NAME.to_string(), tag.to_string())]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            )
+            .build()
+            .map_err(Error::oci(&manifest_path))?;
+        manifests.push(descriptor);
+        self.write_index(manifests)
+    }
+
+    /// `docker rmi`: untags `name` (or all tags, for an id), and deletes the image once no tag
+    /// is left. `used_by` names a container using an image id, which blocks deletion.
+    pub fn remove(&self, name: &str, force: bool, used_by: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Removed>> {
+        let _changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let image = self.find(name)?;
+        let by_tag = Reference::parse(name).map(|r| r.to_string()).ok().filter(|tag| image.tags.contains(tag));
+        let untag: Vec<String> = match &by_tag {
+            Some(tag) => vec![tag.clone()],
+            None if image.tags.len() > 1 && !force => {
+                return Err(Error::Conflict(format!(
+                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    short_id(&image.id)
+                )));
+            }
+            None => image.tags.clone(),
+        };
+        let deletes_image = untag.len() == image.tags.len();
+        if deletes_image && let Some(container) = used_by(&image.id) {
+            return Err(Error::Conflict(match &by_tag {
+                Some(tag) => format!(
+                    "conflict: unable to remove repository reference \"{tag}\" (must force) - container {} is using its referenced image {}",
+                    short_id(&container),
+                    short_id(&image.id)
+                ),
+                None => format!(
+                    "conflict: unable to delete {} (cannot be forced) - image is being used by container {}",
+                    short_id(&image.id),
+                    short_id(&container)
+                ),
+            }));
+        }
+        let manifests = self
+            .read_index()?
+            .into_iter()
+            .filter(|d| !ref_name(d).is_some_and(|t| untag.iter().any(|u| u == t)))
+            .collect();
+        self.write_index(manifests)?;
+        let mut removed: Vec<Removed> = untag.into_iter().map(Removed::Untagged).collect();
+        if deletes_image {
+            self.collect_garbage()?;
+            removed.push(Removed::Deleted(image.id));
+        }
+        Ok(removed)
+    }
+
+    /// Deletes blobs and unpacked layers that no tagged image refers to.
+    fn collect_garbage(&self) -> Result<()> {
+        let images = self.list()?;
+        let mut blobs: BTreeSet<String> = BTreeSet::new();
+        let mut diff_ids: BTreeSet<String> = BTreeSet::new();
+        for image in &images {
+            blobs.insert(image.manifest_digest.clone());
+            blobs.insert(image.id.clone());
+            for layer in &image.layers {
+                blobs.insert(layer.digest.clone());
+                diff_ids.insert(layer.diff_id.clone());
+            }
+        }
+        let blob_dir = self.layout.join("blobs/sha256");
+        for (dir, keep) in [(&blob_dir, &blobs), (&self.layers, &diff_ids)] {
+            for entry in fs::read_dir(dir).map_err(Error::io("cannot list", dir))? {
+                let entry = entry.map_err(Error::io("cannot list", dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if keep.contains(&format!("sha256:{name}")) {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                removed.map_err(Error::io("cannot remove", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The unpacked directories of the image's layers, bottom first, unpacking any not yet
+    /// unpacked.
+    pub fn layer_dirs(&self, image: &Image) -> Result<Vec<PathBuf>> {
+        image.layers.iter().map(|layer| self.unpacked(layer)).collect()
+    }
+
+    fn unpacked(&self, layer: &Layer) -> Result<PathBuf> {
+        let blob = self.blob_path(&layer.digest)?;
+        let Some(hex) = layer.diff_id.strip_prefix("sha256:") else {
+            return Err(Error::InvalidParameter(format!("not a sha256 diff id: {}", layer.diff_id)));
+        };
+        let dir = self.layers.join(hex);
+        if dir.exists() {
+            return Ok(dir);
+        }
+        // Unpacked beside its final name and renamed, so a crash never leaves half a layer.
+        let partial = self.layers.join(format!(".{hex}.partial"));
+        if partial.exists() {
+            fs::remove_dir_all(&partial).map_err(Error::io("cannot remove", &partial))?;
+        }
+        let file = fs::File::open(&blob).map_err(Error::io("cannot open layer", &blob))?;
+        let mut archive = tar::Archive::new(file);
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_ownerships(true);
+        archive.set_unpack_xattrs(true);
+        archive.unpack(&partial).map_err(Error::io("cannot unpack layer", &blob))?;
+        fs::rename(&partial, &dir).map_err(Error::io("cannot rename", &partial))?;
+        Ok(dir)
+    }
+
+    /// `stratus image bootstrap busybox`: a one-layer image of the host's static busybox with a
+    /// symlink per applet in /bin, tagged `busybox:latest`. The layer is deterministic (owner
+    /// root, the binary's mtime), so bootstrapping again from the same binary stores nothing new.
+    pub fn bootstrap_busybox(&self, busybox: &Path, progress: &mut dyn FnMut(&str)) -> Result<Image> {
+        let binary = fs::read(busybox).map_err(Error::io("cannot read busybox", busybox))?;
+        // A dynamically linked busybox names its loader; it would not run in an empty root.
+        if binary.windows(7).any(|w| w == b"ld-linux") || !binary.starts_with(b"\x7fELF") {
+            return Err(Error::InvalidParameter(format!(
+                "{} is not a static busybox (install busybox-static)",
+                busybox.display()
+            )));
+        }
+        let listed = std::process::Command::new(busybox)
+            .arg("--list")
+            .output()
+            .map_err(Error::io("cannot run busybox --list", busybox))?;
+        let applets: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+            .map(str::to_string)
+            .collect();
+        let modified =
+            fs::metadata(busybox).and_then(|m| m.modified()).map_err(Error::io("cannot read the mtime of", busybox))?;
+        let mtime = modified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+        progress(&format!(
+            "Reading {} ({:.1} MB, {} applets)",
+            busybox.display(),
+            binary.len() as f64 / 1e6,
+            applets.len()
+        ));
+
+        let layer = busybox_layer(&binary, &applets, mtime).map_err(Error::io("cannot build the layer", busybox))?;
+        let _changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (layer_descriptor, new) = self.write_blob(MediaType::ImageLayer, &layer)?;
+        let diff_id = layer_descriptor.digest().to_string();
+        progress(&format!(
+            "Layer {} ({:.1} MB): {}",
+            short_digest(&diff_id),
+            layer.len() as f64 / 1e6,
+            if new { "stored" } else { "already stored" }
+        ));
+
+        let created =
+            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime)).to_string();
+        let oci = |e| Error::oci(&self.layout)(e);
+        let config = ImageConfigurationBuilder::default()
+            .created(created.clone())
+            .architecture(Arch::from(go_arch()))
+            .os(Os::Linux)
+            .config(
+                ConfigBuilder::default()
+                    .env(vec![DEFAULT_PATH.to_string()])
+                    .cmd(vec!["sh".to_string()])
+                    .build()
+                    .map_err(oci)?,
+            )
+            .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![diff_id]).build().map_err(oci)?)
+            .history(vec![
+                HistoryBuilder::default()
+                    .created(created)
+                    .created_by(format!("stratus image bootstrap busybox (from {})", busybox.display()))
+                    .build()
+                    .map_err(oci)?,
+            ])
+            .build()
+            .map_err(oci)?;
+        let config_json = config.to_string().map_err(oci)?;
+        let (config_descriptor, _) = self.write_blob(MediaType::ImageConfig, config_json.as_bytes())?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config_descriptor.clone())
+            .layers(vec![layer_descriptor])
+            .build()
+            .map_err(oci)?;
+        let manifest_json = manifest.to_string().map_err(oci)?;
+        let (manifest_descriptor, _) = self.write_blob(MediaType::ImageManifest, manifest_json.as_bytes())?;
+        let manifest_digest = manifest_descriptor.digest().to_string();
+        let tag = "busybox:latest";
+        self.set_tag(&self.load(&manifest_digest, Vec::new())?, tag)?;
+        self.collect_garbage()?;
+        let image = self.find(tag)?;
+        self.layer_dirs(&image)?;
+        progress(&format!("Image {} tagged {tag}", short_id(&image.id)));
+        Ok(image)
+    }
+}
+
+fn ref_name(descriptor: &Descriptor) -> Option<&str> {
+    descriptor.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME)).map(String::as_str)
+}
+
+fn parse_digest(digest: &str) -> Result<Digest> {
+    Digest::from_str(digest).map_err(|_| Error::InvalidParameter(format!("not a digest: {digest}")))
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> String {
+    let hash = sha2::Sha256::digest(bytes);
+    let mut text = String::with_capacity(71);
+    text.push_str("sha256:");
+    for byte in hash.iter() {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// The 12 hex digits Docker shows for an id.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn short_digest(digest: &str) -> String {
+    format!("sha256:{}", short_id(digest))
+}
+
+/// Go's name for this architecture, which OCI configs use.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let partial = path.with_extension("partial");
+    let mut file = fs::File::create(&partial).map_err(Error::io("cannot create", &partial))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(Error::io("cannot write", &partial))?;
+    fs::rename(&partial, path).map_err(Error::io("cannot rename", &partial))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("cannot sync", dir))?;
+    }
+    Ok(())
+}
+
+fn busybox_layer(binary: &[u8], applets: &[String], mtime: u64) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(mtime);
+        header.set_size(size);
+        header
+    };
+    for (dir, mode) in [
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("home", 0o755),
+        ("proc", 0o555),
+        ("root", 0o700),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+        ("usr", 0o755),
+        ("usr/bin", 0o755),
+        ("usr/sbin", 0o755),
+        ("var", 0o755),
+    ] {
+        tar.append_data(&mut header(tar::EntryType::Directory, mode, 0), format!("{dir}/"), std::io::empty())?;
+    }
+    let files: [(&str, u32, &[u8]); 4] = [
+        ("bin/busybox", 0o755, binary),
+        ("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"),
+        ("etc/group", 0o644, b"root:x:0:\nnobody:x:65534:\n"),
+        ("etc/hostname", 0o644, b"busybox\n"),
+    ];
+    for (path, mode, data) in files {
+        tar.append_data(&mut header(tar::EntryType::Regular, mode, data.len() as u64), path, data)?;
+    }
+    for applet in applets {
+        tar.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), format!("bin/{applet}"), "busybox")?;
+    }
+    tar.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn check(text: &str, expected: &str) {
+        let got = match Reference::parse(text) {
+            Ok(reference) => reference.to_string(),
+            Err(error) => format!("error: {error}"),
+        };
+        assert_eq!(got, expected, "{text}");
+    }
+
+    #[test]
+    fn references_normalize_like_docker() {
+        check("busybox", "busybox:latest");
+        check("busybox:1.36", "busybox:1.36");
+        check("docker.io/library/busybox:latest", "busybox:latest");
+        check("library/busybox", "busybox:latest");
+        check("localhost:5000/team/app:v1", "localhost:5000/team/app:v1");
+        check("Busybox", "error: invalid reference format: \"Busybox\"");
+        check("busybox:", "error: invalid reference format: \"busybox:\"");
+        check("-x", "error: invalid reference format: \"-x\"");
+        check("busybox@sha256:00", "error: referring to an image by digest is not supported by Stratus yet");
+    }
+
+    #[test]
+    fn layers_are_deterministic_and_stored_once() {
+        let a = busybox_layer(b"\x7fELF binary", &["sh".into(), "ls".into()], 1000).unwrap();
+        let b = busybox_layer(b"\x7fELF binary", &["sh".into(), "ls".into()], 1000).unwrap();
+        assert_eq!(sha256(&a), sha256(&b));
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let (first, new) = store.write_blob(MediaType::ImageLayer, &a).unwrap();
+        assert!(new);
+        let (second, new) = store.write_blob(MediaType::ImageLayer, &b).unwrap();
+        assert!(!new);
+        assert_eq!(first.digest(), second.digest());
+        let entries: Vec<String> = tar::Archive::new(a.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(entries.contains(&"bin/sh".to_string()) && entries.contains(&"tmp/".to_string()), "{entries:?}");
+    }
+
+    /// The host's busybox-static; `.ci/run` installs it.
+    const BUSYBOX: &str = "/bin/busybox";
+
+    #[test]
+    fn bootstrap_refuses_what_is_not_a_static_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let script = dir.path().join("busybox");
+        fs::write(&script, b"#!/bin/sh\necho sh\n").unwrap();
+        assert!(matches!(store.bootstrap_busybox(&script, &mut |_| {}), Err(Error::InvalidParameter(_))));
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bootstrap_tag_find_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let mut lines = Vec::new();
+        let image = store.bootstrap_busybox(Path::new(BUSYBOX), &mut |line| lines.push(line.to_string())).unwrap();
+        assert_eq!(image.tags, vec!["busybox:latest".to_string()]);
+        assert_eq!(image.config.cmd, Some(vec!["sh".to_string()]));
+        assert_eq!(image.layers.len(), 1);
+        assert_eq!(store.find("busybox").unwrap().id, image.id);
+        assert_eq!(store.find(short_id(&image.id)).unwrap().id, image.id);
+        assert_eq!(store.find(&image.id).unwrap().id, image.id);
+        assert!(matches!(store.find("alpine"), Err(Error::NoSuchImage(_))));
+        let unpacked = store.layer_dirs(&image).unwrap();
+        assert!(unpacked[0].join("bin/busybox").exists() && unpacked[0].join("bin/sh").is_symlink());
+
+        // Bootstrapping again from the same binary stores nothing new.
+        let again = store.bootstrap_busybox(Path::new(BUSYBOX), &mut |line| lines.push(line.to_string())).unwrap();
+        assert_eq!(again.id, image.id);
+        assert!(lines.iter().any(|l| l.ends_with("already stored")), "{lines:?}");
+
+        store.tag("busybox", "mine:v1").unwrap();
+        assert_eq!(store.find("mine:v1").unwrap().tags, vec!["busybox:latest".to_string(), "mine:v1".to_string()]);
+        assert!(matches!(store.remove(&image.id, false, &|_| None), Err(Error::Conflict(_))));
+        assert_eq!(store.remove("mine:v1", false, &|_| None).unwrap(), vec![Removed::Untagged("mine:v1".into())]);
+        let used = |_: &str| Some("c0ffee".to_string());
+        assert!(matches!(store.remove("busybox", false, &used), Err(Error::Conflict(_))));
+        let removed = store.remove("busybox", false, &|_| None).unwrap();
+        assert_eq!(removed, vec![Removed::Untagged("busybox:latest".into()), Removed::Deleted(image.id.clone())]);
+        assert!(store.list().unwrap().is_empty());
+        let blobs = fs::read_dir(dir.path().join("images/blobs/sha256")).unwrap().count();
+        let layers = fs::read_dir(dir.path().join("layers")).unwrap().count();
+        assert_eq!((blobs, layers), (0, 0), "garbage collection leaves nothing");
+    }
+}

@@ -1,0 +1,21 @@
+//! Stratus's container engine: an OCI image store ([`image`]), and containers ([`Engine`])
+//! isolated by namespaces, rooted on overlayfs and limited by cgroups, which youki's
+//! libcontainer creates in a separate single-threaded runtime process ([`runtime`]) from an OCI
+//! runtime spec ([`spec`]). Container records live in the store. No wire format lives here: the
+//! Docker Engine API is an adapter (`docker-protocol`) over [`Engine`].
+
+mod engine;
+mod error;
+pub mod image;
+pub mod runtime;
+pub mod spec;
+
+pub use engine::{
+    Changed, Container, CreateRequest, Engine, LogEntry, Options, OutputEvent, State, Status, Stream, WaitCondition,
+};
+pub use error::{Error, Result};
+
+/// Whether this process can run containers (namespaces, mounts and cgroups need root).
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

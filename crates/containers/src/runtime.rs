@@ -1,0 +1,401 @@
+//! The runtime process: youki's libcontainer runs in a child process of Stratus (the binary
+//! re-executes itself as `stratus runtime`), never inside Stratus's own multi-threaded process.
+//! libcontainer creates containers with a raw `clone3` and then runs Rust code (allocation,
+//! logging) in the child before `exec`; after a clone of a multi-threaded process a lock held by
+//! another thread (malloc's, stderr's) stays locked forever in the child. The runtime process is
+//! single-threaded, so that cannot happen.
+//!
+//! It is the parent of every container's init process: it reaps them (one pidfd each, polled with
+//! its socket, so no signal mask is inherited by containers) and reports each exit. When Stratus
+//! goes away (its end of the socket closes, even on SIGKILL), the runtime kills and deletes every
+//! container it made, then exits.
+//!
+//! Stratus talks to it over a `SOCK_SEQPACKET` socket pair: one postcard message per packet,
+//! the container's stdio passed as `SCM_RIGHTS`. Requests are answered in order, one at a time.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, SocketFlags, SocketType,
+};
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
+use serde::{Deserialize, Serialize};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+/// Larger than any message: requests carry an id and a path.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    /// Create the container from the OCI bundle; stdin, stdout and stderr come as three fds.
+    Create {
+        id: String,
+        bundle: PathBuf,
+    },
+    Start {
+        id: String,
+    },
+    Kill {
+        id: String,
+        signal: i32,
+    },
+    /// Remove what libcontainer keeps (its state directory, the cgroup) of an exited container.
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Message {
+    /// The answer to the last request: the init's pid for Create.
+    Reply(Reply),
+    /// A container's init process ended: its exit code, or 128 + the signal that killed it.
+    Exited { id: String, status: i32 },
+}
+
+/// The runtime's answer to a request: the init's pid for Create, or what went wrong.
+type Reply = Result<Option<i32>, String>;
+
+/// A container's init process ended.
+#[derive(Debug)]
+pub struct Exit {
+    pub id: String,
+    pub status: i32,
+}
+
+/// Stratus's handle on the runtime process.
+pub struct Runtime {
+    socket: AsyncFd<OwnedFd>,
+    /// Held for a whole request and its reply: the runtime answers in order.
+    calls: tokio::sync::Mutex<()>,
+    reply: Mutex<Option<oneshot::Sender<Reply>>>,
+    child: Mutex<Option<tokio::process::Child>>,
+}
+
+impl Runtime {
+    /// Starts `program args...` as the runtime process with its socket as stdin. Exits arrive on
+    /// the returned channel.
+    pub fn spawn(program: &Path, args: &[&str]) -> Result<(std::sync::Arc<Runtime>, mpsc::UnboundedReceiver<Exit>)> {
+        let (ours, theirs) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+                .map_err(|e| Error::io("cannot make a socket pair", "runtime")(e.into()))?;
+        rustix::io::ioctl_fionbio(&ours, true).map_err(|e| Error::io("cannot set O_NONBLOCK", "runtime")(e.into()))?;
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(Error::io("cannot start the runtime process", program))?;
+        // SAFETY: `ours` is an `OwnedFd` that moves into the `AsyncFd`: it stays open, and is the
+        // same descriptor, until the `AsyncFd` drops it.
+        #[allow(unsafe_code)]
+        let socket = unsafe { AsyncFd::register(ours) }
+            .map_err(|e| Error::io("cannot register the runtime socket", "runtime")(e.into()))?;
+        let runtime = std::sync::Arc::new(Runtime {
+            socket,
+            calls: tokio::sync::Mutex::new(()),
+            reply: Mutex::new(None),
+            child: Mutex::new(Some(child)),
+        });
+        let (exits, exits_rx) = mpsc::unbounded_channel();
+        tokio::spawn(read_messages(runtime.clone(), exits));
+        Ok((runtime, exits_rx))
+    }
+
+    async fn call(&self, request: Request, fds: &[BorrowedFd<'_>]) -> Result<Option<i32>> {
+        let _turn = self.calls.lock().await;
+        let (tx, rx) = oneshot::channel();
+        *self.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let bytes =
+            postcard::to_stdvec(&request).map_err(|e| Error::Runtime(format!("cannot encode a request: {e}")))?;
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let sent = self
+            .socket
+            .async_io(Interest::WRITABLE, |fd| {
+                let mut control = SendAncillaryBuffer::new(&mut space);
+                if !fds.is_empty() {
+                    control.push(SendAncillaryMessage::ScmRights(fds));
+                }
+                rustix::net::sendmsg(fd, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL).map_err(Into::into)
+            })
+            .await;
+        sent.map_err(|e| Error::Runtime(format!("the runtime process is gone: {e}")))?;
+        match rx.await {
+            Ok(reply) => reply.map_err(Error::Runtime),
+            Err(_) => Err(Error::Runtime("the runtime process exited".into())),
+        }
+    }
+
+    /// Creates the container from `bundle/config.json`; returns its init's pid. The init
+    /// waits for [`Runtime::start`] before running the entrypoint.
+    pub async fn create(&self, id: &str, bundle: &Path, stdio: [BorrowedFd<'_>; 3]) -> Result<i32> {
+        let pid = self.call(Request::Create { id: id.to_string(), bundle: bundle.to_path_buf() }, &stdio).await?;
+        pid.ok_or_else(|| Error::Runtime("create answered without a pid".into()))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.call(Request::Start { id: id.to_string() }, &[]).await.map(drop)
+    }
+
+    pub async fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        self.call(Request::Kill { id: id.to_string(), signal }, &[]).await.map(drop)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.call(Request::Delete { id: id.to_string() }, &[]).await.map(drop)
+    }
+
+    /// Closes the socket's write side (the runtime kills what is left and exits) and reaps it.
+    pub async fn shut_down(&self) {
+        let _turn = self.calls.lock().await;
+        if let Err(error) = rustix::net::shutdown(self.socket.get_ref(), rustix::net::Shutdown::Write) {
+            tracing::warn!(%error, "cannot close the runtime socket");
+        }
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut child) = child {
+            match child.wait().await {
+                Ok(status) if status.success() => {}
+                Ok(status) => tracing::warn!(%status, "the runtime process failed"),
+                Err(error) => tracing::warn!(%error, "cannot reap the runtime process"),
+            }
+        }
+    }
+}
+
+async fn read_messages(runtime: std::sync::Arc<Runtime>, exits: mpsc::UnboundedSender<Exit>) {
+    let mut buffer = vec![0u8; MAX_MESSAGE];
+    loop {
+        let received = runtime
+            .socket
+            .async_io(Interest::READABLE, |fd| {
+                rustix::net::recv(fd, &mut buffer[..], RecvFlags::empty()).map(|(n, _)| n).map_err(Into::into)
+            })
+            .await;
+        let message = match received {
+            Ok(0) => break,
+            Ok(n) => postcard::from_bytes::<Message>(buffer.get(..n).unwrap_or_default()),
+            Err(error) => {
+                tracing::error!(%error, "cannot read from the runtime process");
+                break;
+            }
+        };
+        match message {
+            Ok(Message::Reply(reply)) => {
+                if let Some(tx) = runtime.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = tx.send(reply);
+                }
+            }
+            Ok(Message::Exited { id, status }) => {
+                let _ = exits.send(Exit { id, status });
+            }
+            Err(error) => tracing::error!(%error, "malformed message from the runtime process"),
+        }
+    }
+    // Whoever waits for a reply learns that none will come.
+    runtime.reply.lock().unwrap_or_else(|p| p.into_inner()).take();
+    tracing::info!("the runtime process closed its socket");
+}
+
+/// A container this runtime made and has not deleted.
+struct Made {
+    container: Container,
+    /// The bundle, whose `rootfs` Stratus mounted; unmounted here if Stratus is gone.
+    bundle: PathBuf,
+    /// Its init process while it runs; dropped once reaped.
+    init: Option<(i32, OwnedFd)>,
+}
+
+/// The runtime process's main loop (`stratus runtime`): serves requests from fd 0 until it
+/// closes, keeping libcontainer's state under `root` (cleared at start: a previous runtime
+/// deleted its containers when it ended).
+pub fn serve(root: &Path) -> std::io::Result<()> {
+    let socket = std::io::stdin().as_fd().try_clone_to_owned()?;
+    // Nothing the runtime starts should inherit the socket as its stdin.
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    drop(null);
+    if root.exists() {
+        std::fs::remove_dir_all(root)?;
+    }
+    std::fs::create_dir_all(root)?;
+
+    let mut made: HashMap<String, Made> = HashMap::new();
+    let mut buffer = vec![0u8; MAX_MESSAGE];
+    loop {
+        let running: Vec<(String, i32)> =
+            made.iter().filter_map(|(id, m)| m.init.as_ref().map(|(pid, _)| (id.clone(), *pid))).collect();
+        let ready = {
+            let mut polled = vec![PollFd::new(&socket, PollFlags::IN)];
+            for (id, _) in &running {
+                if let Some(Made { init: Some((_, pidfd)), .. }) = made.get(id) {
+                    polled.push(PollFd::new(pidfd, PollFlags::IN));
+                }
+            }
+            match rustix::event::poll(&mut polled, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(error) => return Err(error.into()),
+            }
+            polled.iter().map(|p| !p.revents().is_empty()).collect::<Vec<bool>>()
+        };
+        for ((id, pid), exited) in running.iter().zip(ready.iter().skip(1)) {
+            if *exited {
+                let status = reap(*pid);
+                if let Some(m) = made.get_mut(id) {
+                    m.init = None;
+                }
+                send(&socket, &Message::Exited { id: id.clone(), status })?;
+            }
+        }
+        if ready.first().copied().unwrap_or(false) {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = rustix::net::recvmsg(
+                &socket,
+                &mut [IoSliceMut::new(&mut buffer)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )?;
+            if received.bytes == 0 {
+                break;
+            }
+            let mut fds: Vec<OwnedFd> = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(received) = message {
+                    fds.extend(received);
+                }
+            }
+            let reply = match postcard::from_bytes::<Request>(buffer.get(..received.bytes).unwrap_or_default()) {
+                Ok(request) => handle(request, fds, root, &mut made).map_err(|e| format!("{e:#}")),
+                Err(error) => Err(format!("malformed request: {error}")),
+            };
+            send(&socket, &Message::Reply(reply))?;
+        }
+    }
+    // Stratus is gone: leave nothing behind.
+    for (id, mut m) in made.drain() {
+        if let Some((pid, _)) = m.init.take() {
+            if let Some(Err(error)) = sigkill().map(|signal| m.container.kill(signal, true)) {
+                tracing::warn!(container = %id, %error, "cannot kill");
+            }
+            reap(pid);
+        }
+        if let Err(error) = m.container.delete(true) {
+            tracing::warn!(container = %id, %error, "cannot delete");
+        }
+        let rootfs = m.bundle.join("rootfs");
+        if let Err(error) = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH) {
+            tracing::warn!(container = %id, %error, "cannot unmount its root filesystem");
+        }
+    }
+    Ok(())
+}
+
+fn sigkill() -> Option<Signal> {
+    Signal::try_from(9).ok()
+}
+
+fn handle(
+    request: Request,
+    fds: Vec<OwnedFd>,
+    root: &Path,
+    made: &mut HashMap<String, Made>,
+) -> Result<Option<i32>, String> {
+    match request {
+        Request::Create { id, bundle } => {
+            let [stdin, stdout, stderr]: [OwnedFd; 3] =
+                fds.try_into().map_err(|_| "create needs three file descriptors".to_string())?;
+            let container = ContainerBuilder::new(id.clone(), SyscallType::default())
+                .with_root_path(root)
+                .map_err(|e| e.to_string())?
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
+                .as_init(&bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+                .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+            let pid = container.pid().map(|p| p.as_raw()).ok_or("libcontainer returned no pid")?;
+            let pidfd = Pid::from_raw(pid)
+                .ok_or("invalid pid")
+                .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
+            made.insert(id, Made { container, bundle, init: Some((pid, pidfd)) });
+            Ok(Some(pid))
+        }
+        Request::Start { id } => {
+            let m = made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?;
+            m.container.start().map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+            Ok(None)
+        }
+        Request::Kill { id, signal } => {
+            let m = made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?;
+            let signal = Signal::try_from(signal).map_err(|e| e.to_string())?;
+            m.container.kill(signal, false).map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Request::Delete { id } => {
+            if let Some(mut m) = made.remove(&id) {
+                if let Some((pid, _)) = m.init.take() {
+                    if let Some(signal) = sigkill() {
+                        let _ = m.container.kill(signal, true);
+                    }
+                    reap(pid);
+                }
+                m.container.delete(true).map_err(|e| e.to_string())?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    chain.join(": ")
+}
+
+/// Waits for `pid` (a child of this process) to end: its exit code or 128 + its signal.
+fn reap(pid: i32) -> i32 {
+    let Some(pid) = Pid::from_raw(pid) else { return 255 };
+    loop {
+        match rustix::process::waitid(WaitId::Pid(pid), WaitIdOptions::EXITED) {
+            Ok(Some(status)) => {
+                return status
+                    .exit_status()
+                    .or_else(|| status.terminating_signal().map(|signal| 128 + signal))
+                    .unwrap_or(255);
+            }
+            Ok(None) => return 255,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+fn send(socket: &OwnedFd, message: &Message) -> std::io::Result<()> {
+    let bytes = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
+    let mut control = SendAncillaryBuffer::default();
+    rustix::net::sendmsg(socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)?;
+    Ok(())
+}

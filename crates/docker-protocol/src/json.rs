@@ -1,0 +1,534 @@
+//! Docker's JSON shapes (from the Engine API's swagger.yaml), in and out.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use containers::image::{Image, Removed};
+use containers::{Container, CreateRequest, Engine, Error, LogEntry, Status};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Go's zero time, which Docker shows for "never".
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// Docker refuses memory limits below this.
+const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+fn rfc3339(time: Option<SystemTime>) -> String {
+    time.map_or_else(|| ZERO_TIME.to_string(), |t| humantime::format_rfc3339_nanos(t).to_string())
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+fn read_proc(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default().trim().to_string()
+}
+
+pub fn version() -> Value {
+    let kernel = read_proc("/proc/sys/kernel/osrelease");
+    let arch = go_arch();
+    json!({
+        "Platform": {"Name": "Stratus"},
+        "Components": [{
+            "Name": "Engine",
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Details": {
+                "ApiVersion": crate::API_VERSION,
+                "MinAPIVersion": crate::MIN_API_VERSION,
+                "Os": "linux",
+                "Arch": arch,
+                "KernelVersion": kernel,
+            }
+        }],
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": crate::API_VERSION,
+        "MinAPIVersion": crate::MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": arch,
+        "KernelVersion": kernel,
+        "BuildTime": "",
+    })
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+pub fn info(engine: &Engine) -> Result<Value, Error> {
+    let containers = engine.list(true);
+    let count = |status: Status| containers.iter().filter(|c| c.state.status == status).count();
+    let memory_kib: u64 = read_proc("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Ok(json!({
+        "ID": "stratus",
+        "Name": read_proc("/proc/sys/kernel/hostname"),
+        "Containers": containers.len(),
+        "ContainersRunning": count(Status::Running),
+        "ContainersPaused": 0,
+        "ContainersStopped": count(Status::Exited) + count(Status::Created),
+        "Images": engine.images().list()?.len(),
+        "Driver": "overlay",
+        "DriverStatus": [],
+        "OperatingSystem": "Stratus",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "KernelVersion": read_proc("/proc/sys/kernel/osrelease"),
+        "NCPU": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "MemTotal": memory_kib * 1024,
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "CgroupDriver": "cgroupfs",
+        "DefaultRuntime": "youki",
+        "Runtimes": {"youki": {"path": "libcontainer"}},
+        "LoggingDriver": "stratus",
+        "SecurityOptions": [],
+        "Warnings": if engine.can_run() { json!([]) } else { json!(["Stratus is not root: containers cannot run"]) },
+    }))
+}
+
+fn created_seconds(image: &Image) -> u64 {
+    image.created.as_deref().and_then(|c| humantime::parse_rfc3339_weak(c).ok()).map_or(0, unix_seconds)
+}
+
+pub fn image_summary(image: &Image) -> Value {
+    json!({
+        "Id": image.id,
+        "ParentId": "",
+        "RepoTags": image.tags,
+        "RepoDigests": [],
+        "Created": created_seconds(image),
+        "Size": image.size(),
+        "SharedSize": -1,
+        "VirtualSize": image.size(),
+        "Labels": image.config.labels,
+        "Containers": -1,
+    })
+}
+
+pub fn image_inspect(image: &Image) -> Value {
+    json!({
+        "Id": image.id,
+        "RepoTags": image.tags,
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": "",
+        "Created": image.created.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
+        "Author": "",
+        "Config": {
+            "Env": image.config.env,
+            "Cmd": image.config.cmd,
+            "Entrypoint": image.config.entrypoint,
+            "WorkingDir": image.config.working_dir,
+            "User": image.config.user,
+            "Labels": image.config.labels,
+            "StopSignal": image.config.stop_signal,
+        },
+        "Architecture": image.architecture,
+        "Os": image.os,
+        "Size": image.size(),
+        "GraphDriver": {"Name": "overlay", "Data": null},
+        "RootFS": {"Type": "layers", "Layers": image.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
+        "Metadata": {"LastTagTime": ZERO_TIME},
+    })
+}
+
+/// Newest step first, as Docker lists it; the image's id on the newest step only.
+pub fn image_history(image: &Image) -> Value {
+    let mut layers = image.layers.iter().rev();
+    let mut steps = Vec::new();
+    for (index, step) in image.history.iter().rev().enumerate() {
+        let size = if step.empty_layer { 0 } else { layers.next().map_or(0, |l| l.size) };
+        let created =
+            step.created.as_deref().and_then(|c| humantime::parse_rfc3339_weak(c).ok()).map_or(0, unix_seconds);
+        steps.push(json!({
+            "Id": if index == 0 { image.id.as_str() } else { "<missing>" },
+            "Created": created,
+            "CreatedBy": step.created_by,
+            "Tags": if index == 0 { json!(image.tags) } else { Value::Null },
+            "Size": size,
+            "Comment": "",
+        }));
+    }
+    Value::Array(steps)
+}
+
+pub fn removed_images(removed: &[Removed]) -> Value {
+    Value::Array(
+        removed
+            .iter()
+            .map(|r| match r {
+                Removed::Untagged(tag) => json!({"Untagged": tag}),
+                Removed::Deleted(id) => json!({"Deleted": id}),
+            })
+            .collect(),
+    )
+}
+
+/// Docker's strslice: a JSON string or an array of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StrSlice {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StrSlice {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StrSlice::One(one) => vec![one],
+            StrSlice::Many(many) => many,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateBody {
+    image: Option<String>,
+    cmd: Option<StrSlice>,
+    entrypoint: Option<StrSlice>,
+    env: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    hostname: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    tty: Option<bool>,
+    open_stdin: Option<bool>,
+    host_config: Option<HostConfigBody>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct HostConfigBody {
+    memory: Option<i64>,
+    pids_limit: Option<i64>,
+    nano_cpus: Option<i64>,
+    cpu_shares: Option<i64>,
+    cpu_quota: Option<i64>,
+    cpu_period: Option<i64>,
+    auto_remove: Option<bool>,
+    binds: Option<Vec<String>>,
+    mounts: Option<Vec<Value>>,
+    port_bindings: Option<BTreeMap<String, Value>>,
+    network_mode: Option<String>,
+    privileged: Option<bool>,
+    restart_policy: Option<RestartPolicyBody>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RestartPolicyBody {
+    name: Option<String>,
+}
+
+/// `POST /containers/create`'s body, checked for what Stratus cannot do yet.
+pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, Error> {
+    let body: CreateBody =
+        serde_json::from_slice(body).map_err(|e| Error::InvalidParameter(format!("invalid container config: {e}")))?;
+    let host = body.host_config.unwrap_or_default();
+    if host.binds.as_ref().is_some_and(|b| !b.is_empty()) || host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(Error::Unsupported("volumes and bind mounts"));
+    }
+    if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(Error::Unsupported("publishing ports"));
+    }
+    if !matches!(host.network_mode.as_deref().unwrap_or_default(), "" | "default" | "bridge" | "none") {
+        return Err(Error::Unsupported("networks other than the default"));
+    }
+    if host.privileged == Some(true) {
+        return Err(Error::Unsupported("privileged containers"));
+    }
+    if !matches!(host.restart_policy.and_then(|r| r.name).as_deref().unwrap_or_default(), "" | "no") {
+        return Err(Error::Unsupported("restart policies"));
+    }
+    let memory = host.memory.filter(|m| *m > 0);
+    if memory.is_some_and(|m| m < MIN_MEMORY) {
+        return Err(Error::InvalidParameter("Minimum memory limit allowed is 6MB".into()));
+    }
+    let nano_cpus = match (host.nano_cpus.filter(|n| *n > 0), host.cpu_quota.filter(|q| *q > 0)) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidParameter(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set".into(),
+            ));
+        }
+        (Some(nano), None) => Some(nano),
+        (None, Some(quota)) => {
+            let period = host.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
+            Some(quota.saturating_mul(1_000_000_000) / period)
+        }
+        (None, None) => None,
+    };
+    let entrypoint = body.entrypoint.map(StrSlice::into_vec).map(|e| {
+        // `--entrypoint ""` arrives as [""]: no entrypoint at all.
+        if e.iter().all(String::is_empty) { Vec::new() } else { e }
+    });
+    Ok(CreateRequest {
+        name: name.filter(|n| !n.is_empty()).map(str::to_string),
+        image: body
+            .image
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| Error::InvalidParameter("config.Image is empty".into()))?,
+        entrypoint,
+        cmd: body.cmd.map(StrSlice::into_vec),
+        env: body.env.unwrap_or_default(),
+        working_dir: body.working_dir,
+        user: body.user,
+        hostname: body.hostname,
+        labels: body.labels.unwrap_or_default(),
+        limits: containers::spec::Limits {
+            memory_bytes: memory,
+            pids: host.pids_limit.filter(|p| *p > 0),
+            nano_cpus,
+            cpu_shares: host.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
+        },
+        auto_remove: host.auto_remove.unwrap_or(false),
+        tty: body.tty.unwrap_or(false),
+        open_stdin: body.open_stdin.unwrap_or(false),
+    })
+}
+
+/// `docker ps --filter`: label, name, id and status.
+#[derive(Debug, Default)]
+pub struct Filters(BTreeMap<String, Vec<String>>);
+
+impl Filters {
+    /// `{"label":["a=b"]}`, or the older `{"label":{"a=b":true}}`.
+    pub fn parse(text: Option<&str>) -> Result<Filters, Error> {
+        let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Filters::default()) };
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| Error::InvalidParameter(format!("invalid filters: {e}")))?;
+        let Value::Object(map) = value else { return Err(Error::InvalidParameter("invalid filters".into())) };
+        let mut filters = BTreeMap::new();
+        for (key, values) in map {
+            if !matches!(key.as_str(), "label" | "name" | "id" | "status") {
+                return Err(Error::InvalidParameter(format!("invalid filter '{key}'")));
+            }
+            let values: Vec<String> = match values {
+                Value::Array(items) => items.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                Value::Object(items) => items.into_iter().map(|(k, _)| k).collect(),
+                _ => return Err(Error::InvalidParameter(format!("invalid filter '{key}'"))),
+            };
+            filters.insert(key, values);
+        }
+        Ok(Filters(filters))
+    }
+
+    /// Every filter key must match; within a key, any value may (labels: all must).
+    pub fn matches(&self, container: &Container) -> bool {
+        self.0.iter().all(|(key, values)| match key.as_str() {
+            "label" => values.iter().all(|wanted| match wanted.split_once('=') {
+                Some((k, v)) => container.labels.get(k).is_some_and(|have| have == v),
+                None => container.labels.contains_key(wanted),
+            }),
+            "name" => values.iter().any(|n| container.name.contains(n.trim_start_matches('/'))),
+            "id" => values.iter().any(|id| container.id.starts_with(id.as_str())),
+            "status" => values.iter().any(|s| s == container.state.status.as_str()),
+            _ => false,
+        })
+    }
+}
+
+/// go-units' HumanDuration, which `docker ps` shows.
+fn human_duration(elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs();
+    let minutes = seconds / 60;
+    let hours = minutes / 60;
+    match () {
+        () if seconds < 1 => "Less than a second".into(),
+        () if seconds == 1 => "1 second".into(),
+        () if seconds < 60 => format!("{seconds} seconds"),
+        () if minutes == 1 => "About a minute".into(),
+        () if minutes < 60 => format!("{minutes} minutes"),
+        () if hours == 1 => "About an hour".into(),
+        () if hours < 48 => format!("{hours} hours"),
+        () if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        () if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        () if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        () => format!("{} years", hours / 24 / 365),
+    }
+}
+
+fn since(time: Option<SystemTime>) -> Duration {
+    time.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default()
+}
+
+fn status_text(container: &Container) -> String {
+    match container.state.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", human_duration(since(container.state.started_at))),
+        Status::Exited => {
+            format!("Exited ({}) {} ago", container.state.exit_code, human_duration(since(container.state.finished_at)))
+        }
+    }
+}
+
+pub fn container_summary(container: &Container) -> Value {
+    json!({
+        "Id": container.id,
+        "Names": [format!("/{}", container.name)],
+        "Image": container.image,
+        "ImageID": container.image_id,
+        "Command": container.process.args.join(" "),
+        "Created": unix_seconds(container.created),
+        "Ports": [],
+        "Labels": container.labels,
+        "State": container.state.status.as_str(),
+        "Status": status_text(container),
+        "HostConfig": {"NetworkMode": "none"},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+    })
+}
+
+pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
+    let state = &container.state;
+    let (path, args) = container.process.args.split_first().map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
+    let limits = &container.limits;
+    json!({
+        "Id": container.id,
+        "Created": rfc3339(Some(container.created)),
+        "Path": path,
+        "Args": args,
+        "State": {
+            "Status": state.status.as_str(),
+            "Running": state.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": state.oom_killed,
+            "Dead": false,
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": rfc3339(state.started_at),
+            "FinishedAt": rfc3339(state.finished_at),
+        },
+        "Image": container.image_id,
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "LogPath": engine.log_path(&container.id).display().to_string(),
+        "Name": format!("/{}", container.name),
+        "RestartCount": 0,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "HostConfig": {
+            "Memory": limits.memory_bytes.unwrap_or(0),
+            "NanoCpus": limits.nano_cpus.unwrap_or(0),
+            "CpuShares": limits.cpu_shares.unwrap_or(0),
+            "PidsLimit": limits.pids,
+            "AutoRemove": container.auto_remove,
+            "NetworkMode": "none",
+            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "LogConfig": {"Type": "stratus", "Config": {}},
+        },
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {"UpperDir": engine.upper_dir(&container.id).display().to_string()},
+        },
+        "Mounts": [],
+        "Config": {
+            "Hostname": container.process.hostname,
+            "Domainname": "",
+            "User": container.process.user,
+            "AttachStdin": false,
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "Tty": false,
+            "OpenStdin": false,
+            "StdinOnce": false,
+            "Env": container.process.env,
+            "Cmd": container.cmd,
+            "Image": container.image,
+            "WorkingDir": container.process.cwd,
+            "Entrypoint": if container.entrypoint.is_empty() { Value::Null } else { json!(container.entrypoint) },
+            "Labels": container.labels,
+        },
+        "NetworkSettings": {"Networks": {}, "Ports": {}, "IPAddress": "", "SandboxKey": ""},
+    })
+}
+
+/// Log entries cut at line ends, as Docker keeps them (and as `--tail` counts them).
+pub fn split_lines(entries: Vec<LogEntry>) -> Vec<LogEntry> {
+    let mut lines = Vec::with_capacity(entries.len());
+    for entry in entries {
+        for line in entry.bytes.split_inclusive(|b| *b == b'\n') {
+            lines.push(LogEntry { stream: entry.stream, time: entry.time, bytes: line.to_vec() });
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn create_bodies_from_the_cli_decode() {
+        let body = br#"{"Hostname":"","User":"","Env":["A=1"],"Cmd":["echo","hi"],"Image":"busybox","Entrypoint":null,
+            "Labels":{"k":"v"},"Tty":false,"OpenStdin":false,"WorkingDir":"",
+            "HostConfig":{"Memory":33554432,"PidsLimit":null,"NanoCpus":500000000,"AutoRemove":true,"NetworkMode":"bridge",
+            "Binds":null,"PortBindings":{},"RestartPolicy":{"Name":"no","MaximumRetryCount":0},"Mounts":null}}"#;
+        let request = create_request(body, Some("web")).unwrap();
+        assert_eq!(request.name.as_deref(), Some("web"));
+        assert_eq!(request.image, "busybox");
+        assert_eq!(request.cmd, Some(vec!["echo".to_string(), "hi".to_string()]));
+        assert_eq!(request.entrypoint, None);
+        assert_eq!(request.limits.memory_bytes, Some(32 << 20));
+        assert_eq!(request.limits.nano_cpus, Some(500_000_000));
+        assert!(request.auto_remove && request.labels.contains_key("k"));
+
+        let reset = create_request(br#"{"Image":"busybox","Entrypoint":[""],"Cmd":"sh"}"#, None).unwrap();
+        assert_eq!((reset.entrypoint, reset.cmd), (Some(vec![]), Some(vec!["sh".to_string()])));
+    }
+
+    fn error(body: &[u8]) -> String {
+        create_request(body, None).map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn what_stratus_cannot_do_is_refused_by_name() {
+        assert_eq!(
+            error(br#"{"Image":"busybox","HostConfig":{"Memory":1000}}"#),
+            "Minimum memory limit allowed is 6MB"
+        );
+        assert!(error(br#"{"Image":"busybox","HostConfig":{"Binds":["/a:/b"]}}"#).contains("bind mounts"));
+        assert!(error(br#"{"Image":"busybox","HostConfig":{"PortBindings":{"80/tcp":[{}]}}}"#).contains("ports"));
+        assert!(error(br#"{"Image":"busybox","HostConfig":{"NetworkMode":"host"}}"#).contains("networks"));
+        assert!(error(br#"{"Image":"busybox","HostConfig":{"RestartPolicy":{"Name":"always"}}}"#).contains("restart"));
+        assert_eq!(error(br#"{"Cmd":["x"]}"#), "config.Image is empty");
+        assert!(error(b"{not json").starts_with("invalid container config"));
+    }
+
+    #[test]
+    fn filters_and_durations() {
+        assert!(Filters::parse(Some(r#"{"bogus":["x"]}"#)).is_err());
+        let new = Filters::parse(Some(r#"{"label":["a=b","c"]}"#)).unwrap();
+        let old = Filters::parse(Some(r#"{"label":{"a=b":true,"c":true}}"#)).unwrap();
+        assert_eq!(format!("{new:?}"), format!("{old:?}"));
+        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(human_duration(Duration::from_secs(5)), "5 seconds");
+        assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3 hours");
+    }
+
+    #[test]
+    fn logs_split_at_line_ends() {
+        let entry =
+            LogEntry { stream: containers::Stream::Stdout, time: SystemTime::UNIX_EPOCH, bytes: b"a\nb\nc".to_vec() };
+        let lines: Vec<Vec<u8>> = split_lines(vec![entry]).into_iter().map(|l| l.bytes).collect();
+        assert_eq!(lines, vec![b"a\n".to_vec(), b"b\n".to_vec(), b"c".to_vec()]);
+    }
+}
