@@ -207,6 +207,16 @@ pub struct WriteOutput {
     pub consumed: Consumed,
 }
 
+impl WriteOutput {
+    /// PutItem's and DeleteItem's answer: the old item when ALL_OLD asked for it.
+    fn all_old_or_none(rv: ReturnValues, old: Option<Arc<Item>>, table: &str, written: &Written) -> WriteOutput {
+        WriteOutput {
+            attributes: (rv == ReturnValues::AllOld).then(|| old.map(|o| o.as_ref().clone())).flatten(),
+            consumed: Consumed::writes(table, written, 1.0),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ReadOutput {
     /// Shared with the table when not projected: answering copies nothing.
@@ -426,12 +436,7 @@ impl DynamoDb {
             self.commit(&mut table, pk, sk, Some(input.item))
         };
         commit.await?;
-        Ok(WriteOutput {
-            attributes: (input.return_values == ReturnValues::AllOld)
-                .then(|| old.map(|o| o.as_ref().clone()))
-                .flatten(),
-            consumed: Consumed::writes(&id.name, &written, 1.0),
-        })
+        Ok(WriteOutput::all_old_or_none(input.return_values, old, &id.name, &written))
     }
 
     pub async fn get_item(&self, id: &TableId, input: GetItem) -> Result<ReadOutput, DynamoError> {
@@ -520,12 +525,7 @@ impl DynamoDb {
         if let Some(commit) = commit {
             commit.await?;
         }
-        Ok(WriteOutput {
-            attributes: (input.return_values == ReturnValues::AllOld)
-                .then(|| old.map(|o| o.as_ref().clone()))
-                .flatten(),
-            consumed: Consumed::writes(&id.name, &written, 1.0),
-        })
+        Ok(WriteOutput::all_old_or_none(input.return_values, old, &id.name, &written))
     }
 
     pub async fn query(&self, id: &TableId, input: QueryInput) -> Result<PageOutput, DynamoError> {
