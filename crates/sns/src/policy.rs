@@ -288,4 +288,41 @@ mod tests {
             RetryPolicy::for_subscription(None, &Subscription { attributes: Default::default(), ..subscription });
         assert_eq!(default.delays, vec![Duration::from_secs(20); 3]);
     }
+
+    /// The backoff phase for each of SNS's curves: from near the minimum to exactly the maximum,
+    /// never shrinking, with arithmetic and geometric rising later than linear and exponential
+    /// (the shapes of the delivery-policy documentation's chart).
+    #[test]
+    fn backoff_functions_rise_from_min_to_max() {
+        let backoff = |function: &str| -> Vec<f64> {
+            let policy = format!(
+                r#"{{"healthyRetryPolicy":{{"minDelayTarget":2,"maxDelayTarget":60,"numRetries":10,"backoffFunction":"{function}"}}}}"#
+            );
+            let subscription = Subscription {
+                arn: "a".into(),
+                topic_arn: "t".into(),
+                owner: "1".into(),
+                protocol: "http".into(),
+                endpoint: "http://x".into(),
+                attributes: [("DeliveryPolicy".to_string(), policy)].into(),
+                confirmed: true,
+                token: String::new(),
+                filter: None,
+            };
+            RetryPolicy::for_subscription(None, &subscription).delays.iter().map(Duration::as_secs_f64).collect()
+        };
+        let curves: Vec<(&str, Vec<f64>)> =
+            ["linear", "arithmetic", "geometric", "exponential"].into_iter().map(|f| (f, backoff(f))).collect();
+        for (function, delays) in &curves {
+            assert_eq!(delays.len(), 10, "{function}");
+            assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{function} never shrinks: {delays:?}");
+            assert!(delays[0] >= 2.0 && delays[0] < 10.0, "{function} starts near the minimum: {delays:?}");
+            assert!((delays[9] - 60.0).abs() < 1e-9, "{function} ends at the maximum: {delays:?}");
+        }
+        let at = |name: &str, i: usize| curves.iter().find(|(f, _)| *f == name).map(|(_, d)| d[i]).unwrap_or(0.0);
+        for i in 0..9 {
+            assert!(at("arithmetic", i) < at("linear", i), "arithmetic rises later than linear at retry {i}");
+            assert!(at("geometric", i) < at("linear", i), "geometric rises later than linear at retry {i}");
+        }
+    }
 }
