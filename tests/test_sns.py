@@ -471,6 +471,16 @@ def test_http_subscriber_confirms_and_receives(sns):
         assert headers["x-amz-sns-message-type"] == "UnsubscribeConfirmation"
         assert farewell["Type"] == "UnsubscribeConfirmation" and sub in farewell["Message"]
         verify_signature(farewell)
+        assert sub not in [s["SubscriptionArn"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]]
+        # Its SubscribeURL restores the subscription, confirmed, with its attributes.
+        urllib.request.urlopen(farewell["SubscribeURL"], timeout=10).read()
+        restored = sns.get_subscription_attributes(SubscriptionArn=sub)["Attributes"]
+        assert restored["PendingConfirmation"] == "false" and restored["RawMessageDelivery"] == "true"
+        sns.publish(TopicArn=topic, Message="back again")
+        headers, body = subscriber.wait(5)[4]
+        assert body == "back again"
+        # Confirming with the token again changes nothing.
+        assert sns.confirm_subscription(TopicArn=topic, Token=farewell["Token"])["SubscriptionArn"] == sub
     finally:
         subscriber.close()
 

@@ -15,6 +15,8 @@ use crate::{PROTOCOLS, Sns, SnsError};
 /// ListTopics and ListSubscriptions pages.
 const PAGE: usize = 100;
 const MAX_TAGS: usize = 50;
+/// How long an UnsubscribeConfirmation's SubscribeURL can restore the subscription.
+const DEPARTED_MS: u64 = 3 * 24 * 3600 * 1000;
 
 /// A page of a list call, and the token for the next one.
 pub type Page<T> = (Vec<T>, Option<String>);
@@ -244,15 +246,33 @@ impl Sns {
                 return Err(SnsError::NotFound("Topic"));
             }
             let arn = state.subscriptions_of(topic_arn).find(|s| s.token == token).map(|s| s.arn.clone());
-            let subscription = arn
-                .and_then(|arn| state.subscriptions.get_mut(&arn))
-                .ok_or_else(|| SnsError::invalid("Invalid token"))?;
-            if subscription.confirmed {
-                return Ok(subscription.arn.clone());
+            match arn {
+                None => {
+                    // The SubscribeURL of an UnsubscribeConfirmation: the subscription comes back.
+                    let restorable = state
+                        .departed
+                        .get(token)
+                        .is_some_and(|(expiry, d)| d.topic_arn == topic_arn && *expiry > crate::now_ms());
+                    let departed = restorable
+                        .then(|| state.departed.remove(token).map(|(_, d)| d))
+                        .flatten()
+                        .ok_or_else(|| SnsError::invalid("Invalid token"))?;
+                    let arn = departed.arn.clone();
+                    let ops =
+                        vec![Op::delete(storage::departed_key(token)), put(storage::subscription_key(&arn), &departed)];
+                    state.subscriptions.insert(arn.clone(), departed);
+                    (arn, self.store.txn(Txn::ops(ops)))
+                }
+                Some(arn) => {
+                    let subscription =
+                        state.subscriptions.get_mut(&arn).ok_or_else(|| SnsError::invalid("Invalid token"))?;
+                    if subscription.confirmed {
+                        return Ok(arn);
+                    }
+                    subscription.confirmed = true;
+                    (arn.clone(), self.store.txn(Txn::ops(vec![put(storage::subscription_key(&arn), &*subscription)])))
+                }
             }
-            subscription.confirmed = true;
-            let arn = subscription.arn.clone();
-            (arn.clone(), self.store.txn(Txn::ops(vec![put(storage::subscription_key(&arn), &*subscription)])))
         };
         pending.await?;
         Ok(arn)
@@ -262,7 +282,8 @@ impl Sns {
     pub async fn unsubscribe(self: &std::sync::Arc<Self>, arn: &str) -> Result<(), SnsError> {
         let topic_arn = subscription_topic(arn)?;
         let (pending, farewell) = {
-            let mut state = self.state();
+            let mut guard = self.state();
+            let state = &mut *guard;
             let subscription = state.subscriptions.remove(arn).ok_or(SnsError::NotFound("Subscription"))?;
             let mut ops = vec![Op::delete(storage::subscription_key(arn))];
             let mut farewell = None;
@@ -275,6 +296,20 @@ impl Sns {
                     ops.push(put(storage::outbox_key(outgoing.seq), &outgoing));
                     self.delivery.trace_published(&outgoing, &[]);
                     farewell = Some(outgoing);
+                    let now = crate::now_ms();
+                    let gone: Vec<String> = state
+                        .departed
+                        .iter()
+                        .filter(|(_, (expiry, _))| *expiry <= now)
+                        .map(|(t, _)| t.clone())
+                        .collect();
+                    for token in gone {
+                        state.departed.remove(&token);
+                        ops.push(Op::delete(storage::departed_key(&token)));
+                    }
+                    let kept = (now + DEPARTED_MS, subscription);
+                    ops.push(put(storage::departed_key(&kept.1.token), &kept));
+                    state.departed.insert(kept.1.token.clone(), kept);
                 }
             }
             (self.store.txn(Txn::ops(ops)), farewell)

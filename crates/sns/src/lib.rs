@@ -108,6 +108,9 @@ struct State {
     dedup_expiry: VecDeque<(u64, (String, String))>,
     sandbox: BTreeMap<(String, String, String), storage::SandboxNumber>,
     sms_attributes: BTreeMap<(String, String), BTreeMap<String, String>>,
+    /// HTTP(S) subscriptions removed by Unsubscribe, by token: the SubscribeURL of their
+    /// UnsubscribeConfirmation restores them for three days, as in SNS. (expiry ms, subscription)
+    departed: HashMap<String, (u64, Subscription)>,
 }
 
 impl State {
@@ -121,7 +124,7 @@ impl State {
 impl Sns {
     /// Loads topics and subscriptions and resumes the deliveries left in the outbox.
     pub async fn open(store: Arc<dyn Store>, sqs: Arc<Sqs>, endpoint: Endpoint) -> Result<Arc<Sns>, SnsError> {
-        let Records { topics, subscriptions, sandbox, sms_attributes, signer, outbox, dedup } =
+        let Records { topics, subscriptions, sandbox, sms_attributes, signer, outbox, dedup, departed } =
             storage::load(store.as_ref()).await?;
         let now = now_ms();
         let (live, expired): (Vec<_>, Vec<_>) = dedup.into_iter().partition(|(_, (expiry, _, _))| *expiry > now);
@@ -143,6 +146,7 @@ impl Sns {
             sms_attributes,
             dedup: live.into_iter().collect(),
             dedup_expiry: dedup_expiry.into(),
+            departed: departed.into_iter().collect(),
         };
         let delivery = delivery::Delivery::new(store.clone(), sqs, signer, endpoint);
         let sns = Arc::new(Sns { store, state: Mutex::new(state), delivery, next_seq: AtomicU64::new(next_seq) });

@@ -7,6 +7,7 @@
 //! - `sns/sandbox/<account>/<region>/<phone>`, `sns/sms/<account>/<region>`: the SMS sandbox
 //!   and SMS preferences;
 //! - `sns/dedup/<topic arn>/<deduplication id>`: FIFO deduplication within the 5-minute window;
+//! - `sns/departed/<token>`: an unsubscribed HTTP(S) subscription, restorable for three days;
 //! - `sns/signer`: the signing key and certificate, so signatures verify across restarts.
 //!
 //! `seq` is fixed-width hex, so the outbox replays in publish order.
@@ -55,6 +56,11 @@ pub(crate) fn dedup_prefix(topic_arn: &str) -> Vec<u8> {
     key(&format!("dedup/{topic_arn}/"))
 }
 
+/// An unsubscribed HTTP(S) subscription that its token can still restore.
+pub(crate) fn departed_key(token: &str) -> Vec<u8> {
+    key(&format!("departed/{token}"))
+}
+
 /// (expiry ms, message id, sequence number)
 pub(crate) type DedupRecord = (u64, String, String);
 
@@ -98,6 +104,8 @@ pub(crate) struct Records {
     pub outbox: Vec<Outgoing>,
     /// ((topic ARN, deduplication id), record)
     pub dedup: Vec<((String, String), DedupRecord)>,
+    /// token → (expiry ms, subscription)
+    pub departed: Vec<(String, (u64, Subscription))>,
 }
 
 async fn load_all<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> Result<Vec<(String, T)>, SnsError> {
@@ -158,7 +166,13 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Records, SnsError> {
             Some(((topic.to_string(), id.to_string()), record))
         })
         .collect();
-    Ok(Records { topics, subscriptions, sandbox, sms_attributes, signer, outbox, dedup })
+    let mut departed: Vec<(String, (u64, Subscription))> = load_all(store, "departed/").await?;
+    for (_, (_, subscription)) in &mut departed {
+        if let Err(error) = subscription.compile_filter() {
+            tracing::error!(%error, subscription = %subscription.arn, "stored filter policy no longer parses");
+        }
+    }
+    Ok(Records { topics, subscriptions, sandbox, sms_attributes, signer, outbox, dedup, departed })
 }
 
 pub(crate) async fn save_signer(store: &dyn Store, signer: &Signer) -> Result<(), SnsError> {
