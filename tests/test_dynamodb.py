@@ -2256,3 +2256,19 @@ def test_enforced_capacity_throttles_a_hot_partition_and_refills(start_stratus):
 def test_capacity_is_not_enforced_by_default(ddb, table):
     for i in range(50):
         ddb.put_item(TableName=table, Item=typed({"pk": "hot", "sk": str(i)}))
+
+
+def test_item_collection_metrics_for_tables_with_local_indexes(ddb, table):
+    name = create_table(ddb, extra=[("lsk", "S")], LocalSecondaryIndexes=[lsi("by-lsk", "lsk", "KEYS_ONLY")])
+    put = ddb.put_item(TableName=name, Item=typed({"pk": "a", "sk": "1", "lsk": "x"}), ReturnItemCollectionMetrics="SIZE")
+    assert put["ItemCollectionMetrics"]["ItemCollectionKey"] == typed({"pk": "a"})
+    assert [float(x) for x in put["ItemCollectionMetrics"]["SizeEstimateRangeGB"]] == [0.0, 1.0]
+    updated = ddb.update_item(TableName=name, Key=typed({"pk": "a", "sk": "1"}), UpdateExpression="SET v = :v",
+                              ExpressionAttributeValues=typed({":v": 1}), ReturnItemCollectionMetrics="SIZE")
+    assert updated["ItemCollectionMetrics"]["ItemCollectionKey"] == typed({"pk": "a"})
+    deleted = ddb.delete_item(TableName=name, Key=typed({"pk": "a", "sk": "1"}), ReturnItemCollectionMetrics="SIZE")
+    assert deleted["ItemCollectionMetrics"]["ItemCollectionKey"] == typed({"pk": "a"})
+    assert "ItemCollectionMetrics" not in ddb.put_item(TableName=name, Item=typed({"pk": "a", "sk": "2"}))
+    # Tables without local indexes have no item collection metrics.
+    plain_put = ddb.put_item(TableName=table, Item=typed({"pk": "a", "sk": "1"}), ReturnItemCollectionMetrics="SIZE")
+    assert "ItemCollectionMetrics" not in plain_put

@@ -11,7 +11,7 @@ use dynamodb::{
     BatchGet, BatchWrite, Consumed, CreateTable, DeleteItem, DynamoDb, DynamoError, Exprs, GetItem, IndexUpdate, Item,
     KeyAttr, NewIndex, Number, PageOutput, Projection, PutItem, QueryInput, ReturnValues, ScalarType, ScanInput,
     Select, ShardIteratorType, Source, StreamView, TableDescription, TableId, TableUpdate, Throughput, TransactGet,
-    TransactWrite, TransactWriteKind, UpdateItem, Value, WriteRequest,
+    TransactWrite, TransactWriteKind, UpdateItem, Value, WriteOutput, WriteRequest,
 };
 use http::{Response, StatusCode};
 use serde_json::{Map, Value as Json, json};
@@ -133,6 +133,7 @@ fn to_aws(e: DynamoError) -> AwsError {
         }
         DynamoError::IdempotentParameterMismatch(_) => error("IdempotentParameterMismatchException", message),
         DynamoError::DuplicateItem => error("DuplicateItemException", message),
+        DynamoError::ItemCollectionSizeLimitExceeded => error("ItemCollectionSizeLimitExceededException", message),
         DynamoError::ProvisionedThroughputExceeded => error("ProvisionedThroughputExceededException", message),
         DynamoError::LimitExceeded(_) => error("LimitExceededException", message),
         DynamoError::TrimmedDataAccess(_) => error("TrimmedDataAccessException", message),
@@ -910,7 +911,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 exprs: input.exprs(&PUT)?,
             };
             let out = db.put_item(&id, request).await?;
-            write_json(out.attributes, &out.consumed, &input)
+            write_json(out, &input)
         }
         "GetItem" => {
             let id = input.table(ctx)?;
@@ -952,7 +953,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 exprs: input.exprs(&UPDATE)?,
             };
             let out = db.update_item(&id, request).await?;
-            write_json(out.attributes, &out.consumed, &input)
+            write_json(out, &input)
         }
         "DeleteItem" => {
             let id = input.table(ctx)?;
@@ -964,7 +965,7 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 exprs: input.exprs(&DELETE)?,
             };
             let out = db.delete_item(&id, request).await?;
-            write_json(out.attributes, &out.consumed, &input)
+            write_json(out, &input)
         }
         "Query" => {
             let id = input.table(ctx)?;
@@ -1247,12 +1248,19 @@ fn parameters(v: Option<&Json>) -> Result<Vec<Value>, DynamoError> {
     v.and_then(Json::as_array).map_or(Ok(Vec::new()), |l| l.iter().map(value_from_json).collect())
 }
 
-fn write_json(attributes: Option<Item>, consumed: &Consumed, input: &Input) -> Json {
-    let mut out = json!({});
-    if let Some(a) = attributes {
-        out["Attributes"] = item_json(&a);
+fn write_json(out: WriteOutput, input: &Input) -> Json {
+    let mut json = json!({});
+    if let Some(a) = &out.attributes {
+        json["Attributes"] = item_json(a);
     }
-    with_consumed(out, consumed, input)
+    if let (Some(collection), Some("SIZE")) = (&out.collection, input.string("ReturnItemCollectionMetrics").as_deref())
+    {
+        // DynamoDB estimates the size as a range of whole gigabytes around it.
+        let gb = (collection.bytes as f64 / (1u64 << 30) as f64).floor();
+        json["ItemCollectionMetrics"] =
+            json!({ "ItemCollectionKey": item_json(&collection.key), "SizeEstimateRangeGB": [gb, gb + 1.0] });
+    }
+    with_consumed(json, &out.consumed, input)
 }
 
 fn run_streams(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) -> Result<Json, DynamoError> {

@@ -205,6 +205,23 @@ pub struct WriteOutput {
     /// What ReturnValues asked for, if anything.
     pub attributes: Option<Item>,
     pub consumed: Consumed,
+    /// For tables with local secondary indexes: the written item's collection.
+    pub collection: Option<ItemCollection>,
+}
+
+/// ItemCollectionMetrics: an item collection's partition key and its size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItemCollection {
+    pub key: Item,
+    pub bytes: usize,
+}
+
+/// A write applied in memory and submitted to the store.
+pub(crate) struct Committed {
+    pub old: Option<Arc<Item>>,
+    pub written: Written,
+    pub commit: store::TxnFuture,
+    pub collection: Option<ItemCollection>,
 }
 
 impl WriteOutput {
@@ -213,6 +230,7 @@ impl WriteOutput {
         WriteOutput {
             attributes: (rv == ReturnValues::AllOld).then(|| old.map(|o| o.as_ref().clone())).flatten(),
             consumed: Consumed::writes(table, written, 1.0),
+            collection: None,
         }
     }
 }
@@ -419,24 +437,36 @@ impl DynamoDb {
         pk: KeyValue,
         sk: SortKey,
         new: Option<Item>,
-    ) -> (Option<Arc<Item>>, Written, store::TxnFuture) {
+    ) -> Result<Committed, DynamoError> {
+        // Tables with local indexes keep each item collection under 10 GB, and report its size.
+        let local = !table.def.local.is_empty();
+        if local && let Some(new) = &new {
+            let old = table.get(&pk, &sk).map_or(0, |o| item_size(o));
+            if table.parts.collection_bytes(&pk) - old + item_size(new) > self.options.item_collection_bytes {
+                return Err(DynamoError::ItemCollectionSizeLimitExceeded);
+            }
+        }
         let mut ops = Vec::new();
-        let (old, written) = table.write(pk, sk, new, now_s(), false, &mut ops);
-        (old, written, self.store.txn(Txn::ops(ops)))
+        let (old, written) = table.write(pk.clone(), sk, new, now_s(), false, &mut ops);
+        let collection = local.then(|| ItemCollection {
+            key: [(table.def.key.hash.name.clone(), pk.to_value())].into(),
+            bytes: table.parts.collection_bytes(&pk),
+        });
+        Ok(Committed { old, written, commit: self.store.txn(Txn::ops(ops)), collection })
     }
 
     pub async fn put_item(&self, id: &TableId, input: PutItem) -> Result<WriteOutput, DynamoError> {
         let condition = old_only_condition(input.return_values, input.condition.as_ref(), &input.exprs)?;
         let cell = self.table(id)?;
-        let (old, written, commit) = {
+        let Committed { old, written, commit, collection } = {
             let mut table = lock(&cell);
             let (pk, sk) = check_item(&table.def, &input.item)?;
             self.admit(&mut table, &pk, true)?;
             check_condition(condition.as_ref(), table.get(&pk, &sk), input.return_old_on_failure)?;
-            self.commit(&mut table, pk, sk, Some(input.item))
+            self.commit(&mut table, pk, sk, Some(input.item))?
         };
         commit.await?;
-        Ok(WriteOutput::all_old_or_none(input.return_values, old, &id.name, &written))
+        Ok(WriteOutput { collection, ..WriteOutput::all_old_or_none(input.return_values, old, &id.name, &written) })
     }
 
     pub async fn get_item(&self, id: &TableId, input: GetItem) -> Result<ReadOutput, DynamoError> {
@@ -473,7 +503,7 @@ impl DynamoDb {
         let condition = condition_of(input.condition.as_ref(), "ConditionExpression", &mut p)?;
         p.finish()?;
         let cell = self.table(id)?;
-        let (old, new, written, commit) = {
+        let committed = {
             let mut table = lock(&cell);
             let (pk, sk) = key_from(&table.def, &input.key)?;
             self.admit(&mut table, &pk, true)?;
@@ -490,9 +520,9 @@ impl DynamoDb {
                 return Err(invalid("Item size to update has exceeded the maximum allowed size"));
             }
             check_item(&table.def, &new)?;
-            let (old, written, commit) = self.commit(&mut table, pk, sk, Some(new.clone()));
-            (old, new, written, commit)
+            (self.commit(&mut table, pk, sk, Some(new.clone()))?, new)
         };
+        let (Committed { old, written, commit, collection }, new) = (committed.0, committed.1);
         commit.await?;
         let paths = update.as_ref().map(|u| u.paths()).unwrap_or_default();
         let attributes = match input.return_values {
@@ -502,13 +532,13 @@ impl DynamoDb {
             ReturnValues::UpdatedOld => old.map(|o| expr::project(&o, &paths)).filter(|i| !i.is_empty()),
             ReturnValues::UpdatedNew => Some(expr::project(&new, &paths)).filter(|i| !i.is_empty()),
         };
-        Ok(WriteOutput { attributes, consumed: Consumed::writes(&id.name, &written, 1.0) })
+        Ok(WriteOutput { attributes, consumed: Consumed::writes(&id.name, &written, 1.0), collection })
     }
 
     pub async fn delete_item(&self, id: &TableId, input: DeleteItem) -> Result<WriteOutput, DynamoError> {
         let condition = old_only_condition(input.return_values, input.condition.as_ref(), &input.exprs)?;
         let cell = self.table(id)?;
-        let (old, written, commit) = {
+        let (old, written, commit, collection) = {
             let mut table = lock(&cell);
             let (pk, sk) = key_from(&table.def, &input.key)?;
             self.admit(&mut table, &pk, true)?;
@@ -516,16 +546,16 @@ impl DynamoDb {
             check_condition(condition.as_ref(), current.as_ref(), input.return_old_on_failure)?;
             if current.is_none() {
                 // Nothing to delete: no change, but the write is still charged.
-                (None, Written { table: 1.0, indexes: BTreeMap::new() }, None)
+                (None, Written { table: 1.0, indexes: BTreeMap::new() }, None, None)
             } else {
-                let (old, written, commit) = self.commit(&mut table, pk, sk, None);
-                (old, written, Some(commit))
+                let c = self.commit(&mut table, pk, sk, None)?;
+                (c.old, c.written, Some(c.commit), c.collection)
             }
         };
         if let Some(commit) = commit {
             commit.await?;
         }
-        Ok(WriteOutput::all_old_or_none(input.return_values, old, &id.name, &written))
+        Ok(WriteOutput { collection, ..WriteOutput::all_old_or_none(input.return_values, old, &id.name, &written) })
     }
 
     pub async fn query(&self, id: &TableId, input: QueryInput) -> Result<PageOutput, DynamoError> {
@@ -1102,6 +1132,73 @@ impl Page {
             scanned,
             last_key,
             consumed: Consumed::reads(table, units, target.name.as_ref().map(|(n, g)| (n.as_str(), *g))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::{KeyAttr, ScalarType};
+    use crate::{CreateTable, NewIndex, Options};
+
+    fn item(pk: &str, sk: &str, payload: usize) -> Item {
+        [
+            ("pk".to_string(), Value::S(pk.into())),
+            ("sk".to_string(), Value::S(sk.into())),
+            ("x".to_string(), Value::S("x".repeat(payload))),
+        ]
+        .into()
+    }
+
+    /// DynamoDB's 10 GB limit, shrunk to 300 bytes: an item collection of a table with a local
+    /// index stops growing there, while its other collections and tables without one do not.
+    #[tokio::test]
+    async fn item_collections_of_tables_with_local_indexes_stop_at_their_limit() {
+        let store = store::ephemeral(store::StoreOptions::default()).unwrap();
+        let db = DynamoDb::open(store, Options { item_collection_bytes: 300, ..Default::default() }).await.unwrap();
+        let attr = |name: &str| KeyAttr { name: name.into(), kind: ScalarType::S };
+        let key = |range: &str| vec![("pk".to_string(), "HASH".to_string()), (range.to_string(), "RANGE".to_string())];
+        let table = |name: &str| TableId { account: "1".into(), region: "r".into(), name: name.into() };
+        for (name, local) in [("with-lsi", true), ("without", false)] {
+            let local = if local {
+                vec![NewIndex {
+                    name: "by-x".into(),
+                    key: key("x"),
+                    projection: Projection::KeysOnly,
+                    throughput: None,
+                }]
+            } else {
+                Vec::new()
+            };
+            let attributes =
+                if local.is_empty() { vec![attr("pk"), attr("sk")] } else { vec![attr("pk"), attr("sk"), attr("x")] };
+            let spec = CreateTable {
+                attributes,
+                key: key("sk"),
+                billing_mode: Some("PAY_PER_REQUEST".into()),
+                local,
+                ..Default::default()
+            };
+            db.create_table(table(name), spec).await.unwrap();
+        }
+        let put = async |name: &str, pk: &str, sk: &str| {
+            db.put_item(&table(name), PutItem { item: item(pk, sk, 90), ..Default::default() }).await
+        };
+        let first = put("with-lsi", "a", "1").await.unwrap();
+        assert_eq!(
+            first.collection.map(|c| (c.key, c.bytes)),
+            Some(([("pk".into(), Value::S("a".into()))].into(), 97))
+        );
+        put("with-lsi", "a", "2").await.unwrap();
+        put("with-lsi", "a", "3").await.unwrap();
+        assert_eq!(put("with-lsi", "a", "4").await.unwrap_err(), DynamoError::ItemCollectionSizeLimitExceeded);
+        put("with-lsi", "a", "3").await.unwrap(); // replacing an item does not grow the collection
+        put("with-lsi", "b", "1").await.unwrap();
+        for sk in ["1", "2", "3", "4", "5"] {
+            assert!(put("without", "a", sk).await.unwrap().collection.is_none());
         }
     }
 }

@@ -28,8 +28,8 @@ use store::Store;
 
 pub use control::{CreateTable, IndexUpdate, NewIndex, PartitionView, TableDescription, TableUpdate};
 pub use data::{
-    BatchGet, BatchWrite, Consumed, DeleteItem, Exprs, GetItem, KeySource, PageOutput, PutItem, QueryInput, ReadOutput,
-    ReturnValues, ScanInput, Select, Source, UpdateItem, WriteOutput, WriteRequest,
+    BatchGet, BatchWrite, Consumed, DeleteItem, Exprs, GetItem, ItemCollection, KeySource, PageOutput, PutItem,
+    QueryInput, ReadOutput, ReturnValues, ScanInput, Select, Source, UpdateItem, WriteOutput, WriteRequest,
 };
 pub use model::{
     CancellationReason, DynamoError, IndexSpec, KeyAttr, KeySchema, Projection, ScalarType, StreamView, TableDef,
@@ -53,11 +53,18 @@ pub struct Options {
     pub ttl_interval: Duration,
     /// Throttle requests per partition by provisioned (or on-demand partition) capacity.
     pub enforce_capacity: bool,
+    /// The largest item collection of a table with local secondary indexes (DynamoDB: 10 GB).
+    pub item_collection_bytes: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { partition_bytes: 1 << 20, ttl_interval: Duration::from_secs(5), enforce_capacity: false }
+        Options {
+            partition_bytes: 1 << 20,
+            ttl_interval: Duration::from_secs(5),
+            enforce_capacity: false,
+            item_collection_bytes: 10 << 30,
+        }
     }
 }
 

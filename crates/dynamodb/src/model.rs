@@ -204,6 +204,8 @@ pub enum DynamoError {
     TransactionCanceled(Vec<CancellationReason>),
     #[error("{0}")]
     IdempotentParameterMismatch(String),
+    #[error("Item collection size limit exceeded")]
+    ItemCollectionSizeLimitExceeded,
     /// A PartiQL INSERT of a key that exists.
     #[error("Duplicate primary key exists in table")]
     DuplicateItem,

@@ -82,6 +82,8 @@ pub struct Partition {
     /// The lowest hash this partition owns; it owns up to the next partition's start.
     pub start: u64,
     pub collections: BTreeMap<CollectionKey, Collection>,
+    /// Each item collection's size, for ItemCollectionMetrics and its 10 GB limit.
+    collection_bytes: BTreeMap<CollectionKey, usize>,
     pub items: usize,
     pub bytes: usize,
     pub meter: Meter,
@@ -89,7 +91,14 @@ pub struct Partition {
 
 impl Partition {
     fn new(start: u64) -> Self {
-        Partition { start, collections: BTreeMap::new(), items: 0, bytes: 0, meter: Meter::default() }
+        Partition {
+            start,
+            collections: BTreeMap::new(),
+            collection_bytes: BTreeMap::new(),
+            items: 0,
+            bytes: 0,
+            meter: Meter::default(),
+        }
     }
 }
 
@@ -131,6 +140,12 @@ impl Partitions {
         self.parts[self.index_of(h)].collections.get(&(h, pk.clone()))
     }
 
+    /// The bytes of every item with partition key `pk`.
+    pub fn collection_bytes(&self, pk: &KeyValue) -> usize {
+        let h = hash(pk);
+        self.parts[self.index_of(h)].collection_bytes.get(&(h, pk.clone())).copied().unwrap_or(0)
+    }
+
     pub fn get(&self, pk: &KeyValue, sk: &SortKey) -> Option<&Arc<Item>> {
         self.collection(pk)?.get(sk)
     }
@@ -142,10 +157,15 @@ impl Partitions {
         let at = self.index_of(h);
         let part = &mut self.parts[at];
         let size = item_size(&item);
+        let collection_bytes = part.collection_bytes.entry((h, pk.clone())).or_default();
         let old = part.collections.entry((h, pk)).or_default().insert(sk, item);
         part.bytes += size;
+        *collection_bytes += size;
         match &old {
-            Some(o) => part.bytes -= item_size(o),
+            Some(o) => {
+                part.bytes -= item_size(o);
+                *collection_bytes -= item_size(o);
+            }
             None => part.items += 1,
         }
         let split = part.bytes > self.split_bytes && self.split(at);
@@ -161,6 +181,9 @@ impl Partitions {
         let old = collection.remove(sk)?;
         if collection.is_empty() {
             part.collections.remove(&ck);
+            part.collection_bytes.remove(&ck);
+        } else if let Some(bytes) = part.collection_bytes.get_mut(&ck) {
+            *bytes -= item_size(&old);
         }
         part.items -= 1;
         part.bytes -= item_size(&old);
@@ -194,6 +217,7 @@ impl Partitions {
         // ("", the least string, with the median hash) sorts before every key with that hash,
         // whatever the key's type: everything from there on moves.
         let moved = part.collections.split_off(&(mid_hash, KeyValue::S(String::new())));
+        let moved_bytes = part.collection_bytes.split_off(&(mid_hash, KeyValue::S(String::new())));
         let mut new = Partition::new(mid_hash);
         for c in moved.values() {
             for item in c.values() {
@@ -204,6 +228,7 @@ impl Partitions {
         part.items -= new.items;
         part.bytes -= new.bytes;
         new.collections = moved;
+        new.collection_bytes = moved_bytes;
         self.parts.insert(at + 1, new);
         true
     }

@@ -136,8 +136,8 @@ impl DynamoDb {
             let mut t = lock(&cell);
             match decide(&t)? {
                 Some((pk, sk, new)) => {
-                    let (_, written, commit) = self.commit(&mut t, pk, sk, new);
-                    (written, Some(commit))
+                    let committed = self.commit(&mut t, pk, sk, new)?;
+                    (committed.written, Some(committed.commit))
                 }
                 None => (Default::default(), None),
             }

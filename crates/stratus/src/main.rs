@@ -251,6 +251,7 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
             partition_bytes: args.dynamodb_partition_bytes.max(1),
             ttl_interval: args.dynamodb_ttl_interval.max(std::time::Duration::from_millis(100)),
             enforce_capacity: args.enforce_capacity,
+            ..Default::default()
         },
     )
     .await
