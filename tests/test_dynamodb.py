@@ -2251,6 +2251,14 @@ def test_enforced_capacity_throttles_a_hot_partition_and_refills(start_stratus):
     assert "ok" in codes and "ProvisionedThroughputExceededException" in codes, f"reads have a bucket of their own: {codes}"
     time.sleep(1.5)  # the buckets refill at the provisioned rate
     ddb.put_item(TableName=name, Item=typed({"pk": "hot", "sk": "after"}))
+    # A batch to the hot partition gets what capacity allows; the rest comes back to retry.
+    time.sleep(1.5)
+    requests = [{"PutRequest": {"Item": typed({"pk": "hot", "sk": f"batch-{i}"})}} for i in range(10)]
+    left = ddb.batch_write_item(RequestItems={name: requests})["UnprocessedItems"].get(name, [])
+    assert 0 < len(left) < 10, f"{len(left)} of 10 writes left unprocessed"
+    written = {plain(i)["sk"] for i in all_items(ddb.scan, TableName=name) if plain(i)["sk"].startswith("batch-")}
+    assert written | {plain(r["PutRequest"]["Item"])["sk"] for r in left} == {f"batch-{i}" for i in range(10)}
+    assert not written & {plain(r["PutRequest"]["Item"])["sk"] for r in left}
 
 
 def test_capacity_is_not_enforced_by_default(ddb, table):

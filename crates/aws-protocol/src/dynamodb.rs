@@ -1041,11 +1041,18 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
             let mut responses = Map::new();
             let mut consumed = Vec::new();
             let mode = input.string("ReturnConsumedCapacity");
-            for (id, items, c) in results {
+            let mut unprocessed = Map::new();
+            for (id, items, left, c) in results {
                 responses.insert(id.name.clone(), items.iter().map(item_json).collect());
                 consumed.extend(consumed_json(&c, mode.as_deref()));
+                if !left.is_empty() {
+                    // The table's request as sent, with only the keys still to read.
+                    let mut again = request_items.get(&id.name).cloned().unwrap_or_else(|| json!({}));
+                    again["Keys"] = left.iter().map(item_json).collect();
+                    unprocessed.insert(id.name.clone(), again);
+                }
             }
-            let mut out = json!({ "Responses": responses, "UnprocessedKeys": {} });
+            let mut out = json!({ "Responses": responses, "UnprocessedKeys": unprocessed });
             if mode.is_some_and(|m| m != "NONE") {
                 out["ConsumedCapacity"] = consumed.into();
             }
@@ -1074,8 +1081,19 @@ async fn run(db: &Arc<DynamoDb>, ctx: &Context, operation: &str, body: &Json) ->
                 }
                 batches.push(BatchWrite { table: table_id(ctx, name)?, requests });
             }
-            let consumed = db.batch_write(batches).await?;
-            let mut out = json!({ "UnprocessedItems": {} });
+            let (consumed, left) = db.batch_write(batches).await?;
+            let mut unprocessed = Map::new();
+            for (id, request) in left {
+                let entry = match request {
+                    WriteRequest::Put(item) => json!({ "PutRequest": { "Item": item_json(&item) } }),
+                    WriteRequest::Delete(key) => json!({ "DeleteRequest": { "Key": item_json(&key) } }),
+                };
+                let list = unprocessed.entry(id.name).or_insert_with(|| json!([]));
+                if let Some(list) = list.as_array_mut() {
+                    list.push(entry);
+                }
+            }
+            let mut out = json!({ "UnprocessedItems": unprocessed });
             let mode = input.string("ReturnConsumedCapacity");
             if mode.as_deref().is_some_and(|m| m != "NONE") {
                 out["ConsumedCapacity"] = consumed.iter().filter_map(|c| consumed_json(c, mode.as_deref())).collect();

@@ -700,6 +700,11 @@ impl DynamoDb {
             Some(k) => Some(target.start_position(&table.def, k)?),
             None => None,
         };
+        if target.index.is_none()
+            && let Some((pk, _)) = &start
+        {
+            self.admit(&mut table, pk, false)?;
+        }
         let parts = target.parts(&table);
         let mut page = Page::new(input.limit);
         let mut metered: HashMap<KeyValue, usize> = HashMap::new();
@@ -718,7 +723,12 @@ impl DynamoDb {
         Ok(page.finish(&def, &target, filter.as_ref(), projection.as_deref(), input.select, &id.name, input.consistent))
     }
 
-    pub async fn batch_get(&self, requests: Vec<BatchGet>) -> Result<Vec<(TableId, Vec<Item>, Consumed)>, DynamoError> {
+    /// Per table: the items found, the keys left unread because their partition was out of
+    /// capacity (`--enforce-capacity`; the client retries them), and the capacity used.
+    pub async fn batch_get(
+        &self,
+        requests: Vec<BatchGet>,
+    ) -> Result<Vec<(TableId, Vec<Item>, Vec<Item>, Consumed)>, DynamoError> {
         if let Some(r) = requests.iter().find(|r| r.keys.len() > 100) {
             return Err(invalid(format!(
                 "1 validation error detected: Value at 'requestItems.{}.member.keys' failed to satisfy constraint: Member must have length less than or equal to 100",
@@ -736,6 +746,7 @@ impl DynamoDb {
             p.finish()?;
             let cell = self.table(&request.table)?;
             let mut items = Vec::new();
+            let mut unprocessed = Vec::new();
             let mut units = 0.0;
             {
                 let mut table = lock(&cell);
@@ -745,6 +756,11 @@ impl DynamoDb {
                     let (pk, sk) = key_from(&table.def, key)?;
                     if seen.contains(&(pk.clone(), sk.clone())) {
                         return Err(invalid("Provided list of item keys contains duplicates"));
+                    }
+                    if self.admit(&mut table, &pk, false).is_err() {
+                        unprocessed.push(key.clone());
+                        seen.push((pk, sk));
+                        continue;
                     }
                     let item = table.get(&pk, &sk).cloned();
                     let u = read_units(item.as_ref().map_or(0, |i| item_size(i)), request.consistent);
@@ -761,13 +777,21 @@ impl DynamoDb {
                     None => i.as_ref().clone(),
                 })
                 .collect();
-            out.push((request.table.clone(), items, Consumed::reads(&request.table.name, units, None)));
+            out.push((request.table.clone(), items, unprocessed, Consumed::reads(&request.table.name, units, None)));
+        }
+        if total > 0 && out.iter().map(|(_, _, u, _)| u.len()).sum::<usize>() == total {
+            return Err(DynamoError::ProvisionedThroughputExceeded);
         }
         Ok(out)
     }
 
-    /// BatchWriteItem: every put and delete, all tables, in one store transaction.
-    pub async fn batch_write(&self, batches: Vec<BatchWrite>) -> Result<Vec<Consumed>, DynamoError> {
+    /// BatchWriteItem: every put and delete, all tables, in one store transaction. Writes to a
+    /// partition out of capacity (`--enforce-capacity`) come back unprocessed, for the client to
+    /// retry; if none could be made, the request is throttled.
+    pub async fn batch_write(
+        &self,
+        batches: Vec<BatchWrite>,
+    ) -> Result<(Vec<Consumed>, Vec<(TableId, WriteRequest)>), DynamoError> {
         let total: usize = batches.iter().map(|b| b.requests.len()).sum();
         if total > 25 {
             return Err(invalid("Too many items requested for the BatchWriteItem call"));
@@ -807,14 +831,20 @@ impl DynamoDb {
                         return Err(invalid("Provided list of item keys contains duplicates"));
                     }
                     seen.push((pk.clone(), sk.clone()));
-                    planned.push((at, pk, sk, new));
+                    planned.push((at, pk, sk, new, request));
                 }
             }
             let mut ops = Vec::new();
             let mut consumed: BTreeMap<usize, Consumed> = BTreeMap::new();
+            let mut unprocessed = Vec::new();
             let now = now_s();
-            for (at, pk, sk, new) in planned {
+            let total = planned.len();
+            for (at, pk, sk, new, request) in planned {
                 let table = &mut guards[at].1;
+                if self.admit(table, &pk, true).is_err() {
+                    unprocessed.push((table.def.id.clone(), request.clone()));
+                    continue;
+                }
                 let (_, written) = table.write(pk, sk, new, now, false, &mut ops);
                 let c = Consumed::writes(&table.def.id.name, &written, 1.0);
                 match consumed.get_mut(&at) {
@@ -824,10 +854,13 @@ impl DynamoDb {
                     }
                 }
             }
-            (self.store.txn(Txn::ops(ops)), consumed.into_values().collect::<Vec<_>>())
+            if unprocessed.len() == total {
+                return Err(DynamoError::ProvisionedThroughputExceeded);
+            }
+            (self.store.txn(Txn::ops(ops)), consumed.into_values().collect::<Vec<_>>(), unprocessed)
         };
         commit.0.await?;
-        Ok(commit.1)
+        Ok((commit.1, commit.2))
     }
 }
 

@@ -199,6 +199,15 @@ impl DynamoDb {
                 reasons.push(CancellationReason { code: "None".into(), message: None, item: None });
                 planned.push((at, pk, sk, new, current.as_ref().map_or(0, |c| item_size(c))));
             }
+            // With --enforce-capacity, a write to a partition out of capacity cancels the
+            // transaction with a throttling reason, as DynamoDB does.
+            for (reason, (at, pk, ..)) in reasons.iter_mut().filter(|r| r.code == "None").zip(&planned) {
+                if self.admit(&mut guards[*at].1, pk, true).is_err() {
+                    failed = true;
+                    reason.code = "ThrottlingError".into();
+                    reason.message = Some("Throughput exceeds the current capacity of your table or index. DynamoDB is automatically scaling your table or index so please try again shortly. If exceptions persist, check if you have a hot key: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-design.html.".into());
+                }
+            }
             if failed {
                 return Err(DynamoError::TransactionCanceled(reasons));
             }
