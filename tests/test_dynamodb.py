@@ -2280,3 +2280,21 @@ def test_item_collection_metrics_for_tables_with_local_indexes(ddb, table):
     # Tables without local indexes have no item collection metrics.
     plain_put = ddb.put_item(TableName=table, Item=typed({"pk": "a", "sk": "1"}), ReturnItemCollectionMetrics="SIZE")
     assert "ItemCollectionMetrics" not in plain_put
+
+
+def test_client_request_token_holds_across_a_restart(start_stratus):
+    first = start_stratus("first")
+    ddb = first.client("dynamodb")
+    name = create_table(ddb)
+    request = {"TransactItems": [{"Update": {"TableName": name, "Key": typed({"pk": "t", "sk": "0"}),
+                                             "UpdateExpression": "ADD n :one", "ExpressionAttributeValues": typed({":one": 1})}}],
+               "ClientRequestToken": "token-across-restart"}
+    ddb.transact_write_items(**request)
+    first.stop()
+    second = start_stratus("second", args=("--data-dir", str(first.data_dir)))
+    ddb = second.client("dynamodb")
+    ddb.transact_write_items(**request)  # a retry within 10 minutes: not applied again
+    assert fetch(ddb, name, {"pk": "t", "sk": "0"})["n"] == 1
+    changed = {**request, "TransactItems": [{**request["TransactItems"][0]}]}
+    changed["TransactItems"][0]["Update"] = {**request["TransactItems"][0]["Update"], "UpdateExpression": "ADD m :one"}
+    assert error(lambda: ddb.transact_write_items(**changed))[0] == "IdempotentParameterMismatchException"

@@ -94,11 +94,12 @@ impl DynamoDb {
     pub async fn open(store: Arc<dyn Store>, options: Options) -> Result<Arc<DynamoDb>, DynamoError> {
         let tables = storage::load(store.as_ref(), options.partition_bytes).await?;
         let tables = tables.into_iter().map(|t| (t.def.id.clone(), Arc::new(Mutex::new(t)))).collect();
+        let tokens = storage::load_tokens(store.as_ref()).await?.into_iter().collect();
         let db = Arc::new(DynamoDb {
             store,
             options: options.clone(),
             tables: RwLock::new(tables),
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(tokens),
         });
         let weak = Arc::downgrade(&db);
         tokio::spawn(async move {

@@ -309,7 +309,7 @@ impl DynamoDb {
                 failure_code,
             });
         }
-        self.apply_transaction(planned).await?;
+        self.apply_transaction(planned, Vec::new()).await?;
         Ok(Vec::new())
     }
 }

@@ -5,7 +5,9 @@
 //! - `dynamodb/item/<table uid>/<hash: 8 bytes BE><partition key length: u32 BE><partition key><sort key>`:
 //!   an item. Keys start with the partition key's hash, so the store, too, keeps each partition's
 //!   items together and each item collection contiguous;
-//! - `dynamodb/stream/<table uid>/<stream label>/<sequence: 20 digits>`: a stream record.
+//! - `dynamodb/stream/<table uid>/<stream label>/<sequence: 20 digits>`: a stream record;
+//! - `dynamodb/token/<account>/<token>`: a TransactWriteItems ClientRequestToken of the last
+//!   10 minutes, written with the transaction it made idempotent.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,6 +38,25 @@ pub fn item_key(uid: &str, pk: &KeyValue, sk: &SortKey) -> Vec<u8> {
         key.extend_from_slice(&part.bytes());
     }
     key
+}
+
+/// A TransactWriteItems ClientRequestToken: (request fingerprint, epoch seconds).
+pub fn token_key(account: &str, token: &str) -> Vec<u8> {
+    format!("dynamodb/token/{account}/{token}").into_bytes()
+}
+
+/// Tokens of the idempotency window: ((account, token), (fingerprint, epoch seconds)).
+pub async fn load_tokens(store: &dyn Store) -> Result<Vec<((String, String), (u64, u64))>, DynamoError> {
+    let mut tokens = Vec::new();
+    each(store, b"dynamodb/token/", |k, v| {
+        let path = String::from_utf8_lossy(&k[b"dynamodb/token/".len()..]).into_owned();
+        if let Some((account, token)) = path.split_once('/') {
+            tokens.push(((account.to_string(), token.to_string()), decode(k, v)?));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(tokens)
 }
 
 pub fn stream_prefix(uid: &str) -> Vec<u8> {

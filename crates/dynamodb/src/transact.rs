@@ -2,18 +2,17 @@
 //! is locked (in a fixed order), every condition is checked, then every write is applied and
 //! committed in one store transaction, so a crash leaves all of it or none of it.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, MutexGuard};
 
-use store::Txn;
+use md5::{Digest, Md5};
+use store::{Op, Txn};
 
 use crate::data::{Consumed, Exprs, check_item, key_from};
 use crate::expr::{self, Condition, Placeholders, Update};
 use crate::model::{CancellationReason, DynamoError, TableId};
 use crate::table::{Table, read_units};
 use crate::value::{Item, item_size};
-use crate::{DynamoDb, TableCell, lock, now_s};
+use crate::{DynamoDb, TableCell, lock, now_s, storage};
 
 #[derive(Clone, Debug)]
 pub enum TransactWriteKind {
@@ -91,13 +90,21 @@ impl DynamoDb {
                 if actions.is_empty() { "greater than or equal to 1" } else { "less than or equal to 100" }
             )));
         }
+        // The token is kept in the store with the transaction's writes, so a retry after a
+        // restart is recognised too; expired tokens leave with the next transaction that has one.
+        let mut token_ops = Vec::new();
         if let Some(token) = &token {
-            let mut hasher = DefaultHasher::new();
-            format!("{actions:?}").hash(&mut hasher);
-            let fingerprint = hasher.finish();
+            let digest = Md5::digest(format!("{actions:?}").as_bytes());
+            let fingerprint = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
             let now = now_s();
             let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            tokens.retain(|_, (_, at)| *at + TOKEN_WINDOW_S > now);
+            tokens.retain(|(account, token), (_, at)| {
+                let live = *at + TOKEN_WINDOW_S > now;
+                if !live {
+                    token_ops.push(Op::delete(storage::token_key(account, token)));
+                }
+                live
+            });
             match tokens.get(&(account.to_string(), token.clone())) {
                 Some((f, _)) if *f != fingerprint => {
                     return Err(DynamoError::IdempotentParameterMismatch(
@@ -109,8 +116,9 @@ impl DynamoDb {
                 None => {}
             }
             tokens.insert((account.to_string(), token.clone()), (fingerprint, now));
+            token_ops.push(Op::put(storage::token_key(account, token), storage::encode(&(fingerprint, now))));
         }
-        let result = self.transact_write_once(actions).await;
+        let result = self.transact_write_once(actions, token_ops).await;
         if result.is_err()
             && let Some(token) = token
         {
@@ -119,7 +127,11 @@ impl DynamoDb {
         result
     }
 
-    async fn transact_write_once(&self, actions: Vec<TransactWrite>) -> Result<Vec<Consumed>, DynamoError> {
+    async fn transact_write_once(
+        &self,
+        actions: Vec<TransactWrite>,
+        extra: Vec<Op>,
+    ) -> Result<Vec<Consumed>, DynamoError> {
         // Parse every expression first: a bad one fails the whole request.
         let mut planned = Vec::new();
         for action in actions {
@@ -149,12 +161,16 @@ impl DynamoDb {
                 failure_code: "ConditionalCheckFailed",
             });
         }
-        self.apply_transaction(planned).await
+        self.apply_transaction(planned, extra).await
     }
 
     /// Checks every condition of `actions` under the locks of all their tables, then applies
-    /// all of them in one store transaction, or none.
-    pub(crate) async fn apply_transaction(&self, actions: Vec<Planned>) -> Result<Vec<Consumed>, DynamoError> {
+    /// all of them in one store transaction with `extra`, or none.
+    pub(crate) async fn apply_transaction(
+        &self,
+        actions: Vec<Planned>,
+        extra: Vec<Op>,
+    ) -> Result<Vec<Consumed>, DynamoError> {
         let cells = self.cells(actions.iter().map(|a| a.table.clone()))?;
         let (commit, consumed) = {
             let mut guards = lock_all(&cells);
@@ -234,6 +250,7 @@ impl DynamoDb {
                     None => consumed.push((at, c)),
                 }
             }
+            ops.extend(extra);
             (self.store.txn(Txn::ops(ops)), consumed.into_iter().map(|(_, c)| c).collect::<Vec<_>>())
         };
         commit.await?;
