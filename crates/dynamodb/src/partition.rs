@@ -272,3 +272,117 @@ impl Partitions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(pk: &str, sk: u32, payload: usize) -> (KeyValue, SortKey, Arc<Item>) {
+        let mut item = Item::new();
+        item.insert("pk".into(), crate::value::Value::S(pk.into()));
+        item.insert("x".into(), crate::value::Value::S("x".repeat(payload)));
+        (KeyValue::S(pk.into()), vec![KeyValue::N(crate::Number::from_i64(sk.into()))], Arc::new(item))
+    }
+
+    fn every_item(parts: &Partitions, range: (u64, u64)) -> Vec<(KeyValue, SortKey)> {
+        let mut seen = Vec::new();
+        parts.scan(None, range, |pk, sk, _| {
+            seen.push((pk.clone(), sk.clone()));
+            true
+        });
+        seen
+    }
+
+    /// Splits keep every item in exactly one partition, the one whose range holds its hash, with
+    /// counts and bytes that add up; a scan in hash-range segments sees each item once.
+    #[test]
+    fn splits_keep_each_item_in_the_partition_of_its_hash() {
+        let mut parts = Partitions::new(&[0], 2_000);
+        let mut expected = Vec::new();
+        for p in 0..200 {
+            for s in 0..3 {
+                let (pk, sk, item) = item(&format!("key{p}"), s, 20);
+                expected.push((pk.clone(), sk.clone()));
+                parts.insert(pk, sk, item);
+            }
+        }
+        assert!(parts.parts.len() > 8, "{} partitions for ~27 KB with a 2 KB threshold", parts.parts.len());
+        assert!(parts.parts.windows(2).all(|w| w[0].start < w[1].start) && parts.parts[0].start == 0);
+        for (i, part) in parts.parts.iter().enumerate() {
+            let end = parts.parts.get(i + 1).map_or(u64::MAX, |n| n.start - 1);
+            assert!(part.collections.keys().all(|(h, pk)| *h == hash(pk) && (part.start..=end).contains(h)));
+            let items: usize = part.collections.values().map(BTreeMap::len).sum();
+            let bytes: usize = part.collections.values().flat_map(|c| c.values()).map(|i| item_size(i)).sum();
+            assert_eq!((part.items, part.bytes), (items, bytes));
+            for (key, collection) in &part.collections {
+                let size: usize = collection.values().map(|i| item_size(i)).sum();
+                assert_eq!(part.collection_bytes.get(key), Some(&size));
+            }
+        }
+        assert_eq!(parts.len_items(), 600);
+        let mut all = every_item(&parts, (0, u64::MAX));
+        let mut segmented: Vec<_> = (0..7u128)
+            .flat_map(|s| {
+                let width = (u64::MAX as u128 + 1) / 7;
+                let hi = if s == 6 { u64::MAX } else { ((s + 1) * width - 1) as u64 };
+                every_item(&parts, ((s * width) as u64, hi))
+            })
+            .collect();
+        all.sort();
+        segmented.sort();
+        expected.sort();
+        assert_eq!(all, expected);
+        assert_eq!(segmented, expected);
+    }
+
+    /// One huge item collection cannot be split: all of it stays on one partition.
+    #[test]
+    fn a_single_item_collection_does_not_split() {
+        let mut parts = Partitions::new(&[0], 500);
+        for s in 0..50 {
+            let (pk, sk, item) = item("hot", s, 50);
+            parts.insert(pk, sk, item);
+        }
+        assert_eq!(parts.parts.iter().filter(|p| p.items > 0).count(), 1);
+        assert_eq!(parts.collection_bytes(&KeyValue::S("hot".into())), parts.len_bytes());
+    }
+
+    /// Resuming a scan after an item continues with the next one, across collections and
+    /// partitions, so paging through sees each item once.
+    #[test]
+    fn scans_resume_after_the_last_item() {
+        let mut parts = Partitions::new(&[0], 1_000);
+        for p in 0..40 {
+            for s in 0..2 {
+                let (pk, sk, item) = item(&format!("k{p}"), s, 30);
+                parts.insert(pk, sk, item);
+            }
+        }
+        let mut paged = Vec::new();
+        let mut after: Option<(KeyValue, SortKey)> = None;
+        loop {
+            let mut page = Vec::new();
+            parts.scan(after.as_ref().map(|(pk, sk)| (pk, sk)), (0, u64::MAX), |pk, sk, _| {
+                page.push((pk.clone(), sk.clone()));
+                page.len() < 7
+            });
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().cloned();
+            paged.extend(page);
+        }
+        assert_eq!(paged, every_item(&parts, (0, u64::MAX)));
+        assert_eq!(paged.len(), 80);
+    }
+
+    #[test]
+    fn removing_the_last_item_drops_its_collection() {
+        let mut parts = Partitions::new(&[0], 1 << 20);
+        let (pk, sk, it) = item("a", 1, 10);
+        parts.insert(pk.clone(), sk.clone(), it);
+        assert!(parts.remove(&pk, &sk).is_some());
+        assert!(parts.collection(&pk).is_none());
+        assert_eq!((parts.len_items(), parts.len_bytes(), parts.collection_bytes(&pk)), (0, 0, 0));
+    }
+}
