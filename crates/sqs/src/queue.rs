@@ -237,18 +237,18 @@ impl Queue {
     }
 
     /// (visible, in flight, delayed)
+    /// (visible, in flight, delayed). Only the messages not visible now are looked at, through
+    /// the schedule: a deep queue of waiting messages costs nothing to count.
     pub fn counts(&self, now: u64) -> (u64, u64, u64) {
-        let (mut visible, mut in_flight, mut delayed) = (0, 0, 0);
-        for message in self.messages.values() {
-            if message.visible_at_ms <= now {
-                visible += 1;
-            } else if message.receive_count > 0 {
-                in_flight += 1;
-            } else {
-                delayed += 1;
+        let (mut in_flight, mut delayed) = (0, 0);
+        for (_, seq) in self.schedule.range((now.saturating_add(1), 0)..) {
+            match self.messages.get(seq) {
+                Some(message) if message.receive_count > 0 => in_flight += 1,
+                Some(_) => delayed += 1,
+                None => {}
             }
         }
-        (visible, in_flight, delayed)
+        (self.messages.len() as u64 - in_flight - delayed, in_flight, delayed)
     }
 
     /// The earliest moment a message not visible now becomes visible, if any.
