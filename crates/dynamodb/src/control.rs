@@ -454,6 +454,7 @@ impl DynamoDb {
                 changed = true;
             }
             let mut new_indexes = Vec::new();
+            let mut dropped_stream = None;
             for change in update.indexes {
                 changed = true;
                 match change {
@@ -518,6 +519,11 @@ impl DynamoDb {
                         }
                     }
                     (spec @ (true, _), None) => {
+                        // The old stream's records go: only the new stream is described and read.
+                        if let Some(old) = &def.stream {
+                            let prefix = format!("dynamodb/stream/{}/{}/", def.uid, old.label).into_bytes();
+                            dropped_stream = Some(Op::DeleteRange { end: store::prefix_end(&prefix), start: prefix });
+                        }
                         def.stream = stream_from(Some(spec))?;
                         table.stream.clear();
                     }
@@ -559,7 +565,9 @@ impl DynamoDb {
             table.def = def;
             table.def.partitions = table.partition_map();
             let description = describe(&table);
-            let commit = self.store.txn(Txn::ops(vec![Op::put(storage::table_key(id), storage::encode(&table.def))]));
+            let mut ops = vec![Op::put(storage::table_key(id), storage::encode(&table.def))];
+            ops.extend(dropped_stream);
+            let commit = self.store.txn(Txn::ops(ops));
             (description, commit)
         };
         commit.await?;

@@ -94,11 +94,14 @@ impl Number {
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(NumberError::Invalid);
                 }
-                // Anything this long is out of range either way; clamp before parsing.
-                if digits.len() > 6 {
+                // Anything this long is out of range either way (leading zeros aside).
+                let significant = digits.trim_start_matches('0');
+                if significant.len() > 6 {
                     return Err(if e.starts_with('-') { NumberError::Underflow } else { NumberError::Overflow });
                 }
-                e.parse().map_err(|_| NumberError::Invalid)?
+                let magnitude: i64 =
+                    if significant.is_empty() { 0 } else { significant.parse().map_err(|_| NumberError::Invalid)? };
+                if e.starts_with('-') { -magnitude } else { magnitude }
             }
             None => 0,
         };
@@ -282,6 +285,8 @@ mod tests {
             ("0.0001", "0.0001"),
             ("1E-130", &format!("0.{}1", "0".repeat(129))),
             ("+7", "7"),
+            ("1e-0000001", "0.1"),
+            ("1E+0002", "100"),
         ] {
             assert_eq!(n(input).to_string(), out, "{input}");
         }

@@ -12,7 +12,7 @@ use crate::partiql::{self, Statement};
 use crate::partition::SortKey;
 use crate::storage;
 use crate::table::{Table, read_units};
-use crate::transact::{Action, Planned};
+use crate::transact::{Action, Planned, lock_all};
 use crate::value::{Item, KeyValue, Value, item_size};
 use crate::{DynamoDb, lock};
 
@@ -261,12 +261,18 @@ impl DynamoDb {
             return Err(DynamoError::validation("Transaction must contain either all reads or all writes"));
         }
         if reads > 0 {
+            // One snapshot of every table read, as TransactGetItems takes.
+            let ids = parsed.iter().filter_map(|s| match s {
+                Statement::Select { table, .. } => Some(self.table_named(account, region, table)),
+                _ => None,
+            });
+            let cells = self.cells(ids)?;
+            let guards = lock_all(&cells);
             let mut out = Vec::new();
             for statement in parsed {
                 let Statement::Select { table, projection, condition, .. } = statement else { continue };
                 let id = self.table_named(account, region, &table);
-                let cell = self.table(&id)?;
-                let t = lock(&cell);
+                let Some((_, t)) = guards.iter().find(|(g, _)| *g == id) else { continue };
                 let condition = condition.ok_or_else(|| {
                     DynamoError::validation("Where clause does not contain a mandatory equality on all key attributes")
                 })?;

@@ -60,12 +60,12 @@ pub(crate) enum Action {
 const TOKEN_WINDOW_S: u64 = 600;
 
 /// Locks the tables named by `ids` in id order; the guards come back in `ids` order of first use.
-fn lock_all<'a>(cells: &'a [(TableId, TableCell)]) -> Vec<(TableId, MutexGuard<'a, Table>)> {
+pub(crate) fn lock_all<'a>(cells: &'a [(TableId, TableCell)]) -> Vec<(TableId, MutexGuard<'a, Table>)> {
     cells.iter().map(|(id, cell)| (id.clone(), lock(cell))).collect()
 }
 
 impl DynamoDb {
-    fn cells(&self, ids: impl Iterator<Item = TableId>) -> Result<Vec<(TableId, TableCell)>, DynamoError> {
+    pub(crate) fn cells(&self, ids: impl Iterator<Item = TableId>) -> Result<Vec<(TableId, TableCell)>, DynamoError> {
         let mut cells: Vec<(TableId, TableCell)> = Vec::new();
         for id in ids {
             if !cells.iter().any(|(c, _)| *c == id) {
