@@ -431,7 +431,10 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "AutoRemove": container.auto_remove,
             "NetworkMode": "none",
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-            "LogConfig": {"Type": "stratus", "Config": {}},
+            // The log file has Stratus's own format, but clients read this name to learn whether
+            // the daemon can give the logs back (docker-py's `run` reads them only for json-file
+            // or journald), and ours can, just as json-file's can.
+            "LogConfig": {"Type": "json-file", "Config": {}},
         },
         "GraphDriver": {
             "Name": "overlay",
