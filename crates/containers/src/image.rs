@@ -2,27 +2,35 @@
 //! `<containers>/images`, so that other OCI tools can read it as it is. Blobs are named by their
 //! sha256, so a layer shared by several images is stored once. Tags are the
 //! `org.opencontainers.image.ref.name` annotations of `index.json`, which is replaced atomically
-//! (write, fsync, rename) on every change. Layers are unpacked once, on first use, into
+//! (write, fsync, rename) on every change; an entry without that annotation keeps an untagged
+//! (dangling) image. Layer blobs are uncompressed tars, so a layer's digest is its diff id.
+//!
+//! Everything that makes an image goes through two primitives: [`ImageStore::store_layer`] (a
+//! tar stream in; the blob written once and unpacked once, with whiteouts applied, into
 //! `<containers>/layers/<diff id hex>`, the read-only lower directories of container root
-//! filesystems.
+//! filesystems) and [`ImageStore::store_image`] (a config over stored layers; manifest and tags).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use oci_spec::image::{
-    ANNOTATION_REF_NAME, Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
-    ImageConfiguration, ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
-    MediaType, Os, RootFsBuilder,
+    ANNOTATION_REF_NAME, Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration,
+    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os,
+    RootFsBuilder,
 };
 use sha2::Digest as _;
 
 use crate::error::{Error, Result};
+use crate::layer;
+
+/// The name prefix of files and directories being stored, which `collect_garbage` removes.
+const INCOMING: &str = ".incoming";
 
 /// The PATH Docker puts in images that set none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -160,6 +168,7 @@ impl ImageStore {
         if !store.index_path().exists() {
             store.write_index(Vec::new())?;
         }
+        store.collect_garbage()?;
         Ok(store)
     }
 
@@ -298,34 +307,54 @@ impl ImageStore {
         Err(Error::NoSuchImage(name.to_string()))
     }
 
-    /// Points `target` at the image `source` names (moving the tag if it pointed elsewhere).
+    /// Points `target` at the image `source` names (moving the tag if it pointed elsewhere: an
+    /// image left without tags stays, dangling, as in Docker).
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
         let target = Reference::parse(target)?.to_string();
         let _changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let image = self.find(source)?;
-        self.set_tag(&image, &target)?;
-        // The tag may have been the last one of another image.
-        self.collect_garbage()
+        self.set_tags(&image.manifest_digest, &[target])
     }
 
-    fn set_tag(&self, image: &Image, tag: &str) -> Result<()> {
-        let mut manifests: Vec<Descriptor> =
-            self.read_index()?.into_iter().filter(|d| ref_name(d) != Some(tag)).collect();
-        let manifest_path = self.blob_path(&image.manifest_digest)?;
-        let size = fs::metadata(&manifest_path).map_err(Error::io("cannot read", &manifest_path))?.len();
-        let descriptor = DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .digest(parse_digest(&image.manifest_digest)?)
-            .size(size)
-            .annotations(
-                [(ANNOTATION_REF_NAME.to_string(), tag.to_string())]
-                    .into_iter()
-                    .collect::<std::collections::HashMap<_, _>>(),
-            )
-            .build()
-            .map_err(Error::oci(&manifest_path))?;
-        manifests.push(descriptor);
+    /// Points each of `tags` at the manifest, keeping an untagged entry in `index.json` for the
+    /// manifest if `tags` is empty and for any image the tags leave without one.
+    fn set_tags(&self, manifest_digest: &str, tags: &[String]) -> Result<()> {
+        let mut manifests = self.read_index()?;
+        let moved: BTreeSet<String> = manifests
+            .iter()
+            .filter(|d| ref_name(d).is_some_and(|t| tags.iter().any(|tag| tag == t)))
+            .map(|d| d.digest().to_string())
+            .collect();
+        manifests.retain(|d| {
+            let digest = d.digest().to_string();
+            match ref_name(d) {
+                Some(tag) => !tags.iter().any(|t| t == tag),
+                None => digest != manifest_digest,
+            }
+        });
+        for tag in tags {
+            manifests.push(self.manifest_descriptor(manifest_digest, Some(tag))?);
+        }
+        let mut untagged: Vec<&str> = moved.iter().map(String::as_str).filter(|m| *m != manifest_digest).collect();
+        if tags.is_empty() && !manifests.iter().any(|d| d.digest().to_string() == manifest_digest) {
+            untagged.push(manifest_digest);
+        }
+        for digest in untagged {
+            if !manifests.iter().any(|d| d.digest().to_string() == digest) {
+                manifests.push(self.manifest_descriptor(digest, None)?);
+            }
+        }
         self.write_index(manifests)
+    }
+
+    fn manifest_descriptor(&self, manifest_digest: &str, tag: Option<&str>) -> Result<Descriptor> {
+        let manifest_path = self.blob_path(manifest_digest)?;
+        let size = fs::metadata(&manifest_path).map_err(Error::io("cannot read", &manifest_path))?.len();
+        let mut descriptor = Descriptor::new(MediaType::ImageManifest, size, parse_digest(manifest_digest)?);
+        if let Some(tag) = tag {
+            descriptor.set_annotations(Some([(ANNOTATION_REF_NAME.to_string(), tag.to_string())].into()));
+        }
+        Ok(descriptor)
     }
 
     /// `docker rmi`: untags `name` (or all tags, for an id), and deletes the image once no tag
@@ -362,74 +391,188 @@ impl ImageStore {
         let manifests = self
             .read_index()?
             .into_iter()
-            .filter(|d| !ref_name(d).is_some_and(|t| untag.iter().any(|u| u == t)))
+            .filter(|d| match ref_name(d) {
+                Some(tag) => !untag.iter().any(|u| u == tag),
+                None => !deletes_image || d.digest().to_string() != image.manifest_digest,
+            })
             .collect();
         self.write_index(manifests)?;
         let mut removed: Vec<Removed> = untag.into_iter().map(Removed::Untagged).collect();
         if deletes_image {
-            self.collect_garbage()?;
+            self.delete_unused(&image)?;
             removed.push(Removed::Deleted(image.id));
         }
         Ok(removed)
     }
 
-    /// Deletes blobs and unpacked layers that no tagged image refers to.
+    /// Deletes the blobs and unpacked layers of a deleted image that no image left refers to.
+    /// Only the deleted image's files are candidates: a layer being stored for an image not yet
+    /// written must not be collected under it.
+    fn delete_unused(&self, deleted: &Image) -> Result<()> {
+        let mut blobs: BTreeSet<&str> = [deleted.manifest_digest.as_str(), deleted.id.as_str()].into();
+        blobs.extend(deleted.layers.iter().map(|layer| layer.digest.as_str()));
+        let mut diff_ids: BTreeSet<&str> = deleted.layers.iter().map(|layer| layer.diff_id.as_str()).collect();
+        for image in self.list()? {
+            blobs.remove(image.manifest_digest.as_str());
+            blobs.remove(image.id.as_str());
+            for layer in &image.layers {
+                blobs.remove(layer.digest.as_str());
+                diff_ids.remove(layer.diff_id.as_str());
+            }
+        }
+        for digest in blobs {
+            remove_path(&self.blob_path(digest)?)?;
+        }
+        for diff_id in diff_ids {
+            remove_path(&self.layers.join(diff_id.trim_start_matches("sha256:")))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes whatever no image refers to: what a crash left between storing a layer and
+    /// writing its image, or half-written files. Run only when the store is opened.
     fn collect_garbage(&self) -> Result<()> {
         let images = self.list()?;
-        let mut blobs: BTreeSet<String> = BTreeSet::new();
-        let mut diff_ids: BTreeSet<String> = BTreeSet::new();
+        let mut keep: BTreeSet<String> = BTreeSet::new();
         for image in &images {
-            blobs.insert(image.manifest_digest.clone());
-            blobs.insert(image.id.clone());
+            keep.insert(image.manifest_digest.clone());
+            keep.insert(image.id.clone());
             for layer in &image.layers {
-                blobs.insert(layer.digest.clone());
-                diff_ids.insert(layer.diff_id.clone());
+                keep.insert(layer.digest.clone());
+                keep.insert(layer.diff_id.clone());
             }
         }
         let blob_dir = self.layout.join("blobs/sha256");
-        for (dir, keep) in [(&blob_dir, &blobs), (&self.layers, &diff_ids)] {
+        for dir in [&blob_dir, &self.layers] {
             for entry in fs::read_dir(dir).map_err(Error::io("cannot list", dir))? {
                 let entry = entry.map_err(Error::io("cannot list", dir))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if keep.contains(&format!("sha256:{name}")) {
-                    continue;
+                if !keep.contains(&format!("sha256:{name}")) {
+                    remove_path(&entry.path())?;
                 }
-                let path = entry.path();
-                let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-                removed.map_err(Error::io("cannot remove", &path))?;
             }
         }
         Ok(())
     }
 
-    /// The unpacked directories of the image's layers, bottom first, unpacking any not yet
-    /// unpacked.
+    /// The unpacked directories of the image's layers, bottom first, unpacking any missing.
     pub fn layer_dirs(&self, image: &Image) -> Result<Vec<PathBuf>> {
         image.layers.iter().map(|layer| self.unpacked(layer)).collect()
     }
 
     fn unpacked(&self, layer: &Layer) -> Result<PathBuf> {
-        let blob = self.blob_path(&layer.digest)?;
-        let Some(hex) = layer.diff_id.strip_prefix("sha256:") else {
-            return Err(Error::InvalidParameter(format!("not a sha256 diff id: {}", layer.diff_id)));
-        };
-        let dir = self.layers.join(hex);
-        if dir.exists() {
-            return Ok(dir);
+        let dir = self.layer_dir(&layer.diff_id)?;
+        if !dir.exists() {
+            let blob = self.blob_path(&layer.digest)?;
+            let file = fs::File::open(&blob).map_err(Error::io("cannot open layer", &blob))?;
+            self.store_layer(io::BufReader::new(file))?;
         }
-        // Unpacked beside its final name and renamed, so a crash never leaves half a layer.
-        let partial = self.layers.join(format!(".{hex}.partial"));
-        if partial.exists() {
-            fs::remove_dir_all(&partial).map_err(Error::io("cannot remove", &partial))?;
-        }
-        let file = fs::File::open(&blob).map_err(Error::io("cannot open layer", &blob))?;
-        let mut archive = tar::Archive::new(file);
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_ownerships(true);
-        archive.set_unpack_xattrs(true);
-        archive.unpack(&partial).map_err(Error::io("cannot unpack layer", &blob))?;
-        fs::rename(&partial, &dir).map_err(Error::io("cannot rename", &partial))?;
         Ok(dir)
+    }
+
+    fn layer_dir(&self, diff_id: &str) -> Result<PathBuf> {
+        match diff_id.strip_prefix("sha256:") {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(self.layers.join(hex)),
+            _ => Err(Error::InvalidParameter(format!("not a sha256 diff id: {diff_id}"))),
+        }
+    }
+
+    /// Stores a layer from a tar stream, gzip-compressed or not. The blob is the uncompressed
+    /// tar, so its digest is the layer's diff id (and `docker save` writes it as it is); it is
+    /// written once, and unpacked once into `layers/<diff id>` with its whiteouts made overlayfs
+    /// whiteouts. Returns the layer and whether it was new. A stream that is not a whole, valid
+    /// tar, or that writes outside the layer, fails and leaves nothing behind.
+    pub fn store_layer(&self, stream: impl Read) -> Result<(Layer, bool)> {
+        let blobs = self.layout.join("blobs/sha256");
+        let blob = tempfile::Builder::new()
+            .prefix(INCOMING)
+            .tempfile_in(&blobs)
+            .map_err(Error::io("cannot create a file in", &blobs))?;
+        let unpacked = tempfile::Builder::new()
+            .prefix(INCOMING)
+            .tempdir_in(&self.layers)
+            .map_err(Error::io("cannot create a directory in", &self.layers))?;
+        let invalid = |error: io::Error| Error::InvalidParameter(format!("invalid layer: {error}"));
+        let mut buffered = io::BufReader::new(stream);
+        let gzip = buffered.fill_buf().map_err(invalid)?.starts_with(&[0x1f, 0x8b]);
+        let tar: Box<dyn Read> =
+            if gzip { Box::new(flate2::bufread::MultiGzDecoder::new(buffered)) } else { Box::new(buffered) };
+        let (diff_id, size) = {
+            let copy = io::BufWriter::new(blob.as_file());
+            let mut tee = Tee { inner: tar, copy, hasher: sha2::Sha256::new(), size: 0 };
+            layer::unpack(&mut tee, unpacked.path()).map_err(invalid)?;
+            // The padding after the end-of-archive blocks is part of the blob too.
+            io::copy(&mut tee, &mut io::sink()).map_err(invalid)?;
+            tee.copy.flush().map_err(Error::io("cannot write", blob.path()))?;
+            (hex_digest(&tee.hasher.finalize()), tee.size)
+        };
+        blob.as_file().sync_all().map_err(Error::io("cannot write", blob.path()))?;
+
+        let _changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let blob_path = self.blob_path(&diff_id)?;
+        let new = !blob_path.exists();
+        if new {
+            blob.persist(&blob_path).map_err(|e| Error::io("cannot store", &blob_path)(e.error))?;
+            sync_dir(&blobs)?;
+        }
+        let dir = self.layer_dir(&diff_id)?;
+        if !dir.exists() {
+            fs::rename(unpacked.keep(), &dir).map_err(Error::io("cannot store the layer in", &dir))?;
+        }
+        Ok((Layer { digest: diff_id.clone(), diff_id, size }, new))
+    }
+
+    /// The stored config of an image, to build another image on it.
+    pub fn configuration(&self, image: &Image) -> Result<ImageConfiguration> {
+        let path = self.blob_path(&image.id)?;
+        ImageConfiguration::from_file(&path).map_err(Error::oci(&path))
+    }
+
+    /// Stores an image whose layers `store_layer` stored, bottom first: its config, a manifest,
+    /// and `tags` (moved from any image that had them). An image with no tags is kept untagged.
+    pub fn store_image(&self, config: &ImageConfiguration, layers: &[Layer], tags: &[Reference]) -> Result<Image> {
+        let json = config.to_string().map_err(Error::oci(&self.layout))?;
+        self.store_image_json(json.as_bytes(), layers, tags)
+    }
+
+    /// `store_image` with the config as bytes, kept exactly (the image id is their digest), as
+    /// `docker load` needs to keep ids.
+    pub fn store_image_json(&self, config_json: &[u8], layers: &[Layer], tags: &[Reference]) -> Result<Image> {
+        let config = ImageConfiguration::from_reader(config_json).map_err(Error::oci(&self.layout))?;
+        let layer_ids: Vec<&String> = layers.iter().map(|layer| &layer.diff_id).collect();
+        if config.rootfs().diff_ids().iter().collect::<Vec<_>>() != layer_ids {
+            return Err(Error::InvalidParameter(format!(
+                "the image config lists the diff ids {:?} but its layers are {layer_ids:?}",
+                config.rootfs().diff_ids()
+            )));
+        }
+        let _changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for layer in layers {
+            let blob = self.blob_path(&layer.digest)?;
+            if !blob.exists() {
+                return Err(Error::InvalidParameter(format!("layer {} is not stored", layer.digest)));
+            }
+        }
+        let (config_descriptor, _) = self.write_blob(MediaType::ImageConfig, config_json)?;
+        let layer_descriptors = layers
+            .iter()
+            .map(|layer| Ok(Descriptor::new(MediaType::ImageLayer, layer.size, parse_digest(&layer.digest)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let oci = |e| Error::oci(&self.layout)(e);
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config_descriptor)
+            .layers(layer_descriptors)
+            .build()
+            .map_err(oci)?;
+        let manifest_json = manifest.to_string().map_err(oci)?;
+        let (manifest_descriptor, _) = self.write_blob(MediaType::ImageManifest, manifest_json.as_bytes())?;
+        let manifest_digest = manifest_descriptor.digest().to_string();
+        let tags: Vec<String> = tags.iter().map(Reference::to_string).collect();
+        self.set_tags(&manifest_digest, &tags)?;
+        let image = self.load(&manifest_digest, Vec::new())?;
+        self.find(&image.id)
     }
 
     /// `stratus image bootstrap busybox`: a one-layer image of the host's static busybox with a
@@ -464,14 +607,12 @@ impl ImageStore {
             applets.len()
         ));
 
-        let layer = busybox_layer(&binary, &applets, mtime).map_err(Error::io("cannot build the layer", busybox))?;
-        let _changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (layer_descriptor, new) = self.write_blob(MediaType::ImageLayer, &layer)?;
-        let diff_id = layer_descriptor.digest().to_string();
+        let tar = busybox_layer(&binary, &applets, mtime).map_err(Error::io("cannot build the layer", busybox))?;
+        let (layer, new) = self.store_layer(tar.as_slice())?;
         progress(&format!(
             "Layer {} ({:.1} MB): {}",
-            short_digest(&diff_id),
-            layer.len() as f64 / 1e6,
+            short_digest(&layer.diff_id),
+            layer.size as f64 / 1e6,
             if new { "stored" } else { "already stored" }
         ));
 
@@ -489,7 +630,7 @@ impl ImageStore {
                     .build()
                     .map_err(oci)?,
             )
-            .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![diff_id]).build().map_err(oci)?)
+            .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![layer.diff_id.clone()]).build().map_err(oci)?)
             .history(vec![
                 HistoryBuilder::default()
                     .created(created)
@@ -499,25 +640,28 @@ impl ImageStore {
             ])
             .build()
             .map_err(oci)?;
-        let config_json = config.to_string().map_err(oci)?;
-        let (config_descriptor, _) = self.write_blob(MediaType::ImageConfig, config_json.as_bytes())?;
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(config_descriptor.clone())
-            .layers(vec![layer_descriptor])
-            .build()
-            .map_err(oci)?;
-        let manifest_json = manifest.to_string().map_err(oci)?;
-        let (manifest_descriptor, _) = self.write_blob(MediaType::ImageManifest, manifest_json.as_bytes())?;
-        let manifest_digest = manifest_descriptor.digest().to_string();
-        let tag = "busybox:latest";
-        self.set_tag(&self.load(&manifest_digest, Vec::new())?, tag)?;
-        self.collect_garbage()?;
-        let image = self.find(tag)?;
-        self.layer_dirs(&image)?;
+        let tag = Reference::parse("busybox")?;
+        let image = self.store_image(&config, &[layer], std::slice::from_ref(&tag))?;
         progress(&format!("Image {} tagged {tag}", short_id(&image.id)));
         Ok(image)
+    }
+}
+
+/// Copies what it reads to `copy`, hashing and counting it.
+struct Tee<R, W> {
+    inner: R,
+    copy: W,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.copy.write_all(&buf[..n])?;
+        self.size += n as u64;
+        Ok(n)
     }
 }
 
@@ -530,10 +674,13 @@ fn parse_digest(digest: &str) -> Result<Digest> {
 }
 
 pub(crate) fn sha256(bytes: &[u8]) -> String {
-    let hash = sha2::Sha256::digest(bytes);
+    hex_digest(&sha2::Sha256::digest(bytes))
+}
+
+fn hex_digest(hash: &[u8]) -> String {
     let mut text = String::with_capacity(71);
     text.push_str("sha256:");
-    for byte in hash.iter() {
+    for byte in hash {
         text.push_str(&format!("{byte:02x}"));
     }
     text
@@ -563,10 +710,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = fs::File::create(&partial).map_err(Error::io("cannot create", &partial))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(Error::io("cannot write", &partial))?;
     fs::rename(&partial, path).map_err(Error::io("cannot rename", &partial))?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("cannot sync", dir))?;
-    }
-    Ok(())
+    path.parent().map_or(Ok(()), sync_dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("cannot sync", dir))
+}
+
+fn remove_path(path: &Path) -> Result<()> {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    };
+    removed.map_err(Error::io("cannot remove", path))
 }
 
 fn busybox_layer(binary: &[u8], applets: &[String], mtime: u64) -> std::io::Result<Vec<u8>> {
@@ -704,5 +862,70 @@ mod tests {
         let blobs = fs::read_dir(dir.path().join("images/blobs/sha256")).unwrap().count();
         let layers = fs::read_dir(dir.path().join("layers")).unwrap().count();
         assert_eq!((blobs, layers), (0, 0), "garbage collection leaves nothing");
+    }
+
+    fn files_in(dir: &Path) -> usize {
+        fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn layers_store_once_from_plain_or_gzip_and_cut_streams_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let tar = busybox_layer(b"\x7fELF binary", &["sh".into()], 1000).unwrap();
+        let (layer, new) = store.store_layer(tar.as_slice()).unwrap();
+        assert!(new);
+        assert_eq!((layer.diff_id.clone(), layer.size), (sha256(&tar), tar.len() as u64));
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&tar).unwrap();
+        let (again, new) = store.store_layer(gzip.finish().unwrap().as_slice()).unwrap();
+        assert_eq!((again, new), (layer.clone(), false));
+        assert!(store.layer_dir(&layer.diff_id).unwrap().join("bin/busybox").exists());
+
+        let cut = &tar[..tar.len() / 2 + 100];
+        assert!(matches!(store.store_layer(cut), Err(Error::InvalidParameter(_))));
+        assert_eq!(files_in(&dir.path().join("images/blobs/sha256")), 1);
+        assert_eq!(files_in(&dir.path().join("layers")), 1);
+
+        // A layer no image refers to is collected when the store is next opened.
+        drop(store);
+        ImageStore::open(dir.path()).unwrap();
+        assert_eq!(files_in(&dir.path().join("layers")), 0);
+    }
+
+    #[test]
+    fn images_keep_their_config_and_a_moved_tag_leaves_them_dangling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let tar = busybox_layer(b"\x7fELF binary", &["sh".into()], 1000).unwrap();
+        let (layer, _) = store.store_layer(tar.as_slice()).unwrap();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            layer.diff_id
+        );
+        let first = store.store_image_json(config.as_bytes(), std::slice::from_ref(&layer), &[]).unwrap();
+        assert_eq!(first.id, sha256(config.as_bytes()));
+        assert!(first.tags.is_empty());
+        assert_eq!(store.list().unwrap().len(), 1);
+        let tagged = store
+            .store_image_json(config.as_bytes(), std::slice::from_ref(&layer), &[Reference::parse("a").unwrap()])
+            .unwrap();
+        assert_eq!((tagged.id.clone(), tagged.tags.clone()), (first.id.clone(), vec!["a:latest".to_string()]));
+
+        let mut other = store.configuration(&first).unwrap();
+        other.set_created(Some("2024-01-01T00:00:00Z".into()));
+        let second =
+            store.store_image(&other, std::slice::from_ref(&layer), &[Reference::parse("a").unwrap()]).unwrap();
+        assert_ne!(second.id, first.id);
+        let images = store.list().unwrap();
+        assert_eq!(images.len(), 2);
+        assert!(store.find(&first.id).unwrap().tags.is_empty(), "the old image is dangling");
+
+        let wrong =
+            store.store_image_json(config.replace(&layer.diff_id[7..], &"0".repeat(64)).as_bytes(), &[layer], &[]);
+        assert!(matches!(wrong, Err(Error::InvalidParameter(_))));
+        store.remove(&first.id, false, &|_| None).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert_eq!(files_in(&dir.path().join("layers")), 1, "the layer is still used");
     }
 }

@@ -7,6 +7,7 @@
 mod engine;
 mod error;
 pub mod image;
+mod layer;
 pub mod runtime;
 pub mod spec;
 
