@@ -27,6 +27,8 @@ use crate::image::{self, Image, ImageStore};
 use crate::runtime::{Exit, Runtime};
 use crate::spec::{self, Limits, Process};
 
+pub(crate) mod exec;
+
 /// Where Stratus puts each container's cgroup, under every hierarchy.
 const CGROUP_PARENT: &str = "/stratus";
 /// How long Stratus's own shutdown lets containers handle SIGTERM before SIGKILL.
@@ -208,6 +210,7 @@ pub struct Engine {
     dir: PathBuf,
     runtime: Option<Arc<Runtime>>,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
+    execs: Mutex<HashMap<String, Arc<exec::ExecEntry>>>,
 }
 
 impl Engine {
@@ -233,6 +236,7 @@ impl Engine {
             dir: options.dir,
             runtime,
             containers: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
         });
         let prefix = engine.keys.key(b"container/");
         let records = engine.store.range(&prefix, &store::prefix_end(&prefix), None).await?;
@@ -511,6 +515,9 @@ impl Engine {
     /// Records an exit the runtime reported: waits for the output to drain, reads the cgroup's
     /// OOM kill count, has the runtime delete the container, unmounts its root.
     async fn on_exit(&self, exit: Exit) -> Result<()> {
+        if self.exec_exited(&exit.id, exit.status) {
+            return Ok(());
+        }
         let Ok(entry) = self.entry(&exit.id) else { return Ok(()) };
         let _lifecycle = entry.lifecycle.lock().await;
         let pump = entry.pump.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -632,6 +639,7 @@ impl Engine {
             tracing::warn!(container = %container.id, %error, "cannot remove its files");
         }
         self.lock_map().remove(&container.id);
+        self.forget_execs(&container.id);
         entry.watched.send_modify(|w| w.removed = true);
         tracing::info!(container = %container.id, "removed");
         Ok(())

@@ -38,6 +38,11 @@ pub enum Error {
     },
     #[error("corrupt record for container {0}")]
     Record(String, #[source] postcard::Error),
+    /// An exec'd process could not start: Docker's message and exit code (126 or 127).
+    #[error("{message}")]
+    ExecFailed { code: i32, message: String },
+    #[error("No such exec instance: {0}")]
+    NoSuchExec(String),
     #[error("the container runtime failed: {0}")]
     Runtime(String),
     #[error(transparent)]

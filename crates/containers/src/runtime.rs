@@ -24,6 +24,8 @@ use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
@@ -58,20 +60,39 @@ enum Request {
     Delete {
         id: String,
     },
+    /// Run a process in a running container's namespaces and cgroup; stdio come as three fds.
+    Exec(ExecProcess),
+}
+
+/// A process to run in a running container (`docker exec`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecProcess {
+    /// The exec's id: its exit is reported under it.
+    pub id: String,
+    pub container: String,
+    pub args: Vec<String>,
+    /// Added to (or replacing) the container's environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Its stdin is a terminal, to become its controlling terminal.
+    pub tty: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Message {
     /// The answer to the last request: the init's pid for Create.
     Reply(Reply),
-    /// A container's init process ended: its exit code, or 128 + the signal that killed it.
+    /// A container's init process, or an exec'd process, ended: its exit code, or 128 + the
+    /// signal that killed it.
     Exited { id: String, status: i32 },
 }
 
 /// The runtime's answer to a request: the init's pid for Create, or what went wrong.
 type Reply = Result<Option<i32>, String>;
 
-/// A container's init process ended.
+/// A container's init process (`id` is the container's) or an exec'd process (the exec's) ended.
 #[derive(Debug)]
 pub struct Exit {
     pub id: String,
@@ -161,6 +182,21 @@ impl Runtime {
         self.call(Request::Delete { id: id.to_string() }, &[]).await.map(drop)
     }
 
+    /// Starts `process` in its container with `stdio`; returns its pid. An executable that cannot
+    /// be run is an [`Error::ExecFailed`].
+    pub async fn exec(&self, process: ExecProcess, stdio: [BorrowedFd<'_>; 3]) -> Result<i32> {
+        match self.call(Request::Exec(process), &stdio).await {
+            Ok(pid) => pid.ok_or_else(|| Error::Runtime("exec answered without a pid".into())),
+            Err(Error::Runtime(message)) => match message.strip_prefix(EXEC_FAILED).and_then(|m| m.split_once(':')) {
+                Some((code, message)) => {
+                    Err(Error::ExecFailed { code: code.parse().unwrap_or(126), message: message.to_string() })
+                }
+                None => Err(Error::Runtime(message)),
+            },
+            Err(error) => Err(error),
+        }
+    }
+
     /// Closes the socket's write side (the runtime kills what is left and exits) and reaps it.
     pub async fn shut_down(&self) {
         let _turn = self.calls.lock().await;
@@ -236,17 +272,17 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(root)?;
 
     let mut made: HashMap<String, Made> = HashMap::new();
+    // Exec'd processes by exec id: pid and pidfd.
+    let mut execs: HashMap<String, (i32, OwnedFd)> = HashMap::new();
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
-        let running: Vec<(String, i32)> =
-            made.iter().filter_map(|(id, m)| m.init.as_ref().map(|(pid, _)| (id.clone(), *pid))).collect();
+        let inits = made.iter().filter_map(|(id, m)| m.init.as_ref().map(|init| (id, init)));
+        let processes: Vec<(String, i32, &OwnedFd)> =
+            inits.chain(execs.iter()).map(|(id, (pid, pidfd))| (id.clone(), *pid, pidfd)).collect();
+        let running: Vec<(String, i32)> = processes.iter().map(|(id, pid, _)| (id.clone(), *pid)).collect();
         let ready = {
             let mut polled = vec![PollFd::new(&socket, PollFlags::IN)];
-            for (id, _) in &running {
-                if let Some(Made { init: Some((_, pidfd)), .. }) = made.get(id) {
-                    polled.push(PollFd::new(pidfd, PollFlags::IN));
-                }
-            }
+            polled.extend(processes.iter().map(|(_, _, pidfd)| PollFd::new(*pidfd, PollFlags::IN)));
             match rustix::event::poll(&mut polled, None) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
@@ -260,6 +296,7 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
                 if let Some(m) = made.get_mut(id) {
                     m.init = None;
                 }
+                execs.remove(id);
                 send(&socket, &Message::Exited { id: id.clone(), status })?;
             }
         }
@@ -282,7 +319,7 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
                 }
             }
             let reply = match postcard::from_bytes::<Request>(buffer.get(..received.bytes).unwrap_or_default()) {
-                Ok(request) => handle(request, fds, root, &mut made).map_err(|e| format!("{e:#}")),
+                Ok(request) => handle(request, fds, root, &mut made, &mut execs),
                 Err(error) => Err(format!("malformed request: {error}")),
             };
             send(&socket, &Message::Reply(reply))?;
@@ -316,8 +353,10 @@ fn handle(
     fds: Vec<OwnedFd>,
     root: &Path,
     made: &mut HashMap<String, Made>,
+    execs: &mut HashMap<String, (i32, OwnedFd)>,
 ) -> Result<Option<i32>, String> {
     match request {
+        Request::Exec(process) => exec(process, fds, root, execs),
         Request::Create { id, bundle } => {
             let [stdin, stdout, stderr]: [OwnedFd; 3] =
                 fds.try_into().map_err(|_| "create needs three file descriptors".to_string())?;
@@ -362,6 +401,101 @@ fn handle(
             }
             Ok(None)
         }
+    }
+}
+
+/// Starts an exec'd process: it joins the container's namespaces and cgroup (libcontainer's
+/// tenant builder). If its executable cannot run, the reply says so as Docker words it, with the
+/// exit code Docker gives (`EXEC_FAILED<code>:<message>`).
+fn exec(
+    process: ExecProcess,
+    fds: Vec<OwnedFd>,
+    root: &Path,
+    execs: &mut HashMap<String, (i32, OwnedFd)>,
+) -> Result<Option<i32>, String> {
+    let [stdin, stdout, stderr]: [OwnedFd; 3] =
+        fds.try_into().map_err(|_| "exec needs three file descriptors".to_string())?;
+    // libcontainer does not return the pid of a process whose executable failed validation:
+    // the pid file names the child to reap.
+    let pid_file = root.join(format!("{}.pid", process.id));
+    let built = ContainerBuilder::new(process.container.clone(), SyscallType::default())
+        .with_root_path(root)
+        .and_then(|b| b.with_pid_file(Some(&pid_file)))
+        .map_err(|e| e.to_string())?
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .with_executor(TerminalExecutor { tty: process.tty })
+        .as_tenant()
+        .with_container_args(process.args.clone())
+        .with_env(process.env.iter().cloned().collect())
+        .with_cwd(Some(&process.cwd))
+        .with_user(Some(process.uid))
+        .with_group(Some(process.gid))
+        .with_detach(true)
+        .build();
+    let written_pid = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
+    let _ = std::fs::remove_file(&pid_file);
+    let pid = match built {
+        Ok(pid) => pid.as_raw(),
+        Err(error) => {
+            if let Some(pid) = written_pid {
+                reap(pid);
+            }
+            let message = format!("{error}: {}", source_chain(&error));
+            let executable = process.args.first().map(String::as_str).unwrap_or_default();
+            return Err(match exec_failure(executable, &message) {
+                Some((code, docker_message)) => format!("{EXEC_FAILED}{code}:{docker_message}"),
+                None => message,
+            });
+        }
+    };
+    let pidfd = Pid::from_raw(pid)
+        .ok_or("invalid pid")
+        .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
+    execs.insert(process.id, (pid, pidfd));
+    Ok(Some(pid))
+}
+
+/// Marks a reply for an executable that could not run.
+const EXEC_FAILED: &str = "exec failed:";
+
+/// Docker's exit code and message for an executable libcontainer refused: 127 when it does not
+/// exist, 126 when it cannot be executed.
+fn exec_failure(executable: &str, message: &str) -> Option<(i32, String)> {
+    let prefix = "OCI runtime exec failed: exec failed: unable to start container process: exec:";
+    if message.contains("not found in $PATH") {
+        let why = if executable.contains('/') {
+            format!("stat {executable}: no such file or directory")
+        } else {
+            "executable file not found in $PATH".to_string()
+        };
+        Some((127, format!("{prefix} \"{executable}\": {why}: unknown")))
+    } else if message.contains("does not have correct permissions") {
+        Some((126, format!("{prefix} \"{executable}\": permission denied: unknown")))
+    } else {
+        None
+    }
+}
+
+/// libcontainer's executor, first making a terminal on stdin the controlling terminal (the
+/// process is a session leader by then), so that ^C and job control reach it.
+#[derive(Clone)]
+struct TerminalExecutor {
+    tty: bool,
+}
+
+impl Executor for TerminalExecutor {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
+        if self.tty {
+            rustix::process::ioctl_tiocsctty(std::io::stdin())
+                .map_err(|e| ExecutorError::Other(format!("cannot take the terminal: {e}")))?;
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
     }
 }
 

@@ -4,6 +4,8 @@
 //! and encode Docker's JSON; errors are Docker's `{"message": ...}` with its status codes.
 //! Attach is a hijacked connection (HTTP 101) carrying Docker's multiplexed stream frames.
 
+mod exec;
+mod hijack;
 mod json;
 
 use std::convert::Infallible;
@@ -216,6 +218,18 @@ impl Docker {
             }
             (&Method::GET, ["containers", id, "logs"]) => Ok(self.logs(id, &query)?),
             (&Method::POST, ["containers", id, "attach"]) => Ok(self.attach(id, &query, request)?),
+            (&Method::POST, ["containers", id, "exec"]) => {
+                let exec = exec::create_request(&read_body(request).await?)?;
+                let id = self.engine.exec_create(id, exec)?;
+                Ok(json_response(StatusCode::CREATED, json!({ "Id": id })))
+            }
+            (&Method::POST, ["exec", id, "start"]) => Ok(exec::start(&self.engine, id, request).await?),
+            (&Method::GET, ["exec", id, "json"]) => Ok(ok_json(exec::inspect(&self.engine.exec_inspect(id)?))),
+            (&Method::POST, ["exec", id, "resize"]) => {
+                let (rows, columns) = exec::size(&query)?;
+                self.engine.exec_resize(id, rows, columns)?;
+                Ok(empty(StatusCode::OK))
+            }
             _ => Err(ApiError::NotServed(format!("Stratus does not serve {method} {path} of the Docker Engine API yet"))),
         }
     }
@@ -412,8 +426,8 @@ fn json_response(status: StatusCode, value: Value) -> Response<ResponseBody> {
 /// Docker's error shape with the status its clients expect for each kind of error.
 fn error_response(error: &Error) -> Response<ResponseBody> {
     let status = match error {
-        Error::NoSuchImage(_) | Error::NoSuchContainer(_) => StatusCode::NOT_FOUND,
-        Error::InvalidReference(_) | Error::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+        Error::NoSuchImage(_) | Error::NoSuchContainer(_) | Error::NoSuchExec(_) => StatusCode::NOT_FOUND,
+        Error::InvalidReference(_) | Error::InvalidParameter(_) | Error::ExecFailed { .. } => StatusCode::BAD_REQUEST,
         Error::NameInUse { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
