@@ -151,3 +151,49 @@ def test_exec_it_gives_a_terminal_that_resizes(docker):
     terminal.send("exit 3\r")
     assert terminal.wait() == 3
     assert inspect(docker, "box")["State"]["Running"]
+
+
+def test_run_it_gives_the_container_a_terminal_and_logs_keep_its_raw_output(docker):
+    terminal = Terminal(docker, "run", "-it", "--name", "term", "-e", "PS1=prompt> ", "busybox", "sh")
+    terminal.expect("prompt> ")
+    terminal.send("tty; stty size\r")
+    terminal.expect("tty; stty size")
+    assert terminal.expect("prompt> ").split() == ["/dev/pts/0", "24", "80"]
+    terminal.resize(33, 111)
+    time.sleep(0.5)
+    terminal.send("stty size\r")
+    terminal.expect("stty size")
+    assert terminal.expect("prompt> ").split() == ["33", "111"]
+    terminal.send("exit 4\r")
+    assert terminal.wait() == 4
+    container = inspect(docker, "term")
+    assert container["Config"]["Tty"] and container["Config"]["OpenStdin"]
+    assert container["State"]["ExitCode"] == 4
+    logs = docker.docker("logs", "term").stdout
+    assert "tty; stty size\n/dev/pts/0\n24 80\nprompt> " in logs, repr(logs)  # the terminal's echo and all
+
+
+def test_run_i_attach_and_start_a_i_carry_stdin(docker):
+    env = {**os.environ, "DOCKER_HOST": f"unix://{docker.env['STRATUS_DOCKER_SOCKET']}"}
+    piped = subprocess.run(["docker", "run", "-i", "--rm", "busybox", "sh", "-c", "tr a-z A-Z; echo end >&2"],
+                           input="hello\nworld\n", capture_output=True, text=True, timeout=30, env=env)
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, "HELLO\nWORLD\n", "end\n"), piped.stderr
+
+    docker.docker("create", "-i", "--name", "again", "busybox", "sh", "-c", "read line; echo got $line; exit 2")
+    started = subprocess.run(["docker", "start", "-a", "-i", "again"], input="one\n", capture_output=True,
+                             text=True, timeout=30, env=env)
+    assert (started.returncode, started.stdout) == (2, "got one\n"), started.stderr
+
+    docker.docker("run", "-d", "-i", "--name", "echoer", "busybox", "sh", "-c", "while read l; do echo seen $l; done")
+    attached = subprocess.Popen(["docker", "attach", "echoer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, env=env)
+    time.sleep(0.5)
+    attached.stdin.write("ping\n")
+    attached.stdin.flush()
+    assert attached.stdout.readline() == "seen ping\n"
+    attached.kill()  # a client leaving does not end the container
+    attached.wait(timeout=15)
+    time.sleep(0.3)
+    assert inspect(docker, "echoer")["State"]["Running"]
+    assert docker.docker("logs", "echoer").stdout == "seen ping\n"
+    docker.docker("rm", "-f", "echoer")

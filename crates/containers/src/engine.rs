@@ -12,20 +12,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use store::{Compare, Keyspace, Op, Store, Txn};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::image::{self, Image, ImageStore};
 use crate::runtime::{Exit, Runtime};
 use crate::spec::{self, Limits, Process};
+use crate::stdio::{self, AsyncStdio};
 
 pub(crate) mod exec;
 
@@ -87,6 +87,16 @@ pub struct Container {
     pub limits: Limits,
     pub auto_remove: bool,
     pub state: State,
+    pub stdio: StdioConfig,
+}
+
+/// How the container's own process is wired: a terminal (`-t`), a stdin (`-i`), and whether
+/// that stdin closes when the first attached client ends it (Docker's StdinOnce).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioConfig {
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
 }
 
 /// What `docker create` asks for; `None` means "the image's".
@@ -105,6 +115,7 @@ pub struct CreateRequest {
     pub auto_remove: bool,
     pub tty: bool,
     pub open_stdin: bool,
+    pub stdin_once: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +137,14 @@ pub enum OutputEvent {
     Output(LogEntry),
     /// Every process of the container closed its stdout and stderr: this run's output is over.
     End,
+}
+
+/// An attached client's view of a container: its output, where its input goes (dropping the
+/// sender ends it), and whether it has a terminal (raw output) or not (Docker's frames).
+pub struct Attach {
+    pub output: broadcast::Receiver<OutputEvent>,
+    pub input: Option<mpsc::Sender<Vec<u8>>>,
+    pub tty: bool,
 }
 
 /// What `wait` waits for (Docker's `condition`).
@@ -161,6 +180,10 @@ struct Entry {
     output: broadcast::Sender<OutputEvent>,
     /// The task copying this run's output to the log; exit handling waits for it.
     pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The write end of this run's stdin (a pipe, or the terminal) while it is open.
+    stdin: watch::Sender<Option<Arc<AsyncStdio>>>,
+    /// This run's terminal, for resize.
+    terminal: Mutex<Option<Arc<AsyncStdio>>>,
 }
 
 impl Entry {
@@ -178,6 +201,8 @@ impl Entry {
             output_lock: Mutex::new(()),
             output: broadcast::channel(1024).0,
             pump: Mutex::new(None),
+            stdin: watch::Sender::new(None),
+            terminal: Mutex::new(None),
         })
     }
 
@@ -359,12 +384,6 @@ impl Engine {
     }
 
     pub async fn create(&self, request: CreateRequest) -> Result<Container> {
-        if request.tty {
-            return Err(Error::Unsupported("a terminal (docker run -t)"));
-        }
-        if request.open_stdin {
-            return Err(Error::Unsupported("stdin (docker run -i)"));
-        }
         if self.runtime.is_none() {
             return Err(Error::NotRoot);
         }
@@ -482,30 +501,45 @@ impl Engine {
         let read = |file: &str| fs::read_to_string(rootfs.join(file)).unwrap_or_default();
         let (uid, gid) = spec::resolve_user(&container.process.user, &read("etc/passwd"), &read("etc/group"))?;
         let cgroup = format!("{CGROUP_PARENT}/{}", container.id);
-        let spec = spec::build(&container.process, &container.limits, &rootfs, &cgroup, uid, gid)?;
+        let mut spec = spec::build(&container.process, &container.limits, &rootfs, &cgroup, uid, gid)?;
+        if container.stdio.tty {
+            spec::use_terminal(&mut spec);
+        }
         let config = dir.join("config.json");
         spec.save(&config).map_err(Error::oci(&config))?;
 
-        let pipe = || {
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| Error::io("cannot make a pipe", &dir)(e.into()))
-        };
-        let (stdout_read, stdout_write) = pipe()?;
-        let (stderr_read, stderr_write) = pipe()?;
-        let null = fs::File::open("/dev/null").map_err(Error::io("cannot open", "/dev/null"))?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(&container.id))
             .map_err(Error::io("cannot open the log", self.log_path(&container.id)))?;
-        let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout_read)
-            .map_err(Error::io("cannot watch the output pipe", &dir))?;
-        let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read)
-            .map_err(Error::io("cannot watch the output pipe", &dir))?;
-        let pid =
-            runtime.create(&container.id, &dir, [null.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()]).await?;
-        // Only the container may hold the write ends, so that its exit ends the output.
-        drop((stdout_write, stderr_write, null));
+        let null = || fs::File::open("/dev/null").map(OwnedFd::from).map_err(Error::io("cannot open", "/dev/null"));
+        let (pid, stdout, stderr, stdin) = if container.stdio.tty {
+            // The init makes the terminal in its own devpts and sends its master side here.
+            let console = stdio::ConsoleSocket::bind(&dir)?;
+            let pid = runtime
+                .create(&container.id, &dir, [null()?.as_fd(), null()?.as_fd(), null()?.as_fd()], Some(console.path()))
+                .await?;
+            let master = Arc::new(AsyncStdio::new(console.receive().await?)?);
+            *entry.terminal.lock().unwrap_or_else(|p| p.into_inner()) = Some(master.clone());
+            let stdin = container.stdio.open_stdin.then(|| master.clone());
+            (pid, master, None, stdin)
+        } else {
+            let (stdout_read, stdout_write) = stdio::pipe()?;
+            let (stderr_read, stderr_write) = stdio::pipe()?;
+            let (stdin_read, stdin_write) = match container.stdio.open_stdin {
+                true => stdio::pipe().map(|(read, write)| (read, Some(write)))?,
+                false => (null()?, None),
+            };
+            let pid = runtime
+                .create(&container.id, &dir, [stdin_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()], None)
+                .await?;
+            // Only the container may hold the write ends, so that its exit ends the output.
+            drop((stdout_write, stderr_write, stdin_read));
+            let stdin = stdin_write.map(|w| AsyncStdio::new(w).map(Arc::new)).transpose()?;
+            (pid, Arc::new(AsyncStdio::new(stdout_read)?), Some(Arc::new(AsyncStdio::new(stderr_read)?)), stdin)
+        };
+        entry.stdin.send_replace(stdin);
         let pump = tokio::spawn(pump_output(entry.clone(), stdout, stderr, log));
         *entry.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(pump);
         runtime.start(&container.id).await?;
@@ -524,6 +558,8 @@ impl Engine {
         if let Some(pump) = pump {
             let _ = pump.await;
         }
+        entry.stdin.send_replace(None);
+        entry.terminal.lock().unwrap_or_else(|p| p.into_inner()).take();
         let oom_killed = oom_kills(&exit.id) > 0;
         if let Some(runtime) = &self.runtime
             && let Err(error) = runtime.delete(&exit.id).await
@@ -659,14 +695,48 @@ impl Engine {
         Ok((entries, live))
     }
 
-    /// The output of the container's next (or current) run, as it comes.
-    pub fn attach(&self, reference: &str) -> Result<broadcast::Receiver<OutputEvent>> {
+    /// The output of the container's next (or current) run, as it comes, and, with `stdin`,
+    /// where the client's input goes: into its stdin once it runs; with StdinOnce, the end of
+    /// the client's input closes the container's stdin.
+    pub fn attach(&self, reference: &str, stdin: bool) -> Result<Attach> {
         let entry = self.entry(reference)?;
         let container = entry.snapshot();
         if container.state.status == Status::Exited {
             return Err(Error::Conflict("You cannot attach to a stopped container, start it first".into()));
         }
-        Ok(entry.output.subscribe())
+        let input = (stdin && container.stdio.open_stdin).then(|| {
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+            let entry = entry.clone();
+            tokio::spawn(async move {
+                let mut target = entry.stdin.subscribe();
+                while let Some(bytes) = rx.recv().await {
+                    let open = match target.wait_for(Option::is_some).await {
+                        Ok(open) => open.clone(),
+                        Err(_) => return,
+                    };
+                    let Some(open) = open else { return };
+                    if open.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                if container.stdio.stdin_once {
+                    entry.stdin.send_replace(None);
+                }
+            });
+            tx
+        });
+        Ok(Attach { output: entry.output.subscribe(), input, tty: container.stdio.tty })
+    }
+
+    /// Sets the size of a running container's terminal; nothing without one, as in Docker.
+    pub fn resize(&self, reference: &str, rows: u16, columns: u16) -> Result<()> {
+        let entry = self.entry(reference)?;
+        let container = entry.snapshot();
+        if container.state.status != Status::Running {
+            return Err(Error::Conflict(format!("Container {} is not running", container.id)));
+        }
+        let terminal = entry.terminal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        terminal.map_or(Ok(()), |t| t.resize(rows, columns))
     }
 
     /// Stops every running container (SIGTERM, then SIGKILL after a short grace) and ends the
@@ -750,6 +820,7 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
         limits: request.limits,
         auto_remove: request.auto_remove,
         state: State::default(),
+        stdio: StdioConfig { tty: request.tty, open_stdin: request.open_stdin, stdin_once: request.stdin_once },
     })
 }
 
@@ -855,20 +926,18 @@ fn parse_oom_kills(text: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Copies a run's stdout and stderr to the log and to attached clients until both close.
-async fn pump_output(
-    entry: Arc<Entry>,
-    mut stdout: tokio::net::unix::pipe::Receiver,
-    mut stderr: tokio::net::unix::pipe::Receiver,
-    mut log: fs::File,
-) {
-    let (mut out_open, mut err_open) = (true, true);
+/// Copies a run's stdout and stderr (or its terminal, as stdout) to the log and to attached
+/// clients until both end.
+async fn pump_output(entry: Arc<Entry>, stdout: Arc<AsyncStdio>, stderr: Option<Arc<AsyncStdio>>, mut log: fs::File) {
+    let (mut out_open, mut err_open) = (true, stderr.is_some());
     let mut out_buffer = vec![0u8; 16 * 1024];
     let mut err_buffer = vec![0u8; 16 * 1024];
     while out_open || err_open {
         let (stream, read) = tokio::select! {
             read = stdout.read(&mut out_buffer), if out_open => (Stream::Stdout, read),
-            read = stderr.read(&mut err_buffer), if err_open => (Stream::Stderr, read),
+            read = async { match &stderr { Some(e) => e.read(&mut err_buffer).await, None => Ok(0) } }, if err_open => {
+                (Stream::Stderr, read)
+            }
         };
         let bytes = match read {
             Ok(0) | Err(_) => {

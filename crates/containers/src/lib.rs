@@ -14,10 +14,10 @@ mod stdio;
 
 pub use engine::exec::{Exec, ExecIo, ExecRequest};
 pub use engine::{
-    Changed, Container, CreateRequest, Engine, LogEntry, Options, OutputEvent, State, Status, Stream, WaitCondition,
+    Attach, Changed, Container, CreateRequest, Engine, LogEntry, Options, OutputEvent, State, Status, StdioConfig,
+    Stream, WaitCondition,
 };
 pub use error::{Error, Result};
-pub use stdio::Input;
 
 /// Whether this process can run containers (namespaces, mounts and cgroups need root).
 pub fn running_as_root() -> bool {

@@ -45,9 +45,11 @@ const MAX_MESSAGE: usize = 64 * 1024;
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
     /// Create the container from the OCI bundle; stdin, stdout and stderr come as three fds.
+    /// With a terminal, the init sends its master side to `console_socket` instead.
     Create {
         id: String,
         bundle: PathBuf,
+        console_socket: Option<PathBuf>,
     },
     Start {
         id: String,
@@ -165,8 +167,19 @@ impl Runtime {
 
     /// Creates the container from `bundle/config.json`; returns its init's pid. The init
     /// waits for [`Runtime::start`] before running the entrypoint.
-    pub async fn create(&self, id: &str, bundle: &Path, stdio: [BorrowedFd<'_>; 3]) -> Result<i32> {
-        let pid = self.call(Request::Create { id: id.to_string(), bundle: bundle.to_path_buf() }, &stdio).await?;
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: [BorrowedFd<'_>; 3],
+        console_socket: Option<&Path>,
+    ) -> Result<i32> {
+        let request = Request::Create {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            console_socket: console_socket.map(Path::to_path_buf),
+        };
+        let pid = self.call(request, &stdio).await?;
         pid.ok_or_else(|| Error::Runtime("create answered without a pid".into()))
     }
 
@@ -357,7 +370,7 @@ fn handle(
 ) -> Result<Option<i32>, String> {
     match request {
         Request::Exec(process) => exec(process, fds, root, execs),
-        Request::Create { id, bundle } => {
+        Request::Create { id, bundle, console_socket } => {
             let [stdin, stdout, stderr]: [OwnedFd; 3] =
                 fds.try_into().map_err(|_| "create needs three file descriptors".to_string())?;
             let container = ContainerBuilder::new(id.clone(), SyscallType::default())
@@ -366,6 +379,7 @@ fn handle(
                 .with_stdin(stdin)
                 .with_stdout(stdout)
                 .with_stderr(stderr)
+                .with_console_socket(console_socket)
                 .as_init(&bundle)
                 .with_systemd(false)
                 .with_detach(true)

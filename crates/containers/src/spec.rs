@@ -135,6 +135,14 @@ pub fn build(process: &Process, limits: &Limits, rootfs: &Path, cgroup: &str, ui
     Ok(spec)
 }
 
+/// Gives the container's process a terminal (libcontainer makes it in the container's devpts
+/// and sends its master side to the console socket).
+pub fn use_terminal(spec: &mut Spec) {
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_terminal(Some(true));
+    spec.set_process(Some(process));
+}
+
 /// Docker's `--user`: a name or uid, optionally `:group` or `:gid`, looked up in the
 /// container's own `/etc/passwd` and `/etc/group`. A uid without an entry runs with gid 0 unless
 /// one is given.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rustix::fs::{Mode, OFlags};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
@@ -53,15 +54,19 @@ impl AsyncStdio {
     }
 }
 
-/// Where a client's input goes: a process's stdin pipe or its terminal. Dropping the last handle
-/// on a pipe closes it, so the process reads the end of its input.
-#[derive(Clone)]
-pub struct Input(pub(crate) Arc<AsyncStdio>);
-
-impl Input {
-    pub async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes).await
-    }
+/// A channel whose messages are written to `target` (a process's stdin pipe or its terminal)
+/// until every sender is dropped; then `target` drops, and a pipe's reader sees the end of its
+/// input.
+pub fn input_channel(target: Arc<AsyncStdio>) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if target.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    tx
 }
 
 /// A new terminal in the devpts of the container whose init is `init_pid`, so that the process
@@ -91,4 +96,62 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 pub fn triple(fd: &OwnedFd) -> Result<[OwnedFd; 3]> {
     let copy = || fd.as_fd().try_clone_to_owned().map_err(Error::io("cannot duplicate", "stdio"));
     Ok([copy()?, copy()?, copy()?])
+}
+
+/// The socket a container's init sends its terminal's master side to (libcontainer's console
+/// socket), at `<dir>/console.sock`.
+pub struct ConsoleSocket {
+    listener: tokio::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl ConsoleSocket {
+    pub fn bind(dir: &Path) -> Result<ConsoleSocket> {
+        let path = dir.join("console.sock");
+        let _ = std::fs::remove_file(&path);
+        // A socket path must fit in 108 bytes; the directory's descriptor makes any path short.
+        let directory = std::fs::File::open(dir).map_err(Error::io("cannot open", dir))?;
+        let short = format!("/proc/self/fd/{}/console.sock", std::os::fd::AsRawFd::as_raw_fd(&directory));
+        let listener = tokio::net::UnixListener::bind(&short).map_err(Error::io("cannot listen on", &path))?;
+        Ok(ConsoleSocket { listener, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The master side the init sent (it has by the time the runtime's create answers).
+    pub async fn receive(self) -> Result<OwnedFd> {
+        let failed = |context: &'static str| Error::io(context, self.path.clone());
+        let wait = std::time::Duration::from_secs(10);
+        let accepted = tokio::time::timeout(wait, self.listener.accept()).await;
+        let (stream, _) = accepted
+            .map_err(|_| failed("no terminal came")(io::ErrorKind::TimedOut.into()))?
+            .map_err(failed("cannot accept on"))?;
+        let mut name = [0u8; 64];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let received = tokio::time::timeout(
+            wait,
+            stream.async_io(Interest::READABLE, || {
+                let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+                rustix::net::recvmsg(
+                    &stream,
+                    &mut [io::IoSliceMut::new(&mut name)],
+                    &mut control,
+                    rustix::net::RecvFlags::CMSG_CLOEXEC,
+                )?;
+                let fd = control.drain().find_map(|message| match message {
+                    rustix::net::RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+                    _ => None,
+                });
+                Ok(fd)
+            }),
+        )
+        .await;
+        let _ = std::fs::remove_file(&self.path);
+        received
+            .map_err(|_| failed("no terminal came")(io::ErrorKind::TimedOut.into()))?
+            .map_err(failed("cannot receive the terminal from"))?
+            .ok_or_else(|| failed("no terminal came")(io::ErrorKind::InvalidData.into()))
+    }
 }

@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use containers::{Input, LogEntry, Stream};
+use containers::{LogEntry, Stream};
 use http::{HeaderValue, Response, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -18,7 +18,8 @@ use crate::{ResponseBody, empty, frame};
 pub struct Session {
     /// Ends when the process's output is over.
     pub output: mpsc::Receiver<LogEntry>,
-    pub input: Option<Input>,
+    /// Where the client's bytes go; dropped when the client ends its side.
+    pub input: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 impl Session {
@@ -55,10 +56,10 @@ pub fn respond(
             let Some(input) = input else { return };
             let mut buffer = vec![0u8; 32 * 1024];
             // The client's end of input (`CloseWrite`) or a broken connection ends the copy and
-            // drops `input`: a process reading a pipe then sees the end of its input.
+            // drops `input`.
             while let Ok(n) = reader.read(&mut buffer).await {
                 let Some(bytes) = buffer.get(..n).filter(|b| !b.is_empty()) else { break };
-                if input.write_all(bytes).await.is_err() {
+                if input.send(bytes.to_vec()).await.is_err() {
                     break;
                 }
             }

@@ -203,6 +203,7 @@ struct CreateBody {
     labels: Option<BTreeMap<String, String>>,
     tty: Option<bool>,
     open_stdin: Option<bool>,
+    stdin_once: Option<bool>,
     host_config: Option<HostConfigBody>,
 }
 
@@ -293,6 +294,7 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
         auto_remove: host.auto_remove.unwrap_or(false),
         tty: body.tty.unwrap_or(false),
         open_stdin: body.open_stdin.unwrap_or(false),
+        stdin_once: body.stdin_once.unwrap_or(false),
     })
 }
 
@@ -445,12 +447,12 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "Hostname": container.process.hostname,
             "Domainname": "",
             "User": container.process.user,
-            "AttachStdin": false,
+            "AttachStdin": container.stdio.open_stdin,
             "AttachStdout": true,
             "AttachStderr": true,
-            "Tty": false,
-            "OpenStdin": false,
-            "StdinOnce": false,
+            "Tty": container.stdio.tty,
+            "OpenStdin": container.stdio.open_stdin,
+            "StdinOnce": container.stdio.stdin_once,
             "Env": container.process.env,
             "Cmd": container.cmd,
             "Image": container.image,

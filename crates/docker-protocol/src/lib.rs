@@ -22,7 +22,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc};
 
@@ -225,6 +224,11 @@ impl Docker {
             }
             (&Method::POST, ["exec", id, "start"]) => Ok(exec::start(&self.engine, id, request).await?),
             (&Method::GET, ["exec", id, "json"]) => Ok(ok_json(exec::inspect(&self.engine.exec_inspect(id)?))),
+            (&Method::POST, ["containers", id, "resize"]) => {
+                let (rows, columns) = exec::size(&query)?;
+                self.engine.resize(id, rows, columns)?;
+                Ok(empty(StatusCode::OK))
+            }
             (&Method::POST, ["exec", id, "resize"]) => {
                 let (rows, columns) = exec::size(&query)?;
                 self.engine.exec_resize(id, rows, columns)?;
@@ -240,6 +244,11 @@ impl Docker {
             return Err(Error::InvalidParameter("You must choose at least one stream".into()));
         }
         let timestamps = query.flag("timestamps");
+        // A terminal's output is one raw stream, as the CLI reads it for a Tty container.
+        let raw = self.engine.inspect(id)?.stdio.tty;
+        let encode = move |entry: &containers::LogEntry| {
+            if raw { Bytes::from(entry.bytes.clone()) } else { frame(entry, timestamps) }
+        };
         let (entries, live) = self.engine.logs(id, query.flag("follow"))?;
         let mut lines = json::split_lines(entries);
         if let Some(tail) = query.get("tail").and_then(|t| t.parse::<usize>().ok()) {
@@ -252,7 +261,7 @@ impl Docker {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         tokio::spawn(async move {
             for line in lines.into_iter().filter(|l| wanted(l.stream)) {
-                if tx.send(frame(&line, timestamps)).await.is_err() {
+                if tx.send(encode(&line)).await.is_err() {
                     return;
                 }
             }
@@ -260,7 +269,7 @@ impl Docker {
                 while let Some(event) = next_event(&mut live).await {
                     let OutputEvent::Output(entry) = event else { break };
                     for line in json::split_lines(vec![entry]).into_iter().filter(|l| wanted(l.stream)) {
-                        if tx.send(frame(&line, timestamps)).await.is_err() {
+                        if tx.send(encode(&line)).await.is_err() {
                             return;
                         }
                     }
@@ -274,47 +283,30 @@ impl Docker {
         Ok(response)
     }
 
-    /// Hijacks the connection (`Upgrade: tcp`, as the CLI asks) and streams the container's
-    /// output in Docker's frames until it ends. Subscribing happens now, before the 101 goes
-    /// out, so output of a start that follows the attach is never missed.
-    fn attach(&self, id: &str, query: &Query, request: Request<Incoming>) -> Result<Response<ResponseBody>, Error> {
-        if query.flag("stdin") {
-            return Err(Error::Unsupported("attaching stdin"));
-        }
-        let upgrade = request.headers().get(header::UPGRADE).is_some();
-        if !upgrade {
+    /// Hijacks the connection (`Upgrade: tcp`, as the CLI asks): the container's output goes
+    /// out until it ends, and with `stdin=1` the client's bytes go to its stdin. Subscribing
+    /// happens now, before the 101 goes out, so output of a start that follows the attach is
+    /// never missed.
+    fn attach(&self, id: &str, query: &Query, mut request: Request<Incoming>) -> Result<Response<ResponseBody>, Error> {
+        if !request.headers().contains_key(header::UPGRADE) {
             return Err(Error::InvalidParameter("attach needs a connection upgrade (Upgrade: tcp)".into()));
         }
         let (stdout, stderr) = (query.flag("stdout"), query.flag("stderr"));
-        let mut output = self.engine.attach(id)?;
-        let id = id.to_string();
+        let containers::Attach { mut output, input, tty } = self.engine.attach(id, query.flag("stdin"))?;
+        let (tx, session_output) = mpsc::channel(64);
         tokio::spawn(async move {
-            let upgraded = match hyper::upgrade::on(request).await {
-                Ok(upgraded) => upgraded,
-                Err(error) => {
-                    tracing::debug!(container = %id, %error, "attach: no upgrade");
-                    return;
-                }
-            };
-            let mut io = TokioIo::new(upgraded);
             while let Some(OutputEvent::Output(entry)) = next_event(&mut output).await {
                 let wanted = match entry.stream {
                     Stream::Stdout => stdout,
                     Stream::Stderr => stderr,
                 };
-                if wanted && io.write_all(&frame(&entry, false)).await.is_err() {
+                if wanted && tx.send(entry).await.is_err() {
                     return;
                 }
             }
-            let _ = io.flush().await;
-            let _ = io.shutdown().await;
         });
-        let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.multiplexed-stream"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-        Ok(response)
+        let session = hijack::Session { output: session_output, input };
+        Ok(hijack::respond(hyper::upgrade::on(&mut request), tty, async move { session }))
     }
 }
 

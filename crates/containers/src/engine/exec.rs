@@ -13,7 +13,7 @@ use super::{Engine, LogEntry, Status, Stream, new_id};
 use crate::error::{Error, Result};
 use crate::runtime::ExecProcess;
 use crate::spec;
-use crate::stdio::{self, AsyncStdio, Input};
+use crate::stdio::{self, AsyncStdio};
 
 /// What `docker exec` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,10 +44,10 @@ pub struct Exec {
 }
 
 /// A started exec's streams: its output until it ends (after its exit is recorded), and where
-/// its input goes if it takes any.
+/// its input goes if it takes any (dropping that sender ends its input).
 pub struct ExecIo {
     pub output: mpsc::Receiver<LogEntry>,
-    pub input: Option<Input>,
+    pub input: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 pub(super) struct ExecEntry {
@@ -82,7 +82,7 @@ struct Wiring {
     child: [OwnedFd; 3],
     stdout: Option<Arc<AsyncStdio>>,
     stderr: Option<Arc<AsyncStdio>>,
-    input: Option<Input>,
+    input: Option<Arc<AsyncStdio>>,
     terminal: Option<Arc<AsyncStdio>>,
 }
 
@@ -198,7 +198,7 @@ impl Engine {
         let (tx, output) = mpsc::channel(64);
         let pump = pump_exec_output(wiring.stdout, wiring.stderr, tx, entry.done.subscribe());
         tokio::spawn(pump);
-        Ok(ExecIo { output, input: wiring.input })
+        Ok(ExecIo { output, input: wiring.input.map(stdio::input_channel) })
     }
 
     /// Records the end of an exec'd process; false if `id` is not an exec.
@@ -228,14 +228,14 @@ fn wire(request: &ExecRequest, detach: bool, init_pid: i32, size: Option<(u16, u
         if let Some((rows, columns)) = size.filter(|(r, c)| *r > 0 && *c > 0) {
             master.resize(rows, columns)?;
         }
-        let input = (request.attach_stdin && !detach).then(|| Input(master.clone()));
+        let input = (request.attach_stdin && !detach).then(|| master.clone());
         let stdout = (!detach).then(|| master.clone());
         return Ok(Wiring { child: stdio::triple(&peer)?, stdout, stderr: None, input, terminal: Some(master) });
     }
     let null = || fs::File::open("/dev/null").map(OwnedFd::from).map_err(Error::io("cannot open", "/dev/null"));
     let (stdin, input) = if request.attach_stdin && !detach {
         let (read, write) = stdio::pipe()?;
-        (read, Some(Input(Arc::new(AsyncStdio::new(write)?))))
+        (read, Some(Arc::new(AsyncStdio::new(write)?)))
     } else {
         (null()?, None)
     };
