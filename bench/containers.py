@@ -229,14 +229,15 @@ def idle_memory(api, process, layer, count=10):
             api.call("DELETE", f"/containers/{cid}?force=true", expect=(200, 204, 404))
 
 
-def docker_cli(sock, runs):
+def docker_cli(sock, runs, *command):
+    """Times `docker <command>` through the CLI."""
     env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
     docker = shutil.which("docker")
 
     def one(_):
-        result = subprocess.run([docker, "run", "--rm", "busybox", "true"], env=env, capture_output=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run([docker, *command], env=env, capture_output=True, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
-            raise RuntimeError(f"docker run: {result.returncode} {result.stderr[-300:]!r}")
+            raise RuntimeError(f"docker {command[0]}: {result.returncode} {result.stderr[-300:]!r}")
 
     one(0)
     return summary(timed(one, runs))
@@ -263,7 +264,11 @@ def run_stratus(scratch, args):
         layer = next((data / "containers" / "layers").iterdir())
         out["memory"] = idle_memory(api, process, layer)
         if shutil.which("docker"):
-            out["cli"] = docker_cli(sock, args.cli_runs)
+            out["cli"] = docker_cli(sock, args.cli_runs, "run", "--rm", "busybox", "true")
+            box = api.call("POST", "/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]})["Id"]
+            api.call("POST", f"/containers/{box}/start")
+            out["exec"] = docker_cli(sock, args.cli_runs, "exec", box, "true")
+            api.call("DELETE", f"/containers/{box}?force=1")
         return out, layer
     finally:
         common.stop(process)
@@ -317,6 +322,7 @@ def main():
                   f"p99 {results[engine][key]['p99_ms'] / stratus[key]['p99_ms']:.2f}x (above 1: Stratus is faster)")
     if "cli" in stratus:
         print(f"docker run --rm busybox true through the CLI, {args.cli_runs} runs: p50 {stratus['cli']['p50_ms']:.1f} / p99 {stratus['cli']['p99_ms']:.1f} ms")
+        print(f"docker exec <running busybox> true through the CLI, {args.cli_runs} runs: p50 {stratus['exec']['p50_ms']:.1f} / p99 {stratus['exec']['p99_ms']:.1f} ms")
     m = stratus["memory"]
     print(f"idle memory, {m['containers']} sleep containers: runtime RSS {m['runtime_rss_before_mib']:.2f} -> {m['runtime_rss_after_mib']:.2f} MiB, "
           f"containers' {m['processes']} processes {m['container_rss_mib']:.2f} MiB, sleep alone {m['sleep_rss_mib']:.2f} MiB: "

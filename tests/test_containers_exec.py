@@ -79,6 +79,19 @@ class Terminal:
         raise AssertionError("the docker CLI did not exit")
 
 
+def check_terminal_and_resize(terminal, rows, columns):
+    """The shell on `terminal` (prompt `prompt> `) is on /dev/pts/0 at 24x80 and follows a resize."""
+    terminal.expect("prompt> ")
+    terminal.send("tty; stty size\r")
+    terminal.expect("tty; stty size")
+    assert terminal.expect("prompt> ").split() == ["/dev/pts/0", "24", "80"]
+    terminal.resize(rows, columns)
+    time.sleep(0.5)
+    terminal.send("stty size\r")
+    terminal.expect("stty size")
+    assert terminal.expect("prompt> ").split() == [str(rows), str(columns)]
+
+
 def test_exec_joins_the_containers_namespaces_and_cgroup(docker):
     docker.docker("run", "-d", "--name", "box", "-e", "GREETING=hello", "busybox", "sleep", "300")
     ps = docker.docker("exec", "box", "ps", "-o", "pid,args").stdout.splitlines()
@@ -133,15 +146,7 @@ def test_exec_errors_come_back_in_dockers_words(docker):
 def test_exec_it_gives_a_terminal_that_resizes(docker):
     docker.docker("run", "-d", "--name", "box", "busybox", "sleep", "300")
     terminal = Terminal(docker, "exec", "-it", "-e", "PS1=prompt> ", "box", "sh")
-    terminal.expect("prompt> ")
-    terminal.send("tty; stty size\r")
-    terminal.expect("tty; stty size")
-    assert terminal.expect("prompt> ").split() == ["/dev/pts/0", "24", "80"]
-    terminal.resize(30, 100)
-    time.sleep(0.5)
-    terminal.send("stty size\r")
-    terminal.expect("stty size")
-    assert terminal.expect("prompt> ").split() == ["30", "100"]
+    check_terminal_and_resize(terminal, 30, 100)
     terminal.send("sleep 30\r")
     time.sleep(0.5)
     started = time.monotonic()
@@ -155,15 +160,7 @@ def test_exec_it_gives_a_terminal_that_resizes(docker):
 
 def test_run_it_gives_the_container_a_terminal_and_logs_keep_its_raw_output(docker):
     terminal = Terminal(docker, "run", "-it", "--name", "term", "-e", "PS1=prompt> ", "busybox", "sh")
-    terminal.expect("prompt> ")
-    terminal.send("tty; stty size\r")
-    terminal.expect("tty; stty size")
-    assert terminal.expect("prompt> ").split() == ["/dev/pts/0", "24", "80"]
-    terminal.resize(33, 111)
-    time.sleep(0.5)
-    terminal.send("stty size\r")
-    terminal.expect("stty size")
-    assert terminal.expect("prompt> ").split() == ["33", "111"]
+    check_terminal_and_resize(terminal, 33, 111)
     terminal.send("exit 4\r")
     assert terminal.wait() == 4
     container = inspect(docker, "term")

@@ -547,3 +547,28 @@ fn send(socket: &OwnedFd, message: &Message) -> std::io::Result<()> {
     rustix::net::sendmsg(socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executables_that_cannot_run_get_dockers_words_and_codes() {
+        let prefix = "OCI runtime exec failed: exec failed: unable to start container process: exec:";
+        let not_found = "failed to validate executor: executable 'nosuch' not found in $PATH";
+        assert_eq!(
+            exec_failure("nosuch", not_found),
+            Some((127, format!("{prefix} \"nosuch\": executable file not found in $PATH: unknown")))
+        );
+        assert_eq!(
+            exec_failure("/bin/nosuch", not_found),
+            Some((127, format!("{prefix} \"/bin/nosuch\": stat /bin/nosuch: no such file or directory: unknown")))
+        );
+        let denied = "executable '/etc/passwd' at path '\"/etc/passwd\"' does not have correct permissions";
+        assert_eq!(
+            exec_failure("/etc/passwd", denied),
+            Some((126, format!("{prefix} \"/etc/passwd\": permission denied: unknown")))
+        );
+        assert_eq!(exec_failure("sh", "cannot join the cgroup"), None);
+    }
+}
