@@ -194,3 +194,17 @@ def test_run_i_attach_and_start_a_i_carry_stdin(docker):
     assert inspect(docker, "echoer")["State"]["Running"]
     assert docker.docker("logs", "echoer").stdout == "seen ping\n"
     docker.docker("rm", "-f", "echoer")
+
+
+def test_detach_keys_leave_the_container_running_and_attach_comes_back(docker):
+    terminal = Terminal(docker, "run", "-it", "--name", "term", "-e", "PS1=prompt> ", "busybox", "sh")
+    terminal.expect("prompt> ")
+    terminal.send("\x10\x11")  # ctrl-p ctrl-q
+    assert terminal.wait() == 0
+    assert inspect(docker, "term")["State"]["Running"]
+    again = Terminal(docker, "attach", "term")
+    time.sleep(0.5)
+    again.send("echo $((6 * 7))\r")
+    again.expect("42\r\n")  # the shell's answer, not an echo of the line
+    again.send("exit 6\r")
+    assert again.wait() == 6

@@ -696,8 +696,8 @@ impl Engine {
     }
 
     /// The output of the container's next (or current) run, as it comes, and, with `stdin`,
-    /// where the client's input goes: into its stdin once it runs; with StdinOnce, the end of
-    /// the client's input closes the container's stdin.
+    /// where the client's input goes: into its stdin once it runs; with StdinOnce and no
+    /// terminal, the end of the client's input closes the container's stdin.
     pub fn attach(&self, reference: &str, stdin: bool) -> Result<Attach> {
         let entry = self.entry(reference)?;
         let container = entry.snapshot();
@@ -719,7 +719,8 @@ impl Engine {
                         return;
                     }
                 }
-                if container.stdio.stdin_once {
+                // A terminal stays: a client leaving it (or detaching) does not end its input.
+                if container.stdio.stdin_once && !container.stdio.tty {
                     entry.stdin.send_replace(None);
                 }
             });
