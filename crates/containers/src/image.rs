@@ -113,6 +113,7 @@ pub struct Layer {
 pub struct HistoryEntry {
     pub created: Option<String>,
     pub created_by: String,
+    pub comment: String,
     pub empty_layer: bool,
 }
 
@@ -281,6 +282,7 @@ impl ImageStore {
                 .map(|h| HistoryEntry {
                     created: h.created().clone(),
                     created_by: h.created_by().clone().unwrap_or_default(),
+                    comment: h.comment().clone().unwrap_or_default(),
                     empty_layer: h.empty_layer().unwrap_or(false),
                 })
                 .collect(),
@@ -409,9 +411,21 @@ impl ImageStore {
     /// Only the deleted image's files are candidates: a layer being stored for an image not yet
     /// written must not be collected under it.
     fn delete_unused(&self, deleted: &Image) -> Result<()> {
-        let mut blobs: BTreeSet<&str> = [deleted.manifest_digest.as_str(), deleted.id.as_str()].into();
-        blobs.extend(deleted.layers.iter().map(|layer| layer.digest.as_str()));
-        let mut diff_ids: BTreeSet<&str> = deleted.layers.iter().map(|layer| layer.diff_id.as_str()).collect();
+        let blobs = [deleted.manifest_digest.as_str(), deleted.id.as_str()];
+        self.delete_unreferenced(&blobs, &deleted.layers)
+    }
+
+    /// Deletes stored layers that no image refers to: what an import or load that failed part
+    /// way had stored.
+    pub fn discard(&self, layers: &[Layer]) -> Result<()> {
+        let _changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.delete_unreferenced(&[], layers)
+    }
+
+    fn delete_unreferenced(&self, blobs: &[&str], layers: &[Layer]) -> Result<()> {
+        let mut blobs: BTreeSet<&str> = blobs.iter().copied().collect();
+        blobs.extend(layers.iter().map(|layer| layer.digest.as_str()));
+        let mut diff_ids: BTreeSet<&str> = layers.iter().map(|layer| layer.diff_id.as_str()).collect();
         for image in self.list()? {
             blobs.remove(image.manifest_digest.as_str());
             blobs.remove(image.id.as_str());
@@ -424,9 +438,35 @@ impl ImageStore {
             remove_path(&self.blob_path(digest)?)?;
         }
         for diff_id in diff_ids {
-            remove_path(&self.layers.join(diff_id.trim_start_matches("sha256:")))?;
+            remove_path(&self.layer_dir(diff_id)?)?;
         }
         Ok(())
+    }
+
+    /// `docker image prune`: deletes the images no container uses that have no tag (or, with
+    /// `all`, every image no container uses). Returns what went and the bytes of the layers
+    /// freed.
+    pub fn prune(&self, all: bool, used_by: &dyn Fn(&str) -> Option<String>) -> Result<(Vec<Removed>, u64)> {
+        let mut removed = Vec::new();
+        let mut reclaimed = 0;
+        for image in self.list()? {
+            if (!all && !image.tags.is_empty()) || used_by(&image.id).is_some() {
+                continue;
+            }
+            removed.extend(self.remove(&image.id, true, used_by)?);
+            for layer in &image.layers {
+                if !self.blob_path(&layer.digest)?.exists() {
+                    reclaimed += layer.size;
+                }
+            }
+        }
+        Ok((removed, reclaimed))
+    }
+
+    /// A stored blob (a layer tar, a config, a manifest), to copy out (`docker save`).
+    pub fn blob(&self, digest: &str) -> Result<fs::File> {
+        let path = self.blob_path(digest)?;
+        fs::File::open(&path).map_err(Error::io("cannot open", &path))
     }
 
     /// Deletes whatever no image refers to: what a crash left between storing a layer and
@@ -492,7 +532,7 @@ impl ImageStore {
             .prefix(INCOMING)
             .tempdir_in(&self.layers)
             .map_err(Error::io("cannot create a directory in", &self.layers))?;
-        let invalid = |error: io::Error| Error::InvalidParameter(format!("invalid layer: {error}"));
+        let invalid = |error: io::Error| Error::InvalidParameter(format!("invalid layer: {}", with_causes(&error)));
         let mut buffered = io::BufReader::new(stream);
         let gzip = buffered.fill_buf().map_err(invalid)?.starts_with(&[0x1f, 0x8b]);
         let tar: Box<dyn Read> =
@@ -697,7 +737,7 @@ fn short_digest(digest: &str) -> String {
 }
 
 /// Go's name for this architecture, which OCI configs use.
-fn go_arch() -> &'static str {
+pub(crate) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -711,6 +751,18 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(Error::io("cannot write", &partial))?;
     fs::rename(&partial, path).map_err(Error::io("cannot rename", &partial))?;
     path.parent().map_or(Ok(()), sync_dir)
+}
+
+/// An error and its causes, as `a: b: c` (tar's errors name the entry, their cause what failed).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -4,10 +4,11 @@
 //! overlayfs stacks them, so whiteouts are written in overlayfs's own form: a character device
 //! 0/0 named `x`, and the `trusted.overlay.opaque=y` xattr on the directory.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{CWD, FileType, Mode, XattrFlags};
@@ -106,11 +107,61 @@ fn whiteout(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes an overlayfs upper directory as a layer tar, the reverse of `unpack`: a 0/0 character
+/// device `x` becomes `.wh.x`, an opaque directory gets `.wh..wh..opq`. overlayfs's own xattrs
+/// are not copied; hardlinked files are written once per name.
+pub(crate) fn pack(upper: &Path, out: impl Write) -> io::Result<()> {
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    // A container never started has no upper directory yet: it changed nothing.
+    if upper.exists() {
+        pack_dir(&mut tar, upper, Path::new(""))?;
+    }
+    tar.into_inner()?.flush()
+}
+
+fn pack_dir<W: Write>(tar: &mut tar::Builder<W>, root: &Path, relative: &Path) -> io::Result<()> {
+    let mut names: Vec<_> =
+        fs::read_dir(root.join(relative))?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
+    names.sort();
+    for name in names {
+        let path = relative.join(&name);
+        let full = root.join(&path);
+        let meta = fs::symlink_metadata(&full)?;
+        let kind = meta.file_type();
+        if kind.is_char_device() && meta.rdev() == 0 {
+            let mut whiteout = OsString::from(WHITEOUT_PREFIX);
+            whiteout.push(&name);
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o600);
+            header.set_size(0);
+            header.set_mtime(meta.mtime().max(0) as u64);
+            tar.append_data(&mut header, relative.join(whiteout), io::empty())?;
+        } else if kind.is_socket() {
+            // A socket is not content (Docker's tars leave them out too).
+        } else if kind.is_dir() {
+            tar.append_path_with_name(&full, &path)?;
+            let mut value = [0u8; 1];
+            if rustix::fs::getxattr(&full, OPAQUE_XATTR, &mut value).is_ok_and(|n| value[..n] == *b"y") {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o600);
+                header.set_size(0);
+                tar.append_data(&mut header, path.join(OPAQUE_MARKER), io::empty())?;
+            }
+            pack_dir(tar, root, &path)?;
+        } else {
+            tar.append_path_with_name(&full, &path)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     fn header(kind: tar::EntryType) -> tar::Header {
         let mut header = tar::Header::new_gnu();

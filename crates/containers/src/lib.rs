@@ -4,6 +4,7 @@
 //! runtime spec ([`spec`]). Container records live in the store. No wire format lives here: the
 //! Docker Engine API is an adapter (`docker-protocol`) over [`Engine`].
 
+mod commit;
 mod engine;
 mod error;
 pub mod image;
@@ -12,6 +13,7 @@ pub mod runtime;
 pub mod spec;
 mod stdio;
 
+pub use commit::{Change, ContainerConfig, NewImage};
 pub use engine::exec::{Exec, ExecIo, ExecRequest};
 pub use engine::{
     Attach, Changed, Container, CreateRequest, Engine, LogEntry, Options, OutputEvent, State, Status, StdioConfig,

@@ -53,7 +53,7 @@ pub fn version() -> Value {
     })
 }
 
-fn go_arch() -> &'static str {
+pub(crate) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -120,7 +120,7 @@ pub fn image_inspect(image: &Image) -> Value {
         "RepoTags": image.tags,
         "RepoDigests": [],
         "Parent": "",
-        "Comment": "",
+        "Comment": image.history.last().map_or("", |h| h.comment.as_str()),
         "Created": image.created.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
         "Author": "",
         "Config": {
@@ -155,7 +155,7 @@ pub fn image_history(image: &Image) -> Value {
             "CreatedBy": step.created_by,
             "Tags": if index == 0 { json!(image.tags) } else { Value::Null },
             "Size": size,
-            "Comment": "",
+            "Comment": step.comment,
         }));
     }
     Value::Array(steps)
@@ -298,30 +298,35 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
     })
 }
 
+/// Docker's `filters` query parameter, `{"label":["a=b"]}` or the older `{"label":{"a=b":true}}`,
+/// refusing keys not in `allowed`.
+pub fn parse_filters(text: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, Vec<String>>, Error> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(BTreeMap::new()) };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Error::InvalidParameter(format!("invalid filters: {e}")))?;
+    let Value::Object(map) = value else { return Err(Error::InvalidParameter("invalid filters".into())) };
+    let mut filters = BTreeMap::new();
+    for (key, values) in map {
+        if !allowed.contains(&key.as_str()) {
+            return Err(Error::InvalidParameter(format!("invalid filter '{key}'")));
+        }
+        let values: Vec<String> = match values {
+            Value::Array(items) => items.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Value::Object(items) => items.into_iter().map(|(k, _)| k).collect(),
+            _ => return Err(Error::InvalidParameter(format!("invalid filter '{key}'"))),
+        };
+        filters.insert(key, values);
+    }
+    Ok(filters)
+}
+
 /// `docker ps --filter`: label, name, id and status.
 #[derive(Debug, Default)]
 pub struct Filters(BTreeMap<String, Vec<String>>);
 
 impl Filters {
-    /// `{"label":["a=b"]}`, or the older `{"label":{"a=b":true}}`.
     pub fn parse(text: Option<&str>) -> Result<Filters, Error> {
-        let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Filters::default()) };
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Error::InvalidParameter(format!("invalid filters: {e}")))?;
-        let Value::Object(map) = value else { return Err(Error::InvalidParameter("invalid filters".into())) };
-        let mut filters = BTreeMap::new();
-        for (key, values) in map {
-            if !matches!(key.as_str(), "label" | "name" | "id" | "status") {
-                return Err(Error::InvalidParameter(format!("invalid filter '{key}'")));
-            }
-            let values: Vec<String> = match values {
-                Value::Array(items) => items.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-                Value::Object(items) => items.into_iter().map(|(k, _)| k).collect(),
-                _ => return Err(Error::InvalidParameter(format!("invalid filter '{key}'"))),
-            };
-            filters.insert(key, values);
-        }
-        Ok(Filters(filters))
+        parse_filters(text, &["label", "name", "id", "status"]).map(Filters)
     }
 
     /// Every filter key must match; within a key, any value may (labels: all must).

@@ -6,6 +6,7 @@
 
 mod exec;
 mod hijack;
+mod images;
 mod json;
 
 use std::convert::Infallible;
@@ -114,8 +115,45 @@ impl Docker {
             (&Method::GET, ["info"]) => Ok(ok_json(json::info(&self.engine)?)),
 
             (&Method::GET, ["images", "json"]) => {
-                let images = self.engine.images().list()?;
-                Ok(ok_json(Value::Array(images.iter().map(json::image_summary).collect())))
+                let filters = images::ImageFilters::parse(query.get("filters"))?;
+                let images = self.engine.images().list()?.into_iter().filter(|i| filters.matches(i));
+                Ok(ok_json(Value::Array(images.map(|i| json::image_summary(&i)).collect())))
+            }
+            (&Method::POST, ["images", "create"]) if query.get("fromSrc") == Some("-") => {
+                // Reading starts first, so that a bad parameter's error reaches the client (the
+                // body is then read and dropped) rather than a broken pipe.
+                let body = images::BodyReader::new(request);
+                let new = containers::NewImage {
+                    tag: images::reference(query.get("repo"), query.get("tag"))?,
+                    changes: images::changes(&query.all("changes"))?,
+                    comment: query.get("message").filter(|m| !m.is_empty()).unwrap_or("Imported from -").to_string(),
+                    author: String::new(),
+                };
+                let engine = self.engine.clone();
+                let image = images::blocking(move || engine.images().import(body, &new)).await?;
+                Ok(json_lines(&[json!({"status": image.id})]))
+            }
+            (&Method::POST, ["images", "create"]) if query.get("fromSrc").is_some() => {
+                Err(Error::Unsupported("importing from a URL (only `docker import -` or a file)").into())
+            }
+            (&Method::POST, ["images", "load"]) => {
+                let (engine, body, quiet) = (self.engine.clone(), images::BodyReader::new(request), query.flag("quiet"));
+                let messages = images::blocking(move || images::load(engine.images(), body, quiet)).await?;
+                Ok(json_lines(&messages))
+            }
+            (&Method::GET, ["images", "get"]) => self.save(&query.all("names")),
+            (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => self.save(&[name.join("/").as_str()]),
+            (&Method::POST, ["images", "prune"]) => Ok(ok_json(images::prune(&self.engine, query.get("filters"))?)),
+            (&Method::POST, ["commit"]) => {
+                let new = containers::NewImage {
+                    tag: images::reference(query.get("repo"), query.get("tag"))?,
+                    changes: images::changes(&query.all("changes"))?,
+                    comment: query.get("comment").unwrap_or_default().to_string(),
+                    author: query.get("author").unwrap_or_default().to_string(),
+                };
+                let (engine, container) = (self.engine.clone(), query.get("container").unwrap_or_default().to_string());
+                let image = images::blocking(move || images::commit(&engine, &container, &new)).await?;
+                Ok(json_response(StatusCode::CREATED, json!({"Id": image.id})))
             }
             (&Method::POST, ["images", "create"]) => Err(ApiError::NotServed(
                 "Stratus cannot pull images (no registry is reachable); make one with `stratus image bootstrap busybox`"
@@ -236,6 +274,13 @@ impl Docker {
             }
             _ => Err(ApiError::NotServed(format!("Stratus does not serve {method} {path} of the Docker Engine API yet"))),
         }
+    }
+
+    fn save(&self, names: &[&str]) -> Result<Response<ResponseBody>, ApiError> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut response = Response::new(ChannelBody(images::save(&self.engine, &names)?).boxed());
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+        Ok(response)
     }
 
     fn logs(&self, id: &str, query: &Query) -> Result<Response<ResponseBody>, Error> {
@@ -407,6 +452,14 @@ fn ok_json(value: Value) -> Response<ResponseBody> {
     json_response(StatusCode::OK, value)
 }
 
+/// A finished stream of Docker's JSON messages (progress, "Loaded image: ..."), one a line.
+fn json_lines(messages: &[Value]) -> Response<ResponseBody> {
+    let text: String = messages.iter().map(|m| format!("{m}\r\n")).collect();
+    let mut response = Response::new(Full::new(Bytes::from(text)).boxed());
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 fn json_response(status: StatusCode, value: Value) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
     *response.status_mut() = status;
@@ -463,6 +516,11 @@ impl Query {
 
     fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated key (`names=a&names=b`).
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
     }
 
     /// Docker's booleans: `1`, `true`, `True` (and a bare key) are true.

@@ -1,0 +1,257 @@
+//! Images made from a tar (`docker import`) or from a container's writable layer
+//! (`docker commit`), with Dockerfile-style changes (`--change`) applied to their config.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Seek};
+use std::path::Path;
+use std::time::SystemTime;
+
+use oci_spec::image::{Arch, Config, History, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, Os};
+
+use crate::error::{Error, Result};
+use crate::image::{DEFAULT_PATH, Image, ImageStore, Reference, go_arch};
+use crate::layer;
+
+/// One `--change` instruction, already parsed (the wire's JSON forms are the adapter's job).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Cmd(Vec<String>),
+    Entrypoint(Vec<String>),
+    Env(String, String),
+    WorkingDir(String),
+    User(String),
+    Label(String, String),
+    Expose(String),
+    Volume(String),
+    StopSignal(String),
+}
+
+/// What `docker import` and `docker commit` share.
+#[derive(Clone, Debug, Default)]
+pub struct NewImage {
+    pub tag: Option<Reference>,
+    pub changes: Vec<Change>,
+    /// The history entry's comment (`-m`, or "Imported from -").
+    pub comment: String,
+    pub author: String,
+}
+
+/// How a committed container ran, which becomes the new image's config, as in Docker.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+}
+
+impl ImageStore {
+    /// `docker import`: a one-layer image of a root filesystem tar (compressed or not).
+    pub fn import(&self, tar: impl Read, new: &NewImage) -> Result<Image> {
+        let (layer, _) = self.store_layer(tar)?;
+        let now = now();
+        let mut run = Config::default();
+        apply(&mut run, &new.changes);
+        let config = ImageConfigurationBuilder::default()
+            .created(now.clone())
+            .architecture(Arch::from(go_arch()))
+            .os(Os::Linux)
+            .config(run)
+            .rootfs(oci_spec::image::RootFs::default())
+            .history(vec![history(&now, "", &new.comment)?])
+            .build()
+            .map_err(Error::oci("image config"))?;
+        self.finish(config, Vec::new(), layer, new)
+    }
+
+    /// `docker commit`: the container's overlayfs upper directory, its whiteouts turned back
+    /// into `.wh.` files, as a new layer on the container's image.
+    pub fn commit(&self, base: &Image, upper: &Path, ran: &ContainerConfig, new: &NewImage) -> Result<Image> {
+        let mut tar = tempfile::tempfile().map_err(Error::io("cannot create a temporary file for", upper))?;
+        layer::pack(upper, &mut tar).map_err(Error::io("cannot read the container's changes in", upper))?;
+        tar.rewind().map_err(Error::io("cannot read the container's changes in", upper))?;
+        let (layer, _) = self.store_layer(io::BufReader::new(tar))?;
+        let mut config = self.configuration(base)?;
+        let mut run = config.config().clone().unwrap_or_default();
+        run.set_entrypoint(Some(ran.entrypoint.clone()).filter(|e| !e.is_empty()));
+        run.set_cmd(Some(ran.cmd.clone()).filter(|c| !c.is_empty()));
+        let env: Vec<String> = ran.env.iter().filter(|e| !e.starts_with("HOSTNAME=")).cloned().collect();
+        run.set_env(Some(env));
+        run.set_working_dir(Some(ran.working_dir.clone()).filter(|w| !w.is_empty()));
+        run.set_user(Some(ran.user.clone()).filter(|u| !u.is_empty()));
+        apply(&mut run, &new.changes);
+        let now = now();
+        let created_by = [ran.entrypoint.clone(), ran.cmd.clone()].concat().join(" ");
+        let mut steps = config.history().clone().unwrap_or_default();
+        steps.push(history(&now, &created_by, &new.comment)?);
+        config.set_config(Some(run));
+        config.set_created(Some(now));
+        config.set_history(Some(steps));
+        config.set_author(Some(new.author.clone()).filter(|a| !a.is_empty()));
+        self.finish(config, base.layers.clone(), layer, new)
+    }
+
+    fn finish(
+        &self,
+        mut config: ImageConfiguration,
+        mut layers: Vec<crate::image::Layer>,
+        layer: crate::image::Layer,
+        new: &NewImage,
+    ) -> Result<Image> {
+        layers.push(layer);
+        let mut rootfs = config.rootfs().clone();
+        rootfs.set_typ("layers".to_string());
+        rootfs.set_diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect());
+        config.set_rootfs(rootfs);
+        let stored = self.store_image(&config, &layers, new.tag.as_slice());
+        if stored.is_err() {
+            self.discard(&layers)?;
+        }
+        stored
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+}
+
+fn history(created: &str, created_by: &str, comment: &str) -> Result<History> {
+    HistoryBuilder::default()
+        .created(created.to_string())
+        .created_by(created_by.to_string())
+        .comment(comment.to_string())
+        .build()
+        .map_err(Error::oci("image config"))
+}
+
+/// Applies changes in order, as Dockerfile instructions would be.
+pub fn apply(run: &mut Config, changes: &[Change]) {
+    for change in changes {
+        match change {
+            Change::Cmd(cmd) => {
+                run.set_cmd(Some(cmd.clone()));
+            }
+            Change::Entrypoint(entrypoint) => {
+                run.set_entrypoint(Some(entrypoint.clone()));
+                // As in a Dockerfile, a new entrypoint drops the command inherited before it.
+                run.set_cmd(None);
+            }
+            Change::Env(key, value) => {
+                let mut env = run.env().clone().unwrap_or_else(|| vec![DEFAULT_PATH.to_string()]);
+                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+                env.push(format!("{key}={value}"));
+                run.set_env(Some(env));
+            }
+            Change::WorkingDir(dir) => {
+                run.set_working_dir(Some(dir.clone()));
+            }
+            Change::User(user) => {
+                run.set_user(Some(user.clone()));
+            }
+            Change::Label(key, value) => {
+                let mut labels: HashMap<String, String> = run.labels().clone().unwrap_or_default();
+                labels.insert(key.clone(), value.clone());
+                run.set_labels(Some(labels));
+            }
+            Change::Expose(port) => {
+                let port = if port.contains('/') { port.clone() } else { format!("{port}/tcp") };
+                let mut ports = run.exposed_ports().clone().unwrap_or_default();
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
+                run.set_exposed_ports(Some(ports));
+            }
+            Change::Volume(path) => {
+                let mut volumes = run.volumes().clone().unwrap_or_default();
+                if !volumes.contains(path) {
+                    volumes.push(path.clone());
+                }
+                run.set_volumes(Some(volumes));
+            }
+            Change::StopSignal(signal) => {
+                run.set_stop_signal(Some(signal.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::FileTypeExt;
+
+    #[test]
+    fn changes_apply_in_order() {
+        let mut run = Config::default();
+        apply(
+            &mut run,
+            &[
+                Change::Cmd(vec!["sh".into()]),
+                Change::Env("A".into(), "1".into()),
+                Change::Env("A".into(), "2".into()),
+                Change::Entrypoint(vec!["/app".into()]),
+                Change::Expose("80".into()),
+                Change::WorkingDir("/srv".into()),
+            ],
+        );
+        assert_eq!(run.cmd(), &None);
+        assert_eq!(run.env().clone().unwrap(), vec![DEFAULT_PATH.to_string(), "A=2".to_string()]);
+        assert_eq!(run.exposed_ports().clone().unwrap(), vec!["80/tcp".to_string()]);
+        assert_eq!(run.working_dir().as_deref(), Some("/srv"));
+    }
+
+    #[test]
+    fn import_then_commit_a_changed_upper_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in [("etc/motd", &b"hello"[..]), ("etc/keep", b"kept"), ("var/cache/old", b"old")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_size(data.len() as u64);
+            tar.append_data(&mut header, path, data).unwrap();
+        }
+        let new = NewImage {
+            tag: Some(Reference::parse("base").unwrap()),
+            changes: vec![Change::Cmd(vec!["sh".into()])],
+            comment: "Imported from -".into(),
+            ..NewImage::default()
+        };
+        let base = store.import(tar.into_inner().unwrap().as_slice(), &new).unwrap();
+        assert_eq!(base.config.cmd, Some(vec!["sh".to_string()]));
+        assert_eq!(base.history[0].comment, "Imported from -");
+
+        // What overlayfs leaves in an upper directory after `rm /etc/motd`, a new file, and
+        // `rm -r /var/cache; mkdir /var/cache`.
+        let upper = dir.path().join("upper");
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::create_dir_all(upper.join("var/cache")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("etc/motd"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        fs::write(upper.join("etc/new"), "new").unwrap();
+        rustix::fs::setxattr(upper.join("var/cache"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+            .unwrap();
+        let ran = ContainerConfig { cmd: vec!["sh".into(), "-c".into(), "true".into()], ..Default::default() };
+        let new = NewImage { tag: Some(Reference::parse("next").unwrap()), ..NewImage::default() };
+        let next = store.commit(&base, &upper, &ran, &new).unwrap();
+        assert_eq!(next.layers.len(), 2);
+        assert_eq!(next.history.last().unwrap().created_by, "sh -c true");
+        let dirs = store.layer_dirs(&next).unwrap();
+        assert!(fs::symlink_metadata(dirs[1].join("etc/motd")).unwrap().file_type().is_char_device());
+        assert_eq!(fs::read(dirs[1].join("etc/new")).unwrap(), b"new");
+        let mut opaque = [0u8; 4];
+        let n = rustix::fs::getxattr(dirs[1].join("var/cache"), "trusted.overlay.opaque", &mut opaque).unwrap();
+        assert_eq!(&opaque[..n], b"y");
+    }
+}
