@@ -229,8 +229,8 @@ pub struct Options {
 }
 
 pub struct Engine {
-    store: Arc<dyn Store>,
-    keys: Keyspace,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: Keyspace,
     images: ImageStore,
     dir: PathBuf,
     runtime: Option<Arc<Runtime>>,
@@ -244,6 +244,7 @@ impl Engine {
     /// them): they are recorded as exited with code 255, as Docker does after a daemon crash.
     pub async fn open(store: Arc<dyn Store>, options: Options) -> Result<Arc<Engine>> {
         let images = ImageStore::open(&options.dir)?;
+        crate::build::clear_leftovers(&options.dir);
         let run_dir = options.dir.join("run");
         fs::create_dir_all(&run_dir).map_err(Error::io("cannot create", &run_dir))?;
         let (runtime, exits) = match &options.runtime {
@@ -302,6 +303,11 @@ impl Engine {
     /// Whether this engine can run containers (it can store and list them either way).
     pub fn can_run(&self) -> bool {
         self.runtime.is_some()
+    }
+
+    /// `<data-dir>/containers`.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
@@ -857,7 +863,7 @@ fn generated_name(id: &str) -> String {
     format!("{}_{}_{}", LEFT[byte(0) % 16], RIGHT[byte(2) % 16], id.get(4..8).unwrap_or("0"))
 }
 
-fn signal_number(signal: &str) -> Result<i32> {
+pub(crate) fn signal_number(signal: &str) -> Result<i32> {
     const NAMES: [(&str, i32); 12] = [
         ("HUP", 1),
         ("INT", 2),
@@ -889,7 +895,7 @@ fn signal_number(signal: &str) -> Result<i32> {
         .ok_or_else(|| Error::InvalidParameter(format!("Invalid signal: {signal}")))
 }
 
-fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+pub(crate) fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
     // overlayfs lists lower directories top first; an image lists its layers bottom first.
     let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
     let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
@@ -899,7 +905,7 @@ fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
 }
 
 /// Detaches the root filesystem if mounted; not mounted is fine.
-fn unmount(target: &Path) {
+pub(crate) fn unmount(target: &Path) {
     match rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH) {
         Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
         Err(error) => tracing::warn!(path = %target.display(), %error, "cannot unmount"),

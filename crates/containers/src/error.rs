@@ -43,6 +43,9 @@ pub enum Error {
     ExecFailed { code: i32, message: String },
     #[error("No such exec instance: {0}")]
     NoSuchExec(String),
+    /// A build's RUN failed (Docker's wording; the build's error carries the code too).
+    #[error("The command '{command}' returned a non-zero code: {code}")]
+    CommandFailed { command: String, code: i32 },
     #[error("the container runtime failed: {0}")]
     Runtime(String),
     #[error(transparent)]

@@ -4,7 +4,9 @@
 //! runtime spec ([`spec`]). Container records live in the store. No wire format lives here: the
 //! Docker Engine API is an adapter (`docker-protocol`) over [`Engine`].
 
+mod build;
 mod commit;
+mod dockerfile;
 mod engine;
 mod error;
 pub mod image;
@@ -13,6 +15,7 @@ pub mod runtime;
 pub mod spec;
 mod stdio;
 
+pub use build::{BuildEvent, BuildRequest, is_intermediate};
 pub use commit::{Change, ContainerConfig, NewImage};
 pub use engine::exec::{Exec, ExecIo, ExecRequest};
 pub use engine::{

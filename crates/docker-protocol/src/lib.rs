@@ -4,6 +4,7 @@
 //! and encode Docker's JSON; errors are Docker's `{"message": ...}` with its status codes.
 //! Attach is a hijacked connection (HTTP 101) carrying Docker's multiplexed stream frames.
 
+mod build;
 mod exec;
 mod hijack;
 mod images;
@@ -116,8 +117,13 @@ impl Docker {
 
             (&Method::GET, ["images", "json"]) => {
                 let filters = images::ImageFilters::parse(query.get("filters"))?;
-                let images = self.engine.images().list()?.into_iter().filter(|i| filters.matches(i));
-                Ok(ok_json(Value::Array(images.map(|i| json::image_summary(&i)).collect())))
+                let images = self.engine.images().list()?;
+                // Intermediate build images are hidden unless `-a`, as in Docker.
+                let all = query.flag("all");
+                let shown = images
+                    .iter()
+                    .filter(|i| filters.matches(i) && (all || !containers::is_intermediate(i, &images)));
+                Ok(ok_json(Value::Array(shown.map(json::image_summary).collect())))
             }
             (&Method::POST, ["images", "create"]) if query.get("fromSrc") == Some("-") => {
                 // Reading starts first, so that a bad parameter's error reaches the client (the
@@ -181,6 +187,12 @@ impl Docker {
                 Ok(ok_json(json::removed_images(&removed)))
             }
 
+            (&Method::POST, ["build"]) => Ok(build::build(self.engine.clone(), &query, request).await?),
+            (&Method::POST, ["build", "prune"]) => {
+                let pruned = self.engine.prune_build_cache().await?;
+                tracing::info!(pruned, "build cache pruned");
+                Ok(ok_json(json!({"CachesDeleted": [], "SpaceReclaimed": 0})))
+            }
             (&Method::POST, ["containers", "create"]) => {
                 let body = read_body(request).await?;
                 let create = json::create_request(&body, query.get("name"))?;
