@@ -116,7 +116,9 @@ def test_exec_user_env_workdir_exit_codes_and_streams(docker):
                            capture_output=True, text=True, timeout=30,
                            env={**os.environ, "DOCKER_HOST": f"unix://{docker.env['STRATUS_DOCKER_SOCKET']}"})
     assert (piped.returncode, piped.stdout) == (0, "hi\nthere\ndone\n"), piped.stderr
-    docker.docker("exec", "-d", "box", "sh", "-c", "sleep 0.2; echo made > /tmp/marker")
+    assert inspect(docker, "box")["ExecIDs"] is None
+    docker.docker("exec", "-d", "box", "sh", "-c", "sleep 0.5; echo made > /tmp/marker")
+    assert len(inspect(docker, "box")["ExecIDs"]) == 1, "the detached exec runs"
     deadline = time.monotonic() + 10
     while docker.docker("exec", "box", "cat", "/tmp/marker", check=False).stdout != "made\n":
         assert time.monotonic() < deadline, "the detached exec never ran"

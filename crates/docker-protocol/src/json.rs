@@ -448,6 +448,7 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "Data": {"UpperDir": engine.upper_dir(&container.id).display().to_string()},
         },
         "Mounts": [],
+        "ExecIDs": Some(engine.running_execs(&container.id)).filter(|ids| !ids.is_empty()),
         "Config": {
             "Hostname": container.process.hostname,
             "Domainname": "",

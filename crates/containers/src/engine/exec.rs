@@ -213,6 +213,19 @@ impl Engine {
         }
     }
 
+    /// The container's execs that are running (what Docker's inspect lists as `ExecIDs`).
+    pub fn running_execs(&self, container_id: &str) -> Vec<String> {
+        let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running: Vec<String> = execs
+            .values()
+            .map(|e| e.snapshot())
+            .filter(|e| e.running && e.container_id == container_id)
+            .map(|e| e.id)
+            .collect();
+        running.sort();
+        running
+    }
+
     /// Forgets the exec instances of a removed container.
     pub(super) fn forget_execs(&self, container_id: &str) {
         self.execs.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, e| e.snapshot().container_id != container_id);
