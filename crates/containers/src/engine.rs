@@ -24,8 +24,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::error::{Error, Result};
 use crate::image::{self, Image, ImageStore};
 use crate::runtime::{Exit, Runtime};
+use crate::security::Security;
 use crate::spec::{self, Limits, Process};
 use crate::stdio::{self, AsyncStdio};
+use crate::userns::{Remap, UserNamespace};
 
 pub(crate) mod exec;
 
@@ -86,6 +88,7 @@ pub struct Container {
     pub labels: BTreeMap<String, String>,
     pub limits: Limits,
     pub auto_remove: bool,
+    pub security: Security,
     pub state: State,
     pub stdio: StdioConfig,
 }
@@ -113,6 +116,7 @@ pub struct CreateRequest {
     pub labels: BTreeMap<String, String>,
     pub limits: Limits,
     pub auto_remove: bool,
+    pub security: Security,
     pub tty: bool,
     pub open_stdin: bool,
     pub stdin_once: bool,
@@ -226,6 +230,8 @@ pub struct Options {
     /// How to start the runtime process (the `stratus` binary and its `runtime` subcommand);
     /// `None` when containers cannot run (not root): images still work.
     pub runtime: Option<(PathBuf, Vec<String>)>,
+    /// `--userns-remap`: containers run in a user namespace whose root is this range's start.
+    pub userns_remap: Option<Remap>,
 }
 
 pub struct Engine {
@@ -234,6 +240,7 @@ pub struct Engine {
     images: ImageStore,
     dir: PathBuf,
     runtime: Option<Arc<Runtime>>,
+    userns: Option<UserNamespace>,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
     execs: Mutex<HashMap<String, Arc<exec::ExecEntry>>>,
 }
@@ -255,7 +262,12 @@ impl Engine {
             }
             None => (None, None),
         };
+        let userns = match (&runtime, options.userns_remap) {
+            (Some(_), Some(remap)) => Some(UserNamespace::new(remap, &run_dir)?),
+            _ => None,
+        };
         let engine = Arc::new(Engine {
+            userns,
             store,
             keys: Keyspace::new("containers"),
             images,
@@ -298,6 +310,11 @@ impl Engine {
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// The `--userns-remap` range containers run in, if any.
+    pub fn userns_remap(&self) -> Option<Remap> {
+        self.userns.as_ref().map(|ns| ns.remap)
     }
 
     /// Whether this engine can run containers (it can store and list them either way).
@@ -413,6 +430,11 @@ impl Engine {
             }
             None => generated_name(&id),
         };
+        if self.userns.is_some() && request.security.privileged && !request.security.host_userns {
+            return Err(Error::InvalidParameter(
+                "privileged mode is incompatible with user namespaces.  You must run the container in the host namespace when running privileged mode".into(),
+            ));
+        }
         let container = settle(&request, &image, id, name)?;
 
         let dir = self.container_dir(&container.id);
@@ -501,7 +523,15 @@ impl Engine {
         let layers = self.images.layer_dirs(&image)?;
         let dir = self.container_dir(&container.id);
         let rootfs = dir.join("rootfs");
-        mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        let (upper, work) = (dir.join("upper"), dir.join("work"));
+        let userns = self.userns.as_ref().filter(|_| !container.security.host_userns);
+        match userns {
+            Some(ns) => {
+                ns.own(&upper)?;
+                ns.with_idmapped(&layers, &dir.join("lower"), |lower| mount_overlay(lower, &upper, &work, &rootfs))?;
+            }
+            None => mount_overlay(&layers, &upper, &work, &rootfs)?,
+        }
         let cwd = rootfs.join(container.process.cwd.trim_start_matches('/'));
         fs::create_dir_all(&cwd).map_err(Error::io("cannot create the working directory", &cwd))?;
         let read = |file: &str| fs::read_to_string(rootfs.join(file)).unwrap_or_default();
@@ -510,6 +540,10 @@ impl Engine {
         let mut spec = spec::build(&container.process, &container.limits, &rootfs, &cgroup, uid, gid)?;
         if container.stdio.tty {
             spec::use_terminal(&mut spec);
+        }
+        container.security.apply(&mut spec)?;
+        if let Some(ns) = userns {
+            ns.apply(&mut spec)?;
         }
         let config = dir.join("config.json");
         spec.save(&config).map_err(Error::oci(&config))?;
@@ -802,6 +836,7 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
     let hostname =
         request.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| image::short_id(&id).to_string());
     env.push(format!("HOSTNAME={hostname}"));
+    request.security.validate()?;
     let mut labels = image.config.labels.clone();
     labels.extend(request.labels.clone());
     Ok(Container {
@@ -826,6 +861,7 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
         labels,
         limits: request.limits,
         auto_remove: request.auto_remove,
+        security: request.security.clone(),
         state: State::default(),
         stdio: StdioConfig { tty: request.tty, open_stdin: request.open_stdin, stdin_once: request.stdin_once },
     })

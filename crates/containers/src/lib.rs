@@ -12,8 +12,11 @@ mod error;
 pub mod image;
 mod layer;
 pub mod runtime;
+pub mod seccomp;
+pub mod security;
 pub mod spec;
 mod stdio;
+pub mod userns;
 
 pub use build::{BuildEvent, BuildRequest, is_intermediate};
 pub use commit::{Change, ContainerConfig, NewImage};

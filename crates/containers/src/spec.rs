@@ -38,7 +38,7 @@ pub struct Limits {
 const CPU_PERIOD_US: u64 = 100_000;
 
 /// Docker's default capability set.
-const CAPABILITIES: [Capability; 14] = [
+pub(crate) const CAPABILITIES: [Capability; 14] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,

@@ -61,6 +61,16 @@ pub(crate) fn go_arch() -> &'static str {
     }
 }
 
+/// `docker info`'s Security Options: the default seccomp profile, and user namespaces with
+/// `--userns-remap`.
+fn security_options(engine: &Engine) -> Vec<&'static str> {
+    let mut options = vec!["name=seccomp,profile=builtin"];
+    if engine.userns_remap().is_some() {
+        options.push("name=userns");
+    }
+    options
+}
+
 pub fn info(engine: &Engine) -> Result<Value, Error> {
     let containers = engine.list(true);
     let count = |status: Status| containers.iter().filter(|c| c.state.status == status).count();
@@ -90,7 +100,7 @@ pub fn info(engine: &Engine) -> Result<Value, Error> {
         "DefaultRuntime": "youki",
         "Runtimes": {"youki": {"path": "libcontainer"}},
         "LoggingDriver": "stratus",
-        "SecurityOptions": [],
+        "SecurityOptions": security_options(engine),
         "Warnings": if engine.can_run() { json!([]) } else { json!(["Stratus is not root: containers cannot run"]) },
     }))
 }
@@ -221,7 +231,8 @@ struct HostConfigBody {
     mounts: Option<Vec<Value>>,
     port_bindings: Option<BTreeMap<String, Value>>,
     network_mode: Option<String>,
-    privileged: Option<bool>,
+    #[serde(flatten)]
+    security: crate::security::SecurityBody,
     restart_policy: Option<RestartPolicyBody>,
 }
 
@@ -244,9 +255,6 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
     }
     if !matches!(host.network_mode.as_deref().unwrap_or_default(), "" | "default" | "bridge" | "none") {
         return Err(Error::Unsupported("networks other than the default"));
-    }
-    if host.privileged == Some(true) {
-        return Err(Error::Unsupported("privileged containers"));
     }
     if !matches!(host.restart_policy.and_then(|r| r.name).as_deref().unwrap_or_default(), "" | "no") {
         return Err(Error::Unsupported("restart policies"));
@@ -292,6 +300,7 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
             cpu_shares: host.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
         },
         auto_remove: host.auto_remove.unwrap_or(false),
+        security: host.security.settings()?,
         tty: body.tty.unwrap_or(false),
         open_stdin: body.open_stdin.unwrap_or(false),
         stdin_once: body.stdin_once.unwrap_or(false),
@@ -436,6 +445,12 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "CpuShares": limits.cpu_shares.unwrap_or(0),
             "PidsLimit": limits.pids,
             "AutoRemove": container.auto_remove,
+            "Privileged": container.security.privileged,
+            "CapAdd": container.security.cap_add,
+            "CapDrop": container.security.cap_drop,
+            "ReadonlyRootfs": container.security.read_only_rootfs,
+            "SecurityOpt": crate::security::options(&container.security),
+            "UsernsMode": if container.security.host_userns { "host" } else { "" },
             "NetworkMode": "none",
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             // The log file has Stratus's own format, but clients read this name to learn whether

@@ -9,6 +9,7 @@ mod exec;
 mod hijack;
 mod images;
 mod json;
+mod security;
 
 use std::convert::Infallible;
 use std::future::Future;

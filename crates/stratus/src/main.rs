@@ -126,6 +126,11 @@ struct UpArgs {
     /// else $XDG_RUNTIME_DIR/stratus/docker.sock]. Use it with DOCKER_HOST=unix://PATH.
     #[arg(long, env = "STRATUS_DOCKER_SOCKET", value_name = "PATH")]
     docker_socket: Option<PathBuf>,
+    /// Run containers in a user namespace whose root is an unprivileged host uid, as dockerd's
+    /// flag: `default` (the `dockremap` user's ranges, else 100000-165535), `user[:group]` or
+    /// `uid[:gid]` (their ranges in /etc/subuid and /etc/subgid).
+    #[arg(long, env = "STRATUS_USERNS_REMAP", value_name = "USER[:GROUP]")]
+    userns_remap: Option<String>,
 }
 
 fn account_id(value: &str) -> Result<String, String> {
@@ -257,6 +262,7 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
     .await
     .context("cannot load DynamoDB state from the store")?;
     let aws = aws_protocol::Aws::new(args.default_account, sqs, sns, dynamodb);
+    let userns_remap = args.userns_remap.as_deref().map(containers::userns::Remap::from_host).transpose()?;
     let runtime_process = if containers::running_as_root() {
         let program = std::env::current_exe().context("cannot find the stratus binary to start the runtime")?;
         let root = containers_dir.join("runtime");
@@ -265,10 +271,12 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         tracing::warn!("not root: containers cannot run (images can still be listed and managed)");
         None
     };
-    let engine =
-        containers::Engine::open(store.clone(), containers::Options { dir: containers_dir, runtime: runtime_process })
-            .await
-            .context("cannot open the container engine")?;
+    let engine = containers::Engine::open(
+        store.clone(),
+        containers::Options { dir: containers_dir, runtime: runtime_process, userns_remap },
+    )
+    .await
+    .context("cannot open the container engine")?;
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Stratus {} ready in {:.1} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_secs_f64() * 1000.0)?;
