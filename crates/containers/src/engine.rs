@@ -22,12 +22,16 @@ use store::{Compare, Keyspace, Op, Store, Txn};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::error::{Error, Result};
+use crate::events::{Event, Events};
 use crate::image::{self, Image, ImageStore};
+use crate::restart::{self, RestartPolicy};
 use crate::runtime::{Exit, Runtime};
 use crate::security::Security;
 use crate::spec::{self, Limits, Process};
+use crate::stats::{self, Stats};
 use crate::stdio::{self, AsyncStdio};
 use crate::userns::{Remap, UserNamespace};
+use crate::volume::{self, Mount, MountKind, Volume, Volumes};
 
 pub(crate) mod exec;
 
@@ -35,12 +39,20 @@ pub(crate) mod exec;
 const CGROUP_PARENT: &str = "/stratus";
 /// How long Stratus's own shutdown lets containers handle SIGTERM before SIGKILL.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// `docker stop`'s wait before SIGKILL unless the container or the request says otherwise.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Debian's static tini (package `tini`), which `--init` runs as PID 1 like Docker's docker-init.
+const INIT_BINARY: &str = "/usr/bin/tini-static";
+/// Where the init binary appears in the container, as in Docker.
+const INIT_IN_CONTAINER: &str = "/sbin/docker-init";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     #[default]
     Created,
     Running,
+    /// Exited, and its restart policy starts it again after a delay.
+    Restarting,
     Exited,
 }
 
@@ -50,6 +62,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Restarting => "restarting",
             Status::Exited => "exited",
         }
     }
@@ -68,6 +81,10 @@ pub struct State {
     pub error: String,
     /// How many times it has exited (what `wait?condition=next-exit` counts).
     pub exits: u64,
+    /// How many times its restart policy started it again.
+    pub restart_count: u32,
+    /// Stopped or killed by a user since its last start (`unless-stopped` then leaves it down).
+    pub manually_stopped: bool,
 }
 
 /// A container. serde is for its store record only (postcard).
@@ -89,6 +106,14 @@ pub struct Container {
     pub limits: Limits,
     pub auto_remove: bool,
     pub security: Security,
+    /// Volumes resolved to names: anonymous ones were created with the container.
+    pub mounts: Vec<Mount>,
+    pub restart_policy: RestartPolicy,
+    /// Run `docker-init` (tini) as PID 1, the command as its child.
+    pub init: bool,
+    /// What `docker stop` sends first, and how long it waits before SIGKILL.
+    pub stop_signal: String,
+    pub stop_timeout: Option<Duration>,
     pub state: State,
     pub stdio: StdioConfig,
 }
@@ -117,6 +142,12 @@ pub struct CreateRequest {
     pub limits: Limits,
     pub auto_remove: bool,
     pub security: Security,
+    /// Binds, volumes and tmpfs, from `-v`, `--mount` and `--tmpfs`; the image's VOLUMEs are added.
+    pub mounts: Vec<Mount>,
+    pub restart_policy: RestartPolicy,
+    pub init: bool,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<Duration>,
     pub tty: bool,
     pub open_stdin: bool,
     pub stdin_once: bool,
@@ -188,6 +219,8 @@ struct Entry {
     stdin: watch::Sender<Option<Arc<AsyncStdio>>>,
     /// This run's terminal, for resize.
     terminal: Mutex<Option<Arc<AsyncStdio>>>,
+    /// The last restart policy delay (zero before the first).
+    restart_delay: Mutex<Duration>,
 }
 
 impl Entry {
@@ -207,6 +240,7 @@ impl Entry {
             pump: Mutex::new(None),
             stdin: watch::Sender::new(None),
             terminal: Mutex::new(None),
+            restart_delay: Mutex::new(Duration::ZERO),
         })
     }
 
@@ -238,11 +272,15 @@ pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: Keyspace,
     images: ImageStore,
+    volumes: Volumes,
+    events: Arc<Events>,
     dir: PathBuf,
     runtime: Option<Arc<Runtime>>,
     userns: Option<UserNamespace>,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
     execs: Mutex<HashMap<String, Arc<exec::ExecEntry>>>,
+    /// Set by [`Engine::shut_down`]: exits are then not restarted, nor stops counted as a user's.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -266,8 +304,11 @@ impl Engine {
             (Some(_), Some(remap)) => Some(UserNamespace::new(remap, &run_dir)?),
             _ => None,
         };
+        let events = Arc::new(Events::default());
         let engine = Arc::new(Engine {
             userns,
+            volumes: Volumes::open(store.clone(), &options.dir, events.clone())?,
+            events,
             store,
             keys: Keyspace::new("containers"),
             images,
@@ -275,10 +316,12 @@ impl Engine {
             runtime,
             containers: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         let prefix = engine.keys.key(b"container/");
         let records = engine.store.range(&prefix, &store::prefix_end(&prefix), None).await?;
         let mut leftover = Vec::new();
+        let mut restart = Vec::new();
         for kv in records {
             let id = String::from_utf8_lossy(kv.key.get(prefix.len()..).unwrap_or_default()).into_owned();
             let mut container: Container = postcard::from_bytes(&kv.value).map_err(|e| Error::Record(id.clone(), e))?;
@@ -294,16 +337,28 @@ impl Engine {
                 };
                 engine.persist(&container).await?;
             }
-            if container.auto_remove && container.state.status == Status::Exited {
+            if container.state.status == Status::Restarting {
+                container.state.status = Status::Exited;
+            }
+            if container.state.started_at.is_some()
+                && container.restart_policy.restarts_with_stratus(container.state.manually_stopped)
+            {
+                restart.push(container.id.clone());
+            } else if container.auto_remove && container.state.status == Status::Exited {
                 leftover.push(container.id.clone());
             }
             engine.lock_map().insert(container.id.clone(), Entry::new(container));
         }
         for id in leftover {
-            engine.remove(&id, true).await?;
+            engine.remove(&id, true, true).await?;
         }
         if let Some(exits) = exits {
             tokio::spawn(handle_exits(Arc::downgrade(&engine), exits));
+        }
+        for id in restart {
+            if let Err(error) = engine.start(&id).await {
+                tracing::warn!(container = %id, %error, "cannot start again as its restart policy asks");
+            }
         }
         Ok(engine)
     }
@@ -315,6 +370,28 @@ impl Engine {
     /// The `--userns-remap` range containers run in, if any.
     pub fn userns_remap(&self) -> Option<Remap> {
         self.userns.as_ref().map(|ns| ns.remap)
+    }
+
+    pub fn volumes(&self) -> &Volumes {
+        &self.volumes
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// A container event with Docker's attributes: its labels, name and image, and `extra`.
+    fn container_event(&self, container: &Container, action: &str, extra: &[(&str, String)]) {
+        let mut attributes = container.labels.clone();
+        attributes.insert("name".into(), container.name.clone());
+        attributes.insert("image".into(), container.image.clone());
+        attributes.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let (kind, action, id) = ("container", action.to_string(), container.id.clone());
+        self.events.publish(Event { time: SystemTime::now(), kind, action, id, attributes });
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether this engine can run containers (it can store and list them either way).
@@ -435,11 +512,18 @@ impl Engine {
                 "privileged mode is incompatible with user namespaces.  You must run the container in the host namespace when running privileged mode".into(),
             ));
         }
-        let container = settle(&request, &image, id, name)?;
+        let mut container = settle(&request, &image, id, name)?;
+        if container.init {
+            fs::metadata(INIT_BINARY).map_err(Error::io("--init needs Debian's tini package", INIT_BINARY))?;
+        }
+        container.mounts = self.create_volumes(volume::with_image_volumes(&request.mounts, &image)?).await?;
 
         let dir = self.container_dir(&container.id);
         for sub in ["upper", "work", "rootfs"] {
-            fs::create_dir_all(dir.join(sub)).map_err(Error::io("cannot create", dir.join(sub)))?;
+            if let Err(error) = fs::create_dir_all(dir.join(sub)) {
+                self.remove_anonymous_volumes(&container).await;
+                return Err(Error::io("cannot create", dir.join(sub))(error));
+            }
         }
         let bytes = postcard::to_stdvec(&container).map_err(|e| Error::Record(container.id.clone(), e))?;
         let name_key = self.name_key(&container.name);
@@ -456,22 +540,115 @@ impl Engine {
             Ok(response) if response.succeeded => {}
             other => {
                 let _ = fs::remove_dir_all(&dir);
+                self.remove_anonymous_volumes(&container).await;
                 other?;
                 let holder = self.store.get(&name_key).await?.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
                 return Err(Error::NameInUse { name: container.name, id: holder.unwrap_or_default() });
             }
         }
         self.lock_map().insert(container.id.clone(), Entry::new(container.clone()));
+        self.container_event(&container, "create", &[]);
         tracing::info!(container = %container.id, name = %container.name, image = %container.image, "created");
         Ok(container)
     }
 
+    /// Creates the volumes `mounts` name (and an anonymous one for each without a name); on an
+    /// error removes the anonymous ones it made.
+    async fn create_volumes(&self, mut mounts: Vec<Mount>) -> Result<Vec<Mount>> {
+        let mut made = Vec::new();
+        for mount in &mut mounts {
+            let MountKind::Volume { name, .. } = &mut mount.kind else { continue };
+            let anonymous = name.is_empty();
+            let labels =
+                if anonymous { [(volume::ANONYMOUS_LABEL.to_string(), String::new())].into() } else { BTreeMap::new() };
+            match self.volumes.create(Some(name.as_str()).filter(|_| !anonymous), labels).await {
+                Ok(volume) if anonymous => {
+                    *name = volume.name.clone();
+                    made.push(volume.name);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    for name in made {
+                        let _ = self.volumes.delete(&name).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(mounts)
+    }
+
+    /// Removes the container's anonymous volumes that no other container uses (`docker rm -v`,
+    /// `--rm`, a create that failed).
+    async fn remove_anonymous_volumes(&self, container: &Container) {
+        for mount in &container.mounts {
+            let MountKind::Volume { name, .. } = &mount.kind else { continue };
+            let anonymous = self.volumes.get(name).await.is_ok_and(|v| v.anonymous());
+            if anonymous
+                && self.volume_users(name).iter().all(|id| *id == container.id)
+                && let Err(error) = self.volumes.delete(name).await
+            {
+                tracing::warn!(volume = %name, %error, "cannot remove an anonymous volume");
+            }
+        }
+    }
+
+    /// The containers whose mounts name the volume.
+    pub fn volume_users(&self, name: &str) -> Vec<String> {
+        let uses =
+            |c: &Container| c.mounts.iter().any(|m| matches!(&m.kind, MountKind::Volume { name: n, .. } if n == name));
+        self.lock_map().values().map(|e| e.snapshot()).filter(uses).map(|c| c.id).collect()
+    }
+
+    /// `docker volume rm`: refused while a container uses it; `force` ignores a missing volume.
+    pub async fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
+        let users = self.volume_users(name);
+        if !users.is_empty() {
+            return Err(Error::Conflict(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
+        }
+        match self.volumes.delete(name).await {
+            Err(Error::NoSuchVolume(_)) if force => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// `docker volume prune`: removes the volumes no container uses that `wanted` picks; returns
+    /// their names and the bytes they held.
+    pub async fn prune_volumes(&self, wanted: impl Fn(&Volume) -> bool) -> Result<(Vec<String>, u64)> {
+        let (mut names, mut reclaimed) = (Vec::new(), 0);
+        for volume in self.volumes.list().await? {
+            if wanted(&volume) && self.volume_users(&volume.name).is_empty() {
+                reclaimed += self.volumes.delete(&volume.name).await?;
+                names.push(volume.name);
+            }
+        }
+        Ok((names, reclaimed))
+    }
+
     pub async fn start(&self, reference: &str) -> Result<Changed> {
-        let entry = self.entry(reference)?;
+        self.start_entry(self.entry(reference)?, false).await
+    }
+
+    /// Starts the container again after its restart policy's delay, unless it was stopped,
+    /// started or removed meanwhile.
+    async fn restart_after(&self, id: &str, delay: Duration) {
+        tokio::time::sleep(delay).await;
+        let Ok(entry) = self.entry(id) else { return };
+        if self.shutting_down() {
+            return;
+        }
+        if let Err(error) = self.start_entry(entry, true).await {
+            tracing::warn!(container = %id, %error, "cannot restart");
+        }
+    }
+
+    /// A user's start, or (`by_policy`) the restart policy's, which only starts a container
+    /// still waiting to restart.
+    async fn start_entry(&self, entry: Arc<Entry>, by_policy: bool) -> Result<Changed> {
         let Some(runtime) = &self.runtime else { return Err(Error::NotRoot) };
         let _lifecycle = entry.lifecycle.lock().await;
         let container = entry.snapshot();
-        if container.state.status == Status::Running {
+        if container.state.status == Status::Running || (by_policy && container.state.status != Status::Restarting) {
             return Ok(Changed::AlreadyDone);
         }
         match self.launch(runtime, &entry, &container).await {
@@ -486,12 +663,14 @@ impl Engine {
                         exit_code: 0,
                         oom_killed: false,
                         error: String::new(),
-                        exits: c.state.exits,
+                        manually_stopped: false,
+                        ..c.state.clone()
                     };
                     c.clone()
                 };
                 self.persist(&running).await?;
                 entry.publish();
+                self.container_event(&running, "start", &[]);
                 tracing::info!(container = %container.id, pid, "started");
                 Ok(Changed::Yes)
             }
@@ -502,6 +681,9 @@ impl Engine {
                     let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
                     c.state.error = error.to_string();
                     c.state.exit_code = 128;
+                    if c.state.status == Status::Restarting {
+                        c.state.status = Status::Exited;
+                    }
                     c.clone()
                 };
                 self.persist(&failed).await?;
@@ -509,7 +691,7 @@ impl Engine {
                 // dockerd removes an auto-remove container whose start failed; `docker run --rm`
                 // waits for that.
                 if failed.auto_remove {
-                    self.remove(&failed.id, true).await?;
+                    self.remove(&failed.id, true, true).await?;
                 }
                 Err(error)
             }
@@ -537,7 +719,14 @@ impl Engine {
         let read = |file: &str| fs::read_to_string(rootfs.join(file)).unwrap_or_default();
         let (uid, gid) = spec::resolve_user(&container.process.user, &read("etc/passwd"), &read("etc/group"))?;
         let cgroup = format!("{CGROUP_PARENT}/{}", container.id);
-        let mut spec = spec::build(&container.process, &container.limits, &rootfs, &cgroup, uid, gid)?;
+        let mut process = container.process.clone();
+        let mut mounts = self.prepare_mounts(container, &rootfs)?;
+        if container.init {
+            process.args.splice(0..0, [INIT_IN_CONTAINER.to_string(), "--".to_string()]);
+            mounts.push(volume::bind_read_only(Path::new(INIT_BINARY), INIT_IN_CONTAINER)?);
+        }
+        let mut spec = spec::build(&process, &container.limits, &rootfs, &cgroup, uid, gid)?;
+        volume::add_to_spec(&mut spec, mounts);
         if container.stdio.tty {
             spec::use_terminal(&mut spec);
         }
@@ -586,13 +775,40 @@ impl Engine {
         Ok(pid)
     }
 
-    /// Records an exit the runtime reported: waits for the output to drain, reads the cgroup's
-    /// OOM kill count, has the runtime delete the container, unmounts its root.
-    async fn on_exit(&self, exit: Exit) -> Result<()> {
-        if self.exec_exited(&exit.id, exit.status) {
-            return Ok(());
+    /// The container's mounts for its OCI spec: volumes seeded from the image (an empty one, on
+    /// first use), missing `-v` bind sources made, as Docker does.
+    fn prepare_mounts(&self, container: &Container, rootfs: &Path) -> Result<Vec<oci_spec::runtime::Mount>> {
+        let mut mounts = Vec::with_capacity(container.mounts.len());
+        for mount in &container.mounts {
+            let source = match &mount.kind {
+                MountKind::Volume { name, no_copy } => {
+                    let path = self.volumes.path(name);
+                    if !no_copy {
+                        volume::seed(&rootfs.join(mount.destination.trim_start_matches('/')), &path)?;
+                    }
+                    Some(path)
+                }
+                MountKind::Bind { source, create_missing } => {
+                    if *create_missing && !source.exists() {
+                        fs::create_dir_all(source).map_err(Error::io("cannot create the bind source", source))?;
+                    }
+                    Some(source.clone())
+                }
+                MountKind::Tmpfs { .. } => None,
+            };
+            mounts.push(volume::oci_mount(mount, source.as_deref())?);
         }
-        let Ok(entry) = self.entry(&exit.id) else { return Ok(()) };
+        Ok(mounts)
+    }
+
+    /// Records an exit the runtime reported: waits for the output to drain, reads the cgroup's
+    /// OOM kill count, has the runtime delete the container, unmounts its root. Returns the delay
+    /// after which its restart policy starts it again, if it does.
+    async fn on_exit(&self, exit: Exit) -> Result<Option<Duration>> {
+        if self.exec_exited(&exit.id, exit.status) {
+            return Ok(None);
+        }
+        let Ok(entry) = self.entry(&exit.id) else { return Ok(None) };
         let _lifecycle = entry.lifecycle.lock().await;
         let pump = entry.pump.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pump) = pump {
@@ -609,22 +825,40 @@ impl Engine {
         unmount(&self.rootfs(&exit.id));
         let exited = {
             let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
-            c.state.status = Status::Exited;
-            c.state.pid = 0;
-            c.state.exit_code = exit.status;
-            c.state.oom_killed = oom_killed;
-            c.state.finished_at = Some(SystemTime::now());
-            c.state.exits += 1;
+            let policy = c.restart_policy;
+            let state = &mut c.state;
+            let restart = !self.shutting_down()
+                && policy.should_restart(exit.status, state.restart_count, state.manually_stopped);
+            state.status = if restart { Status::Restarting } else { Status::Exited };
+            state.restart_count += u32::from(restart);
+            state.pid = 0;
+            state.exit_code = exit.status;
+            state.oom_killed = oom_killed;
+            state.finished_at = Some(SystemTime::now());
+            state.exits += 1;
             c.clone()
         };
         self.persist(&exited).await?;
         entry.publish();
+        if oom_killed {
+            self.container_event(&exited, "oom", &[]);
+        }
+        self.container_event(&exited, "die", &[("exitCode", exit.status.to_string())]);
         tracing::info!(container = %exit.id, status = exit.status, oom_killed, "exited");
         drop(_lifecycle);
-        if exited.auto_remove {
-            self.remove(&exit.id, false).await?;
+        if exited.state.status == Status::Restarting {
+            let ran_for = match (exited.state.started_at, exited.state.finished_at) {
+                (Some(started), Some(finished)) => finished.duration_since(started).unwrap_or_default(),
+                _ => Duration::ZERO,
+            };
+            let mut delay = entry.restart_delay.lock().unwrap_or_else(|p| p.into_inner());
+            *delay = restart::next_delay(*delay, ran_for);
+            return Ok(Some(*delay));
         }
-        Ok(())
+        if exited.auto_remove {
+            self.remove(&exit.id, false, true).await?;
+        }
+        Ok(None)
     }
 
     /// Waits for `condition`; returns the exit code.
@@ -657,44 +891,88 @@ impl Engine {
             )));
         }
         let runtime = self.runtime.as_ref().ok_or(Error::NotRoot)?;
-        runtime.kill(&container.id, number).await
+        self.note_user_stop(&entry);
+        runtime.kill(&container.id, number).await?;
+        self.container_event(&container, "kill", &[("signal", number.to_string())]);
+        Ok(())
     }
 
-    /// SIGTERM (or the image's stop signal), then SIGKILL after `timeout`.
-    pub async fn stop(&self, reference: &str, timeout: Duration) -> Result<Changed> {
+    /// A user (not Stratus's shutdown) stopped or killed it: its restart policy lets it be.
+    fn note_user_stop(&self, entry: &Entry) {
+        if !self.shutting_down() {
+            entry.container.lock().unwrap_or_else(|p| p.into_inner()).state.manually_stopped = true;
+        }
+    }
+
+    /// The container's stop signal, then SIGKILL after `timeout` (by default the container's
+    /// own, else 10 s). A container waiting to restart just stays stopped.
+    pub async fn stop(&self, reference: &str, timeout: Option<Duration>) -> Result<Changed> {
         let entry = self.entry(reference)?;
         let container = entry.snapshot();
+        if container.state.status == Status::Restarting {
+            return self.cancel_restart(&entry).await;
+        }
         if container.state.status != Status::Running {
             return Ok(Changed::AlreadyDone);
         }
         let runtime = self.runtime.as_ref().ok_or(Error::NotRoot)?;
+        let timeout = timeout.or(container.stop_timeout).unwrap_or(STOP_TIMEOUT);
         let mut watched = entry.watched.subscribe();
-        if let Err(error) = runtime.kill(&container.id, 15).await {
-            tracing::debug!(container = %container.id, %error, "SIGTERM not delivered");
+        self.note_user_stop(&entry);
+        let signal = signal_number(&container.stop_signal)?;
+        match runtime.kill(&container.id, signal).await {
+            Ok(()) => self.container_event(&container, "kill", &[("signal", signal.to_string())]),
+            Err(error) => tracing::debug!(container = %container.id, %error, "the stop signal was not delivered"),
         }
         let stopped = tokio::time::timeout(timeout, watched.wait_for(|w| w.status != Status::Running)).await.is_ok();
         if !stopped {
             tracing::info!(container = %container.id, "still running after {timeout:?}: SIGKILL");
-            let _ = runtime.kill(&container.id, 9).await;
+            if runtime.kill(&container.id, 9).await.is_ok() {
+                self.container_event(&container, "kill", &[("signal", "9".into())]);
+            }
             let _ = watched.wait_for(|w| w.status != Status::Running).await;
         }
+        self.container_event(&container, "stop", &[]);
         Ok(Changed::Yes)
     }
 
-    /// `docker rm`: a running container only with `force` (killed first).
-    pub async fn remove(&self, reference: &str, force: bool) -> Result<()> {
+    /// A container waiting for its restart policy's delay is recorded as exited instead.
+    async fn cancel_restart(&self, entry: &Entry) -> Result<Changed> {
+        let _lifecycle = entry.lifecycle.lock().await;
+        let stopped = {
+            let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
+            if c.state.status != Status::Restarting {
+                return Ok(Changed::AlreadyDone);
+            }
+            c.state.status = Status::Exited;
+            c.state.manually_stopped = !self.shutting_down();
+            c.clone()
+        };
+        self.persist(&stopped).await?;
+        entry.publish();
+        Ok(Changed::Yes)
+    }
+
+    /// `docker rm`: a running container only with `force` (killed first); with `volumes`, its
+    /// anonymous volumes go too.
+    pub async fn remove(&self, reference: &str, force: bool, volumes: bool) -> Result<()> {
         let entry = self.entry(reference)?;
         let container = entry.snapshot();
-        if container.state.status == Status::Running {
+        if matches!(container.state.status, Status::Running | Status::Restarting) {
             if !force {
                 return Err(Error::Conflict(format!(
-                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                    container.name
+                    "cannot remove container \"/{}\": container is {}: stop the container before removing or force remove",
+                    container.name,
+                    container.state.status.as_str()
                 )));
             }
+            self.cancel_restart(&entry).await?;
+        }
+        if entry.snapshot().state.status == Status::Running {
             // SIGKILL straight away, as `docker rm -f` does.
             let mut watched = entry.watched.subscribe();
             let runtime = self.runtime.as_ref().ok_or(Error::NotRoot)?;
+            self.note_user_stop(&entry);
             if let Err(error) = runtime.kill(&container.id, 9).await {
                 tracing::debug!(container = %container.id, %error, "SIGKILL not delivered");
             }
@@ -717,8 +995,93 @@ impl Engine {
         self.lock_map().remove(&container.id);
         self.forget_execs(&container.id);
         entry.watched.send_modify(|w| w.removed = true);
+        self.container_event(&container, "destroy", &[]);
         tracing::info!(container = %container.id, "removed");
+        if volumes {
+            self.remove_anonymous_volumes(&container).await;
+        }
         Ok(())
+    }
+
+    /// `docker rename`: the new name is taken in the same transaction that frees the old one.
+    pub async fn rename(&self, reference: &str, new_name: &str) -> Result<()> {
+        let entry = self.entry(reference)?;
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !valid_name(new_name) {
+            return Err(Error::InvalidParameter(format!(
+                "Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let _lifecycle = entry.lifecycle.lock().await;
+        let mut renamed = entry.snapshot();
+        let old_name = std::mem::replace(&mut renamed.name, new_name.to_string());
+        if old_name == new_name {
+            return Err(Error::InvalidParameter("Renaming a container with the same name as its current name".into()));
+        }
+        let bytes = postcard::to_stdvec(&renamed).map_err(|e| Error::Record(renamed.id.clone(), e))?;
+        let new_key = self.name_key(new_name);
+        let txn = Txn {
+            compares: vec![Compare::absent(new_key.clone())],
+            success: vec![
+                Op::put(self.record_key(&renamed.id), bytes),
+                Op::delete(self.name_key(&old_name)),
+                Op::put(new_key.clone(), renamed.id.clone()),
+            ],
+            failure: Vec::new(),
+        };
+        if !self.store.txn(txn).await?.succeeded {
+            let holder = self.store.get(&new_key).await?.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+            return Err(Error::NameInUse { name: new_name.to_string(), id: holder.unwrap_or_default() });
+        }
+        entry.container.lock().unwrap_or_else(|p| p.into_inner()).name = new_name.to_string();
+        self.container_event(&renamed, "rename", &[("oldName", format!("/{old_name}"))]);
+        Ok(())
+    }
+
+    /// `docker container prune`: removes the containers not running that `wanted` picks;
+    /// returns their ids and the bytes their writable layers held.
+    pub async fn prune(&self, wanted: impl Fn(&Container) -> bool) -> Result<(Vec<String>, u64)> {
+        let (mut removed, mut reclaimed) = (Vec::new(), 0);
+        for container in self.list(true) {
+            if matches!(container.state.status, Status::Created | Status::Exited) && wanted(&container) {
+                let size = volume::disk_usage(&self.upper_dir(&container.id));
+                match self.remove(&container.id, false, false).await {
+                    Ok(()) => {
+                        removed.push(container.id);
+                        reclaimed += size;
+                    }
+                    // Started or removed meanwhile: not this prune's to remove.
+                    Err(Error::Conflict(_) | Error::NoSuchContainer(_)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok((removed, reclaimed))
+    }
+
+    fn running_cgroup(&self, reference: &str) -> Result<(Container, String)> {
+        let container = self.inspect(reference)?;
+        if container.state.status != Status::Running {
+            return Err(Error::Conflict(format!("Container {} is not running", container.id)));
+        }
+        let cgroup = format!("{CGROUP_PARENT}/{}", container.id);
+        Ok((container, cgroup))
+    }
+
+    /// `docker top`: titles and rows of `ps` for the container's processes.
+    pub async fn top(&self, reference: &str, ps_args: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let (_, cgroup) = self.running_cgroup(reference)?;
+        stats::top(&cgroup, ps_args).await
+    }
+
+    /// `docker stats`: one sample of the container's cgroup (zeros once it stopped, as Docker).
+    pub fn stats(&self, reference: &str) -> Result<(Container, Stats)> {
+        let container = self.inspect(reference)?;
+        if container.state.status != Status::Running {
+            return Ok((container, Stats::default()));
+        }
+        let stats = stats::sample(&format!("{CGROUP_PARENT}/{}", container.id));
+        Ok((container, stats))
     }
 
     /// What the container wrote so far and, with `follow` while it runs, what it writes next.
@@ -783,8 +1146,9 @@ impl Engine {
     /// Stops every running container (SIGTERM, then SIGKILL after a short grace) and ends the
     /// runtime process.
     pub async fn shut_down(&self) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
         let running: Vec<String> = self.list(false).into_iter().map(|c| c.id).collect();
-        let stops = running.iter().map(|id| self.stop(id, SHUTDOWN_GRACE));
+        let stops = running.iter().map(|id| self.stop(id, Some(SHUTDOWN_GRACE)));
         // Concurrently: one after another would add up the grace periods.
         for (id, stopped) in running.iter().zip(futures_util::future::join_all(stops).await) {
             if let Err(error) = stopped {
@@ -803,8 +1167,10 @@ async fn handle_exits(engine: std::sync::Weak<Engine>, mut exits: mpsc::Unbounde
         // Each exit in its own task: one waits for its output to drain, not for the others'.
         tokio::spawn(async move {
             let id = exit.id.clone();
-            if let Err(error) = engine.on_exit(exit).await {
-                tracing::error!(container = %id, error = %error, "cannot record the exit");
+            match engine.on_exit(exit).await {
+                Ok(Some(delay)) => engine.restart_after(&id, delay).await,
+                Ok(None) => {}
+                Err(error) => tracing::error!(container = %id, error = %error, "cannot record the exit"),
             }
         });
     }
@@ -839,6 +1205,12 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
     request.security.validate()?;
     let mut labels = image.config.labels.clone();
     labels.extend(request.labels.clone());
+    let stop_signal = request.stop_signal.clone().or_else(|| image.config.stop_signal.clone());
+    let stop_signal = stop_signal.filter(|s| !s.is_empty()).unwrap_or_else(|| "SIGTERM".into());
+    signal_number(&stop_signal)?;
+    if request.auto_remove && request.restart_policy != RestartPolicy::No {
+        return Err(Error::InvalidParameter("can't create 'AutoRemove' container with restart policy".into()));
+    }
     Ok(Container {
         process: Process {
             args,
@@ -862,6 +1234,11 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
         limits: request.limits,
         auto_remove: request.auto_remove,
         security: request.security.clone(),
+        mounts: Vec::new(),
+        restart_policy: request.restart_policy,
+        init: request.init,
+        stop_signal,
+        stop_timeout: request.stop_timeout,
         state: State::default(),
         stdio: StdioConfig { tty: request.tty, open_stdin: request.open_stdin, stdin_once: request.stdin_once },
     })
@@ -874,7 +1251,7 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seed = format!(
         "{:?}/{}/{}",

@@ -8,6 +8,11 @@ pub enum Error {
     NoSuchImage(String),
     #[error("No such container: {0}")]
     NoSuchContainer(String),
+    /// Something else the request named is missing (a volume driver).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
     #[error("invalid reference format: {0}")]
     InvalidReference(String),
     #[error("{0}")]

@@ -98,6 +98,8 @@ pub struct ImageConfig {
     pub user: String,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// Paths (`VOLUME`) where each container gets an anonymous volume.
+    pub volumes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,6 +275,7 @@ impl ImageStore {
                 user: run.user().clone().unwrap_or_default(),
                 labels: run.labels().clone().unwrap_or_default().into_iter().collect(),
                 stop_signal: run.stop_signal().clone(),
+                volumes: run.volumes().clone().unwrap_or_default(),
             },
             layers,
             history: config

@@ -9,14 +9,18 @@ mod commit;
 mod dockerfile;
 mod engine;
 mod error;
+pub mod events;
 pub mod image;
 mod layer;
+pub mod restart;
 pub mod runtime;
 pub mod seccomp;
 pub mod security;
 pub mod spec;
+pub mod stats;
 mod stdio;
 pub mod userns;
+pub mod volume;
 
 pub use build::{BuildEvent, BuildRequest, is_intermediate};
 pub use commit::{Change, ContainerConfig, NewImage};

@@ -214,6 +214,9 @@ struct CreateBody {
     tty: Option<bool>,
     open_stdin: Option<bool>,
     stdin_once: Option<bool>,
+    volumes: Option<BTreeMap<String, Value>>,
+    stop_signal: Option<String>,
+    stop_timeout: Option<i64>,
     host_config: Option<HostConfigBody>,
 }
 
@@ -228,7 +231,9 @@ struct HostConfigBody {
     cpu_period: Option<i64>,
     auto_remove: Option<bool>,
     binds: Option<Vec<String>>,
-    mounts: Option<Vec<Value>>,
+    mounts: Option<Vec<crate::volumes::MountBody>>,
+    tmpfs: Option<BTreeMap<String, String>>,
+    init: Option<bool>,
     port_bindings: Option<BTreeMap<String, Value>>,
     network_mode: Option<String>,
     #[serde(flatten)]
@@ -240,6 +245,7 @@ struct HostConfigBody {
 #[serde(rename_all = "PascalCase", default)]
 struct RestartPolicyBody {
     name: Option<String>,
+    maximum_retry_count: Option<i64>,
 }
 
 /// `POST /containers/create`'s body, checked for what Stratus cannot do yet.
@@ -247,17 +253,32 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
     let body: CreateBody =
         serde_json::from_slice(body).map_err(|e| Error::InvalidParameter(format!("invalid container config: {e}")))?;
     let host = body.host_config.unwrap_or_default();
-    if host.binds.as_ref().is_some_and(|b| !b.is_empty()) || host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(Error::Unsupported("volumes and bind mounts"));
-    }
     if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
         return Err(Error::Unsupported("publishing ports"));
     }
     if !matches!(host.network_mode.as_deref().unwrap_or_default(), "" | "default" | "bridge" | "none") {
         return Err(Error::Unsupported("networks other than the default"));
     }
-    if !matches!(host.restart_policy.and_then(|r| r.name).as_deref().unwrap_or_default(), "" | "no") {
-        return Err(Error::Unsupported("restart policies"));
+    let restart = host.restart_policy.unwrap_or_default();
+    let restart_policy = containers::restart::RestartPolicy::parse(
+        restart.name.as_deref().unwrap_or_default(),
+        restart.maximum_retry_count.unwrap_or(0),
+    )?;
+    let mut mounts = Vec::new();
+    for bind in host.binds.unwrap_or_default() {
+        mounts.push(crate::volumes::parse_bind(&bind)?);
+    }
+    for mount in host.mounts.unwrap_or_default() {
+        mounts.push(crate::volumes::parse_mount(&mount)?);
+    }
+    for (destination, options) in host.tmpfs.unwrap_or_default() {
+        mounts.push(crate::volumes::parse_tmpfs(&destination, &options)?);
+    }
+    for destination in body.volumes.unwrap_or_default().into_keys() {
+        if !mounts.iter().any(|m| m.destination.trim_end_matches('/') == destination.trim_end_matches('/')) {
+            let kind = containers::volume::MountKind::Volume { name: String::new(), no_copy: false };
+            mounts.push(containers::volume::Mount { kind, destination, read_only: false });
+        }
     }
     let memory = host.memory.filter(|m| *m > 0);
     if memory.is_some_and(|m| m < MIN_MEMORY) {
@@ -301,6 +322,11 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
         },
         auto_remove: host.auto_remove.unwrap_or(false),
         security: host.security.settings()?,
+        mounts,
+        restart_policy,
+        init: host.init.unwrap_or(false),
+        stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
+        stop_timeout: body.stop_timeout.map(|t| Duration::from_secs(t.max(0) as u64)),
         tty: body.tty.unwrap_or(false),
         open_stdin: body.open_stdin.unwrap_or(false),
         stdin_once: body.stdin_once.unwrap_or(false),
@@ -381,6 +407,11 @@ fn status_text(container: &Container) -> String {
     match container.state.status {
         Status::Created => "Created".into(),
         Status::Running => format!("Up {}", human_duration(since(container.state.started_at))),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            container.state.exit_code,
+            human_duration(since(container.state.finished_at))
+        ),
         Status::Exited => {
             format!("Exited ({}) {} ago", container.state.exit_code, human_duration(since(container.state.finished_at)))
         }
@@ -418,7 +449,7 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "Status": state.status.as_str(),
             "Running": state.status == Status::Running,
             "Paused": false,
-            "Restarting": false,
+            "Restarting": state.status == Status::Restarting,
             "OOMKilled": state.oom_killed,
             "Dead": false,
             "Pid": state.pid,
@@ -433,7 +464,7 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
         "HostsPath": "",
         "LogPath": engine.log_path(&container.id).display().to_string(),
         "Name": format!("/{}", container.name),
-        "RestartCount": 0,
+        "RestartCount": state.restart_count,
         "Driver": "overlay",
         "Platform": "linux",
         "MountLabel": "",
@@ -452,7 +483,11 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "SecurityOpt": crate::security::options(&container.security),
             "UsernsMode": if container.security.host_userns { "host" } else { "" },
             "NetworkMode": "none",
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "RestartPolicy": {
+                "Name": container.restart_policy.name(),
+                "MaximumRetryCount": container.restart_policy.max_retries(),
+            },
+            "Init": container.init,
             // The log file has Stratus's own format, but clients read this name to learn whether
             // the daemon can give the logs back (docker-py's `run` reads them only for json-file
             // or journald), and ours can, just as json-file's can.
@@ -462,7 +497,7 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "Name": "overlay",
             "Data": {"UpperDir": engine.upper_dir(&container.id).display().to_string()},
         },
-        "Mounts": [],
+        "Mounts": crate::volumes::container_mounts(container, engine),
         "ExecIDs": Some(engine.running_execs(&container.id)).filter(|ids| !ids.is_empty()),
         "Config": {
             "Hostname": container.process.hostname,
@@ -480,6 +515,8 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "WorkingDir": container.process.cwd,
             "Entrypoint": if container.entrypoint.is_empty() { Value::Null } else { json!(container.entrypoint) },
             "Labels": container.labels,
+            "StopSignal": container.stop_signal,
+            "StopTimeout": container.stop_timeout.map(|t| t.as_secs()),
         },
         "NetworkSettings": {"Networks": {}, "Ports": {}, "IPAddress": "", "SandboxKey": ""},
     })
@@ -530,10 +567,13 @@ mod tests {
             error(br#"{"Image":"busybox","HostConfig":{"Memory":1000}}"#),
             "Minimum memory limit allowed is 6MB"
         );
-        assert!(error(br#"{"Image":"busybox","HostConfig":{"Binds":["/a:/b"]}}"#).contains("bind mounts"));
+        assert_eq!(
+            error(br#"{"Image":"busybox","HostConfig":{"Binds":["/a"]}}"#),
+            "invalid volume specification: '/a'"
+        );
         assert!(error(br#"{"Image":"busybox","HostConfig":{"PortBindings":{"80/tcp":[{}]}}}"#).contains("ports"));
         assert!(error(br#"{"Image":"busybox","HostConfig":{"NetworkMode":"host"}}"#).contains("networks"));
-        assert!(error(br#"{"Image":"busybox","HostConfig":{"RestartPolicy":{"Name":"always"}}}"#).contains("restart"));
+        assert!(error(br#"{"Image":"busybox","HostConfig":{"RestartPolicy":{"Name":"often"}}}"#).contains("restart"));
         assert_eq!(error(br#"{"Cmd":["x"]}"#), "config.Image is empty");
         assert!(error(b"{not json").starts_with("invalid container config"));
     }

@@ -1,15 +1,17 @@
 //! The Docker Engine API, served on a unix socket over [`containers::Engine`], enough for the
 //! `docker` CLI (28.x, API 1.50, which negotiates down to [`API_VERSION`]) to list images, run,
-//! list, inspect, log, stop and remove containers. Handlers decode the request, call the engine,
+//! list, inspect, log, stop and remove containers, manage volumes and follow events. Handlers decode the request, call the engine,
 //! and encode Docker's JSON; errors are Docker's `{"message": ...}` with its status codes.
 //! Attach is a hijacked connection (HTTP 101) carrying Docker's multiplexed stream frames.
 
+mod activity;
 mod build;
 mod exec;
 mod hijack;
 mod images;
 mod json;
 mod security;
+mod volumes;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,8 +36,6 @@ pub const API_VERSION: &str = "1.47";
 pub const MIN_API_VERSION: &str = "1.24";
 /// Request bodies (container configs) are small.
 const MAX_BODY: usize = 1 << 20;
-/// `docker stop`'s default.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Docker {
     engine: Arc<Engine>,
@@ -237,9 +237,7 @@ impl Docker {
                     };
                     let _ = tx.send(Bytes::from(body.to_string())).await;
                 });
-                let mut response = Response::new(ChannelBody(rx).boxed());
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                Ok(response)
+                Ok(json_stream(rx))
             }
             (&Method::POST, ["containers", id, "kill"]) => {
                 self.engine.kill(id, query.get("signal").unwrap_or("SIGKILL")).await?;
@@ -260,10 +258,53 @@ impl Docker {
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             (&Method::DELETE, ["containers", id]) => {
-                if query.flag("v") {
-                    tracing::debug!("no volumes to remove with the container");
-                }
-                self.engine.remove(id, query.flag("force")).await?;
+                self.engine.remove(id, query.flag("force"), query.flag("v")).await?;
+                Ok(empty(StatusCode::NO_CONTENT))
+            }
+
+            (&Method::POST, ["containers", id, "rename"]) => {
+                self.engine.rename(id, query.get("name").unwrap_or_default()).await?;
+                Ok(empty(StatusCode::NO_CONTENT))
+            }
+            (&Method::POST, ["containers", "prune"]) => {
+                let (deleted, reclaimed) = self.engine.prune(activity::prune_filter(query.get("filters"))?).await?;
+                Ok(ok_json(json!({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})))
+            }
+            (&Method::GET, ["containers", id, "top"]) => {
+                let (titles, rows) = self.engine.top(id, query.get("ps_args").unwrap_or_default()).await?;
+                Ok(ok_json(activity::top_json(&titles, &rows)))
+            }
+            (&Method::GET, ["containers", id, "stats"]) => {
+                let id = self.engine.inspect(id)?.id;
+                let stream = query.get("stream").is_none() || query.flag("stream");
+                let (tx, rx) = mpsc::channel::<Bytes>(4);
+                tokio::spawn(activity::stream_stats(self.engine.clone(), id, stream, tx));
+                Ok(json_stream(rx))
+            }
+            (&Method::GET, ["events"]) => {
+                let since = activity::parse_time(query.get("since"))?;
+                let until = activity::parse_time(query.get("until"))?;
+                let filters = activity::EventFilters::parse(query.get("filters"))?;
+                // `until` alone replays everything remembered up to it.
+                let from = since.or(until.map(|_| std::time::SystemTime::UNIX_EPOCH));
+                let (past, live) = self.engine.events().subscribe(from);
+                let (tx, rx) = mpsc::channel::<Bytes>(64);
+                tokio::spawn(activity::stream_events(past, live, filters, until, tx));
+                Ok(json_stream(rx))
+            }
+
+            (&Method::POST, ["volumes", "create"]) => {
+                let body = read_body(request).await?;
+                Ok(json_response(StatusCode::CREATED, volumes::create(&self.engine, &body).await?))
+            }
+            (&Method::GET, ["volumes"]) => Ok(ok_json(volumes::list(&self.engine, query.get("filters")).await?)),
+            (&Method::POST, ["volumes", "prune"]) => Ok(ok_json(volumes::prune(&self.engine, query.get("filters")).await?)),
+            (&Method::GET, ["volumes", name]) => {
+                let volume = self.engine.volumes().get(name).await?;
+                Ok(ok_json(volumes::volume_json(&volume, &self.engine)))
+            }
+            (&Method::DELETE, ["volumes", name]) => {
+                self.engine.remove_volume(name, query.flag("force")).await?;
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             (&Method::GET, ["containers", id, "logs"]) => Ok(self.logs(id, &query)?),
@@ -424,12 +465,13 @@ fn strip_version(path: &str) -> &str {
     path
 }
 
-fn stop_timeout(query: &Query) -> Result<Duration, Error> {
+/// The request's `t`; none means the container's own stop timeout.
+fn stop_timeout(query: &Query) -> Result<Option<Duration>, Error> {
     match query.get("t").or_else(|| query.get("timeout")) {
-        None | Some("") => Ok(STOP_TIMEOUT),
+        None | Some("") => Ok(None),
         Some(seconds) => match seconds.parse::<i64>() {
-            Ok(seconds) if seconds < 0 => Ok(Duration::from_secs(3600 * 24 * 365)),
-            Ok(seconds) => Ok(Duration::from_secs(seconds as u64)),
+            Ok(seconds) if seconds < 0 => Ok(Some(Duration::from_secs(3600 * 24 * 365))),
+            Ok(seconds) => Ok(Some(Duration::from_secs(seconds as u64))),
             Err(_) => Err(Error::InvalidParameter(format!("invalid stop timeout: {seconds}"))),
         },
     }
@@ -452,6 +494,13 @@ fn ping(method: &Method) -> Response<ResponseBody> {
     headers.insert("Builder-Version", HeaderValue::from_static("1"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A 200 whose JSON body comes from a channel as it is produced.
+fn json_stream(rx: mpsc::Receiver<Bytes>) -> Response<ResponseBody> {
+    let mut response = Response::new(ChannelBody(rx).boxed());
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -484,7 +533,11 @@ fn json_response(status: StatusCode, value: Value) -> Response<ResponseBody> {
 /// Docker's error shape with the status its clients expect for each kind of error.
 fn error_response(error: &Error) -> Response<ResponseBody> {
     let status = match error {
-        Error::NoSuchImage(_) | Error::NoSuchContainer(_) | Error::NoSuchExec(_) => StatusCode::NOT_FOUND,
+        Error::NoSuchImage(_)
+        | Error::NoSuchContainer(_)
+        | Error::NoSuchExec(_)
+        | Error::NoSuchVolume(_)
+        | Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::InvalidReference(_) | Error::InvalidParameter(_) | Error::ExecFailed { .. } => StatusCode::BAD_REQUEST,
         Error::NameInUse { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,

@@ -640,7 +640,7 @@ impl Build<'_> {
         let id = container.id.clone();
         self.say(format!(" ---> Running in {}\n", image::short_id(&id)));
         let result = self.run_and_pack(&id, argv).await;
-        if let Err(error) = self.engine.remove(&id, true).await {
+        if let Err(error) = self.engine.remove(&id, true, true).await {
             tracing::warn!(container = %id, %error, "cannot remove a build container");
         }
         if result.is_ok() {
