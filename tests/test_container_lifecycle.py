@@ -183,3 +183,25 @@ def test_events_replay_and_filter(docker):
         follower.wait()
     bad = docker.docker("events", "--filter", "colour=red", "--until", until, check=False)
     assert bad.returncode == 1 and "invalid filter 'colour'" in bad.stderr
+
+
+def test_update_changes_limits_and_the_restart_policy(docker):
+    docker.docker("run", "-d", "--name", "grow", "-m", "32m", "busybox", "sleep", "600")
+    docker.docker("update", "-m", "64m", "--pids-limit", "20", "--restart", "on-failure:3", "grow")
+    container = inspect(docker, "grow")
+    host = container["HostConfig"]
+    assert (host["Memory"], host["PidsLimit"]) == (64 << 20, 20)
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    cgroup = f"stratus/{container['Id']}"
+    for path, expected in [(f"/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes", str(64 << 20)),
+                           (f"/sys/fs/cgroup/{cgroup}/memory.max", str(64 << 20)),
+                           (f"/sys/fs/cgroup/pids/{cgroup}/pids.max", "20")]:
+        if os.path.exists(path):
+            assert open(path).read().strip() == expected, path
+    mem = docker.docker("stats", "--no-stream", "--format", "{{.MemUsage}}", "grow").stdout
+    assert mem.strip().endswith("/ 64MiB"), mem
+    bad = docker.docker("update", "--restart", "sometimes", "grow", check=False)
+    assert bad.returncode != 0 and "restart policy" in bad.stderr, bad.stderr
+    missing = docker.docker("update", "-m", "64m", "nope", check=False)
+    assert missing.returncode == 1 and "No such container: nope" in missing.stderr
+    docker.docker("rm", "-f", "grow")

@@ -1038,6 +1038,54 @@ impl Engine {
         Ok(())
     }
 
+    /// `docker update`: new limits (those given) and restart policy, applied to the running
+    /// container's cgroup by youki's cgroup manager, then recorded.
+    pub async fn update(&self, reference: &str, limits: Limits, restart_policy: Option<RestartPolicy>) -> Result<()> {
+        let entry = self.entry(reference)?;
+        let _lifecycle = entry.lifecycle.lock().await;
+        let mut updated = entry.snapshot();
+        if let Some(policy) = restart_policy {
+            if updated.auto_remove && policy != RestartPolicy::No {
+                return Err(Error::InvalidParameter(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container".into(),
+                ));
+            }
+            updated.restart_policy = policy;
+        }
+        let current = &mut updated.limits;
+        current.memory_bytes = limits.memory_bytes.or(current.memory_bytes);
+        current.pids = limits.pids.or(current.pids);
+        current.nano_cpus = limits.nano_cpus.or(current.nano_cpus);
+        current.cpu_shares = limits.cpu_shares.or(current.cpu_shares);
+        if updated.state.status == Status::Running {
+            let resources = spec::resources(&updated.limits, Vec::new())?;
+            let config = libcgroups::common::CgroupConfig {
+                cgroup_path: PathBuf::from(format!("{CGROUP_PARENT}/{}", updated.id)),
+                systemd_cgroup: false,
+                container_name: updated.id.clone(),
+            };
+            let options = libcgroups::common::ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            };
+            let applied =
+                libcgroups::common::create_cgroup_manager(config).map_err(|e| e.to_string()).and_then(|manager| {
+                    libcgroups::common::CgroupManager::apply(&manager, &options).map_err(|e| e.to_string())
+                });
+            applied.map_err(|e| Error::Runtime(format!("Cannot update container {}: {e}", updated.id)))?;
+        }
+        let updated = {
+            let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
+            (c.limits, c.restart_policy) = (updated.limits, updated.restart_policy);
+            c.clone()
+        };
+        self.persist(&updated).await?;
+        self.container_event(&updated, "update", &[]);
+        Ok(())
+    }
+
     /// `docker container prune`: removes the containers not running that `wanted` picks;
     /// returns their ids and the bytes their writable layers held.
     pub async fn prune(&self, wanted: impl Fn(&Container) -> bool) -> Result<(Vec<String>, u64)> {

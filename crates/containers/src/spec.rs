@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder, RootBuilder, Spec, UserBuilder,
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, RootBuilder, Spec,
+    UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +113,15 @@ pub fn build(process: &Process, limits: &Limits, rootfs: &Path, cgroup: &str, ui
         }
         devices.push(rule.build().map_err(invalid)?);
     }
+    linux.set_resources(Some(resources(limits, devices)?));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// The cgroup settings for `limits` and the device rules `devices` (none for `docker update`,
+/// which changes only the limits).
+pub(crate) fn resources(limits: &Limits, devices: Vec<LinuxDeviceCgroup>) -> Result<LinuxResources> {
+    let invalid = |e: oci_spec::OciSpecError| Error::InvalidParameter(format!("cannot build the runtime spec: {e}"));
     let mut resources = LinuxResourcesBuilder::default().devices(devices);
     if let Some(bytes) = limits.memory_bytes {
         resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).build().map_err(invalid)?);
@@ -130,9 +140,7 @@ pub fn build(process: &Process, limits: &Limits, rootfs: &Path, cgroup: &str, ui
         }
         resources = resources.cpu(cpu.build().map_err(invalid)?);
     }
-    linux.set_resources(Some(resources.build().map_err(invalid)?));
-    spec.set_linux(Some(linux));
-    Ok(spec)
+    resources.build().map_err(invalid)
 }
 
 /// Gives the container's process a terminal (libcontainer makes it in the container's devpts

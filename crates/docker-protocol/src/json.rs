@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use containers::image::{Image, Removed};
+use containers::restart::RestartPolicy;
 use containers::{Container, CreateRequest, Engine, Error, LogEntry, Status};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -253,6 +254,7 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
     let body: CreateBody =
         serde_json::from_slice(body).map_err(|e| Error::InvalidParameter(format!("invalid container config: {e}")))?;
     let host = body.host_config.unwrap_or_default();
+    let limits = limits(&host)?;
     if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
         return Err(Error::Unsupported("publishing ports"));
     }
@@ -260,10 +262,8 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
         return Err(Error::Unsupported("networks other than the default"));
     }
     let restart = host.restart_policy.unwrap_or_default();
-    let restart_policy = containers::restart::RestartPolicy::parse(
-        restart.name.as_deref().unwrap_or_default(),
-        restart.maximum_retry_count.unwrap_or(0),
-    )?;
+    let restart_policy =
+        RestartPolicy::parse(restart.name.as_deref().unwrap_or_default(), restart.maximum_retry_count.unwrap_or(0))?;
     let mut mounts = Vec::new();
     for bind in host.binds.unwrap_or_default() {
         mounts.push(crate::volumes::parse_bind(&bind)?);
@@ -280,23 +280,6 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
             mounts.push(containers::volume::Mount { kind, destination, read_only: false });
         }
     }
-    let memory = host.memory.filter(|m| *m > 0);
-    if memory.is_some_and(|m| m < MIN_MEMORY) {
-        return Err(Error::InvalidParameter("Minimum memory limit allowed is 6MB".into()));
-    }
-    let nano_cpus = match (host.nano_cpus.filter(|n| *n > 0), host.cpu_quota.filter(|q| *q > 0)) {
-        (Some(_), Some(_)) => {
-            return Err(Error::InvalidParameter(
-                "Conflicting options: Nano CPUs and CPU Period cannot both be set".into(),
-            ));
-        }
-        (Some(nano), None) => Some(nano),
-        (None, Some(quota)) => {
-            let period = host.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
-            Some(quota.saturating_mul(1_000_000_000) / period)
-        }
-        (None, None) => None,
-    };
     let entrypoint = body.entrypoint.map(StrSlice::into_vec).map(|e| {
         // `--entrypoint ""` arrives as [""]: no entrypoint at all.
         if e.iter().all(String::is_empty) { Vec::new() } else { e }
@@ -314,12 +297,7 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
         user: body.user,
         hostname: body.hostname,
         labels: body.labels.unwrap_or_default(),
-        limits: containers::spec::Limits {
-            memory_bytes: memory,
-            pids: host.pids_limit.filter(|p| *p > 0),
-            nano_cpus,
-            cpu_shares: host.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
-        },
+        limits,
         auto_remove: host.auto_remove.unwrap_or(false),
         security: host.security.settings()?,
         mounts,
@@ -353,6 +331,48 @@ pub fn parse_filters(text: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<St
         filters.insert(key, values);
     }
     Ok(filters)
+}
+
+/// The cgroup limits a create or an update asks for; zero or absent means none (or unchanged).
+fn limits(host: &HostConfigBody) -> Result<containers::spec::Limits, Error> {
+    let memory = host.memory.filter(|m| *m > 0);
+    if memory.is_some_and(|m| m < MIN_MEMORY) {
+        return Err(Error::InvalidParameter("Minimum memory limit allowed is 6MB".into()));
+    }
+    let nano_cpus = match (host.nano_cpus.filter(|n| *n > 0), host.cpu_quota.filter(|q| *q > 0)) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidParameter(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set".into(),
+            ));
+        }
+        (Some(nano), None) => Some(nano),
+        (None, Some(quota)) => {
+            let period = host.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
+            Some(quota.saturating_mul(1_000_000_000) / period)
+        }
+        (None, None) => None,
+    };
+    Ok(containers::spec::Limits {
+        memory_bytes: memory,
+        pids: host.pids_limit.filter(|p| *p > 0),
+        nano_cpus,
+        cpu_shares: host.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
+    })
+}
+
+/// `POST /containers/{id}/update`'s body (Docker's UpdateConfig: HostConfig's resources and
+/// restart policy): the limits to change and the new restart policy, if any.
+pub fn update_request(body: &[u8]) -> Result<(containers::spec::Limits, Option<RestartPolicy>), Error> {
+    let host: HostConfigBody =
+        serde_json::from_slice(body).map_err(|e| Error::InvalidParameter(format!("invalid update config: {e}")))?;
+    let policy = match host.restart_policy.as_ref().and_then(|r| r.name.as_deref()).filter(|n| !n.is_empty()) {
+        Some(name) => {
+            let max_retries = host.restart_policy.as_ref().and_then(|r| r.maximum_retry_count).unwrap_or(0);
+            Some(RestartPolicy::parse(name, max_retries)?)
+        }
+        None => None,
+    };
+    Ok((limits(&host)?, policy))
 }
 
 /// `docker ps --filter`: label, name, id and status.

@@ -266,6 +266,11 @@ impl Docker {
                 self.engine.rename(id, query.get("name").unwrap_or_default()).await?;
                 Ok(empty(StatusCode::NO_CONTENT))
             }
+            (&Method::POST, ["containers", id, "update"]) => {
+                let (limits, restart_policy) = json::update_request(&read_body(request).await?)?;
+                self.engine.update(id, limits, restart_policy).await?;
+                Ok(ok_json(json!({"Warnings": []})))
+            }
             (&Method::POST, ["containers", "prune"]) => {
                 let (deleted, reclaimed) = self.engine.prune(activity::prune_filter(query.get("filters"))?).await?;
                 Ok(ok_json(json!({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})))
