@@ -8,10 +8,12 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 
 import pytest
 
+from stratus_harness import BINARY
 from test_containers import bootstrap, inspect
 
 pytestmark = [
@@ -230,3 +232,20 @@ def test_dangling_images_are_listed_and_pruned(docker, tmp_path):
     assert f"deleted: {first}" in pruned, pruned
     assert ids(docker, "--filter", "dangling=true") == []
     assert inspect(docker, "app:v1")["Id"] == second
+
+
+@pytest.mark.skipif(os.environ.get("STRATUS_TEST_DEBOOTSTRAP") != "1" or shutil.which("debootstrap") is None,
+                    reason="downloads ~40 MB from Debian's mirror and takes minutes: set STRATUS_TEST_DEBOOTSTRAP=1")
+@pytest.mark.timeout(900)
+def test_bootstrap_debian_with_debootstrap(stratus):
+    result = subprocess.run([BINARY, "image", "bootstrap", "debian", "--data-dir", str(stratus.data_dir)],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "I: Base system installed successfully." in result.stdout, "debootstrap's progress is shown"
+    assert "tagged debian:bookworm" in result.stdout
+    out = stratus.docker("run", "--rm", "debian:bookworm", "sh", "-c",
+                         "cat /etc/debian_version; dpkg -s bash | grep Status; ls /var/lib/apt/lists").stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("12.") and lines[1] == "Status: install ok installed", out
+    history = stratus.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", "debian:bookworm").stdout
+    assert "debootstrap --variant=minbase bookworm" in history

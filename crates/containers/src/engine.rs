@@ -289,6 +289,7 @@ impl Engine {
     /// them): they are recorded as exited with code 255, as Docker does after a daemon crash.
     pub async fn open(store: Arc<dyn Store>, options: Options) -> Result<Arc<Engine>> {
         let images = ImageStore::open(&options.dir)?;
+        images.collect_garbage()?;
         crate::build::clear_leftovers(&options.dir);
         let run_dir = options.dir.join("run");
         fs::create_dir_all(&run_dir).map_err(Error::io("cannot create", &run_dir))?;

@@ -171,8 +171,12 @@ impl ImageStore {
         if !store.index_path().exists() {
             store.write_index(Vec::new())?;
         }
-        store.collect_garbage()?;
         Ok(store)
+    }
+
+    /// The OCI layout's directory.
+    pub(crate) fn layout_dir(&self) -> &Path {
+        &self.layout
     }
 
     fn index_path(&self) -> PathBuf {
@@ -473,8 +477,10 @@ impl ImageStore {
     }
 
     /// Deletes whatever no image refers to: what a crash left between storing a layer and
-    /// writing its image, or half-written files. Run only when the store is opened.
-    fn collect_garbage(&self) -> Result<()> {
+    /// writing its image, or half-written files. Only the engine calls it, as it starts: a
+    /// `stratus image` command beside a running engine must not collect the layers that engine
+    /// is storing.
+    pub fn collect_garbage(&self) -> Result<()> {
         let images = self.list()?;
         let mut keep: BTreeSet<String> = BTreeSet::new();
         for image in &images {
@@ -661,33 +667,39 @@ impl ImageStore {
 
         let created =
             humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime)).to_string();
-        let oci = |e| Error::oci(&self.layout)(e);
-        let config = ImageConfigurationBuilder::default()
-            .created(created.clone())
-            .architecture(Arch::from(go_arch()))
-            .os(Os::Linux)
-            .config(
-                ConfigBuilder::default()
-                    .env(vec![DEFAULT_PATH.to_string()])
-                    .cmd(vec!["sh".to_string()])
-                    .build()
-                    .map_err(oci)?,
-            )
-            .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![layer.diff_id.clone()]).build().map_err(oci)?)
-            .history(vec![
-                HistoryBuilder::default()
-                    .created(created)
-                    .created_by(format!("stratus image bootstrap busybox (from {})", busybox.display()))
-                    .build()
-                    .map_err(oci)?,
-            ])
-            .build()
-            .map_err(oci)?;
+        let created_by = format!("stratus image bootstrap busybox (from {})", busybox.display());
+        let config = base_config(&created, "sh", &created_by, &layer)?;
         let tag = Reference::parse("busybox")?;
         let image = self.store_image(&config, &[layer], std::slice::from_ref(&tag))?;
         progress(&format!("Image {} tagged {tag}", short_id(&image.id)));
         Ok(image)
     }
+}
+
+/// The config of a one-layer base image made here: the default PATH, `cmd`, one history entry.
+pub(crate) fn base_config(created: &str, cmd: &str, created_by: &str, layer: &Layer) -> Result<ImageConfiguration> {
+    let oci = |e| Error::oci("image config")(e);
+    ImageConfigurationBuilder::default()
+        .created(created.to_string())
+        .architecture(Arch::from(go_arch()))
+        .os(Os::Linux)
+        .config(
+            ConfigBuilder::default()
+                .env(vec![DEFAULT_PATH.to_string()])
+                .cmd(vec![cmd.to_string()])
+                .build()
+                .map_err(oci)?,
+        )
+        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![layer.diff_id.clone()]).build().map_err(oci)?)
+        .history(vec![
+            HistoryBuilder::default()
+                .created(created.to_string())
+                .created_by(created_by.to_string())
+                .build()
+                .map_err(oci)?,
+        ])
+        .build()
+        .map_err(oci)
 }
 
 /// Copies what it reads to `copy`, hashing and counting it.
@@ -942,9 +954,8 @@ mod tests {
         assert_eq!(files_in(&dir.path().join("images/blobs/sha256")), 1);
         assert_eq!(files_in(&dir.path().join("layers")), 1);
 
-        // A layer no image refers to is collected when the store is next opened.
-        drop(store);
-        ImageStore::open(dir.path()).unwrap();
+        // A layer no image refers to is collected when the engine next starts.
+        store.collect_garbage().unwrap();
         assert_eq!(files_in(&dir.path().join("layers")), 0);
     }
 

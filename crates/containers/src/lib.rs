@@ -6,6 +6,7 @@
 
 mod build;
 mod commit;
+mod debian;
 mod dockerfile;
 mod engine;
 mod error;
