@@ -13,6 +13,10 @@ import tempfile
 import threading
 import time
 
+import ipaddress
+import itertools
+import random
+
 import boto3
 import botocore.exceptions
 from botocore.config import Config
@@ -21,6 +25,35 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
 BINARY = os.environ.get("STRATUS_BIN") or str(TARGET / "release" / "stratus")
 CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+
+
+_INSTANCES = itertools.count()
+
+
+def host_routes():
+    """The IPv4 networks the host already routes (from /proc/net/route), default route excluded."""
+    routes = []
+    with open("/proc/net/route") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            destination, mask = int(fields[1], 16), int(fields[7], 16)
+            if mask:
+                address = ipaddress.IPv4Address(destination.to_bytes(4, "little"))
+                prefix = bin(mask).count("1")
+                routes.append(ipaddress.IPv4Network(f"{address}/{prefix}", strict=False))
+    return routes
+
+
+def bridge_for_instance():
+    """A default-bridge name and subnet of this Stratus's own: several Stratus instances (other
+    test runs on this host) may run at once, and each would otherwise take the same ones."""
+    name = f"st{os.getpid() % 100000}x{next(_INSTANCES)}"[:15]
+    taken = host_routes()
+    rng = random.Random()
+    while True:
+        subnet = ipaddress.IPv4Network(f"10.{rng.randrange(160, 256)}.{rng.randrange(0, 256)}.0/24")
+        if not any(subnet.overlaps(route) for route in taken):
+            return name, str(subnet)
 
 
 class Stratus:
@@ -33,6 +66,9 @@ class Stratus:
         # to 107 bytes, which pytest's tmp_path can exceed).
         self.docker_socket = pathlib.Path(tempfile.mkdtemp(prefix="stratus-")) / "docker.sock"
         self.env.setdefault("STRATUS_DOCKER_SOCKET", str(self.docker_socket))
+        bridge, subnet = bridge_for_instance()
+        self.env.setdefault("STRATUS_DOCKER_BRIDGE", bridge)
+        self.env.setdefault("STRATUS_DOCKER_BRIDGE_SUBNET", subnet)
         self.log_path = self.workdir / "stratus.log"
         self.process = None
         self.url = None

@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::image::{self, Image, ImageStore};
+use crate::network::{self, NetworkConfig, NetworkRequest, Networks};
 use crate::restart::{self, RestartPolicy};
 use crate::runtime::{Exit, Runtime};
 use crate::security::Security;
@@ -34,6 +35,7 @@ use crate::userns::{Remap, UserNamespace};
 use crate::volume::{self, Mount, MountKind, Volume, Volumes};
 
 pub(crate) mod exec;
+mod networking;
 
 /// Where Stratus puts each container's cgroup, under every hierarchy.
 const CGROUP_PARENT: &str = "/stratus";
@@ -114,6 +116,7 @@ pub struct Container {
     /// What `docker stop` sends first, and how long it waits before SIGKILL.
     pub stop_signal: String,
     pub stop_timeout: Option<Duration>,
+    pub network: NetworkConfig,
     pub state: State,
     pub stdio: StdioConfig,
 }
@@ -151,6 +154,7 @@ pub struct CreateRequest {
     pub tty: bool,
     pub open_stdin: bool,
     pub stdin_once: bool,
+    pub network: NetworkRequest,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +270,8 @@ pub struct Options {
     pub runtime: Option<(PathBuf, Vec<String>)>,
     /// `--userns-remap`: containers run in a user namespace whose root is this range's start.
     pub userns_remap: Option<Remap>,
+    /// This instance's default bridge.
+    pub network: network::Options,
 }
 
 pub struct Engine {
@@ -277,6 +283,7 @@ pub struct Engine {
     dir: PathBuf,
     runtime: Option<Arc<Runtime>>,
     userns: Option<UserNamespace>,
+    networks: Arc<Networks>,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
     execs: Mutex<HashMap<String, Arc<exec::ExecEntry>>>,
     /// Set by [`Engine::shut_down`]: exits are then not restarted, nor stops counted as a user's.
@@ -306,6 +313,7 @@ impl Engine {
             _ => None,
         };
         let events = Arc::new(Events::default());
+        let networks = Networks::open(store.clone(), options.network, runtime.is_some()).await?;
         let engine = Arc::new(Engine {
             userns,
             volumes: Volumes::open(store.clone(), &options.dir, events.clone())?,
@@ -315,6 +323,7 @@ impl Engine {
             images,
             dir: options.dir,
             runtime,
+            networks,
             containers: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
@@ -395,6 +404,10 @@ impl Engine {
         self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    pub fn networks(&self) -> &Networks {
+        &self.networks
+    }
+
     /// Whether this engine can run containers (it can store and list them either way).
     pub fn can_run(&self) -> bool {
         self.runtime.is_some()
@@ -420,6 +433,11 @@ impl Engine {
     /// Where the container's output is kept.
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.container_dir(id).join("log")
+    }
+
+    /// A file Stratus keeps for the container (`hosts`, `resolv.conf`, `hostname`).
+    pub fn container_file(&self, id: &str, name: &str) -> PathBuf {
+        self.container_dir(id).join(name)
     }
 
     /// The container's writable layer.
@@ -514,6 +532,7 @@ impl Engine {
             ));
         }
         let mut container = settle(&request, &image, id, name)?;
+        container.network = self.network_config(&request.network, &image)?;
         if container.init {
             fs::metadata(INIT_BINARY).map_err(Error::io("--init needs Debian's tini package", INIT_BINARY))?;
         }
@@ -677,6 +696,7 @@ impl Engine {
             }
             Err(error) => {
                 let _ = runtime.delete(&container.id).await;
+                self.networks.unplug(&container.id).await;
                 unmount(&self.rootfs(&container.id));
                 let failed = {
                     let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
@@ -735,6 +755,10 @@ impl Engine {
         if let Some(ns) = userns {
             ns.apply(&mut spec)?;
         }
+        let process = &container.process;
+        self.networks
+            .prepare(&container.id, &container.name, &process.hostname, &container.network, &dir)?
+            .apply(&mut spec)?;
         let config = dir.join("config.json");
         spec.save(&config).map_err(Error::oci(&config))?;
 
@@ -772,6 +796,7 @@ impl Engine {
         entry.stdin.send_replace(stdin);
         let pump = tokio::spawn(pump_output(entry.clone(), stdout, stderr, log));
         *entry.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(pump);
+        self.networks.plug(&container.id, pid, &container.network).await?;
         runtime.start(&container.id).await?;
         Ok(pid)
     }
@@ -823,6 +848,7 @@ impl Engine {
         {
             tracing::warn!(container = %exit.id, %error, "cannot delete from the runtime");
         }
+        self.networks.unplug(&exit.id).await;
         unmount(&self.rootfs(&exit.id));
         let exited = {
             let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
@@ -1207,6 +1233,7 @@ impl Engine {
         if let Some(runtime) = &self.runtime {
             runtime.shut_down().await;
         }
+        self.networks.shut_down().await;
     }
 }
 
@@ -1288,6 +1315,7 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
         init: request.init,
         stop_signal,
         stop_timeout: request.stop_timeout,
+        network: NetworkConfig::default(),
         state: State::default(),
         stdio: StdioConfig { tty: request.tty, open_stdin: request.open_stdin, stdin_once: request.stdin_once },
     })

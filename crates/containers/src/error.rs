@@ -13,6 +13,16 @@ pub enum Error {
     NotFound(String),
     #[error("get {0}: no such volume")]
     NoSuchVolume(String),
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    #[error("plugin \"{0}\" not found")]
+    PluginNotFound(String),
+    /// Docker's 403: the request is understood but not allowed (removing a predefined network).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Making links, addresses, rules or port listeners failed.
+    #[error("{0}")]
+    Network(String),
     #[error("invalid reference format: {0}")]
     InvalidReference(String),
     #[error("{0}")]

@@ -100,6 +100,8 @@ pub struct ImageConfig {
     pub stop_signal: Option<String>,
     /// Paths (`VOLUME`) where each container gets an anonymous volume.
     pub volumes: Vec<String>,
+    /// `EXPOSE`d ports (`80/tcp`), what `docker run -P` publishes.
+    pub exposed_ports: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -280,6 +282,7 @@ impl ImageStore {
                 labels: run.labels().clone().unwrap_or_default().into_iter().collect(),
                 stop_signal: run.stop_signal().clone(),
                 volumes: run.volumes().clone().unwrap_or_default(),
+                exposed_ports: run.exposed_ports().clone().unwrap_or_default(),
             },
             layers,
             history: config

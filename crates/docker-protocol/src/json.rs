@@ -218,6 +218,8 @@ struct CreateBody {
     volumes: Option<BTreeMap<String, Value>>,
     stop_signal: Option<String>,
     stop_timeout: Option<i64>,
+    exposed_ports: Option<BTreeMap<String, Value>>,
+    networking_config: Option<crate::networks::NetworkingConfigBody>,
     host_config: Option<HostConfigBody>,
 }
 
@@ -235,7 +237,8 @@ struct HostConfigBody {
     mounts: Option<Vec<crate::volumes::MountBody>>,
     tmpfs: Option<BTreeMap<String, String>>,
     init: Option<bool>,
-    port_bindings: Option<BTreeMap<String, Value>>,
+    port_bindings: Option<BTreeMap<String, Option<Vec<crate::networks::PortBindingBody>>>>,
+    publish_all_ports: Option<bool>,
     network_mode: Option<String>,
     #[serde(flatten)]
     security: crate::security::SecurityBody,
@@ -255,12 +258,6 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
         serde_json::from_slice(body).map_err(|e| Error::InvalidParameter(format!("invalid container config: {e}")))?;
     let host = body.host_config.unwrap_or_default();
     let limits = limits(&host)?;
-    if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(Error::Unsupported("publishing ports"));
-    }
-    if !matches!(host.network_mode.as_deref().unwrap_or_default(), "" | "default" | "bridge" | "none") {
-        return Err(Error::Unsupported("networks other than the default"));
-    }
     let restart = host.restart_policy.unwrap_or_default();
     let restart_policy =
         RestartPolicy::parse(restart.name.as_deref().unwrap_or_default(), restart.maximum_retry_count.unwrap_or(0))?;
@@ -308,6 +305,13 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
         tty: body.tty.unwrap_or(false),
         open_stdin: body.open_stdin.unwrap_or(false),
         stdin_once: body.stdin_once.unwrap_or(false),
+        network: crate::networks::network_request(crate::networks::CreateNetworkParts {
+            network_mode: host.network_mode,
+            port_bindings: host.port_bindings,
+            publish_all_ports: host.publish_all_ports,
+            exposed_ports: body.exposed_ports,
+            networking_config: body.networking_config,
+        })?,
     })
 }
 
@@ -438,7 +442,8 @@ fn status_text(container: &Container) -> String {
     }
 }
 
-pub fn container_summary(container: &Container) -> Value {
+pub fn container_summary(container: &Container, engine: &Engine) -> Value {
+    let (ports, host_config, network_settings) = crate::networks::summary_parts(container, engine);
     json!({
         "Id": container.id,
         "Names": [format!("/{}", container.name)],
@@ -446,12 +451,12 @@ pub fn container_summary(container: &Container) -> Value {
         "ImageID": container.image_id,
         "Command": container.process.args.join(" "),
         "Created": unix_seconds(container.created),
-        "Ports": [],
+        "Ports": ports,
         "Labels": container.labels,
         "State": container.state.status.as_str(),
         "Status": status_text(container),
-        "HostConfig": {"NetworkMode": "none"},
-        "NetworkSettings": {"Networks": {}},
+        "HostConfig": host_config,
+        "NetworkSettings": network_settings,
         "Mounts": [],
     })
 }
@@ -479,9 +484,9 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "FinishedAt": rfc3339(state.finished_at),
         },
         "Image": container.image_id,
-        "ResolvConfPath": "",
-        "HostnamePath": "",
-        "HostsPath": "",
+        "ResolvConfPath": engine.container_file(&container.id, "resolv.conf").display().to_string(),
+        "HostnamePath": engine.container_file(&container.id, "hostname").display().to_string(),
+        "HostsPath": engine.container_file(&container.id, "hosts").display().to_string(),
         "LogPath": engine.log_path(&container.id).display().to_string(),
         "Name": format!("/{}", container.name),
         "RestartCount": state.restart_count,
@@ -502,7 +507,9 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "ReadonlyRootfs": container.security.read_only_rootfs,
             "SecurityOpt": crate::security::options(&container.security),
             "UsernsMode": if container.security.host_userns { "host" } else { "" },
-            "NetworkMode": "none",
+            "NetworkMode": container.network.mode_name,
+            "PortBindings": port_bindings(container),
+            "PublishAllPorts": container.network.publish_all,
             "RestartPolicy": {
                 "Name": container.restart_policy.name(),
                 "MaximumRetryCount": container.restart_policy.max_retries(),
@@ -538,8 +545,22 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "StopSignal": container.stop_signal,
             "StopTimeout": container.stop_timeout.map(|t| t.as_secs()),
         },
-        "NetworkSettings": {"Networks": {}, "Ports": {}, "IPAddress": "", "SandboxKey": ""},
+        "NetworkSettings": crate::networks::network_settings(container, engine),
     })
+}
+
+/// `HostConfig.PortBindings` as requested.
+fn port_bindings(container: &Container) -> Value {
+    let mut bindings = serde_json::Map::new();
+    for binding in &container.network.ports {
+        let entry = bindings.entry(binding.port.to_string()).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            let host_ip = binding.host_ip.map(|ip| ip.to_string()).unwrap_or_default();
+            let host_port = if binding.host_port == 0 { String::new() } else { binding.host_port.to_string() };
+            list.push(json!({"HostIp": host_ip, "HostPort": host_port}));
+        }
+    }
+    Value::Object(bindings)
 }
 
 /// Log entries cut at line ends, as Docker keeps them (and as `--tail` counts them).
@@ -594,6 +615,12 @@ mod tests {
         assert!(error(br#"{"Image":"busybox","HostConfig":{"PortBindings":{"80/tcp":[{}]}}}"#).contains("ports"));
         assert!(error(br#"{"Image":"busybox","HostConfig":{"NetworkMode":"host"}}"#).contains("networks"));
         assert!(error(br#"{"Image":"busybox","HostConfig":{"RestartPolicy":{"Name":"often"}}}"#).contains("restart"));
+        assert!(error(br#"{"Image":"busybox","HostConfig":{"Binds":["/a:/b"]}}"#).contains("bind mounts"));
+        assert!(
+            error(br#"{"Image":"busybox","HostConfig":{"PortBindings":{"80/udp":[{"HostPort":"x"}]}}}"#)
+                .contains("port")
+        );
+        assert!(error(br#"{"Image":"busybox","HostConfig":{"RestartPolicy":{"Name":"always"}}}"#).contains("restart"));
         assert_eq!(error(br#"{"Cmd":["x"]}"#), "config.Image is empty");
         assert!(error(b"{not json").starts_with("invalid container config"));
     }

@@ -10,6 +10,7 @@ mod exec;
 mod hijack;
 mod images;
 mod json;
+mod networks;
 mod security;
 mod volumes;
 
@@ -207,7 +208,7 @@ impl Docker {
                 if let Some(limit) = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0) {
                     containers.truncate(limit);
                 }
-                Ok(ok_json(Value::Array(containers.iter().map(json::container_summary).collect())))
+                Ok(ok_json(Value::Array(containers.iter().map(|c| json::container_summary(c, &self.engine)).collect())))
             }
             (&Method::GET, ["containers", id, "json"]) => {
                 let container = self.engine.inspect(id)?;
@@ -331,6 +332,7 @@ impl Docker {
                 self.engine.exec_resize(id, rows, columns)?;
                 Ok(empty(StatusCode::OK))
             }
+            (_, ["networks", rest @ ..]) => networks::route(&self.engine, &method, rest, &query, request).await,
             _ => Err(ApiError::NotServed(format!("Stratus does not serve {method} {path} of the Docker Engine API yet"))),
         }
     }
@@ -543,6 +545,8 @@ fn error_response(error: &Error) -> Response<ResponseBody> {
         | Error::NoSuchExec(_)
         | Error::NoSuchVolume(_)
         | Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::NoSuchNetwork(_) | Error::PluginNotFound(_) => StatusCode::NOT_FOUND,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::InvalidReference(_) | Error::InvalidParameter(_) | Error::ExecFailed { .. } => StatusCode::BAD_REQUEST,
         Error::NameInUse { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,

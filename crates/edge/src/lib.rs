@@ -5,6 +5,7 @@
 //! other request goes to the AWS protocol adapter. Kubernetes and Docker APIs will get listeners of
 //! their own beside this one.
 
+mod isolation;
 mod metrics;
 
 use std::convert::Infallible;
@@ -36,14 +37,15 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Edge {
     aws: Aws,
+    containers: Arc<containers::Engine>,
     store: Arc<dyn Store>,
     metrics: Metrics,
     started: Instant,
 }
 
 impl Edge {
-    pub fn new(store: Arc<dyn Store>, aws: Aws) -> Arc<Self> {
-        Arc::new(Edge { aws, store, metrics: Metrics::new(), started: Instant::now() })
+    pub fn new(store: Arc<dyn Store>, aws: Aws, containers: Arc<containers::Engine>) -> Arc<Self> {
+        Arc::new(Edge { aws, containers, store, metrics: Metrics::new(), started: Instant::now() })
     }
 
     /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to
@@ -112,6 +114,9 @@ impl Edge {
             }
             (&Method::GET, path) if path.starts_with("/_stratus/dynamodb/tables/") => {
                 ("stratus", "dynamodb", self.dynamodb_partitions(&request))
+            }
+            (&Method::GET, path) if path.starts_with("/_stratus/containers/") => {
+                ("stratus", "containers", isolation::view(&self.containers, path))
             }
             // Unsigned only: a signed GET /metrics is S3's ListObjects on a bucket named "metrics".
             (&Method::GET, "/metrics") if unsigned => ("stratus", "metrics", self.prometheus()),

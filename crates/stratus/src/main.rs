@@ -140,6 +140,23 @@ struct UpArgs {
     /// `uid[:gid]` (their ranges in /etc/subuid and /etc/subgid).
     #[arg(long, env = "STRATUS_USERNS_REMAP", value_name = "USER[:GROUP]")]
     userns_remap: Option<String>,
+    /// Name of the Linux bridge of Docker's default `bridge` network. Stratus instances sharing a
+    /// host need different ones (their NAT rules are tagged with it).
+    #[arg(long, env = "STRATUS_DOCKER_BRIDGE", value_name = "NAME", default_value = "stratus0", value_parser = bridge_name)]
+    docker_bridge: String,
+    /// Subnet of the default `bridge` network (its first address is the gateway).
+    #[arg(long, env = "STRATUS_DOCKER_BRIDGE_SUBNET", value_name = "CIDR", default_value = "172.17.0.0/16")]
+    docker_bridge_subnet: containers::network::Ipv4Net,
+}
+
+/// A Linux interface name: at most 15 bytes, no `/`, spaces or `:`.
+fn bridge_name(value: &str) -> Result<String, String> {
+    if !value.is_empty() && value.len() <= 15 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        Ok(value.to_string())
+    } else {
+        Err("an interface name is 1 to 15 letters, digits, '-', '_' or '.'".to_string())
+    }
 }
 
 fn account_id(value: &str) -> Result<String, String> {
@@ -284,12 +301,9 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         tracing::warn!("not root: containers cannot run (images can still be listed and managed)");
         None
     };
-    let engine = containers::Engine::open(
-        store.clone(),
-        containers::Options { dir: containers_dir, runtime: runtime_process, userns_remap },
-    )
-    .await
-    .context("cannot open the container engine")?;
+    let network = containers::network::Options { bridge: args.docker_bridge, subnet: args.docker_bridge_subnet };
+    let options = containers::Options { dir: containers_dir, runtime: runtime_process, userns_remap, network };
+    let engine = containers::Engine::open(store.clone(), options).await.context("cannot open the container engine")?;
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Stratus {} ready in {:.1} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_secs_f64() * 1000.0)?;
@@ -314,7 +328,7 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
             let _ = docker_stopped.await;
         }))
     });
-    let edge = edge::Edge::new(store.clone(), aws);
+    let edge = edge::Edge::new(store.clone(), aws, engine.clone());
     edge.serve(listener, std::time::Duration::from_secs(args.idle_timeout.max(1)), shutdown_signal()).await;
     let _ = stop_docker.send(());
     if let Some(server) = docker_server {

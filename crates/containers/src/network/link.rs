@@ -1,0 +1,204 @@
+//! Links through rtnetlink: bridges in the host's network namespace, veth pairs from a bridge
+//! into a container's, and the container side's addresses and routes.
+//!
+//! The container side is configured from a thread that has entered the container's network
+//! namespace (`setns` moves only the calling thread), with a netlink socket opened there; the
+//! same thread opens the embedded DNS server's socket at 127.0.0.11, which stays in that
+//! namespace for its whole life.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use futures_util::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::error::{Error, Result};
+
+/// Where containers on user-defined networks find the embedded DNS server, as in Docker.
+pub const DNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+
+fn netlink(context: &'static str) -> impl FnOnce(rtnetlink::Error) -> Error {
+    move |error| Error::Network(format!("{context}: {error}"))
+}
+
+fn is_errno(error: &rtnetlink::Error, errno: rustix::io::Errno) -> bool {
+    matches!(error, rtnetlink::Error::NetlinkError(message) if message.raw_code() == -errno.raw_os_error())
+}
+
+async fn connect() -> Result<Handle> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|e| Error::Network(format!("cannot open a netlink socket: {e}")))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link.map(|l| l.header.index)),
+        Err(error) if is_errno(&error, rustix::io::Errno::NODEV) => Ok(None),
+        Err(error) => Err(netlink("cannot look up a link")(error)),
+    }
+}
+
+/// Creates the bridge if missing, gives it the gateway address and brings it up.
+pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: &Ipv4Net) -> Result<()> {
+    let handle = connect().await?;
+    let index = match index_of(&handle, name).await? {
+        Some(index) => index,
+        None => {
+            match handle.link().add(LinkBridge::new(name).build()).execute().await {
+                Err(error) if !is_errno(&error, rustix::io::Errno::EXIST) => {
+                    return Err(netlink("cannot create the bridge")(error));
+                }
+                _ => {}
+            }
+            index_of(&handle, name).await?.ok_or_else(|| Error::Network(format!("bridge {name} vanished")))?
+        }
+    };
+    match handle.address().add(index, IpAddr::V4(gateway), subnet.prefix_len()).execute().await {
+        Err(error) if !is_errno(&error, rustix::io::Errno::EXIST) => {
+            return Err(netlink("cannot address the bridge")(error));
+        }
+        _ => {}
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(netlink("cannot bring the bridge up"))
+}
+
+/// Deletes a link (a bridge, or a veth pair by either end); one already gone is fine.
+pub async fn delete(name: &str) -> Result<()> {
+    let handle = connect().await?;
+    let Some(index) = index_of(&handle, name).await? else { return Ok(()) };
+    match handle.link().del(index).execute().await {
+        Err(error) if !is_errno(&error, rustix::io::Errno::NODEV) => Err(netlink("cannot delete a link")(error)),
+        _ => Ok(()),
+    }
+}
+
+/// One interface to make in a container: a veth from `bridge` named `host_name` on the host,
+/// `name` (eth0, eth1...) inside.
+#[derive(Clone, Debug)]
+pub struct Interface {
+    pub bridge: String,
+    pub host_name: String,
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub mac: [u8; 6],
+    pub gateway: Ipv4Addr,
+}
+
+/// The temporary name of the container end while it is still on the host.
+fn peer_name(interface: &Interface) -> String {
+    format!("{}p", interface.host_name)
+}
+
+/// Makes the veth pairs, ports their host ends to their bridges, and moves the other ends into
+/// the network namespace `netns`.
+pub async fn add_veths(interfaces: &[Interface], netns: &OwnedFd) -> Result<()> {
+    let handle = connect().await?;
+    for interface in interfaces {
+        let bridge = index_of(&handle, &interface.bridge)
+            .await?
+            .ok_or_else(|| Error::Network(format!("the bridge {} is missing", interface.bridge)))?;
+        let peer = peer_name(interface);
+        handle
+            .link()
+            .add(LinkVeth::new(&interface.host_name, &peer).build())
+            .execute()
+            .await
+            .map_err(netlink("cannot create a veth pair"))?;
+        let host = index_of(&handle, &interface.host_name)
+            .await?
+            .ok_or_else(|| Error::Network(format!("veth {} vanished", interface.host_name)))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(host).controller(bridge).up().build())
+            .execute()
+            .await
+            .map_err(netlink("cannot attach a veth to its bridge"))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_name(&peer).setns_by_fd(netns.as_raw_fd()).build())
+            .execute()
+            .await
+            .map_err(netlink("cannot move a veth into the container"))?;
+    }
+    Ok(())
+}
+
+/// Inside the namespace: loopback up, each interface renamed, addressed and up, with
+/// `default_route` the default route through the first one's gateway; with `dns`, a UDP socket
+/// on 127.0.0.11:53 there.
+pub fn configure_inside(
+    netns: OwnedFd,
+    interfaces: Vec<Interface>,
+    default_route: bool,
+    dns: bool,
+) -> Result<Option<UdpSocket>> {
+    let thread = std::thread::Builder::new()
+        .name("netns".into())
+        .spawn(move || -> Result<Option<UdpSocket>> {
+            rustix::thread::move_into_link_name_space(netns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                .map_err(|e| Error::Network(format!("cannot enter the container's network namespace: {e}")))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(|e| Error::Network(format!("cannot start a netlink runtime: {e}")))?;
+            runtime.block_on(configure(&interfaces, default_route))?;
+            if !dns {
+                return Ok(None);
+            }
+            let socket = UdpSocket::bind(SocketAddr::from((DNS_ADDRESS, 53)))
+                .map_err(|e| Error::Network(format!("cannot open the DNS socket in the container: {e}")))?;
+            Ok(Some(socket))
+        })
+        .map_err(|e| Error::Network(format!("cannot start a thread: {e}")))?;
+    thread.join().map_err(|_| Error::Network("the network namespace thread panicked".into()))?
+}
+
+async fn configure(interfaces: &[Interface], default_route: bool) -> Result<()> {
+    let handle = connect().await?;
+    let lo = index_of(&handle, "lo").await?.ok_or_else(|| Error::Network("no loopback interface".into()))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(lo).up().build())
+        .execute()
+        .await
+        .map_err(netlink("cannot bring lo up"))?;
+    for interface in interfaces {
+        let peer = peer_name(interface);
+        let index = index_of(&handle, &peer)
+            .await?
+            .ok_or_else(|| Error::Network(format!("veth {peer} did not reach the container")))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).name(interface.name.clone()).address(interface.mac.to_vec()).build())
+            .execute()
+            .await
+            .map_err(netlink("cannot name the container's interface"))?;
+        handle
+            .address()
+            .add(index, IpAddr::V4(interface.address), interface.prefix)
+            .execute()
+            .await
+            .map_err(netlink("cannot address the container's interface"))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(netlink("cannot bring the container's interface up"))?;
+    }
+    if let Some(first) = interfaces.first().filter(|_| default_route) {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(first.gateway).build();
+        handle.route().add(route).execute().await.map_err(netlink("cannot add the default route"))?;
+    }
+    Ok(())
+}
