@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -305,3 +306,25 @@ def test_isolation_view_shows_namespaces_cgroups_mounts_and_network(docker):
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{docker.url}/_stratus/containers/nosuch/isolation", timeout=5)
     assert missing.value.code == 404
+
+
+def test_a_killed_stratus_leaves_no_bridge_or_rules_behind(start_stratus):
+    server = start_stratus()
+    bootstrap(server)
+    bridge = server.env["STRATUS_DOCKER_BRIDGE"]
+    table = "stratus_" + bridge.replace("-", "_").replace(".", "_")
+    server.docker("network", "create", "left")
+    left = inspect(server, "left")["Options"]["com.docker.network.bridge.name"]
+    server.docker("run", "-d", "busybox", "sleep", "60")
+    assert bridge in links() and left in links()
+    server.stop(sig=signal.SIGKILL)
+
+    def leftovers():
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        return [name for name in (bridge, left) if name in links()] + ([table] if table in tables else [])
+
+    # The janitor sees Stratus's pipe close and deletes what it was told about.
+    deadline = time.monotonic() + 10
+    while leftovers():
+        assert time.monotonic() < deadline, f"left behind: {leftovers()}"
+        time.sleep(0.1)

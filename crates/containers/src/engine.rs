@@ -313,7 +313,8 @@ impl Engine {
             _ => None,
         };
         let events = Arc::new(Events::default());
-        let networks = Networks::open(store.clone(), options.network, runtime.is_some()).await?;
+        let program = options.runtime.as_ref().map(|(program, _)| program.as_path());
+        let networks = Networks::open(store.clone(), options.network, program).await?;
         let engine = Arc::new(Engine {
             userns,
             volumes: Volumes::open(store.clone(), &options.dir, events.clone())?,

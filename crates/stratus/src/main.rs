@@ -41,6 +41,10 @@ enum Command {
         #[arg(long)]
         root: PathBuf,
     },
+    /// Deletes the bridges and NAT rules `stratus up` made if it dies without shutting down;
+    /// `stratus up` starts it. Not for direct use.
+    #[command(hide = true)]
+    NetworkJanitor,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +193,7 @@ fn main() -> anyhow::Result<()> {
         Command::Image(command) => image(command),
         // No tokio here: the runtime process must stay single-threaded (see containers::runtime).
         Command::Runtime { root } => containers::runtime::serve(&root).context("the container runtime process failed"),
+        Command::NetworkJanitor => containers::network::janitor::serve().context("the network janitor failed"),
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod dns;
 pub mod firewall;
 pub mod ipam;
+pub mod janitor;
 pub mod link;
 pub mod proxy;
 
@@ -35,6 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use firewall::{BridgeRules, Firewall};
+use janitor::{Janitor, Note};
 
 /// Docker's names for the predefined networks.
 pub const BRIDGE: &str = "bridge";
@@ -298,6 +300,9 @@ pub struct Networks {
     /// Whether links and rules are made (root); records work either way.
     enabled: bool,
     firewall: Firewall,
+    default_bridge: String,
+    /// Told what to delete should Stratus die without shutting down.
+    janitor: Option<Janitor>,
     upstreams: Arc<Vec<SocketAddr>>,
     host_resolv_conf: String,
     state: Mutex<State>,
@@ -306,8 +311,9 @@ pub struct Networks {
 
 impl Networks {
     /// Loads user-defined networks and adds the predefined ones. Bridges and rules are made when
-    /// first needed.
-    pub async fn open(store: Arc<dyn Store>, options: Options, enabled: bool) -> Result<Arc<Networks>> {
+    /// first needed. With `program` (the stratus binary) links and rules are made, and a janitor
+    /// process watches over them.
+    pub async fn open(store: Arc<dyn Store>, options: Options, program: Option<&Path>) -> Result<Arc<Networks>> {
         let keys = Keyspace::new("containers");
         let prefix = keys.key(b"network/");
         let mut networks = BTreeMap::new();
@@ -321,11 +327,14 @@ impl Networks {
         }
         let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let upstreams = dns::nameservers(&host_resolv_conf).into_iter().map(|ip| SocketAddr::new(ip, 53)).collect();
+        let janitor = program.map(Janitor::spawn).transpose()?;
         let this = Arc::new_cyclic(|this| Networks {
             store,
             keys,
-            enabled,
+            enabled: janitor.is_some(),
             firewall: Firewall::new(&options.bridge),
+            default_bridge: options.bridge.clone(),
+            janitor,
             upstreams: Arc::new(upstreams),
             host_resolv_conf,
             state: Mutex::new(State { networks, ..State::default() }),
@@ -344,6 +353,12 @@ impl Networks {
 
     fn name_key(&self, name: &str) -> Vec<u8> {
         self.keys.key(format!("network-name/{name}").as_bytes())
+    }
+
+    fn note(&self, note: Note<'_>) {
+        if let Some(janitor) = &self.janitor {
+            janitor.note(note);
+        }
     }
 
     /// Sorted by name.
@@ -517,6 +532,7 @@ impl Networks {
         {
             link::ensure_bridge(&network.bridge, gateway, &subnet).await?;
             self.lock().made.insert(network.id.clone());
+            self.note(Note::Bridge(&network.bridge));
         }
         Ok(())
     }
@@ -535,11 +551,11 @@ impl Networks {
 
     async fn delete_bridge(&self, network: &Network) {
         self.lock().made.remove(&network.id);
-        if self.enabled
-            && network.driver == Driver::Bridge
-            && let Err(error) = link::delete(&network.bridge).await
-        {
-            tracing::warn!(bridge = %network.bridge, %error, "cannot delete the bridge");
+        if self.enabled && network.driver == Driver::Bridge {
+            match link::delete(&network.bridge).await {
+                Ok(()) => self.note(Note::BridgeDeleted(&network.bridge)),
+                Err(error) => tracing::warn!(bridge = %network.bridge, %error, "cannot delete the bridge"),
+            }
         }
     }
 
@@ -550,6 +566,7 @@ impl Networks {
         let rules: Vec<BridgeRules> = self.list().iter().filter_map(Network::rules).collect();
         self.firewall.apply(&rules).await?;
         self.lock().rules_applied = true;
+        self.note(Note::Rules(&self.default_bridge));
         Ok(())
     }
 
@@ -862,10 +879,11 @@ impl Networks {
         for network in made {
             self.delete_bridge(&network).await;
         }
-        if self.lock().rules_applied
-            && let Err(error) = self.firewall.remove().await
-        {
-            tracing::warn!(%error, "cannot remove the NAT rules");
+        if self.lock().rules_applied {
+            match self.firewall.remove().await {
+                Ok(()) => self.note(Note::RulesDeleted),
+                Err(error) => tracing::warn!(%error, "cannot remove the NAT rules"),
+            }
         }
     }
 }
