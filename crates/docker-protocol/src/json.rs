@@ -485,7 +485,7 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
         },
         "Image": container.image_id,
         "ResolvConfPath": engine.container_file(&container.id, "resolv.conf").display().to_string(),
-        "HostnamePath": engine.container_file(&container.id, "hostname").display().to_string(),
+        "HostnamePath": "",
         "HostsPath": engine.container_file(&container.id, "hosts").display().to_string(),
         "LogPath": engine.log_path(&container.id).display().to_string(),
         "Name": format!("/{}", container.name),

@@ -617,8 +617,8 @@ impl Networks {
         })
     }
 
-    /// Reserves the container's addresses and writes its `/etc/hosts`, `/etc/resolv.conf` and
-    /// `/etc/hostname` into `dir`. Undone by [`Networks::unplug`].
+    /// Reserves the container's addresses and writes its `/etc/hosts` and `/etc/resolv.conf` into
+    /// `dir` (not `/etc/hostname`: a build step may delete the image's). Undone by [`Networks::unplug`].
     pub fn prepare(
         &self,
         container_id: &str,
@@ -663,11 +663,9 @@ impl Networks {
             Mode::Bridge | Mode::None => resolv_conf(&self.host_resolv_conf, uses_dns),
         };
         let mut mounts = Vec::new();
-        for (file, content, target) in [
-            ("hosts", hosts, "/etc/hosts"),
-            ("resolv.conf", resolv_conf, "/etc/resolv.conf"),
-            ("hostname", format!("{hostname}\n"), "/etc/hostname"),
-        ] {
+        for (file, content, target) in
+            [("hosts", hosts, "/etc/hosts"), ("resolv.conf", resolv_conf, "/etc/resolv.conf")]
+        {
             let path = dir.join(file);
             std::fs::write(&path, content).map_err(Error::io("cannot write", &path))?;
             mounts.push((path, target));
