@@ -1,13 +1,14 @@
 //! Images made from a tar (`docker import`) or from a container's writable layer
 //! (`docker commit`), with Dockerfile-style changes (`--change`) applied to their config.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Seek};
 use std::path::Path;
 use std::time::SystemTime;
 
 use oci_spec::image::{Arch, Config, History, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, Os};
 
+use crate::dockerfile::{self, Command};
 use crate::error::{Error, Result};
 use crate::image::{DEFAULT_PATH, Image, ImageStore, Reference, go_arch};
 use crate::layer;
@@ -24,6 +25,53 @@ pub enum Change {
     Expose(String),
     Volume(String),
     StopSignal(String),
+}
+
+impl Change {
+    /// `--change` lines: Dockerfile instructions, of which only those that change the config are
+    /// allowed (as in Docker).
+    pub fn parse(lines: &[&str]) -> Result<Vec<Change>> {
+        let shell = ["/bin/sh".to_string(), "-c".to_string()];
+        // Words keep their quotes until expanded; there are no build variables here.
+        let word = |w: String| dockerfile::expand(&w, &BTreeMap::new(), '\\').map_err(Error::InvalidParameter);
+        let pair = |(k, v): (String, String)| Ok::<_, Error>((word(k)?, word(v)?));
+        let mut changes = Vec::new();
+        let instructions = dockerfile::parse_instructions(lines).map_err(|e| Error::InvalidParameter(e.message))?;
+        for instruction in instructions {
+            match instruction.command {
+                Command::Cmd(command) => changes.push(Change::Cmd(command.argv(&shell))),
+                Command::Entrypoint(command) => changes.push(Change::Entrypoint(command.argv(&shell))),
+                Command::Env(pairs) => {
+                    for (k, v) in pairs.into_iter().map(pair).collect::<Result<Vec<_>>>()? {
+                        changes.push(Change::Env(k, v));
+                    }
+                }
+                Command::Label(pairs) => {
+                    for (k, v) in pairs.into_iter().map(pair).collect::<Result<Vec<_>>>()? {
+                        changes.push(Change::Label(k, v));
+                    }
+                }
+                Command::Workdir(dir) => changes.push(Change::WorkingDir(word(dir)?)),
+                Command::User(user) => changes.push(Change::User(word(user)?)),
+                Command::StopSignal(signal) => changes.push(Change::StopSignal(word(signal)?)),
+                Command::Expose(ports) => {
+                    for port in ports {
+                        changes.push(Change::Expose(word(port)?));
+                    }
+                }
+                Command::Volume(paths) => {
+                    for path in paths {
+                        changes.push(Change::Volume(word(path)?));
+                    }
+                }
+                _ => {
+                    let keyword = instruction.original.split_whitespace().next().unwrap_or_default().to_uppercase();
+                    return Err(Error::InvalidParameter(format!("{keyword} is not a valid change command")));
+                }
+            }
+        }
+        Ok(changes)
+    }
 }
 
 /// What `docker import` and `docker commit` share.
@@ -182,6 +230,30 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::FileTypeExt;
+
+    #[test]
+    fn changes_parse_like_dockers() {
+        let parsed = Change::parse(&[
+            r#"CMD ["sh", "-c", "echo hi"]"#,
+            "ENV A=1 B=\"two words\"",
+            "WORKDIR /srv",
+            "ENTRYPOINT top -b",
+        ])
+        .unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                Change::Cmd(vec!["sh".into(), "-c".into(), "echo hi".into()]),
+                Change::Env("A".into(), "1".into()),
+                Change::Env("B".into(), "two words".into()),
+                Change::WorkingDir("/srv".into()),
+                Change::Entrypoint(vec!["/bin/sh".into(), "-c".into(), "top -b".into()]),
+            ]
+        );
+        assert_eq!(Change::parse(&["ENV PATH /opt/bin"]).unwrap(), vec![Change::Env("PATH".into(), "/opt/bin".into())]);
+        assert!(Change::parse(&["RUN rm -rf /"]).is_err());
+        assert!(Change::parse(&["WORKDIR"]).is_err());
+    }
 
     #[test]
     fn changes_apply_in_order() {

@@ -118,6 +118,16 @@ impl Dockerfile {
     }
 }
 
+/// Instructions outside a Dockerfile (`docker commit --change`, `docker import --change`): each
+/// text is one or more lines, parsed as a Dockerfile's would be but with no FROM required.
+pub fn parse_instructions(texts: &[&str]) -> Result<Vec<Instruction>, ParseError> {
+    texts
+        .iter()
+        .flat_map(|text| logical_lines(text, '\\'))
+        .map(|(line, logical)| parse_instruction(line, &logical, '\\'))
+        .collect()
+}
+
 /// Parser directives are `# key=value` comments at the very top; only `escape` changes parsing.
 fn escape_directive(text: &str) -> Result<char, ParseError> {
     let mut escape = '\\';

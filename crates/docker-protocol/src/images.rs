@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use containers::image::{Image, ImageStore, Layer, Reference, Removed};
-use containers::{Change, ContainerConfig, Engine, Error, NewImage};
+use containers::{ContainerConfig, Engine, Error, NewImage};
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -422,77 +422,6 @@ pub fn reference(repo: Option<&str>, tag: Option<&str>) -> Result<Option<Referen
     }
 }
 
-/// `--change` instructions, as Docker accepts them for import and commit.
-pub fn changes(lines: &[&str]) -> Result<Vec<Change>, Error> {
-    let mut changes = Vec::new();
-    for line in lines.iter().flat_map(|l| l.lines()).map(str::trim).filter(|l| !l.is_empty()) {
-        let (instruction, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let rest = rest.trim();
-        let bad = || Error::InvalidParameter(format!("{instruction} requires at least one argument"));
-        match instruction.to_ascii_uppercase().as_str() {
-            "CMD" => changes.push(Change::Cmd(command(rest))),
-            "ENTRYPOINT" => changes.push(Change::Entrypoint(command(rest))),
-            "ENV" | "LABEL" => {
-                let label = instruction.eq_ignore_ascii_case("LABEL");
-                for (key, value) in pairs(rest).ok_or_else(bad)? {
-                    changes.push(if label { Change::Label(key, value) } else { Change::Env(key, value) });
-                }
-            }
-            "WORKDIR" if !rest.is_empty() => changes.push(Change::WorkingDir(rest.to_string())),
-            "USER" if !rest.is_empty() => changes.push(Change::User(rest.to_string())),
-            "STOPSIGNAL" if !rest.is_empty() => changes.push(Change::StopSignal(rest.to_string())),
-            "EXPOSE" => changes.extend(rest.split_whitespace().map(|p| Change::Expose(p.to_string()))),
-            "VOLUME" => match serde_json::from_str::<Vec<String>>(rest) {
-                Ok(paths) => changes.extend(paths.into_iter().map(Change::Volume)),
-                Err(_) => changes.extend(rest.split_whitespace().map(|p| Change::Volume(p.to_string()))),
-            },
-            "WORKDIR" | "USER" | "STOPSIGNAL" => return Err(bad()),
-            other => {
-                return Err(Error::InvalidParameter(format!("{other} is not a valid change command")));
-            }
-        }
-    }
-    Ok(changes)
-}
-
-/// The JSON (exec) form, or the shell form run by `/bin/sh -c`.
-fn command(text: &str) -> Vec<String> {
-    match serde_json::from_str::<Vec<String>>(text) {
-        Ok(args) => args,
-        Err(_) => vec!["/bin/sh".into(), "-c".into(), text.to_string()],
-    }
-}
-
-/// `A=1 B="two words"`, or the old single form `A one value`.
-fn pairs(text: &str) -> Option<Vec<(String, String)>> {
-    let first = text.split_whitespace().next()?;
-    if !first.contains('=') {
-        let (key, value) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
-        return Some(vec![(key.to_string(), value.trim().to_string())]);
-    }
-    let mut pairs = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            return Some(pairs);
-        }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
-        chars.next()?;
-        let mut value = String::new();
-        let mut quote = None;
-        while let Some(c) = chars.next_if(|c| quote.is_some() || !c.is_whitespace()) {
-            match (quote, c) {
-                (None, '"' | '\'') => quote = Some(c),
-                (Some(q), c) if c == q => quote = None,
-                (_, '\\') => value.extend(chars.next()),
-                (_, c) => value.push(c),
-            }
-        }
-        pairs.push((key, value));
-    }
-}
-
 /// `docker commit`.
 pub fn commit(engine: &Engine, container: &str, new: &NewImage) -> Result<Image, Error> {
     let container = engine.inspect(container)?;
@@ -579,30 +508,6 @@ fn glob(pattern: &str, text: &str) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn changes_parse_like_dockers() {
-        let parsed = changes(&[
-            r#"CMD ["sh", "-c", "echo hi"]"#,
-            "ENV A=1 B=\"two words\"",
-            "WORKDIR /srv",
-            "ENTRYPOINT top -b",
-        ])
-        .unwrap();
-        assert_eq!(
-            parsed,
-            vec![
-                Change::Cmd(vec!["sh".into(), "-c".into(), "echo hi".into()]),
-                Change::Env("A".into(), "1".into()),
-                Change::Env("B".into(), "two words".into()),
-                Change::WorkingDir("/srv".into()),
-                Change::Entrypoint(vec!["/bin/sh".into(), "-c".into(), "top -b".into()]),
-            ]
-        );
-        assert_eq!(changes(&["ENV PATH /opt/bin"]).unwrap(), vec![Change::Env("PATH".into(), "/opt/bin".into())]);
-        assert!(changes(&["RUN rm -rf /"]).is_err());
-        assert!(changes(&["WORKDIR"]).is_err());
-    }
 
     #[test]
     fn reference_globs_stop_at_slashes() {

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use containers::{Changed, Engine, Error, OutputEvent, Stream, WaitCondition};
+use containers::{Change, Changed, Engine, Error, OutputEvent, Stream, WaitCondition};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
@@ -133,7 +133,7 @@ impl Docker {
                 let body = images::BodyReader::new(request);
                 let new = containers::NewImage {
                     tag: images::reference(query.get("repo"), query.get("tag"))?,
-                    changes: images::changes(&query.all("changes"))?,
+                    changes: Change::parse(&query.all("changes"))?,
                     comment: query.get("message").filter(|m| !m.is_empty()).unwrap_or("Imported from -").to_string(),
                     author: String::new(),
                 };
@@ -155,7 +155,7 @@ impl Docker {
             (&Method::POST, ["commit"]) => {
                 let new = containers::NewImage {
                     tag: images::reference(query.get("repo"), query.get("tag"))?,
-                    changes: images::changes(&query.all("changes"))?,
+                    changes: Change::parse(&query.all("changes"))?,
                     comment: query.get("comment").unwrap_or_default().to_string(),
                     author: query.get("author").unwrap_or_default().to_string(),
                 };
