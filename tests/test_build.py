@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_containers import bootstrap, inspect
+from test_containers import docker, inspect  # noqa: F401 (docker is a fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="builds run containers, which need root"),
@@ -35,12 +35,6 @@ EXPOSE 8080
 LABEL stage=final
 CMD ["cat", "/app/out.txt"]
 """
-
-
-@pytest.fixture
-def docker(stratus):
-    bootstrap(stratus)
-    return stratus
 
 
 def context(tmp_path, dockerfile, **files):

@@ -5,14 +5,12 @@ HTTP between two containers."""
 
 import os
 import shutil
-import socket
 import subprocess
 import textwrap
-import time
-import urllib.request
 
 import pytest
 
+from test_container_networks import free_port, get
 from test_containers import bootstrap
 
 pytestmark = [
@@ -69,12 +67,6 @@ echo "kv says: $(wget -qO- "http://kv/cgi-bin/kv?$QUERY_STRING")"
 """
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def write_script(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
@@ -105,26 +97,14 @@ def project(stratus, tmp_path):
     compose("down", "-v", check=False)
 
 
-def fetch(url, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def test_web_and_kv_services_talk_by_name_and_keep_their_volume(project):
     up = project("up", "-d")
     assert "Creating shop_kv_1" in up.stderr and "Creating shop_web_1" in up.stderr, up.stderr
     ps = project("ps").stdout
     assert "shop_kv_1" in ps and "shop_web_1" in ps and ps.count("Up") == 2, ps
 
-    assert fetch(project.url + "/cgi-bin/set?colour=teal").strip() == "stored"
-    assert fetch(project.url + "/cgi-bin/get?colour").strip() == "kv says: teal"
+    assert get(project.url + "/cgi-bin/set?colour=teal").strip() == "stored"
+    assert get(project.url + "/cgi-bin/get?colour").strip() == "kv says: teal"
 
     # down removes the containers and the network but keeps the named volume.
     project("down")
@@ -134,7 +114,7 @@ def test_web_and_kv_services_talk_by_name_and_keep_their_volume(project):
     assert "shop_kvdata" in server.docker("volume", "ls", "--format", "{{.Name}}").stdout
 
     project("up", "-d")
-    assert fetch(project.url + "/cgi-bin/get?colour").strip() == "kv says: teal"
+    assert get(project.url + "/cgi-bin/get?colour").strip() == "kv says: teal"
 
     project("down", "-v")
     assert "shop_kvdata" not in server.docker("volume", "ls", "--format", "{{.Name}}").stdout
@@ -142,10 +122,10 @@ def test_web_and_kv_services_talk_by_name_and_keep_their_volume(project):
 
 def test_logs_and_stop_start(project):
     project("up", "-d")
-    fetch(project.url + "/cgi-bin/get?nothing")
+    get(project.url + "/cgi-bin/get?nothing")
     project("stop")
     assert "Exit" in project("ps").stdout
     project("start")
-    assert fetch(project.url + "/cgi-bin/get?nothing").strip() == "kv says: missing"
+    assert get(project.url + "/cgi-bin/get?nothing").strip() == "kv says: missing"
     logs = project("logs", "--no-color", "web")
     assert logs.returncode == 0

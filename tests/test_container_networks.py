@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from stratus_harness import host_routes
-from test_containers import bootstrap, inspect
+from test_containers import bootstrap, docker, inspect  # noqa: F401 (docker is a fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (namespaces, veths, nftables)"),
@@ -26,12 +26,6 @@ pytestmark = [
 
 # busybox httpd serving one page, in the foreground.
 HTTPD = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"
-
-
-@pytest.fixture
-def docker(stratus):
-    bootstrap(stratus)
-    return stratus
 
 
 def links():

@@ -13,18 +13,12 @@ import time
 
 import pytest
 
-from test_containers import bootstrap, inspect
+from test_containers import docker, inspect  # noqa: F401 (docker is a fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (namespaces, overlayfs, cgroups)"),
     pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
 ]
-
-
-@pytest.fixture
-def docker(stratus):
-    bootstrap(stratus)
-    return stratus
 
 
 class Terminal:

@@ -14,18 +14,12 @@ import tarfile
 import pytest
 
 from stratus_harness import BINARY
-from test_containers import bootstrap, inspect
+from test_containers import bootstrap, docker, inspect  # noqa: F401 (docker is a fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (namespaces, overlayfs, cgroups)"),
     pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
 ]
-
-
-@pytest.fixture
-def docker(stratus):
-    bootstrap(stratus)
-    return stratus
 
 
 def stored(server):

@@ -25,7 +25,7 @@ mod stdio;
 pub mod userns;
 pub mod volume;
 
-pub use build::{BuildEvent, BuildRequest, is_intermediate};
+pub use build::{BuildEvent, BuildRequest, clean_path, is_intermediate};
 pub use commit::{Change, ContainerConfig, NewImage};
 pub use engine::exec::{Exec, ExecIo, ExecRequest};
 pub use engine::{

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use containers::image::{Image, ImageStore, Layer, Reference, Removed};
-use containers::{ContainerConfig, Engine, Error, NewImage};
+use containers::{ContainerConfig, Engine, Error, NewImage, clean_path};
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -180,9 +180,9 @@ fn read_archive(
                 let target = target.to_string_lossy().to_string();
                 let resolved = if kind.is_symlink() {
                     let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
-                    normalize(&format!("{parent}/{target}"))
+                    clean_path(&format!("{parent}/{target}"))
                 } else {
-                    normalize(&target)
+                    clean_path(&target)
                 };
                 archive.links.insert(path, resolved);
             }
@@ -214,21 +214,6 @@ fn read_archive(
         }
     }
     Ok(())
-}
-
-/// `a/./b/../c` is `a/c`; paths in archives are relative to the archive's root.
-fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    parts.join("/")
 }
 
 fn store_images(store: &ImageStore, archive: &Archive, messages: &mut Vec<Value>) -> Result<(), Error> {
@@ -521,7 +506,6 @@ mod tests {
 
     #[test]
     fn archive_paths_and_names() {
-        assert_eq!(normalize("abc/../blobs/sha256/./x"), "blobs/sha256/x");
         assert_eq!(full_name("busybox:latest"), "docker.io/library/busybox:latest");
         assert_eq!(full_name("team/app:v1"), "docker.io/team/app:v1");
         assert_eq!(full_name("localhost:5000/app:v1"), "localhost:5000/app:v1");

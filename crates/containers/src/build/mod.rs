@@ -11,6 +11,8 @@
 
 mod context;
 
+pub use context::clean as clean_path;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};

@@ -189,11 +189,14 @@ impl Engine {
         // Only the process may hold its ends, so that its exit ends its output.
         drop(wiring.child);
         {
+            // A quick process's exit can be recorded before this task resumes from the await.
             let mut state = entry.exec.lock().unwrap_or_else(|p| p.into_inner());
-            state.running = true;
-            state.pid = pid;
+            if state.exit_code.is_none() {
+                state.running = true;
+                state.pid = pid;
+                *entry.terminal.lock().unwrap_or_else(|p| p.into_inner()) = wiring.terminal.clone();
+            }
         }
-        *entry.terminal.lock().unwrap_or_else(|p| p.into_inner()) = wiring.terminal.clone();
         tracing::info!(container = %container.id, exec = %exec.id, pid, "exec started");
         let (tx, output) = mpsc::channel(64);
         let pump = pump_exec_output(wiring.stdout, wiring.stderr, tx, entry.done.subscribe());
