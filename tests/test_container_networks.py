@@ -250,11 +250,16 @@ def test_network_api_shapes_and_errors(docker):
     assert docker.docker("network", "ls", "-q", "--filter", "type=custom").stdout == ""
 
 
+def nft_table(bridge):
+    """The nftables table an instance with this default bridge owns."""
+    return "stratus_" + bridge.replace("-", "_").replace(".", "_")
+
+
 def test_nothing_is_left_behind(start_stratus):
     server = start_stratus()
     bootstrap(server)
     bridge = server.env["STRATUS_DOCKER_BRIDGE"]
-    table = "stratus_" + bridge.replace("-", "_").replace(".", "_")
+    table = nft_table(bridge)
     server.docker("network", "create", "gone")
     gone_bridge = inspect(server, "gone")["Options"]["com.docker.network.bridge.name"]
     cid = server.docker("run", "-d", "--network", "gone", "busybox", "sleep", "60").stdout.strip()
@@ -306,7 +311,7 @@ def test_a_killed_stratus_leaves_no_bridge_or_rules_behind(start_stratus):
     server = start_stratus()
     bootstrap(server)
     bridge = server.env["STRATUS_DOCKER_BRIDGE"]
-    table = "stratus_" + bridge.replace("-", "_").replace(".", "_")
+    table = nft_table(bridge)
     server.docker("network", "create", "left")
     left = inspect(server, "left")["Options"]["com.docker.network.bridge.name"]
     server.docker("run", "-d", "busybox", "sleep", "60")
