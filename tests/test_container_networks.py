@@ -32,6 +32,21 @@ def links():
     return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
 
 
+def veths_on(bridge):
+    """The names of the host ends of the veths on `bridge`."""
+    out = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True).stdout
+    return [line.split(": ")[1].split("@")[0] for line in out.splitlines()]
+
+
+def gone_soon(name, seconds=5):
+    """A container's veth goes with its network namespace, which the kernel removes just after
+    its last process has exited."""
+    deadline = time.monotonic() + seconds
+    while f" {name}@" in links():
+        assert time.monotonic() < deadline, f"{name} is still there"
+        time.sleep(0.05)
+
+
 def free_port(kind=socket.SOCK_STREAM):
     with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -263,18 +278,18 @@ def test_nothing_is_left_behind(start_stratus):
     server.docker("network", "create", "gone")
     gone_bridge = inspect(server, "gone")["Options"]["com.docker.network.bridge.name"]
     cid = server.docker("run", "-d", "--network", "gone", "busybox", "sleep", "60").stdout.strip()
-    veth = f"veth{cid[:9]}0"
-    assert veth in links() and gone_bridge in links()
+    [veth] = veths_on(gone_bridge)
     assert table in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     server.docker("rm", "-f", cid)
-    assert veth not in links()
+    gone_soon(veth)
     server.docker("network", "rm", "gone")
     assert gone_bridge not in links()
 
-    cid = server.docker("run", "-d", "-p", "127.0.0.1::80", "busybox", "sleep", "60").stdout.strip()
-    assert bridge in links()
+    server.docker("run", "-d", "-p", "127.0.0.1::80", "busybox", "sleep", "60")
+    [veth] = veths_on(bridge)
     server.stop()
-    assert bridge not in links() and f"veth{cid[:9]}0" not in links()
+    assert bridge not in links()
+    gone_soon(veth)
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     assert table not in tables, tables
 

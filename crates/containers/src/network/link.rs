@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
@@ -94,46 +95,31 @@ pub struct Interface {
     pub gateway: Ipv4Addr,
 }
 
-/// The temporary name of the container end while it is still on the host.
-fn peer_name(interface: &Interface) -> String {
-    format!("{}p", interface.host_name)
-}
-
-/// Makes the veth pairs, ports their host ends to their bridges, and moves the other ends into
-/// the network namespace `netns`.
+/// Makes the veth pairs with their container ends made directly in the network namespace
+/// `netns`, already named and with their MAC addresses, and their host ends on their bridges and
+/// up. (Making the end elsewhere and moving it in would cost the kernel a wait of tens of
+/// milliseconds per interface; so would deleting it: a container's veth goes with its namespace.)
 pub async fn add_veths(interfaces: &[Interface], netns: &OwnedFd) -> Result<()> {
     let handle = connect().await?;
     for interface in interfaces {
         let bridge = index_of(&handle, &interface.bridge)
             .await?
             .ok_or_else(|| Error::Network(format!("the bridge {} is missing", interface.bridge)))?;
-        let peer = peer_name(interface);
-        handle
-            .link()
-            .add(LinkVeth::new(&interface.host_name, &peer).build())
-            .execute()
-            .await
-            .map_err(netlink("cannot create a veth pair"))?;
-        let host = index_of(&handle, &interface.host_name)
-            .await?
-            .ok_or_else(|| Error::Network(format!("veth {} vanished", interface.host_name)))?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(host).controller(bridge).up().build())
-            .execute()
-            .await
-            .map_err(netlink("cannot attach a veth to its bridge"))?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_name(&peer).setns_by_fd(netns.as_raw_fd()).build())
-            .execute()
-            .await
-            .map_err(netlink("cannot move a veth into the container"))?;
+        let inside = LinkUnspec::new_with_name(&interface.name)
+            .setns_by_fd(netns.as_raw_fd())
+            .address(interface.mac.to_vec())
+            .build();
+        let veth = LinkVeth::new(&interface.host_name, &interface.name)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(inside)))
+            .controller(bridge)
+            .up()
+            .build();
+        handle.link().add(veth).execute().await.map_err(netlink("cannot create a veth pair"))?;
     }
     Ok(())
 }
 
-/// Inside the namespace: loopback up, each interface renamed, addressed and up, with
+/// Inside the namespace: loopback up, each interface addressed and up, with
 /// `default_route` the default route through the first one's gateway; with `dns`, a UDP socket
 /// on 127.0.0.11:53 there.
 pub fn configure_inside(
@@ -173,16 +159,9 @@ async fn configure(interfaces: &[Interface], default_route: bool) -> Result<()> 
         .await
         .map_err(netlink("cannot bring lo up"))?;
     for interface in interfaces {
-        let peer = peer_name(interface);
-        let index = index_of(&handle, &peer)
+        let index = index_of(&handle, &interface.name)
             .await?
-            .ok_or_else(|| Error::Network(format!("veth {peer} did not reach the container")))?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).name(interface.name.clone()).address(interface.mac.to_vec()).build())
-            .execute()
-            .await
-            .map_err(netlink("cannot name the container's interface"))?;
+            .ok_or_else(|| Error::Network(format!("{} did not reach the container", interface.name)))?;
         handle
             .address()
             .add(index, IpAddr::V4(interface.address), interface.prefix)

@@ -802,15 +802,22 @@ impl Networks {
             release(&mut state, &sandbox.endpoints);
             sandbox
         };
+        // The DNS server's socket is the one thing of Stratus's that holds the namespace.
         for task in &sandbox.tasks {
             task.abort();
         }
         if self.enabled {
-            for endpoint in &sandbox.endpoints {
-                if let Err(error) = link::delete(&endpoint.host_veth).await {
-                    tracing::warn!(container = %container_id, veth = %endpoint.host_veth, %error, "cannot delete");
+            // The veths go with the container's namespace, which the kernel takes down once its
+            // last process has exited; deleting them here first would only make this wait for it.
+            // A failed start may leave the namespace alive, so they are deleted anyway, aside.
+            let container = container_id.to_string();
+            tokio::spawn(async move {
+                for veth in sandbox.endpoints.into_iter().map(|e| e.host_veth) {
+                    if let Err(error) = link::delete(&veth).await {
+                        tracing::debug!(%container, %veth, %error, "cannot delete");
+                    }
                 }
-            }
+            });
         }
     }
 
@@ -912,8 +919,12 @@ fn reserve(
     let mut dns_names = vec![container_name.to_string()];
     dns_names.extend(attachment.aliases.iter().cloned());
     dns_names.push(short_id.clone());
+    let id = crate::engine::new_id();
     Ok(Endpoint {
-        id: crate::engine::new_id(),
+        // As Docker's: random, so a restarted container's new veth never meets its old one,
+        // which the kernel may still be removing with the old namespace.
+        host_veth: format!("veth{}", &id[..7]),
+        id,
         network_id: network.id.clone(),
         container_id: container_id.to_string(),
         container_name: container_name.to_string(),
@@ -921,8 +932,6 @@ fn reserve(
         prefix: subnet.prefix_len(),
         gateway,
         mac: ipam::mac_for(address),
-        // 15 bytes at most: veth, 9 hex digits of the container id, the interface's index.
-        host_veth: format!("veth{}{index}", container_id.get(..9).unwrap_or(container_id)),
         bridge: network.bridge.clone(),
         interface: format!("eth{index}"),
         aliases: attachment.aliases.clone(),
@@ -1036,7 +1045,10 @@ mod tests {
         let first = reserve(&mut state, &attachment, "0123456789abcdef", "one", 0).unwrap();
         let second = reserve(&mut state, &attachment, "fedcba9876543210", "two", 1).unwrap();
         assert_eq!((first.address, second.address), (Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 3)));
-        assert_eq!((first.host_veth.as_str(), second.interface.as_str()), ("veth0123456780", "eth1"));
+        assert_eq!(second.interface, "eth1");
+        assert!(
+            first.host_veth.starts_with("veth") && first.host_veth.len() == 11 && first.host_veth != second.host_veth
+        );
         assert_eq!(first.dns_names, vec!["one", "db", "0123456789ab"]);
         assert_eq!(first.gateway, Ipv4Addr::new(10, 9, 0, 1));
         release(&mut state, std::slice::from_ref(&first));
