@@ -35,6 +35,67 @@ def test_the_default_seccomp_profile_blocks_what_docker_blocks(docker):
     assert "name=seccomp,profile=builtin" in json.loads(info)
 
 
+CLONE_PROBE = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void probe(const char *name, long flags) {
+    long pid = syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0) _exit(0);
+    if (pid > 0) waitpid(pid, 0, 0);
+    printf("%s: %s\n", name, pid > 0 ? "ok" : strerror(errno));
+}
+
+int main(void) {
+    probe("newuser", CLONE_NEWUSER);
+    probe("plain", 0);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def clone_probe(tmp_path_factory):
+    """A static binary that calls clone(2) with and without CLONE_NEWUSER, which needs no
+    capability: only the seccomp filter's rule on clone's flags can refuse it."""
+    where = tmp_path_factory.mktemp("probe")
+    (where / "probe.c").write_text(CLONE_PROBE)
+    subprocess.run(["cc", "-static", "-O2", "-o", str(where / "probe"), str(where / "probe.c")], check=True)
+    return where / "probe"
+
+
+def test_the_filter_holds_clones_flags_and_leaves_docker_capabilities_in_init_and_exec(docker, clone_probe):
+    probe = ["-v", f"{clone_probe}:/probe:ro", "busybox", "/probe"]
+    assert docker.docker("run", "--rm", *probe).stdout == "newuser: Operation not permitted\nplain: ok\n"
+    unconfined = docker.docker("run", "--rm", "--security-opt", "seccomp=unconfined", *probe).stdout
+    assert unconfined == "newuser: ok\nplain: ok\n"
+    with_admin = docker.docker("run", "--rm", "--cap-add", "SYS_ADMIN", *probe).stdout
+    assert with_admin == "newuser: ok\nplain: ok\n"
+
+    # Loading the filter needs capabilities the container does not get; none of them remain.
+    docker_caps = "00000000a80425fb"
+    init = status(docker)
+    assert [init[k].strip() for k in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb")] == [docker_caps] * 3 + ["0" * 16] * 2
+    user = status(docker, "--user", "1000")
+    assert [user[k].strip() for k in ("CapEff", "CapPrm", "CapBnd")] == ["0" * 16, "0" * 16, docker_caps]
+    cid = docker.docker("run", "-d", *probe[:-1], "sleep", "60").stdout.strip()
+    try:
+        assert docker.docker("exec", cid, "/probe").stdout == "newuser: Operation not permitted\nplain: ok\n"
+        out = docker.docker("exec", cid, "cat", "/proc/self/status").stdout
+        exec_status = dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
+        assert exec_status["Seccomp"].strip() == "2"
+        assert [exec_status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd")] == [docker_caps] * 3
+    finally:
+        docker.docker("rm", "-f", cid)
+
+
 def test_a_seccomp_profile_file_is_applied(docker, tmp_path):
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({

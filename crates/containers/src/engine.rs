@@ -284,6 +284,7 @@ pub struct Engine {
     runtime: Option<Arc<Runtime>>,
     userns: Option<UserNamespace>,
     networks: Arc<Networks>,
+    seccomp: crate::seccomp::Programs,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
     execs: Mutex<HashMap<String, Arc<exec::ExecEntry>>>,
     /// Set by [`Engine::shut_down`]: exits are then not restarted, nor stops counted as a user's.
@@ -325,6 +326,7 @@ impl Engine {
             dir: options.dir,
             runtime,
             networks,
+            seccomp: Default::default(),
             containers: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
@@ -760,6 +762,7 @@ impl Engine {
         self.networks
             .prepare(&container.id, &container.name, &process.hostname, &container.network, &dir)?
             .apply(&mut spec)?;
+        let seccomp = self.seccomp.take(&mut spec)?;
         let config = dir.join("config.json");
         spec.save(&config).map_err(Error::oci(&config))?;
 
@@ -773,7 +776,13 @@ impl Engine {
             // The init makes the terminal in its own devpts and sends its master side here.
             let console = stdio::ConsoleSocket::bind(&dir)?;
             let pid = runtime
-                .create(&container.id, &dir, [null()?.as_fd(), null()?.as_fd(), null()?.as_fd()], Some(console.path()))
+                .create(
+                    &container.id,
+                    &dir,
+                    [null()?.as_fd(), null()?.as_fd(), null()?.as_fd()],
+                    Some(console.path()),
+                    seccomp,
+                )
                 .await?;
             let master = Arc::new(AsyncStdio::new(console.receive().await?)?);
             *entry.terminal.lock().unwrap_or_else(|p| p.into_inner()) = Some(master.clone());
@@ -787,7 +796,13 @@ impl Engine {
                 false => (null()?, None),
             };
             let pid = runtime
-                .create(&container.id, &dir, [stdin_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()], None)
+                .create(
+                    &container.id,
+                    &dir,
+                    [stdin_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()],
+                    None,
+                    seccomp,
+                )
                 .await?;
             // Only the container may hold the write ends, so that its exit ends the output.
             drop((stdout_write, stderr_write, stdin_read));

@@ -38,6 +38,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::seccomp::Program;
 
 /// Larger than any message: requests carry an id and a path.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -50,6 +51,9 @@ enum Request {
         id: String,
         bundle: PathBuf,
         console_socket: Option<PathBuf>,
+        /// The seccomp filter, if Stratus compiled it (see [`Program`]), for the init and every
+        /// exec'd process.
+        seccomp: Option<Program>,
     },
     Start {
         id: String,
@@ -173,11 +177,13 @@ impl Runtime {
         bundle: &Path,
         stdio: [BorrowedFd<'_>; 3],
         console_socket: Option<&Path>,
+        seccomp: Option<Program>,
     ) -> Result<i32> {
         let request = Request::Create {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             console_socket: console_socket.map(Path::to_path_buf),
+            seccomp,
         };
         let pid = self.call(request, &stdio).await?;
         pid.ok_or_else(|| Error::Runtime("create answered without a pid".into()))
@@ -268,6 +274,7 @@ struct Made {
     bundle: PathBuf,
     /// Its init process while it runs; dropped once reaped.
     init: Option<(i32, OwnedFd)>,
+    seccomp: Option<Program>,
 }
 
 /// The runtime process's main loop (`stratus runtime`): serves requests from fd 0 until it
@@ -369,8 +376,11 @@ fn handle(
     execs: &mut HashMap<String, (i32, OwnedFd)>,
 ) -> Result<Option<i32>, String> {
     match request {
-        Request::Exec(process) => exec(process, fds, root, execs),
-        Request::Create { id, bundle, console_socket } => {
+        Request::Exec(process) => {
+            let seccomp = made.get(&process.container).and_then(|m| m.seccomp.clone());
+            exec(process, seccomp, fds, root, execs)
+        }
+        Request::Create { id, bundle, console_socket, seccomp } => {
             let [stdin, stdout, stderr]: [OwnedFd; 3] =
                 fds.try_into().map_err(|_| "create needs three file descriptors".to_string())?;
             let container = ContainerBuilder::new(id.clone(), SyscallType::default())
@@ -380,6 +390,7 @@ fn handle(
                 .with_stdout(stdout)
                 .with_stderr(stderr)
                 .with_console_socket(console_socket)
+                .with_executor(Launcher { tty: false, seccomp: seccomp.clone() })
                 .as_init(&bundle)
                 .with_systemd(false)
                 .with_detach(true)
@@ -389,7 +400,7 @@ fn handle(
             let pidfd = Pid::from_raw(pid)
                 .ok_or("invalid pid")
                 .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
-            made.insert(id, Made { container, bundle, init: Some((pid, pidfd)) });
+            made.insert(id, Made { container, bundle, init: Some((pid, pidfd)), seccomp });
             Ok(Some(pid))
         }
         Request::Start { id } => {
@@ -423,6 +434,7 @@ fn handle(
 /// exit code Docker gives (`EXEC_FAILED<code>:<message>`).
 fn exec(
     process: ExecProcess,
+    seccomp: Option<Program>,
     fds: Vec<OwnedFd>,
     root: &Path,
     execs: &mut HashMap<String, (i32, OwnedFd)>,
@@ -439,7 +451,7 @@ fn exec(
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
-        .with_executor(TerminalExecutor { tty: process.tty })
+        .with_executor(Launcher { tty: process.tty, seccomp })
         .as_tenant()
         .with_container_args(process.args.clone())
         .with_env(process.env.iter().cloned().collect())
@@ -492,18 +504,23 @@ fn exec_failure(executable: &str, message: &str) -> Option<(i32, String)> {
     }
 }
 
-/// libcontainer's executor, first making a terminal on stdin the controlling terminal (the
-/// process is a session leader by then), so that ^C and job control reach it.
+/// libcontainer's executor, run in the container's init or an exec'd process just before `exec`:
+/// it makes a terminal on stdin the controlling terminal (the process is a session leader by
+/// then), so that ^C and job control reach it, and loads the seccomp filter Stratus compiled.
 #[derive(Clone)]
-struct TerminalExecutor {
+struct Launcher {
     tty: bool,
+    seccomp: Option<Program>,
 }
 
-impl Executor for TerminalExecutor {
+impl Executor for Launcher {
     fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
         if self.tty {
             rustix::process::ioctl_tiocsctty(std::io::stdin())
                 .map_err(|e| ExecutorError::Other(format!("cannot take the terminal: {e}")))?;
+        }
+        if let Some(program) = &self.seccomp {
+            load_seccomp(program).map_err(|e| ExecutorError::Other(format!("cannot load the seccomp filter: {e}")))?;
         }
         DefaultExecutor {}.exec(spec)
     }
@@ -511,6 +528,50 @@ impl Executor for TerminalExecutor {
     fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
     }
+}
+
+/// Loads `program` and drops the capabilities raised to load it, in the order that needs them:
+/// out of the bounding set (CAP_SETPCAP), the filter (CAP_SYS_ADMIN), out of the effective and
+/// permitted sets.
+fn load_seccomp(program: &Program) -> std::io::Result<()> {
+    let raised = (program.raised.iter())
+        .map(|&i| caps::all().into_iter().find(|c| c.index() == i))
+        .collect::<Option<Vec<caps::Capability>>>()
+        .ok_or_else(|| std::io::Error::other("an unknown capability"))?;
+    let failed = |e: caps::errors::CapsError| std::io::Error::other(e.to_string());
+    for cap in &raised {
+        caps::drop(None, caps::CapSet::Bounding, *cap).map_err(failed)?;
+    }
+    let mut instructions: Vec<libc::sock_filter> = program
+        .instructions
+        .chunks_exact(8)
+        .map(|i| libc::sock_filter {
+            code: u16::from_ne_bytes([i[0], i[1]]),
+            jt: i[2],
+            jf: i[3],
+            k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
+        })
+        .collect();
+    let len = u16::try_from(instructions.len()).map_err(|_| std::io::Error::other("the filter is too long"))?;
+    let fprog = libc::sock_fprog { len, filter: instructions.as_mut_ptr() };
+    // SAFETY: `fprog` points at `len` instructions that outlive the call, which only reads them.
+    #[allow(unsafe_code)]
+    let loaded = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            program.flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if loaded != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for cap in &raised {
+        caps::drop(None, caps::CapSet::Effective, *cap).map_err(failed)?;
+        caps::drop(None, caps::CapSet::Permitted, *cap).map_err(failed)?;
+    }
+    Ok(())
 }
 
 fn source_chain(error: &dyn std::error::Error) -> String {

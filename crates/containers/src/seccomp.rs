@@ -1,16 +1,21 @@
 //! Seccomp profiles as Docker has them: an allowlist whose rules may apply only with (or without)
 //! some capabilities, on some architectures, or from some kernel version, resolved for one
-//! container into the OCI spec's `linux.seccomp`, which libcontainer loads with libseccomp.
+//! container into the OCI spec's `linux.seccomp`, then compiled to BPF ([`Programs`]) for the
+//! runtime's executor to load.
 //!
 //! [`default_profile`] is Docker's default, written here as data from its documented behaviour:
 //! everything not allowed fails with EPERM; `clone3` fails with ENOSYS (so C libraries fall back
 //! to `clone`, whose namespace flags are filtered) unless the container has CAP_SYS_ADMIN.
 
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::str::FromStr;
+use std::sync::Mutex;
 
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use oci_spec::runtime::{
     Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
-    LinuxSeccompOperator, LinuxSyscallBuilder,
+    LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscallBuilder, Spec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -656,6 +661,170 @@ pub fn default_profile() -> Profile {
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 
+/// A filter compiled to classic BPF, which the runtime's executor loads in the container's init
+/// (and in each exec'd process) just before `exec`, instead of libcontainer loading
+/// `linux.seccomp`. libcontainer compiles the profile with libseccomp in every init, about 12 ms
+/// for Docker's default on this machine, where the program is compiled once here; and it reads
+/// `SCMP_CMP_MASKED_EQ` with `value` and `valueTwo` the other way round from runc and Docker, so
+/// that Docker's rule on clone's namespace flags let every flag through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    /// `struct sock_filter`s in the host's byte order.
+    pub instructions: Vec<u8>,
+    /// `SECCOMP_FILTER_FLAG_*`.
+    pub flags: u32,
+    /// Capabilities the process holds only to load the filter, which the loader then drops: without
+    /// no_new_privs loading needs CAP_SYS_ADMIN, and dropping from the bounding set CAP_SETPCAP.
+    /// (By number: oci-spec's `Capability` cannot go through postcard.)
+    pub raised: Vec<u8>,
+}
+
+/// Compiled programs by profile: a profile resolves the same for every container with the same
+/// capabilities, so there are few.
+#[derive(Default)]
+pub struct Programs(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
+
+impl Programs {
+    /// Takes `linux.seccomp` out of `spec` as a program for the executor, raising the capabilities
+    /// its loading needs. A filter that needs libcontainer stays in the spec: one with a notify
+    /// action, or one that would stop the loader from dropping what it raised (no `capset`).
+    pub fn take(&self, spec: &mut Spec) -> Result<Option<Program>> {
+        let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else { return Ok(None) };
+        let no_new_privileges = spec.process().as_ref().and_then(|p| p.no_new_privileges()).unwrap_or(false);
+        let rules = seccomp.syscalls().clone().unwrap_or_default();
+        let allows_capset = seccomp.default_action() == LinuxSeccompAction::ScmpActAllow
+            || rules.iter().any(|r| {
+                r.action() == LinuxSeccompAction::ScmpActAllow
+                    && r.args().as_ref().is_none_or(Vec::is_empty)
+                    && r.names().iter().any(|n| n == "capset")
+            });
+        let notifies = rules.iter().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify);
+        if notifies || !(no_new_privileges || allows_capset) {
+            return Ok(None);
+        }
+        let key = postcard::to_allocvec(&seccomp).map_err(|e| Error::InvalidParameter(e.to_string()))?;
+        let cached = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let instructions = match cached {
+            Some(instructions) => instructions,
+            None => {
+                let compiled = compile(&seccomp)?;
+                let mut programs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                // Custom profiles could grow it without bound; they are rare, so starting over is fine.
+                if programs.len() >= 64 {
+                    programs.clear();
+                }
+                programs.insert(key, compiled.clone());
+                compiled
+            }
+        };
+        let flags = seccomp.flags().iter().flatten().fold(0, |flags, flag| {
+            flags
+                | match flag {
+                    LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 1,
+                    LinuxSeccompFilterFlag::SeccompFilterFlagLog => 2,
+                    LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => 4,
+                    LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 32,
+                }
+        });
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_seccomp(None);
+        }
+        let mut raised: Vec<Capability> = Vec::new();
+        if let Some(process) = spec.process_mut().as_mut()
+            && let Some(mut caps) = process.capabilities().clone()
+            && !no_new_privileges
+        {
+            let effective = caps.effective().clone().unwrap_or_default();
+            // CAP_SETPCAP last: the loader drops in this order, and needs it to drop the other.
+            raised =
+                [Capability::SysAdmin, Capability::Setpcap].into_iter().filter(|c| !effective.contains(c)).collect();
+            let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.extend(raised.iter().copied());
+                Some(set)
+            };
+            let (effective, permitted, bounding) = (add(caps.effective()), add(caps.permitted()), add(caps.bounding()));
+            caps.set_effective(effective).set_permitted(permitted).set_bounding(bounding);
+            process.set_capabilities(Some(caps));
+        }
+        let raised = raised.iter().map(|c| libcontainer::capabilities::CapabilityExt::to_cap(c).index()).collect();
+        Ok(Some(Program { instructions, flags, raised }))
+    }
+}
+
+/// Compiles a filter with libseccomp as runc reads the OCI fields: a rule whose action is the
+/// default action is left out, as are syscalls this libseccomp does not know; conditions on
+/// distinct arguments form one rule, and on a repeated argument one rule each;
+/// `SCMP_CMP_MASKED_EQ` is `(arg & value) == valueTwo`.
+fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<u8>> {
+    let failed = |e: libseccomp::error::SeccompError| Error::InvalidParameter(format!("invalid seccomp profile: {e}"));
+    let action = |action: LinuxSeccompAction, errno: Option<u32>| {
+        let errno = errno.and_then(|e| i32::try_from(e).ok()).unwrap_or(libc::EPERM);
+        ScmpAction::from_str(&action.to_string(), Some(errno)).map_err(failed)
+    };
+    let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
+    let mut filter = ScmpFilterContext::new(default).map_err(failed)?;
+    for arch in seccomp.architectures().iter().flatten() {
+        filter.add_arch(ScmpArch::from_str(&arch.to_string()).map_err(failed)?).map_err(failed)?;
+    }
+    // Whether to set no_new_privs is the runtime's business, not the filter's.
+    filter.set_ctl_nnp(false).map_err(failed)?;
+    for rule in seccomp.syscalls().iter().flatten() {
+        let rule_action = action(rule.action(), rule.errno_ret())?;
+        if rule_action == default {
+            continue;
+        }
+        let conditions: Vec<ScmpArgCompare> = rule
+            .args()
+            .iter()
+            .flatten()
+            .map(|arg| {
+                let index = arg.index() as u32;
+                let op = match arg.op() {
+                    LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
+                    LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
+                    LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
+                    LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
+                    LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
+                    LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
+                    LinuxSeccompOperator::ScmpCmpMaskedEq => {
+                        return ScmpArgCompare::new(
+                            index,
+                            ScmpCompareOp::MaskedEqual(arg.value()),
+                            arg.value_two().unwrap_or(0),
+                        );
+                    }
+                };
+                ScmpArgCompare::new(index, op, arg.value())
+            })
+            .collect();
+        let mut indexes: Vec<u32> = rule.args().iter().flatten().map(|a| a.index() as u32).collect();
+        indexes.sort_unstable();
+        let repeated = indexes.windows(2).any(|w| w[0] == w[1]);
+        for name in rule.names() {
+            let Ok(syscall) = ScmpSyscall::from_name(name) else { continue };
+            if conditions.is_empty() {
+                filter.add_rule(rule_action, syscall).map_err(failed)?;
+            } else if repeated {
+                for condition in &conditions {
+                    filter
+                        .add_rule_conditional(rule_action, syscall, std::slice::from_ref(condition))
+                        .map_err(failed)?;
+                }
+            } else {
+                filter.add_rule_conditional(rule_action, syscall, &conditions).map_err(failed)?;
+            }
+        }
+    }
+    let mut out = tempfile::tempfile().map_err(Error::io("cannot make a temporary file", "seccomp"))?;
+    filter.export_bpf(&out).map_err(failed)?;
+    let mut program = Vec::new();
+    out.seek(SeekFrom::Start(0))
+        .and_then(|_| out.read_to_end(&mut program))
+        .map_err(Error::io("cannot read", "seccomp"))?;
+    Ok(program)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -708,5 +877,43 @@ mod tests {
         let profile = Profile { default_action: "SCMP_ACT_ALLOW".into(), rules: vec![rule], ..Profile::default() };
         assert!(resolve(&profile, &[], &AMD64).unwrap_err().to_string().contains("unknown capability"));
         assert_eq!(parse_kernel("6.18.44-fc-v657\n"), Some((6, 18)));
+    }
+
+    fn spec_with(seccomp: LinuxSeccomp, caps: &[Capability], no_new_privileges: bool) -> Spec {
+        let mut spec = Spec::default();
+        let set: oci_spec::runtime::Capabilities = caps.iter().copied().collect();
+        let mut process = spec.process().clone().unwrap();
+        let mut capabilities = process.capabilities().clone().unwrap();
+        capabilities.set_effective(Some(set.clone())).set_permitted(Some(set.clone())).set_bounding(Some(set));
+        process.set_capabilities(Some(capabilities)).set_no_new_privileges(no_new_privileges.then_some(true));
+        spec.set_process(Some(process));
+        spec.linux_mut().as_mut().unwrap().set_seccomp(Some(seccomp));
+        spec
+    }
+
+    #[test]
+    fn a_filter_is_compiled_once_and_loading_it_raises_only_what_is_dropped_again() {
+        let programs = Programs::default();
+        let default = resolve(&default_profile(), &[Capability::Chown], &AMD64).unwrap();
+        let mut spec = spec_with(default.clone(), &[Capability::Chown], false);
+        let program = programs.take(&mut spec).unwrap().unwrap();
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+        assert!(program.instructions.len() > 8 * 100 && program.instructions.len() % 8 == 0);
+        assert_eq!((program.flags, program.raised.clone()), (0, vec![21, 8])); // CAP_SYS_ADMIN, CAP_SETPCAP
+        let caps = spec.process().as_ref().unwrap().capabilities().clone().unwrap();
+        let effective = caps.effective().clone().unwrap();
+        assert!([Capability::Chown, Capability::SysAdmin, Capability::Setpcap].iter().all(|c| effective.contains(c)));
+        assert_eq!(caps.effective(), caps.bounding());
+        assert_eq!(programs.0.lock().unwrap().len(), 1);
+        let again = programs.take(&mut spec_with(default.clone(), &[Capability::Chown], false)).unwrap().unwrap();
+        assert_eq!((again.instructions, programs.0.lock().unwrap().len()), (program.instructions, 1));
+
+        // With no_new_privs nothing is raised; a filter without capset stays with libcontainer.
+        let nnp = programs.take(&mut spec_with(default, &[Capability::Chown], true)).unwrap().unwrap();
+        assert!(nnp.raised.is_empty());
+        let no_capset =
+            LinuxSeccompBuilder::default().default_action(LinuxSeccompAction::ScmpActErrno).build().unwrap();
+        let mut spec = spec_with(no_capset, &[], false);
+        assert!(programs.take(&mut spec).unwrap().is_none() && spec.linux().as_ref().unwrap().seccomp().is_some());
     }
 }
