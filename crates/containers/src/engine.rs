@@ -699,7 +699,7 @@ impl Engine {
             }
             Err(error) => {
                 let _ = runtime.delete(&container.id).await;
-                self.networks.unplug(&container.id).await;
+                self.networks.unplug(&container.id);
                 unmount(&self.rootfs(&container.id));
                 let failed = {
                     let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
@@ -864,7 +864,7 @@ impl Engine {
         {
             tracing::warn!(container = %exit.id, %error, "cannot delete from the runtime");
         }
-        self.networks.unplug(&exit.id).await;
+        self.networks.unplug(&exit.id);
         unmount(&self.rootfs(&exit.id));
         let exited = {
             let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());

@@ -795,29 +795,19 @@ impl Networks {
 
     /// Ends the container's networking: its relays and DNS server stop, its veths go, its
     /// addresses are free again. Nothing to undo is fine.
-    pub async fn unplug(&self, container_id: &str) {
+    pub fn unplug(&self, container_id: &str) {
         let sandbox = {
             let mut state = self.lock();
             let Some(sandbox) = state.sandboxes.remove(container_id) else { return };
             release(&mut state, &sandbox.endpoints);
             sandbox
         };
-        // The DNS server's socket is the one thing of Stratus's that holds the namespace.
+        // The veths go with the container's network namespace, which the kernel takes down once
+        // its last process has exited (the runtime has killed them all by now) and nothing holds
+        // it: the DNS server's socket was the one thing of Stratus's that did. Deleting them here
+        // would only contend with that teardown (3-4 ms a container).
         for task in &sandbox.tasks {
             task.abort();
-        }
-        if self.enabled {
-            // The veths go with the container's namespace, which the kernel takes down once its
-            // last process has exited; deleting them here first would only make this wait for it.
-            // A failed start may leave the namespace alive, so they are deleted anyway, aside.
-            let container = container_id.to_string();
-            tokio::spawn(async move {
-                for veth in sandbox.endpoints.into_iter().map(|e| e.host_veth) {
-                    if let Err(error) = link::delete(&veth).await {
-                        tracing::debug!(%container, %veth, %error, "cannot delete");
-                    }
-                }
-            });
         }
     }
 
@@ -878,7 +868,7 @@ impl Networks {
     pub async fn shut_down(&self) {
         let ids: Vec<String> = self.lock().sandboxes.keys().cloned().collect();
         for id in ids {
-            self.unplug(&id).await;
+            self.unplug(&id);
         }
         let made: Vec<Network> = self.list().into_iter().filter(|n| self.lock().made.contains(&n.id)).collect();
         for network in made {
