@@ -337,7 +337,8 @@ impl Engine {
         let mut restart = Vec::new();
         for kv in records {
             let id = String::from_utf8_lossy(kv.key.get(prefix.len()..).unwrap_or_default()).into_owned();
-            let mut container: Container = postcard::from_bytes(&kv.value).map_err(|e| Error::Record(id.clone(), e))?;
+            let mut container: Container =
+                crate::record::decode(&kv.value).map_err(|e| Error::Record(id.clone(), e))?;
             if container.state.status == Status::Running {
                 unmount(&engine.rootfs(&container.id));
                 container.state = State {
@@ -457,7 +458,7 @@ impl Engine {
     }
 
     async fn persist(&self, container: &Container) -> Result<()> {
-        let bytes = postcard::to_stdvec(container).map_err(|e| Error::Record(container.id.clone(), e))?;
+        let bytes = crate::record::encode(container).map_err(|e| Error::Record(container.id.clone(), e.to_string()))?;
         self.store.put(&self.record_key(&container.id), &bytes).await?;
         Ok(())
     }
@@ -548,7 +549,8 @@ impl Engine {
                 return Err(Error::io("cannot create", dir.join(sub))(error));
             }
         }
-        let bytes = postcard::to_stdvec(&container).map_err(|e| Error::Record(container.id.clone(), e))?;
+        let bytes =
+            crate::record::encode(&container).map_err(|e| Error::Record(container.id.clone(), e.to_string()))?;
         let name_key = self.name_key(&container.name);
         let txn = Txn {
             compares: vec![Compare::absent(name_key.clone())],
@@ -1061,7 +1063,7 @@ impl Engine {
         if old_name == new_name {
             return Err(Error::InvalidParameter("Renaming a container with the same name as its current name".into()));
         }
-        let bytes = postcard::to_stdvec(&renamed).map_err(|e| Error::Record(renamed.id.clone(), e))?;
+        let bytes = crate::record::encode(&renamed).map_err(|e| Error::Record(renamed.id.clone(), e.to_string()))?;
         let new_key = self.name_key(new_name);
         let txn = Txn {
             compares: vec![Compare::absent(new_key.clone())],

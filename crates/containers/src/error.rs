@@ -51,8 +51,8 @@ pub enum Error {
         #[source]
         source: oci_spec::OciSpecError,
     },
-    #[error("corrupt record for container {0}")]
-    Record(String, #[source] postcard::Error),
+    #[error("cannot read or write the stored record {0}: {1}")]
+    Record(String, String),
     /// An exec'd process could not start: Docker's message and exit code (126 or 127).
     #[error("{message}")]
     ExecFailed { code: i32, message: String },

@@ -15,6 +15,7 @@ pub mod image;
 pub mod isolation;
 mod layer;
 pub mod network;
+mod record;
 pub mod restart;
 pub mod runtime;
 pub mod seccomp;

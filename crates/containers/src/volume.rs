@@ -113,7 +113,7 @@ impl Volumes {
         let volume = Volume { name: name.clone(), labels, created: SystemTime::now() };
         let path = self.path(&name);
         fs::create_dir_all(&path).map_err(Error::io("cannot create the volume", &path))?;
-        let bytes = postcard::to_stdvec(&volume).map_err(|e| Error::Record(name.clone(), e))?;
+        let bytes = crate::record::encode(&volume).map_err(|e| Error::Record(name.clone(), e.to_string()))?;
         let key = self.key(&name);
         let txn =
             Txn { compares: vec![Compare::absent(key.clone())], success: vec![Op::put(key, bytes)], failure: vec![] };
@@ -128,7 +128,7 @@ impl Volumes {
 
     async fn find(&self, name: &str) -> Result<Option<Volume>> {
         match self.store.get(&self.key(name)).await? {
-            Some(kv) => Ok(Some(postcard::from_bytes(&kv.value).map_err(|e| Error::Record(name.to_string(), e))?)),
+            Some(kv) => Ok(Some(crate::record::decode(&kv.value).map_err(|e| Error::Record(name.to_string(), e))?)),
             None => Ok(None),
         }
     }
@@ -144,7 +144,7 @@ impl Volumes {
         records
             .iter()
             .map(|kv| {
-                postcard::from_bytes(&kv.value)
+                crate::record::decode(&kv.value)
                     .map_err(|e| Error::Record(String::from_utf8_lossy(&kv.key).into_owned(), e))
             })
             .collect()

@@ -318,7 +318,7 @@ impl Networks {
         let prefix = keys.key(b"network/");
         let mut networks = BTreeMap::new();
         for kv in store.range(&prefix, &store::prefix_end(&prefix), None).await? {
-            let network: Network = postcard::from_bytes(&kv.value)
+            let network: Network = crate::record::decode(&kv.value)
                 .map_err(|e| Error::Record(String::from_utf8_lossy(&kv.key).into_owned(), e))?;
             networks.insert(network.id.clone(), network);
         }
@@ -450,7 +450,7 @@ impl Networks {
             predefined: false,
         };
         self.make_bridge(&network).await?;
-        let bytes = postcard::to_stdvec(&network).map_err(|e| Error::Record(network.id.clone(), e))?;
+        let bytes = crate::record::encode(&network).map_err(|e| Error::Record(network.id.clone(), e.to_string()))?;
         let name_key = self.name_key(&network.name);
         let txn = Txn {
             compares: vec![Compare::absent(name_key.clone())],
