@@ -181,19 +181,18 @@ def children(pid):
 
 
 def idle_memory(api, process, layer, count=10):
-    """Starts `count` `sleep 1000` containers; per container: (growth of the runtime process's RSS
-    + the containers' processes' RSS - the same sleep's RSS run on the host) / count."""
-    runtime = [p for p in children(process.pid) if b"runtime" in pathlib.Path(f"/proc/{p}/cmdline").read_bytes()]
-    if len(runtime) != 1:
-        raise RuntimeError(f"runtime process not found among {children(process.pid)}")
-    runtime = runtime[0]
+    """Starts `count` `sleep 1000` containers; per container: (growth of the runtime processes'
+    RSS + the containers' processes' RSS - the same sleep's RSS run on the host) / count."""
+    runtimes = [p for p in children(process.pid) if b"runtime" in pathlib.Path(f"/proc/{p}/cmdline").read_bytes()]
+    if not runtimes:
+        raise RuntimeError(f"no runtime process among {children(process.pid)}")
     # The workload's own RSS: the image's busybox sleep, run directly on the host.
     alone = subprocess.Popen([str(layer / "bin" / "sleep"), "1000"])
     time.sleep(0.3)
     sleep_rss = common.rss_mib(alone.pid)
     alone.kill()
     alone.wait()
-    before = {"runtime": common.rss_mib(runtime), "stratus": common.rss_mib(process.pid)}
+    before = {"runtime": sum(map(common.rss_mib, runtimes)), "stratus": common.rss_mib(process.pid)}
     ids = []
     try:
         for _ in range(count):
@@ -210,7 +209,7 @@ def idle_memory(api, process, layer, count=10):
                 procs.add(pid)
                 frontier.extend(children(pid))
         container_rss = sum(common.rss_mib(p) for p in procs)
-        after = {"runtime": common.rss_mib(runtime), "stratus": common.rss_mib(process.pid)}
+        after = {"runtime": sum(map(common.rss_mib, runtimes)), "stratus": common.rss_mib(process.pid)}
         cgroup_mem = 0
         for cid in ids:
             path = pathlib.Path(f"/sys/fs/cgroup/memory/stratus/{cid}/memory.usage_in_bytes")

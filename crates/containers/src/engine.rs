@@ -265,9 +265,9 @@ impl Entry {
 pub struct Options {
     /// `<data-dir>/containers`.
     pub dir: PathBuf,
-    /// How to start the runtime process (the `stratus` binary and its `runtime` subcommand);
-    /// `None` when containers cannot run (not root): images still work.
-    pub runtime: Option<(PathBuf, Vec<String>)>,
+    /// The `stratus` binary, whose `runtime` subcommand is the runtime process; `None` when
+    /// containers cannot run (not root): images still work.
+    pub runtime: Option<PathBuf>,
     /// `--userns-remap`: containers run in a user namespace whose root is this range's start.
     pub userns_remap: Option<Remap>,
     /// This instance's default bridge.
@@ -302,10 +302,9 @@ impl Engine {
         let run_dir = options.dir.join("run");
         fs::create_dir_all(&run_dir).map_err(Error::io("cannot create", &run_dir))?;
         let (runtime, exits) = match &options.runtime {
-            Some((program, args)) => {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let (runtime, exits) = Runtime::spawn(program, &args)?;
-                (Some(runtime), Some(exits))
+            Some(program) => {
+                let (runtime, exits) = Runtime::spawn(program, &options.dir.join("runtime"))?;
+                (Some(Arc::new(runtime)), Some(exits))
             }
             None => (None, None),
         };
@@ -314,7 +313,7 @@ impl Engine {
             _ => None,
         };
         let events = Arc::new(Events::default());
-        let program = options.runtime.as_ref().map(|(program, _)| program.as_path());
+        let program = options.runtime.as_deref();
         let networks = Networks::open(store.clone(), options.network, program).await?;
         let engine = Arc::new(Engine {
             userns,

@@ -5,7 +5,8 @@
 //! another thread (malloc's, stderr's) stays locked forever in the child. The runtime process is
 //! single-threaded, so that cannot happen.
 //!
-//! It is the parent of every container's init process: it reaps them (one pidfd each, polled with
+//! Stratus starts one per core ([`Runtime`] picks one by container id). Each is the parent of
+//! its containers' init processes: it reaps them (one pidfd each, polled with
 //! its socket, so no signal mask is inherited by containers) and reports each exit. When Stratus
 //! goes away (its end of the socket closes, even on SIGKILL), the runtime kills and deletes every
 //! container it made, then exits.
@@ -105,8 +106,89 @@ pub struct Exit {
     pub status: i32,
 }
 
-/// Stratus's handle on the runtime process.
+/// Stratus's handle on its runtime processes. Each serves one request at a time, so there are as
+/// many as cores, each making and serving the containers whose ids hash to it (creates overlap,
+/// and one container's requests stay in order).
 pub struct Runtime {
+    workers: Vec<std::sync::Arc<Worker>>,
+}
+
+impl Runtime {
+    /// Starts `program runtime --root <root>/<n>` once per core. Exits from all of them arrive on
+    /// the returned channel.
+    pub fn spawn(program: &Path, root: &Path) -> Result<(Runtime, mpsc::UnboundedReceiver<Exit>)> {
+        let (exits, exits_rx) = mpsc::unbounded_channel();
+        let count = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let workers = (0..count)
+            .map(|n| {
+                let root = root.join(n.to_string());
+                Worker::spawn(program, &["runtime", "--root", &root.to_string_lossy()], exits.clone())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((Runtime { workers }, exits_rx))
+    }
+
+    fn worker(&self, container_id: &str) -> &Worker {
+        let hash = container_id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+        &self.workers[hash % self.workers.len()]
+    }
+
+    /// Creates the container from `bundle/config.json`; returns its init's pid. The init
+    /// waits for [`Runtime::start`] before running the entrypoint.
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: [BorrowedFd<'_>; 3],
+        console_socket: Option<&Path>,
+        seccomp: Option<Program>,
+    ) -> Result<i32> {
+        let request = Request::Create {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            console_socket: console_socket.map(Path::to_path_buf),
+            seccomp,
+        };
+        let pid = self.worker(id).call(request, &stdio).await?;
+        pid.ok_or_else(|| Error::Runtime("create answered without a pid".into()))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.worker(id).call(Request::Start { id: id.to_string() }, &[]).await.map(drop)
+    }
+
+    pub async fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        self.worker(id).call(Request::Kill { id: id.to_string(), signal }, &[]).await.map(drop)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.worker(id).call(Request::Delete { id: id.to_string() }, &[]).await.map(drop)
+    }
+
+    /// Starts `process` in its container with `stdio`; returns its pid. An executable that cannot
+    /// be run is an [`Error::ExecFailed`].
+    pub async fn exec(&self, process: ExecProcess, stdio: [BorrowedFd<'_>; 3]) -> Result<i32> {
+        let worker = self.worker(&process.container);
+        match worker.call(Request::Exec(process), &stdio).await {
+            Ok(pid) => pid.ok_or_else(|| Error::Runtime("exec answered without a pid".into())),
+            Err(Error::Runtime(message)) => match message.strip_prefix(EXEC_FAILED).and_then(|m| m.split_once(':')) {
+                Some((code, message)) => {
+                    Err(Error::ExecFailed { code: code.parse().unwrap_or(126), message: message.to_string() })
+                }
+                None => Err(Error::Runtime(message)),
+            },
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Has every runtime process kill what is left and exit.
+    pub async fn shut_down(&self) {
+        futures_util::future::join_all(self.workers.iter().map(|w| w.shut_down())).await;
+    }
+}
+
+/// One runtime process.
+struct Worker {
     socket: AsyncFd<OwnedFd>,
     /// Held for a whole request and its reply: the runtime answers in order.
     calls: tokio::sync::Mutex<()>,
@@ -114,10 +196,10 @@ pub struct Runtime {
     child: Mutex<Option<tokio::process::Child>>,
 }
 
-impl Runtime {
-    /// Starts `program args...` as the runtime process with its socket as stdin. Exits arrive on
-    /// the returned channel.
-    pub fn spawn(program: &Path, args: &[&str]) -> Result<(std::sync::Arc<Runtime>, mpsc::UnboundedReceiver<Exit>)> {
+impl Worker {
+    /// Starts `program args...` as a runtime process with its socket as stdin; its exits go to
+    /// `exits`.
+    fn spawn(program: &Path, args: &[&str], exits: mpsc::UnboundedSender<Exit>) -> Result<std::sync::Arc<Worker>> {
         let (ours, theirs) =
             rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
                 .map_err(|e| Error::io("cannot make a socket pair", "runtime")(e.into()))?;
@@ -134,15 +216,14 @@ impl Runtime {
         #[allow(unsafe_code)]
         let socket = unsafe { AsyncFd::register(ours) }
             .map_err(|e| Error::io("cannot register the runtime socket", "runtime")(e.into()))?;
-        let runtime = std::sync::Arc::new(Runtime {
+        let worker = std::sync::Arc::new(Worker {
             socket,
             calls: tokio::sync::Mutex::new(()),
             reply: Mutex::new(None),
             child: Mutex::new(Some(child)),
         });
-        let (exits, exits_rx) = mpsc::unbounded_channel();
-        tokio::spawn(read_messages(runtime.clone(), exits));
-        Ok((runtime, exits_rx))
+        tokio::spawn(read_messages(worker.clone(), exits));
+        Ok(worker)
     }
 
     async fn call(&self, request: Request, fds: &[BorrowedFd<'_>]) -> Result<Option<i32>> {
@@ -169,55 +250,8 @@ impl Runtime {
         }
     }
 
-    /// Creates the container from `bundle/config.json`; returns its init's pid. The init
-    /// waits for [`Runtime::start`] before running the entrypoint.
-    pub async fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        stdio: [BorrowedFd<'_>; 3],
-        console_socket: Option<&Path>,
-        seccomp: Option<Program>,
-    ) -> Result<i32> {
-        let request = Request::Create {
-            id: id.to_string(),
-            bundle: bundle.to_path_buf(),
-            console_socket: console_socket.map(Path::to_path_buf),
-            seccomp,
-        };
-        let pid = self.call(request, &stdio).await?;
-        pid.ok_or_else(|| Error::Runtime("create answered without a pid".into()))
-    }
-
-    pub async fn start(&self, id: &str) -> Result<()> {
-        self.call(Request::Start { id: id.to_string() }, &[]).await.map(drop)
-    }
-
-    pub async fn kill(&self, id: &str, signal: i32) -> Result<()> {
-        self.call(Request::Kill { id: id.to_string(), signal }, &[]).await.map(drop)
-    }
-
-    pub async fn delete(&self, id: &str) -> Result<()> {
-        self.call(Request::Delete { id: id.to_string() }, &[]).await.map(drop)
-    }
-
-    /// Starts `process` in its container with `stdio`; returns its pid. An executable that cannot
-    /// be run is an [`Error::ExecFailed`].
-    pub async fn exec(&self, process: ExecProcess, stdio: [BorrowedFd<'_>; 3]) -> Result<i32> {
-        match self.call(Request::Exec(process), &stdio).await {
-            Ok(pid) => pid.ok_or_else(|| Error::Runtime("exec answered without a pid".into())),
-            Err(Error::Runtime(message)) => match message.strip_prefix(EXEC_FAILED).and_then(|m| m.split_once(':')) {
-                Some((code, message)) => {
-                    Err(Error::ExecFailed { code: code.parse().unwrap_or(126), message: message.to_string() })
-                }
-                None => Err(Error::Runtime(message)),
-            },
-            Err(error) => Err(error),
-        }
-    }
-
     /// Closes the socket's write side (the runtime kills what is left and exits) and reaps it.
-    pub async fn shut_down(&self) {
+    async fn shut_down(&self) {
         let _turn = self.calls.lock().await;
         if let Err(error) = rustix::net::shutdown(self.socket.get_ref(), rustix::net::Shutdown::Write) {
             tracing::warn!(%error, "cannot close the runtime socket");
@@ -233,7 +267,7 @@ impl Runtime {
     }
 }
 
-async fn read_messages(runtime: std::sync::Arc<Runtime>, exits: mpsc::UnboundedSender<Exit>) {
+async fn read_messages(runtime: std::sync::Arc<Worker>, exits: mpsc::UnboundedSender<Exit>) {
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
         let received = runtime

@@ -299,9 +299,7 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
     let aws = aws_protocol::Aws::new(args.default_account, sqs, sns, dynamodb);
     let userns_remap = args.userns_remap.as_deref().map(containers::userns::Remap::from_host).transpose()?;
     let runtime_process = if containers::running_as_root() {
-        let program = std::env::current_exe().context("cannot find the stratus binary to start the runtime")?;
-        let root = containers_dir.join("runtime");
-        Some((program, vec!["runtime".to_string(), "--root".to_string(), root.display().to_string()]))
+        Some(std::env::current_exe().context("cannot find the stratus binary to start the runtime")?)
     } else {
         tracing::warn!("not root: containers cannot run (images can still be listed and managed)");
         None
