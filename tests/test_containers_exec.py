@@ -176,6 +176,10 @@ def test_run_i_attach_and_start_a_i_carry_stdin(docker):
     started = subprocess.run(["docker", "start", "-a", "-i", "again"], input="one\n", capture_output=True,
                              text=True, timeout=30, env=env)
     assert (started.returncode, started.stdout) == (2, "got one\n"), started.stderr
+    # Again once it has exited: dockerd lets `start -a` attach to a stopped container.
+    again = subprocess.run(["docker", "start", "-a", "-i", "again"], input="two\n", capture_output=True,
+                           text=True, timeout=30, env=env)
+    assert (again.returncode, again.stdout) == (2, "got two\n"), again.stderr
 
     docker.docker("run", "-d", "-i", "--name", "echoer", "busybox", "sh", "-c", "while read l; do echo seen $l; done")
     attached = subprocess.Popen(["docker", "attach", "echoer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -296,6 +296,10 @@ impl Engine {
     /// process. Containers recorded as running belonged to a runtime that has ended (and killed
     /// them): they are recorded as exited with code 255, as Docker does after a daemon crash.
     pub async fn open(store: Arc<dyn Store>, options: Options) -> Result<Arc<Engine>> {
+        let keys = Keyspace::new("containers");
+        crate::record::upgrade::<Container>(store.as_ref(), &keys.key(b"container/")).await?;
+        crate::record::upgrade::<crate::network::Network>(store.as_ref(), &keys.key(b"network/")).await?;
+        crate::record::upgrade::<crate::volume::Volume>(store.as_ref(), &keys.key(b"volume/")).await?;
         let images = ImageStore::open(&options.dir)?;
         images.collect_garbage()?;
         crate::build::clear_leftovers(&options.dir);
@@ -320,7 +324,7 @@ impl Engine {
             volumes: Volumes::open(store.clone(), &options.dir, events.clone())?,
             events,
             store,
-            keys: Keyspace::new("containers"),
+            keys,
             images,
             dir: options.dir,
             runtime,
@@ -457,7 +461,7 @@ impl Engine {
     }
 
     async fn persist(&self, container: &Container) -> Result<()> {
-        let bytes = crate::record::encode(container).map_err(|e| Error::Record(container.id.clone(), e.to_string()))?;
+        let bytes = crate::record::encode(container).map_err(|e| Error::Record(container.id.clone(), e))?;
         self.store.put(&self.record_key(&container.id), &bytes).await?;
         Ok(())
     }
@@ -548,8 +552,7 @@ impl Engine {
                 return Err(Error::io("cannot create", dir.join(sub))(error));
             }
         }
-        let bytes =
-            crate::record::encode(&container).map_err(|e| Error::Record(container.id.clone(), e.to_string()))?;
+        let bytes = crate::record::encode(&container).map_err(|e| Error::Record(container.id.clone(), e))?;
         let name_key = self.name_key(&container.name);
         let txn = Txn {
             compares: vec![Compare::absent(name_key.clone())],
@@ -1062,7 +1065,7 @@ impl Engine {
         if old_name == new_name {
             return Err(Error::InvalidParameter("Renaming a container with the same name as its current name".into()));
         }
-        let bytes = crate::record::encode(&renamed).map_err(|e| Error::Record(renamed.id.clone(), e.to_string()))?;
+        let bytes = crate::record::encode(&renamed).map_err(|e| Error::Record(renamed.id.clone(), e))?;
         let new_key = self.name_key(new_name);
         let txn = Txn {
             compares: vec![Compare::absent(new_key.clone())],
@@ -1192,13 +1195,12 @@ impl Engine {
 
     /// The output of the container's next (or current) run, as it comes, and, with `stdin`,
     /// where the client's input goes: into its stdin once it runs; with StdinOnce and no
-    /// terminal, the end of the client's input closes the container's stdin.
+    /// terminal, the end of the client's input closes the container's stdin. An exited container
+    /// can be attached to, as dockerd allows: `docker start -a` attaches before it starts one (the
+    /// refusal `docker attach` prints for a stopped container is the CLI's own check).
     pub fn attach(&self, reference: &str, stdin: bool) -> Result<Attach> {
         let entry = self.entry(reference)?;
         let container = entry.snapshot();
-        if container.state.status == Status::Exited {
-            return Err(Error::Conflict("You cannot attach to a stopped container, start it first".into()));
-        }
         let input = (stdin && container.stdio.open_stdin).then(|| {
             let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
             let entry = entry.clone();

@@ -113,7 +113,7 @@ impl Volumes {
         let volume = Volume { name: name.clone(), labels, created: SystemTime::now() };
         let path = self.path(&name);
         fs::create_dir_all(&path).map_err(Error::io("cannot create the volume", &path))?;
-        let bytes = crate::record::encode(&volume).map_err(|e| Error::Record(name.clone(), e.to_string()))?;
+        let bytes = crate::record::encode(&volume).map_err(|e| Error::Record(name.clone(), e))?;
         let key = self.key(&name);
         let txn =
             Txn { compares: vec![Compare::absent(key.clone())], success: vec![Op::put(key, bytes)], failure: vec![] };

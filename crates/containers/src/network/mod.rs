@@ -450,7 +450,7 @@ impl Networks {
             predefined: false,
         };
         self.make_bridge(&network).await?;
-        let bytes = crate::record::encode(&network).map_err(|e| Error::Record(network.id.clone(), e.to_string()))?;
+        let bytes = crate::record::encode(&network).map_err(|e| Error::Record(network.id.clone(), e))?;
         let name_key = self.name_key(&network.name);
         let txn = Txn {
             compares: vec![Compare::absent(name_key.clone())],
