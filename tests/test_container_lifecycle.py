@@ -187,15 +187,17 @@ def test_events_replay_and_filter(docker):
 
 def test_update_changes_limits_and_the_restart_policy(docker):
     docker.docker("run", "-d", "--name", "grow", "-m", "32m", "busybox", "sleep", "600")
-    docker.docker("update", "-m", "64m", "--pids-limit", "20", "--restart", "on-failure:3", "grow")
+    docker.docker("update", "-m", "64m", "--pids-limit", "20", "--cpuset-cpus", "0", "--restart", "on-failure:3",
+                  "grow")
     container = inspect(docker, "grow")
     host = container["HostConfig"]
-    assert (host["Memory"], host["PidsLimit"]) == (64 << 20, 20)
+    assert (host["Memory"], host["PidsLimit"], host["CpusetCpus"]) == (64 << 20, 20, "0")
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     cgroup = f"stratus/{container['Id']}"
     for path, expected in [(f"/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes", str(64 << 20)),
                            (f"/sys/fs/cgroup/{cgroup}/memory.max", str(64 << 20)),
-                           (f"/sys/fs/cgroup/pids/{cgroup}/pids.max", "20")]:
+                           (f"/sys/fs/cgroup/pids/{cgroup}/pids.max", "20"),
+                           (f"/sys/fs/cgroup/cpuset/{cgroup}/cpuset.cpus", "0")]:
         if os.path.exists(path):
             assert open(path).read().strip() == expected, path
     mem = docker.docker("stats", "--no-stream", "--format", "{{.MemUsage}}", "grow").stdout

@@ -133,6 +133,44 @@ def test_pids_limit_stops_forks(docker):
     assert "can't fork" in result.stderr, result.stderr
 
 
+def test_cpuset_pins_cpus_and_block_io_limits_apply_or_are_discarded_with_dockers_warning(docker, tmp_path):
+    cpus = open("/sys/fs/cgroup/cpuset/cpuset.cpus").read().strip()
+    last = cpus.replace("-", ",").split(",")[-1]
+    pinned = docker.docker("run", "--rm", "--cpuset-cpus", last, "busybox", "grep", "Cpus_allowed_list", "/proc/self/status")
+    assert pinned.stdout.split() == ["Cpus_allowed_list:", last], pinned.stdout
+    missing = docker.docker("run", "--rm", "--cpuset-cpus", "0-63", "busybox", "true", check=False)
+    assert missing.returncode == 125, missing.stderr
+    assert f"Requested CPUs are not available - requested 0-63, available: {cpus}" in missing.stderr
+    bad = docker.docker("run", "--rm", "--cpuset-mems", "x", "busybox", "true", check=False)
+    assert bad.returncode == 125 and "Invalid value x for cpuset mems" in bad.stderr, bad.stderr
+
+    # A write throttle on the disk under the test's directory: 3 MiB of direct writes at 1 MiB/s.
+    device = os.stat(tmp_path).st_dev
+    disk = os.path.realpath(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")
+    if os.path.exists(os.path.join(disk, "partition")):
+        disk = os.path.dirname(disk)
+    disk = "/dev/" + os.path.basename(disk)
+    blkio = "/sys/fs/cgroup/blkio"
+    started = time.monotonic()
+    written = docker.docker("run", "--name", "slow", "--device-write-bps", f"{disk}:1mb", "-v", f"{tmp_path}:/out",
+                            "busybox", "dd", "if=/dev/zero", "of=/out/f", "bs=1M", "count=3", "oflag=direct")
+    assert time.monotonic() - started > 1.5, written.stderr
+    host = inspect(docker, "slow")["HostConfig"]
+    assert host["BlkioDeviceWriteBps"] == [{"Path": disk, "Rate": 1 << 20}] and host["CpusetCpus"] == ""
+    docker.docker("rm", "slow")
+
+    weighted = docker.docker("create", "--blkio-weight", "300", "busybox", check=False)
+    if os.path.exists(f"{blkio}/blkio.weight") or os.path.exists(f"{blkio}/blkio.bfq.weight"):
+        assert inspect(docker, weighted.stdout.strip())["HostConfig"]["BlkioWeight"] == 300
+        out_of_range = docker.docker("run", "--rm", "--blkio-weight", "5", "busybox", "true", check=False)
+        assert "Range of blkio weight is from 10 to 1000" in out_of_range.stderr, out_of_range.stderr
+    else:  # as dockerd on a host without the file (which discards before checking the range)
+        assert "Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded." \
+            in weighted.stderr, weighted.stderr
+        assert inspect(docker, weighted.stdout.strip())["HostConfig"]["BlkioWeight"] == 0
+    docker.docker("rm", weighted.stdout.strip())
+
+
 def test_errors_come_back_in_dockers_words(docker):
     docker.docker("run", "-d", "--name", "dup", "busybox", "sleep", "30")
     clash = docker.docker("run", "--name", "dup", "busybox", "true", check=False)

@@ -509,10 +509,12 @@ impl Engine {
         self.images.remove(name, force, &|image_id| self.container_using(image_id))
     }
 
-    pub async fn create(&self, request: CreateRequest) -> Result<Container> {
+    /// Creates a container; returns it with dockerd's warnings (limits the host cannot apply).
+    pub async fn create(&self, mut request: CreateRequest) -> Result<(Container, Vec<String>)> {
         if self.runtime.is_none() {
             return Err(Error::NotRoot);
         }
+        let warnings = crate::cgroup_support::check(&mut request.limits)?;
         let image = self.images.find(&request.image).map_err(|error| match error {
             Error::NoSuchImage(_) => match image::Reference::parse(&request.image) {
                 Ok(reference) => Error::NoSuchImage(reference.to_string()),
@@ -576,7 +578,7 @@ impl Engine {
         self.lock_map().insert(container.id.clone(), Entry::new(container.clone()));
         self.container_event(&container, "create", &[]);
         tracing::info!(container = %container.id, name = %container.name, image = %container.image, "created");
-        Ok(container)
+        Ok((container, warnings))
     }
 
     /// Creates the volumes `mounts` name (and an anonymous one for each without a name); on an
@@ -1087,7 +1089,14 @@ impl Engine {
 
     /// `docker update`: new limits (those given) and restart policy, applied to the running
     /// container's cgroup by youki's cgroup manager, then recorded.
-    pub async fn update(&self, reference: &str, limits: Limits, restart_policy: Option<RestartPolicy>) -> Result<()> {
+    /// `docker update`: returns dockerd's warnings (limits the host cannot apply).
+    pub async fn update(
+        &self,
+        reference: &str,
+        mut limits: Limits,
+        restart_policy: Option<RestartPolicy>,
+    ) -> Result<Vec<String>> {
+        let warnings = crate::cgroup_support::check(&mut limits)?;
         let entry = self.entry(reference)?;
         let _lifecycle = entry.lifecycle.lock().await;
         let mut updated = entry.snapshot();
@@ -1104,6 +1113,21 @@ impl Engine {
         current.pids = limits.pids.or(current.pids);
         current.nano_cpus = limits.nano_cpus.or(current.nano_cpus);
         current.cpu_shares = limits.cpu_shares.or(current.cpu_shares);
+        current.cpuset_cpus = limits.cpuset_cpus.or(current.cpuset_cpus.take());
+        current.cpuset_mems = limits.cpuset_mems.or(current.cpuset_mems.take());
+        let (io, asked) = (&mut current.block_io, limits.block_io);
+        io.weight = asked.weight.or(io.weight);
+        for (now, new) in [
+            (&mut io.weight_devices, asked.weight_devices),
+            (&mut io.read_bps, asked.read_bps),
+            (&mut io.write_bps, asked.write_bps),
+            (&mut io.read_iops, asked.read_iops),
+            (&mut io.write_iops, asked.write_iops),
+        ] {
+            if !new.is_empty() {
+                *now = new;
+            }
+        }
         if updated.state.status == Status::Running {
             let resources = spec::resources(&updated.limits, Vec::new())?;
             let config = libcgroups::common::CgroupConfig {
@@ -1130,7 +1154,7 @@ impl Engine {
         };
         self.persist(&updated).await?;
         self.container_event(&updated, "update", &[]);
-        Ok(())
+        Ok(warnings)
     }
 
     /// `docker container prune`: removes the containers not running that `wanted` picks;
@@ -1326,7 +1350,7 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
         entrypoint,
         cmd,
         labels,
-        limits: request.limits,
+        limits: request.limits.clone(),
         auto_remove: request.auto_remove,
         security: request.security.clone(),
         mounts: Vec::new(),

@@ -5,6 +5,7 @@
 //! Docker Engine API is an adapter (`docker-protocol`) over [`Engine`].
 
 mod build;
+mod cgroup_support;
 mod commit;
 mod debian;
 mod dockerfile;

@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, RootBuilder, Spec,
-    UserBuilder,
+    Capability, LinuxBlockIo, LinuxBlockIoBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, LinuxThrottleDevice, LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder, RootBuilder,
+    Spec, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +25,8 @@ pub struct Process {
     pub hostname: String,
 }
 
-/// cgroup limits; `None` means unlimited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// cgroup limits; `None` (or empty) means unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub memory_bytes: Option<i64>,
     pub pids: Option<i64>,
@@ -33,6 +34,29 @@ pub struct Limits {
     pub nano_cpus: Option<i64>,
     /// Relative weight (`--cpu-shares`).
     pub cpu_shares: Option<u64>,
+    /// The CPUs and memory nodes it may use, as cpuset lists (`0-1,3`).
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    #[serde(default)]
+    pub block_io: BlockIo,
+}
+
+/// Block I/O limits: a relative weight (10-1000) and, per device (by path, as Docker keeps
+/// them), weights and throttles in bytes or operations per second.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockIo {
+    pub weight: Option<u16>,
+    pub weight_devices: Vec<DeviceLimit>,
+    pub read_bps: Vec<DeviceLimit>,
+    pub write_bps: Vec<DeviceLimit>,
+    pub read_iops: Vec<DeviceLimit>,
+    pub write_iops: Vec<DeviceLimit>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLimit {
+    pub path: String,
+    pub value: u64,
 }
 
 /// The CFS period `--cpus` is expressed in, as in Docker.
@@ -129,7 +153,8 @@ pub(crate) fn resources(limits: &Limits, devices: Vec<LinuxDeviceCgroup>) -> Res
     if let Some(pids) = limits.pids {
         resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build().map_err(invalid)?);
     }
-    if limits.nano_cpus.is_some() || limits.cpu_shares.is_some() {
+    let cpuset = limits.cpuset_cpus.is_some() || limits.cpuset_mems.is_some();
+    if limits.nano_cpus.is_some() || limits.cpu_shares.is_some() || cpuset {
         let mut cpu = LinuxCpuBuilder::default();
         if let Some(nano_cpus) = limits.nano_cpus {
             let quota = nano_cpus.saturating_mul(CPU_PERIOD_US as i64) / 1_000_000_000;
@@ -138,9 +163,53 @@ pub(crate) fn resources(limits: &Limits, devices: Vec<LinuxDeviceCgroup>) -> Res
         if let Some(shares) = limits.cpu_shares {
             cpu = cpu.shares(shares);
         }
+        if let Some(cpus) = &limits.cpuset_cpus {
+            cpu = cpu.cpus(cpus.clone());
+        }
+        if let Some(mems) = &limits.cpuset_mems {
+            cpu = cpu.mems(mems.clone());
+        }
         resources = resources.cpu(cpu.build().map_err(invalid)?);
     }
+    if limits.block_io != BlockIo::default() {
+        resources = resources.block_io(block_io(&limits.block_io)?);
+    }
     resources.build().map_err(invalid)
+}
+
+/// Block I/O limits with each device's numbers, which libcontainer writes into the cgroup.
+fn block_io(limits: &BlockIo) -> Result<LinuxBlockIo> {
+    let invalid = |e: oci_spec::OciSpecError| Error::InvalidParameter(format!("cannot build the runtime spec: {e}"));
+    let device = |path: &str| -> Result<(i64, i64)> {
+        let rdev = rustix::fs::stat(path).map_err(|e| Error::io("cannot find the device", path)(e.into()))?.st_rdev;
+        Ok((i64::from(rustix::fs::major(rdev)), i64::from(rustix::fs::minor(rdev))))
+    };
+    let throttles = |limits: &[DeviceLimit]| -> Result<Vec<LinuxThrottleDevice>> {
+        limits
+            .iter()
+            .map(|l| {
+                let (major, minor) = device(&l.path)?;
+                LinuxThrottleDeviceBuilder::default().major(major).minor(minor).rate(l.value).build().map_err(invalid)
+            })
+            .collect()
+    };
+    let weights = (limits.weight_devices.iter())
+        .map(|l| {
+            let (major, minor) = device(&l.path)?;
+            let weight = u16::try_from(l.value).unwrap_or(u16::MAX);
+            LinuxWeightDeviceBuilder::default().major(major).minor(minor).weight(weight).build().map_err(invalid)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut io = LinuxBlockIoBuilder::default()
+        .weight_device(weights)
+        .throttle_read_bps_device(throttles(&limits.read_bps)?)
+        .throttle_write_bps_device(throttles(&limits.write_bps)?)
+        .throttle_read_iops_device(throttles(&limits.read_iops)?)
+        .throttle_write_iops_device(throttles(&limits.write_iops)?);
+    if let Some(weight) = limits.weight {
+        io = io.weight(weight);
+    }
+    io.build().map_err(invalid)
 }
 
 /// Gives the container's process a terminal (libcontainer makes it in the container's devpts
@@ -243,6 +312,13 @@ mod tests {
             pids: Some(64),
             nano_cpus: Some(500_000_000),
             cpu_shares: Some(512),
+            cpuset_cpus: Some("0".into()),
+            cpuset_mems: None,
+            block_io: BlockIo {
+                weight: Some(300),
+                write_bps: vec![DeviceLimit { path: "/dev/null".into(), value: 1 << 20 }],
+                ..BlockIo::default()
+            },
         };
         let spec = build(&process, &limits, Path::new("/r/rootfs"), "/stratus/abc", 65534, 65534).unwrap();
         assert_eq!(spec.hostname().as_deref(), Some("0123456789ab"));
@@ -266,6 +342,11 @@ mod tests {
         assert_eq!(resources.pids().as_ref().unwrap().limit(), 64);
         let cpu = resources.cpu().as_ref().unwrap();
         assert_eq!((cpu.quota(), cpu.period(), cpu.shares()), (Some(50_000), Some(100_000), Some(512)));
+        assert_eq!((cpu.cpus().as_deref(), cpu.mems().as_deref()), (Some("0"), None));
+        let io = resources.block_io().as_ref().unwrap();
+        let throttle = &io.throttle_write_bps_device().as_ref().unwrap()[0];
+        // /dev/null is character device 1:3; the numbers are the device's, whatever its kind.
+        assert_eq!((io.weight(), throttle.major(), throttle.minor(), throttle.rate()), (Some(300), 1, 3, 1 << 20));
         let devices = resources.devices().as_ref().unwrap();
         assert!(!devices[0].allow() && devices.len() == 12);
     }

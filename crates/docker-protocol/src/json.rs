@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use containers::image::{Image, Removed};
 use containers::restart::RestartPolicy;
+use containers::spec::{BlockIo, DeviceLimit};
 use containers::{Container, CreateRequest, Engine, Error, LogEntry, Status};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -232,6 +233,16 @@ struct HostConfigBody {
     cpu_shares: Option<i64>,
     cpu_quota: Option<i64>,
     cpu_period: Option<i64>,
+    cpuset_cpus: Option<String>,
+    cpuset_mems: Option<String>,
+    blkio_weight: Option<u16>,
+    blkio_weight_device: Option<Vec<DeviceWeightBody>>,
+    blkio_device_read_bps: Option<Vec<DeviceRateBody>>,
+    blkio_device_write_bps: Option<Vec<DeviceRateBody>>,
+    #[serde(rename = "BlkioDeviceReadIOps")]
+    blkio_device_read_iops: Option<Vec<DeviceRateBody>>,
+    #[serde(rename = "BlkioDeviceWriteIOps")]
+    blkio_device_write_iops: Option<Vec<DeviceRateBody>>,
     auto_remove: Option<bool>,
     binds: Option<Vec<String>>,
     mounts: Option<Vec<crate::volumes::MountBody>>,
@@ -337,6 +348,22 @@ pub fn parse_filters(text: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<St
     Ok(filters)
 }
 
+/// HostConfig's `BlkioWeightDevice` entries.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeviceWeightBody {
+    path: String,
+    weight: u16,
+}
+
+/// HostConfig's `BlkioDevice{Read,Write}{Bps,IOps}` entries.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeviceRateBody {
+    path: String,
+    rate: u64,
+}
+
 /// The cgroup limits a create or an update asks for; zero or absent means none (or unchanged).
 fn limits(host: &HostConfigBody) -> Result<containers::spec::Limits, Error> {
     let memory = host.memory.filter(|m| *m > 0);
@@ -361,7 +388,28 @@ fn limits(host: &HostConfigBody) -> Result<containers::spec::Limits, Error> {
         pids: host.pids_limit.filter(|p| *p > 0),
         nano_cpus,
         cpu_shares: host.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
+        cpuset_cpus: host.cpuset_cpus.clone().filter(|c| !c.is_empty()),
+        cpuset_mems: host.cpuset_mems.clone().filter(|m| !m.is_empty()),
+        block_io: BlockIo {
+            weight: host.blkio_weight.filter(|w| *w > 0),
+            weight_devices: (host.blkio_weight_device.iter().flatten())
+                .map(|d| DeviceLimit { path: d.path.clone(), value: u64::from(d.weight) })
+                .collect(),
+            read_bps: rates(&host.blkio_device_read_bps),
+            write_bps: rates(&host.blkio_device_write_bps),
+            read_iops: rates(&host.blkio_device_read_iops),
+            write_iops: rates(&host.blkio_device_write_iops),
+        },
     })
+}
+
+fn rates(devices: &Option<Vec<DeviceRateBody>>) -> Vec<DeviceLimit> {
+    devices.iter().flatten().map(|d| DeviceLimit { path: d.path.clone(), value: d.rate }).collect()
+}
+
+/// Docker's `[{"Path": ..., "Rate": ...}]` (or `"Weight"`) lists.
+fn device_list(devices: &[DeviceLimit], field: &str) -> Value {
+    devices.iter().map(|d| json!({"Path": d.path, field: d.value})).collect()
 }
 
 /// `POST /containers/{id}/update`'s body (Docker's UpdateConfig: HostConfig's resources and
@@ -465,7 +513,7 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
     let state = &container.state;
     let (path, args) = container.process.args.split_first().map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
     let limits = &container.limits;
-    json!({
+    let mut inspect = json!({
         "Id": container.id,
         "Created": rfc3339(Some(container.created)),
         "Path": path,
@@ -546,7 +594,22 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "StopTimeout": container.stop_timeout.map(|t| t.as_secs()),
         },
         "NetworkSettings": crate::networks::network_settings(container, engine),
-    })
+    });
+    // Here rather than above: more fields would take json! past its recursion limit.
+    if let Some(host_config) = inspect["HostConfig"].as_object_mut() {
+        let io = &limits.block_io;
+        host_config.extend([
+            ("CpusetCpus".to_string(), json!(limits.cpuset_cpus.clone().unwrap_or_default())),
+            ("CpusetMems".to_string(), json!(limits.cpuset_mems.clone().unwrap_or_default())),
+            ("BlkioWeight".to_string(), json!(io.weight.unwrap_or(0))),
+            ("BlkioWeightDevice".to_string(), device_list(&io.weight_devices, "Weight")),
+            ("BlkioDeviceReadBps".to_string(), device_list(&io.read_bps, "Rate")),
+            ("BlkioDeviceWriteBps".to_string(), device_list(&io.write_bps, "Rate")),
+            ("BlkioDeviceReadIOps".to_string(), device_list(&io.read_iops, "Rate")),
+            ("BlkioDeviceWriteIOps".to_string(), device_list(&io.write_iops, "Rate")),
+        ]);
+    }
+    inspect
 }
 
 /// `HostConfig.PortBindings` as requested.

@@ -198,8 +198,8 @@ impl Docker {
             (&Method::POST, ["containers", "create"]) => {
                 let body = read_body(request).await?;
                 let create = json::create_request(&body, query.get("name"))?;
-                let container = self.engine.create(create).await?;
-                Ok(json_response(StatusCode::CREATED, json!({"Id": container.id, "Warnings": []})))
+                let (container, warnings) = self.engine.create(create).await?;
+                Ok(json_response(StatusCode::CREATED, json!({"Id": container.id, "Warnings": warnings})))
             }
             (&Method::GET, ["containers", "json"]) => {
                 let filters = json::Filters::parse(query.get("filters"))?;
@@ -269,8 +269,8 @@ impl Docker {
             }
             (&Method::POST, ["containers", id, "update"]) => {
                 let (limits, restart_policy) = json::update_request(&read_body(request).await?)?;
-                self.engine.update(id, limits, restart_policy).await?;
-                Ok(ok_json(json!({"Warnings": []})))
+                let warnings = self.engine.update(id, limits, restart_policy).await?;
+                Ok(ok_json(json!({"Warnings": warnings})))
             }
             (&Method::POST, ["containers", "prune"]) => {
                 let (deleted, reclaimed) = self.engine.prune(activity::prune_filter(query.get("filters"))?).await?;

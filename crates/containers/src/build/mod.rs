@@ -638,7 +638,7 @@ impl Build<'_> {
     /// Runs a RUN's container to its end, streaming its output, and stores what it changed as
     /// a layer. The container is removed whatever happens.
     async fn run_container(&self, request: CreateRequest, argv: &[String]) -> Result<Layer> {
-        let container = self.engine.create(request).await?;
+        let (container, _) = self.engine.create(request).await?;
         let id = container.id.clone();
         self.say(format!(" ---> Running in {}\n", image::short_id(&id)));
         let result = self.run_and_pack(&id, argv).await;
