@@ -117,6 +117,15 @@ def test_a_container_sees_only_its_own_processes_hostname_and_network(docker):
     names = [line.split(":")[0].strip() for line in interfaces.splitlines()[2:]]
     assert sorted(names) == ["eth0", "lo"], names
 
+    # Its own mount table: its root is the overlay, and none of the host's other mount points (the
+    # ones every container has too aside: /proc, /sys, /dev..., its own cgroups) is there.
+    table = docker.docker("run", "--rm", "busybox", "cat", "/proc/mounts").stdout.splitlines()
+    assert table[0].split()[:3] == ["overlay", "/", "overlay"], table
+    standard = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+    host = {line.split()[1] for line in open("/proc/mounts")}
+    shared = {m for m in host & {line.split()[1] for line in table} if m != "/" and not m.startswith(standard)}
+    assert not shared, shared
+
 
 def test_memory_limit_oom_kills_and_reports_it(docker):
     hog = docker.docker("run", "--name", "hog", "-m", "16m", "busybox",
@@ -131,6 +140,21 @@ def test_pids_limit_stops_forks(docker):
     result = docker.docker("run", "--rm", "--pids-limit", "4", "busybox",
                            "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 2 & done; wait", check=False)
     assert "can't fork" in result.stderr, result.stderr
+
+
+def test_cpus_holds_a_busy_loop_near_half_a_core(docker):
+    cid = docker.docker("run", "-d", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done").stdout.strip()
+    try:
+        usage = f"/sys/fs/cgroup/cpuacct/stratus/{cid}/cpuacct.usage"
+        assert open(f"/sys/fs/cgroup/cpu/stratus/{cid}/cpu.cfs_quota_us").read().strip() == "50000"
+        time.sleep(0.5)
+        start, started = int(open(usage).read()), time.monotonic()
+        time.sleep(3)
+        share = (int(open(usage).read()) - start) / 1e9 / (time.monotonic() - started)
+        # At most half a core (CFS enforces it per 100 ms period); at least some of it, or the loop never ran.
+        assert 0.2 < share < 0.6, share
+    finally:
+        docker.docker("rm", "-f", cid)
 
 
 def test_cpuset_pins_cpus_and_block_io_limits_apply_or_are_discarded_with_dockers_warning(docker, tmp_path):
