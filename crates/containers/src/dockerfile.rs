@@ -541,6 +541,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    proptest::proptest! {
+        /// Any text, made of instruction words, quotes, continuations, flags, JSON and variables:
+        /// parsed or refused with an error naming one of its lines, never a panic; and each word
+        /// expands or is refused.
+        #[test]
+        fn any_dockerfile_parses_or_names_a_line(
+            text in r#"((FROM|RUN|COPY|ADD|ENV|ARG|WORKDIR|USER|EXPOSE|LABEL|VOLUME|ENTRYPOINT|CMD|HEALTHCHECK|SHELL|STOPSIGNAL|ONBUILD|MAINTAINER|from|# escape=`|# syntax=x)[ \t]?|--[a-z]+=?|[\\`]\n|[\[\]"',=${}:/ \t\n]|[a-z0-9]{1,6}){0,60}"#,
+            vars in proptest::collection::btree_map("[A-Za-z_]{1,3}", "[ -~]{0,5}", 0..3),
+        ) {
+            let lines = text.lines().count().max(1);
+            if let Err(error) = Dockerfile::parse(&text) {
+                proptest::prop_assert!(error.line >= 1 && error.line <= lines + 1, "{error} in {lines} lines");
+            }
+            for word in text.split_whitespace() {
+                let _ = expand(word, &vars, '\\');
+            }
+        }
+    }
+
     fn commands(text: &str) -> Vec<Command> {
         Dockerfile::parse(text).unwrap().instructions.into_iter().map(|i| i.command).collect()
     }

@@ -227,6 +227,46 @@ mod tests {
         tar.append(&header, data).unwrap();
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Archives of directories, files, whiteouts, symlinks and hard links with paths and
+        /// targets that climb, are absolute, or go through earlier links: unpacked or refused,
+        /// and either way nothing is written beside the layer's directory.
+        #[test]
+        fn no_archive_writes_outside_its_layer(
+            entries in proptest::collection::vec((
+                0u8..4,
+                proptest::collection::vec(proptest::sample::select(vec!["a", "b", "..", ".", ".wh.a", ".wh..wh..opq", "/"]), 1..4),
+                proptest::sample::select(vec!["a", "../outside", "../../outside/x", "/", "OUT", "a/b", "."]),
+            ), 1..8),
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let (layer, outside) = (root.path().join("layer"), root.path().join("outside"));
+            fs::create_dir(&layer).unwrap();
+            fs::create_dir(&outside).unwrap();
+            let mut tar = tar::Builder::new(Vec::new());
+            for (kind, segments, target) in entries {
+                let path = segments.join("/");
+                let target = target.replace("OUT", &outside.display().to_string());
+                let kind = [tar::EntryType::Directory, tar::EntryType::Regular, tar::EntryType::Symlink, tar::EntryType::Link][usize::from(kind)];
+                let mut header = header(kind);
+                let name = &mut header.as_gnu_mut().unwrap().name;
+                name[..path.len().min(100)].copy_from_slice(&path.as_bytes()[..path.len().min(100)]);
+                if kind.is_symlink() || kind.is_hard_link() {
+                    header.as_gnu_mut().unwrap().linkname[..target.len().min(100)].copy_from_slice(&target.as_bytes()[..target.len().min(100)]);
+                }
+                let data: &[u8] = if kind.is_file() { b"x" } else { b"" };
+                header.set_size(data.len() as u64);
+                header.set_cksum();
+                tar.append(&header, data).unwrap();
+            }
+            let _ = unpack(tar.into_inner().unwrap().as_slice(), &layer);
+            let beside: Vec<_> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            proptest::prop_assert_eq!(beside.len(), 2, "{:?}", beside);
+            proptest::prop_assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        }
+    }
+
     #[test]
     fn paths_leaving_the_layer_are_refused() {
         let outside = tempfile::tempdir().unwrap();

@@ -642,6 +642,90 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A JSON value of the shape Docker's bodies have, with its keys among `keys`.
+    fn body(keys: &'static [&'static str]) -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::from),
+            proptest::sample::select(vec!["bridge", "host", "none", "/dev/null:1mb", "0-1", "80/tcp", "a:/b:ro"])
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(proptest::sample::select(keys), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+
+    const CREATE_KEYS: &[&str] = &[
+        "Image",
+        "Cmd",
+        "Entrypoint",
+        "Env",
+        "User",
+        "WorkingDir",
+        "Labels",
+        "Tty",
+        "OpenStdin",
+        "StopSignal",
+        "StopTimeout",
+        "ExposedPorts",
+        "Volumes",
+        "HostConfig",
+        "NetworkingConfig",
+        "EndpointsConfig",
+        "Memory",
+        "NanoCpus",
+        "CpuQuota",
+        "CpusetCpus",
+        "BlkioWeight",
+        "BlkioDeviceReadBps",
+        "Path",
+        "Rate",
+        "Weight",
+        "Binds",
+        "Mounts",
+        "Tmpfs",
+        "PortBindings",
+        "HostPort",
+        "HostIp",
+        "RestartPolicy",
+        "Name",
+        "MaximumRetryCount",
+        "CapAdd",
+        "SecurityOpt",
+        "Privileged",
+        "NetworkMode",
+        "Aliases",
+        "Type",
+        "Source",
+        "Target",
+        "ReadOnly",
+    ];
+
+    proptest::proptest! {
+        /// Whatever a client sends as a create or update body, or as filters: decoded or refused
+        /// with an error, never a panic.
+        #[test]
+        fn any_create_or_update_body_decodes_or_is_refused(
+            shaped in body(CREATE_KEYS),
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            filters in "[ -~]{0,40}",
+        ) {
+            let text = serde_json::to_vec(&shaped).unwrap();
+            let _ = create_request(&text, Some("n"));
+            let _ = update_request(&text);
+            let _ = create_request(&raw, None);
+            let _ = Filters::parse(Some(&filters));
+            let _ = parse_filters(Some(&filters), &["label", "name"]);
+        }
+    }
+
     #[test]
     fn create_bodies_from_the_cli_decode() {
         let body = br#"{"Hostname":"","User":"","Env":["A=1"],"Cmd":["echo","hi"],"Image":"busybox","Entrypoint":null,
