@@ -2,6 +2,7 @@
 Stratus), --init reaping zombies, stop signals and timeouts, rename, top, stats, prune and
 events. Containers need root."""
 
+import json
 import os
 import subprocess
 import time
@@ -151,6 +152,22 @@ def test_rename_top_stats_and_prune(docker):
     assert inspect(docker, "new")["State"]["Running"] and "Total reclaimed space" in pruned
     assert docker.docker("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["other", "new"]
     docker.docker("rm", "-f", "new", "other")
+
+
+def test_stats_count_network_and_block_io(docker, tmp_path):
+    gateway = docker.docker("network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}").stdout
+    docker.docker("run", "-d", "--name", "io", "-v", f"{tmp_path}:/out", "busybox", "sh", "-c",
+                  f"ping -c 3 -i 0.2 {gateway.strip()}; dd if=/dev/zero of=/out/f bs=1M count=2 oflag=direct; sleep 600")
+    deadline = time.monotonic() + 15
+    while not (tmp_path / "f").exists() or (tmp_path / "f").stat().st_size < 2 << 20:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    raw = json.loads(docker.docker("stats", "--no-stream", "--format", "{{json .}}", "io").stdout)
+    received, sent = (part.strip() for part in raw["NetIO"].split("/"))
+    assert received != "0B" and sent != "0B", raw  # three pings there and back
+    written = raw["BlockIO"].split("/")[1].strip()
+    assert written.endswith("MB") and float(written[:-2]) >= 2.0, raw  # 2 MiB written directly
+    docker.docker("rm", "-f", "io")
 
 
 def test_events_replay_and_filter(docker):

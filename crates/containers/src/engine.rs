@@ -1199,7 +1199,7 @@ impl Engine {
         if container.state.status != Status::Running {
             return Ok((container, Stats::default()));
         }
-        let stats = stats::sample(&format!("{CGROUP_PARENT}/{}", container.id));
+        let stats = stats::sample(&format!("{CGROUP_PARENT}/{}", container.id), Some(container.state.pid));
         Ok((container, stats))
     }
 

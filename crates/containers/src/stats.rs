@@ -1,6 +1,7 @@
 //! What `docker stats` and `docker top` show, read from the host: the container's cgroup (v1 or
-//! v2) for memory, CPU time and pids, `/proc/stat` for the host's CPU time, and the host's `ps`
-//! filtered to the container's processes (as dockerd does).
+//! v2) for memory, CPU time, pids and block I/O, `/proc/stat` for the host's CPU time, its init's
+//! `/proc/<pid>/net/dev` (its own network namespace's interfaces), and the host's `ps` filtered to
+//! the container's processes (as dockerd does).
 
 use std::fs;
 use std::path::PathBuf;
@@ -24,6 +25,32 @@ pub struct Stats {
     pub memory_inactive_file: u64,
     pub pids: u64,
     pub pids_limit: Option<u64>,
+    /// Bytes read and written per device and operation, as the cgroup counts them.
+    pub block_io: Vec<BlockIoBytes>,
+    /// Its interfaces but loopback, by name.
+    pub networks: Vec<(String, Interface)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockIoBytes {
+    pub major: u64,
+    pub minor: u64,
+    /// As the cgroup names it: `Read`, `Write`... on v1, `read` or `write` on v2.
+    pub op: String,
+    pub value: u64,
+}
+
+/// One interface's counters, as `/proc/net/dev` has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Interface {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// The container's cgroup directory under `controller` (v1), or its v2 directory.
@@ -44,8 +71,9 @@ fn stat_field(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// A sample of the cgroup at `cgroup` (such as `/stratus/<id>`).
-pub fn sample(cgroup: &str) -> Stats {
+/// A sample of the cgroup at `cgroup` (such as `/stratus/<id>`) and, while it runs, of the
+/// network namespace of its init `pid`.
+pub fn sample(cgroup: &str, pid: Option<i32>) -> Stats {
     let host_memory = fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {
@@ -73,7 +101,71 @@ pub fn sample(cgroup: &str) -> Stats {
             .unwrap_or(0),
         pids: read_number(cgroup, "pids", &["pids.current"]).unwrap_or(0),
         pids_limit: read_number(cgroup, "pids", &["pids.max"]),
+        block_io: block_io(cgroup),
+        networks: pid
+            .and_then(|pid| fs::read_to_string(format!("/proc/{pid}/net/dev")).ok())
+            .map(|text| parse_net_dev(&text))
+            .unwrap_or_default(),
     }
+}
+
+/// v1's `blkio.throttle.io_service_bytes_recursive` (`8:0 Read 4096` lines, and totals, which
+/// are left out), else v2's `io.stat` (`8:0 rbytes=4096 wbytes=0 ...`).
+fn block_io(cgroup: &str) -> Vec<BlockIoBytes> {
+    let device = |field: &str| -> Option<(u64, u64)> {
+        let (major, minor) = field.split_once(':')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    };
+    let read = |file| cgroup_file(cgroup, "blkio", file).and_then(|p| fs::read_to_string(p).ok());
+    if let Some(text) = read("blkio.throttle.io_service_bytes_recursive") {
+        return text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (major, minor) = device(fields.next()?)?;
+                let (op, value) = (fields.next()?, fields.next()?.parse().ok()?);
+                Some(BlockIoBytes { major, minor, op: op.to_string(), value })
+            })
+            .collect();
+    }
+    let text = cgroup_file(cgroup, "io", "io.stat").and_then(|p| fs::read_to_string(p).ok()).unwrap_or_default();
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let Some((major, minor)) = fields.next().and_then(device) else { continue };
+        for (key, op) in [("rbytes", "read"), ("wbytes", "write")] {
+            let value = fields.clone().find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok());
+            if let Some(value) = value {
+                entries.push(BlockIoBytes { major, minor, op: op.to_string(), value });
+            }
+        }
+    }
+    entries
+}
+
+/// `/proc/<pid>/net/dev`: a two-line heading, then `name: 8 receive counters 8 transmit ones`.
+fn parse_net_dev(text: &str) -> Vec<(String, Interface)> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let n: Vec<u64> = counters.split_whitespace().filter_map(|c| c.parse().ok()).collect();
+            let name = name.trim();
+            (name != "lo" && n.len() >= 16).then(|| {
+                let interface = Interface {
+                    rx_bytes: n[0],
+                    rx_packets: n[1],
+                    rx_errors: n[2],
+                    rx_dropped: n[3],
+                    tx_bytes: n[8],
+                    tx_packets: n[9],
+                    tx_errors: n[10],
+                    tx_dropped: n[11],
+                };
+                (name.to_string(), interface)
+            })
+        })
+        .collect()
 }
 
 /// The host's CPU time in nanoseconds: the first line of `/proc/stat`, in clock ticks (100 a
@@ -140,6 +232,22 @@ fn parse_ps(text: &str, pids: &[u32]) -> Result<(Vec<String>, Vec<Vec<String>>)>
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn interfaces_but_loopback_are_read_from_net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+                    face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+                    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  \
+                    eth0:    1500      12    1    2    0     0          0         0      700       6    3    4    0     0       0          0\n";
+        let networks = parse_net_dev(text);
+        assert_eq!(networks.len(), 1);
+        let (name, eth0) = &networks[0];
+        assert_eq!(
+            (name.as_str(), eth0.rx_bytes, eth0.rx_packets, eth0.rx_errors, eth0.rx_dropped),
+            ("eth0", 1500, 12, 1, 2)
+        );
+        assert_eq!((eth0.tx_bytes, eth0.tx_packets, eth0.tx_errors, eth0.tx_dropped), (700, 6, 3, 4));
+    }
 
     #[test]
     fn ps_rows_are_kept_for_the_containers_pids_only() {

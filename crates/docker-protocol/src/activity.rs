@@ -158,8 +158,13 @@ pub fn stats_json(container: &Container, stats: &Stats, previous: &Stats) -> Val
             "limit": stats.memory_limit,
             "stats": {"total_inactive_file": stats.memory_inactive_file},
         },
-        "blkio_stats": {},
-        "networks": {},
+        "blkio_stats": {"io_service_bytes_recursive": stats.block_io.iter().map(|b| json!({
+            "major": b.major, "minor": b.minor, "op": b.op, "value": b.value,
+        })).collect::<Vec<_>>()},
+        "networks": stats.networks.iter().map(|(name, i)| (name.clone(), json!({
+            "rx_bytes": i.rx_bytes, "rx_packets": i.rx_packets, "rx_errors": i.rx_errors, "rx_dropped": i.rx_dropped,
+            "tx_bytes": i.tx_bytes, "tx_packets": i.tx_packets, "tx_errors": i.tx_errors, "tx_dropped": i.tx_dropped,
+        }))).collect::<serde_json::Map<_, _>>(),
     })
 }
 
