@@ -3,10 +3,10 @@
 //!
 //! The container side is configured from a thread that has entered the container's network
 //! namespace (`setns` moves only the calling thread), with a netlink socket opened there; the
-//! same thread opens the embedded DNS server's socket at 127.0.0.11, which stays in that
-//! namespace for its whole life.
+//! same thread opens the embedded DNS server's sockets at 127.0.0.11, which stay in that
+//! namespace for their whole life.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use futures_util::TryStreamExt;
@@ -120,17 +120,17 @@ pub async fn add_veths(interfaces: &[Interface], netns: &OwnedFd) -> Result<()> 
 }
 
 /// Inside the namespace: loopback up, each interface addressed and up, with
-/// `default_route` the default route through the first one's gateway; with `dns`, a UDP socket
-/// on 127.0.0.11:53 there.
-pub fn configure_inside(
+/// `default_route` the default route through the first one's gateway; then `inside` (which opens
+/// sockets that stay in that namespace).
+pub fn configure_inside<T: Send + 'static>(
     netns: OwnedFd,
     interfaces: Vec<Interface>,
     default_route: bool,
-    dns: bool,
-) -> Result<Option<UdpSocket>> {
+    inside: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let thread = std::thread::Builder::new()
         .name("netns".into())
-        .spawn(move || -> Result<Option<UdpSocket>> {
+        .spawn(move || -> Result<T> {
             rustix::thread::move_into_link_name_space(netns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
                 .map_err(|e| Error::Network(format!("cannot enter the container's network namespace: {e}")))?;
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -138,12 +138,7 @@ pub fn configure_inside(
                 .build()
                 .map_err(|e| Error::Network(format!("cannot start a netlink runtime: {e}")))?;
             runtime.block_on(configure(&interfaces, default_route))?;
-            if !dns {
-                return Ok(None);
-            }
-            let socket = UdpSocket::bind(SocketAddr::from((DNS_ADDRESS, 53)))
-                .map_err(|e| Error::Network(format!("cannot open the DNS socket in the container: {e}")))?;
-            Ok(Some(socket))
+            inside()
         })
         .map_err(|e| Error::Network(format!("cannot start a thread: {e}")))?;
     thread.join().map_err(|_| Error::Network("the network namespace thread panicked".into()))?

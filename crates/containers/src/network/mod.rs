@@ -744,19 +744,17 @@ impl Networks {
             !has_server && endpoints.iter().any(|e| state.networks.get(&e.network_id).is_some_and(Network::has_dns))
         };
         let netns = open()?;
-        let socket = tokio::task::spawn_blocking(move || link::configure_inside(netns, interfaces, first, wants_dns))
+        let open_dns = move || wants_dns.then(|| dns::Sockets::bind(link::DNS_ADDRESS)).transpose();
+        let sockets = tokio::task::spawn_blocking(move || link::configure_inside(netns, interfaces, first, open_dns))
             .await
             .map_err(|e| Error::Network(format!("the network namespace task failed: {e}")))??;
-        if let Some(socket) = socket {
-            socket.set_nonblocking(true).map_err(|e| Error::Network(format!("cannot set up the DNS socket: {e}")))?;
-            let socket = tokio::net::UdpSocket::from_std(socket)
-                .map_err(|e| Error::Network(format!("cannot set up the DNS socket: {e}")))?;
+        if let Some(sockets) = sockets {
             let (this, asking) = (self.this.clone(), container_id.to_string());
             let lookup: dns::Lookup = Arc::new(move |name| match this.upgrade() {
                 Some(networks) => networks.resolve(&asking, name),
                 None => Vec::new(),
             });
-            let task = tokio::spawn(dns::serve(socket, lookup, self.upstreams.clone()));
+            let task = dns::spawn(sockets, lookup, self.upstreams.clone())?;
             match self.lock().sandboxes.get_mut(container_id) {
                 Some(sandbox) => {
                     sandbox.has_dns_server = true;
@@ -804,7 +802,7 @@ impl Networks {
         };
         // The veths go with the container's network namespace, which the kernel takes down once
         // its last process has exited (the runtime has killed them all by now) and nothing holds
-        // it: the DNS server's socket was the one thing of Stratus's that did. Deleting them here
+        // it: the DNS server's sockets were the only things of Stratus's that did. Deleting them here
         // would only contend with that teardown (3-4 ms a container).
         for task in &sandbox.tasks {
             task.abort();

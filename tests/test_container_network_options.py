@@ -1,0 +1,93 @@
+"""Container networking beyond the basics, through the real docker CLI: the embedded DNS server
+over TCP (with glibc's own resolver forced onto TCP), a renamed container's DNS name, static
+addresses (`--ip`, `--ip-range`) and published port ranges. Containers need root."""
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+
+import pytest
+
+from test_containers import bootstrap, docker, inspect  # noqa: F401 (docker is a fixture)
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (namespaces, veths, nftables)"),
+    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+]
+
+# Asks the resolv.conf's server for argv[1]'s A records through glibc's stub resolver, over TCP
+# only (RES_USEVC); prints the answer's rcode, then its addresses.
+TCP_PROBE = r"""
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <netinet/in.h>
+#include <resolv.h>
+#include <stdio.h>
+
+int main(int argc, char **argv) {
+    unsigned char query[512], answer[4096];
+    if (argc != 2 || res_init() != 0) return 2;
+    _res.options |= RES_USEVC;
+    _res.retry = 1;
+    int length = res_mkquery(QUERY, argv[1], C_IN, T_A, NULL, 0, NULL, query, sizeof query);
+    if (length < 0) return 2;
+    length = res_send(query, length, answer, sizeof answer);
+    if (length < 0) { perror("res_send"); return 1; }
+    ns_msg message;
+    if (ns_initparse(answer, length, &message) != 0) return 1;
+    printf("rcode %d\n", ns_msg_getflag(message, ns_f_rcode));
+    for (int i = 0; i < ns_msg_count(message, ns_s_an); i++) {
+        ns_rr record;
+        char text[INET_ADDRSTRLEN];
+        if (ns_parserr(&message, ns_s_an, i, &record) == 0 && ns_rr_type(record) == ns_t_a)
+            printf("%s\n", inet_ntop(AF_INET, ns_rr_rdata(record), text, sizeof text));
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tcp_probe(tmp_path_factory):
+    where = tmp_path_factory.mktemp("probe")
+    (where / "probe.c").write_text(TCP_PROBE)
+    subprocess.run(["cc", "-static", "-O2", "-o", str(where / "probe"), str(where / "probe.c"), "-lresolv"],
+                   check=True)
+    return where / "probe"
+
+
+def host_rcode(name):
+    """The rcode the host's first resolver gives `name` over UDP (None when it does not answer)."""
+    with open("/etc/resolv.conf") as conf:
+        server = next(line.split()[1] for line in conf if line.startswith("nameserver"))
+    labels = b"".join(bytes([len(part)]) + part.encode() for part in name.split(".")) + b"\0"
+    query = struct.pack(">HHHHHH", 0x5151, 0x0100, 1, 0, 0, 0) + labels + struct.pack(">HH", 1, 1)
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as ask:
+        ask.settimeout(5)
+        ask.sendto(query, (server, 53))
+        try:
+            return ask.recv(4096)[3] & 0x0F
+        except socket.timeout:
+            return None
+
+
+def test_the_embedded_dns_server_answers_over_tcp(docker, tcp_probe):
+    docker.docker("network", "create", "tcpnet")
+    docker.docker("run", "-d", "--name", "web", "--network", "tcpnet", "--network-alias", "front",
+                  "busybox", "sleep", "60")
+    address = inspect(docker, "web")["NetworkSettings"]["Networks"]["tcpnet"]["IPAddress"]
+    probe = ["run", "--rm", "--network", "tcpnet", "-v", f"{tcp_probe}:/probe:ro", "busybox", "/probe"]
+    assert docker.docker(*probe, "web").stdout == f"rcode 0\n{address}\n"
+    assert docker.docker(*probe, "FRONT").stdout == f"rcode 0\n{address}\n"
+    # Other names are relayed to the host's resolvers: the answer is theirs (NXDOMAIN here), not
+    # the server failure of a relay that got nothing.
+    name = "no-such-name.invalid"
+    expected = host_rcode(name)
+    relayed = docker.docker(*probe, name, check=False, timeout=30)
+    if expected is None:
+        assert relayed.stdout == "rcode 2\n", relayed
+    else:
+        assert relayed.stdout == f"rcode {expected}\n", relayed
