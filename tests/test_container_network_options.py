@@ -91,3 +91,20 @@ def test_the_embedded_dns_server_answers_over_tcp(docker, tcp_probe):
         assert relayed.stdout == "rcode 2\n", relayed
     else:
         assert relayed.stdout == f"rcode {expected}\n", relayed
+
+
+def test_a_renamed_container_answers_to_its_new_name_at_once(docker):
+    docker.docker("network", "create", "renet")
+    docker.docker("run", "-d", "--name", "before", "--network", "renet", "--network-alias", "kept",
+                  "busybox", "sleep", "60")
+    address = inspect(docker, "before")["NetworkSettings"]["Networks"]["renet"]["IPAddress"]
+    docker.docker("rename", "before", "after")
+    script = "nslookup after; nslookup kept; nslookup before"
+    out = docker.docker("run", "--rm", "--network", "renet", "busybox", "sh", "-c", script, check=False).stdout
+    answers = out.split("Server:")[1:]
+    assert len(answers) == 3 and address in answers[0] and address in answers[1], out
+    assert address not in answers[2], "the old name is gone"
+    endpoint = inspect(docker, "after")["NetworkSettings"]["Networks"]["renet"]
+    assert endpoint["DNSNames"][:2] == ["after", "kept"], endpoint
+    network = inspect(docker, "renet")["Containers"]
+    assert [c["Name"] for c in network.values()] == ["after"], network

@@ -1083,6 +1083,7 @@ impl Engine {
             return Err(Error::NameInUse { name: new_name.to_string(), id: holder.unwrap_or_default() });
         }
         entry.container.lock().unwrap_or_else(|p| p.into_inner()).name = new_name.to_string();
+        self.networks.rename(&renamed.id, new_name);
         self.container_event(&renamed, "rename", &[("oldName", format!("/{old_name}"))]);
         Ok(())
     }

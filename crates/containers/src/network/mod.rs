@@ -809,6 +809,16 @@ impl Networks {
         }
     }
 
+    /// `docker rename`: a running container's endpoints answer to the new name at once.
+    pub fn rename(&self, container_id: &str, new_name: &str) {
+        if let Some(sandbox) = self.lock().sandboxes.get_mut(container_id) {
+            for endpoint in &mut sandbox.endpoints {
+                endpoint.container_name = new_name.to_string();
+                endpoint.dns_names = dns_names(container_id, new_name, &endpoint.aliases);
+            }
+        }
+    }
+
     /// `docker network connect` of a running container: a new interface now.
     pub async fn connect_running(
         &self,
@@ -903,10 +913,6 @@ fn reserve(
         Error::Network(format!("no available IPv4 addresses on this network's address pools: {}", network.name))
     })?;
     used.insert(address);
-    let short_id = crate::image::short_id(container_id).to_string();
-    let mut dns_names = vec![container_name.to_string()];
-    dns_names.extend(attachment.aliases.iter().cloned());
-    dns_names.push(short_id.clone());
     let id = crate::engine::new_id();
     Ok(Endpoint {
         // As Docker's: random, so a restarted container's new veth never meets its old one,
@@ -923,8 +929,16 @@ fn reserve(
         bridge: network.bridge.clone(),
         interface: format!("eth{index}"),
         aliases: attachment.aliases.clone(),
-        dns_names,
+        dns_names: dns_names(container_id, container_name, &attachment.aliases),
     })
+}
+
+/// The names an endpoint answers to: its container's name, its aliases, its short id.
+fn dns_names(container_id: &str, container_name: &str, aliases: &[String]) -> Vec<String> {
+    let mut names = vec![container_name.to_string()];
+    names.extend(aliases.iter().cloned());
+    names.push(crate::image::short_id(container_id).to_string());
+    names
 }
 
 fn release(state: &mut State, endpoints: &[Endpoint]) {
