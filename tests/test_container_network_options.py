@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from test_containers import bootstrap, docker, inspect  # noqa: F401 (docker is a fixture)
+from test_container_networks import api
+from test_containers import docker, inspect  # noqa: F401 (docker is a fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (namespaces, veths, nftables)"),
@@ -108,3 +109,58 @@ def test_a_renamed_container_answers_to_its_new_name_at_once(docker):
     assert endpoint["DNSNames"][:2] == ["after", "kept"], endpoint
     network = inspect(docker, "renet")["Containers"]
     assert [c["Name"] for c in network.values()] == ["after"], network
+
+
+def test_static_addresses_and_ip_ranges(docker):
+    docker.docker("network", "create", "--subnet", "10.201.0.0/24", "--ip-range", "10.201.0.128/25", "fixed")
+    config = inspect(docker, "fixed")["IPAM"]["Config"]
+    assert config == [{"Subnet": "10.201.0.0/24", "IPRange": "10.201.0.128/25", "Gateway": "10.201.0.1"}], config
+    docker.docker("run", "-d", "--name", "pinned", "--network", "fixed", "--ip", "10.201.0.10", "busybox", "sleep", "60")
+    docker.docker("run", "-d", "--name", "ranged", "--network", "fixed", "busybox", "sleep", "60")
+    pinned = inspect(docker, "pinned")["NetworkSettings"]["Networks"]["fixed"]
+    assert pinned["IPAddress"] == "10.201.0.10" and pinned["IPAMConfig"] == {"IPv4Address": "10.201.0.10"}
+    ranged = inspect(docker, "ranged")["NetworkSettings"]["Networks"]["fixed"]
+    assert ranged["IPAddress"] == "10.201.0.128" and ranged["IPAMConfig"] is None, ranged
+    inside = docker.docker("exec", "pinned", "ip", "-o", "-4", "addr", "show", "eth0").stdout
+    assert "10.201.0.10/24" in inside, inside
+    # The address is kept across a restart, and reachable by its neighbour.
+    docker.docker("restart", "-t", "0", "pinned")
+    assert inspect(docker, "pinned")["NetworkSettings"]["Networks"]["fixed"]["IPAddress"] == "10.201.0.10"
+    assert "1 packets received" in docker.docker("exec", "ranged", "ping", "-c1", "-W3", "10.201.0.10").stdout
+
+    def refused(*args):
+        result = docker.docker(*args, check=False)
+        assert result.returncode != 0, result
+        return result.stderr
+
+    assert "Address already in use" in refused("run", "--rm", "--network", "fixed", "--ip", "10.201.0.10",
+                                               "busybox", "true")
+    assert "Address already in use" in refused("run", "--rm", "--network", "fixed", "--ip", "10.201.0.1",
+                                               "busybox", "true")
+    outside = refused("create", "--network", "fixed", "--ip", "10.9.9.9", "busybox")
+    assert "invalid config for network fixed: invalid endpoint settings:\nno configured subnet or ip-range " \
+           "contain the IP address 10.9.9.9" in outside, outside
+    assert "user specified IP address is supported on user defined networks only" in refused(
+        "run", "--rm", "--ip", "172.17.0.99", "busybox", "true")
+    docker.docker("network", "create", "auto")
+    assert "only when connecting to networks with user configured subnets" in refused(
+        "create", "--network", "auto", "--ip", "172.30.0.5", "busybox")
+    assert docker.docker("ps", "-aq", "--filter", "status=created").stdout == "", "nothing half-made"
+
+    # network connect --ip, to a running container and to a stopped one.
+    docker.docker("network", "create", "--subnet", "10.202.0.0/24", "second")
+    docker.docker("network", "connect", "--ip", "10.202.0.50", "second", "ranged")
+    assert "10.202.0.50/24" in docker.docker("exec", "ranged", "ip", "-o", "-4", "addr").stdout
+    docker.docker("create", "--name", "later", "busybox", "sleep", "60")
+    docker.docker("network", "connect", "--ip", "10.202.0.51", "second", "later")
+    docker.docker("start", "later")
+    assert inspect(docker, "later")["NetworkSettings"]["Networks"]["second"]["IPAddress"] == "10.202.0.51"
+    assert "Address already in use" in refused("network", "connect", "--ip", "10.202.0.50", "second", "pinned")
+    assert "supported on user defined networks only" in refused("network", "connect", "--ip", "172.17.0.99",
+                                                                "bridge", "pinned")
+    # The CLI checks that a range lies in its subnet itself; the API answers as dockerd does.
+    status, bad_range = api(docker, "POST", "/networks/create", {
+        "Name": "bad", "IPAM": {"Config": [{"Subnet": "10.203.0.0/24", "IPRange": "10.204.0.0/25"}]}})
+    assert (status, bad_range["message"]) == (400, "invalid network config:\ninvalid ip-range 10.204.0.0/25: "
+                                                    "parent subnet 10.203.0.0/24 doesn't contain ip-range")
+

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use containers::network::{
-    BoundPort, CreateNetwork, Endpoint, Mode, Network, NetworkRequest, Port, PortBinding, format_mac,
+    Attachment, BoundPort, CreateNetwork, Endpoint, Mode, Network, NetworkRequest, Port, PortBinding, format_mac,
 };
 use containers::{Container, Engine, Error, Status};
 use http::{Method, Request, StatusCode};
@@ -33,6 +33,21 @@ pub struct NetworkingConfigBody {
 #[serde(rename_all = "PascalCase", default)]
 struct EndpointConfigBody {
     aliases: Option<Vec<String>>,
+    #[serde(rename = "IPAMConfig")]
+    ipam_config: Option<EndpointIpamBody>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EndpointIpamBody {
+    #[serde(rename = "IPv4Address")]
+    ipv4_address: Option<String>,
+}
+
+impl EndpointConfigBody {
+    fn ipv4(&self) -> Option<String> {
+        self.ipam_config.as_ref().and_then(|c| c.ipv4_address.clone())
+    }
 }
 
 /// What a container create body says of the network.
@@ -55,12 +70,18 @@ pub fn network_request(parts: CreateNetworkParts) -> Result<NetworkRequest, Erro
     }
     let exposed = parts.exposed_ports.unwrap_or_default().keys().map(|p| Port::parse(p)).collect::<Result<_, _>>()?;
     let endpoints = parts.networking_config.and_then(|n| n.endpoints_config).unwrap_or_default();
-    let key = match mode.as_str() {
-        "" | "default" => "bridge",
-        other => other,
-    };
-    let aliases = endpoints.get(key).and_then(|e| e.as_ref()).and_then(|e| e.aliases.clone()).unwrap_or_default();
-    Ok(NetworkRequest { mode, aliases, ports, publish_all: parts.publish_all_ports.unwrap_or(false), exposed })
+    // The CLI names the default network `default`, as NetworkMode; other clients may say `bridge`.
+    let default = matches!(mode.as_str(), "" | "default");
+    let endpoint =
+        endpoints.get(&mode).or_else(|| endpoints.get("bridge").filter(|_| default)).and_then(|e| e.as_ref());
+    Ok(NetworkRequest {
+        aliases: endpoint.and_then(|e| e.aliases.clone()).unwrap_or_default(),
+        ipv4: endpoint.and_then(EndpointConfigBody::ipv4),
+        mode,
+        ports,
+        publish_all: parts.publish_all_ports.unwrap_or(false),
+        exposed,
+    })
 }
 
 fn port_binding(port: Port, binding: &PortBindingBody) -> Result<PortBinding, Error> {
@@ -84,8 +105,8 @@ pub fn network_settings(container: &Container, engine: &Engine) -> Value {
     let running = container.state.status == Status::Running;
     let (endpoints, bound) = engine.networks().container_endpoints(&container.id);
     let mut networks = Map::new();
-    for (name, endpoint, aliases) in attached(container, engine, &endpoints) {
-        networks.insert(name, endpoint_settings(endpoint, &aliases));
+    for (name, endpoint, attachment) in attached(container, engine, &endpoints) {
+        networks.insert(name, endpoint_settings(endpoint, attachment));
     }
     let default = endpoints
         .iter()
@@ -127,30 +148,33 @@ pub fn network_settings(container: &Container, engine: &Engine) -> Value {
     })
 }
 
-/// The container's networks by name, with its endpoint on each while it runs.
+/// The container's networks by name, with what it asked of each and its endpoint there while it
+/// runs.
 fn attached<'a>(
-    container: &Container,
+    container: &'a Container,
     engine: &Engine,
     endpoints: &'a [Endpoint],
-) -> Vec<(String, Option<&'a Endpoint>, Vec<String>)> {
+) -> Vec<(String, Option<&'a Endpoint>, Option<&'a Attachment>)> {
     let name_of = |id: &str| engine.networks().find(id).map(|n| n.name).unwrap_or_else(|_| id.to_string());
     match container.network.mode {
-        Mode::Host | Mode::None => vec![(container.network.mode_name.clone(), None, Vec::new())],
+        Mode::Host | Mode::None => vec![(container.network.mode_name.clone(), None, None)],
         Mode::Bridge => container
             .network
             .attachments
             .iter()
             .map(|a| {
                 let endpoint = endpoints.iter().find(|e| e.network_id == a.network_id);
-                (name_of(&a.network_id), endpoint, a.aliases.clone())
+                (name_of(&a.network_id), endpoint, Some(a))
             })
             .collect(),
     }
 }
 
-fn endpoint_settings(endpoint: Option<&Endpoint>, aliases: &[String]) -> Value {
+fn endpoint_settings(endpoint: Option<&Endpoint>, attachment: Option<&Attachment>) -> Value {
+    let aliases = attachment.map(|a| a.aliases.as_slice()).unwrap_or_default();
+    let ipv4 = attachment.and_then(|a| a.ipv4);
     json!({
-        "IPAMConfig": null,
+        "IPAMConfig": ipv4.map(|a| json!({"IPv4Address": a.to_string()})),
         "Links": null,
         "Aliases": if aliases.is_empty() { Value::Null } else { json!(aliases) },
         "MacAddress": endpoint.map(|e| format_mac(&e.mac)).unwrap_or_default(),
@@ -178,8 +202,8 @@ pub fn summary_parts(container: &Container, engine: &Engine) -> (Value, Value, V
         }
     }
     let mut networks = Map::new();
-    for (name, endpoint, aliases) in attached(container, engine, &endpoints) {
-        networks.insert(name, endpoint_settings(endpoint, &aliases));
+    for (name, endpoint, attachment) in attached(container, engine, &endpoints) {
+        networks.insert(name, endpoint_settings(endpoint, attachment));
     }
     (Value::Array(ports), json!({"NetworkMode": container.network.mode_name}), json!({"Networks": networks}))
 }
@@ -216,7 +240,13 @@ pub fn network_json(network: &Network, engine: &Engine) -> Value {
         );
     }
     let config: Vec<Value> = match (network.subnet, network.gateway) {
-        (Some(subnet), Some(gateway)) => vec![json!({"Subnet": subnet.to_string(), "Gateway": gateway.to_string()})],
+        (Some(subnet), Some(gateway)) => {
+            let mut config = json!({"Subnet": subnet.to_string(), "Gateway": gateway.to_string()});
+            if let Some(range) = network.ip_range {
+                config["IPRange"] = json!(range.to_string());
+            }
+            vec![config]
+        }
         _ => Vec::new(),
     };
     let mut options: BTreeMap<String, String> = network.options.clone();
@@ -284,14 +314,12 @@ fn create_network(body: &[u8]) -> Result<CreateNetwork, Error> {
         return Err(Error::Unsupported("more than one subnet per network"));
     }
     let config = configs.into_iter().next().unwrap_or_default();
-    if config.ip_range.is_some_and(|r| !r.is_empty()) {
-        return Err(Error::Unsupported("--ip-range"));
-    }
     Ok(CreateNetwork {
         name: body.name.unwrap_or_default(),
         driver: body.driver.unwrap_or_default(),
         subnet: config.subnet,
         gateway: config.gateway,
+        ip_range: config.ip_range,
         internal: body.internal.unwrap_or(false),
         attachable: body.attachable.unwrap_or(false),
         labels: body.labels.unwrap_or_default(),
@@ -375,8 +403,11 @@ pub async fn route(
         (&Method::POST, [name, "connect"]) => {
             let body: ConnectBody = serde_json::from_slice(&read_body(request).await?)
                 .map_err(|e| Error::InvalidParameter(format!("invalid connect request: {e}")))?;
-            let aliases = body.endpoint_config.and_then(|e| e.aliases).unwrap_or_default();
-            engine.connect_network(name, body.container.as_deref().unwrap_or_default(), aliases).await?;
+            let endpoint = body.endpoint_config.unwrap_or_default();
+            let ipv4 = endpoint.ipv4();
+            let aliases = endpoint.aliases.unwrap_or_default();
+            let container = body.container.as_deref().unwrap_or_default();
+            engine.connect_network(name, container, aliases, ipv4.as_deref()).await?;
             Ok(empty(StatusCode::OK))
         }
         (&Method::POST, [name, "disconnect"]) => {
@@ -410,12 +441,14 @@ mod tests {
             publish_all_ports: Some(true),
             exposed_ports: Some(serde_json::from_str(r#"{"443/tcp":{}}"#).unwrap()),
             networking_config: Some(
-                serde_json::from_str(r#"{"EndpointsConfig":{"web":{"Aliases":["db"]}}}"#).unwrap(),
+                serde_json::from_str(r#"{"EndpointsConfig":{"web":{"Aliases":["db"],"IPAMConfig":{"IPv4Address":"10.1.0.9"}}}}"#)
+                    .unwrap(),
             ),
         };
         let request = network_request(parts).unwrap();
         assert_eq!(request.mode, "web");
         assert_eq!(request.aliases, vec!["db"]);
+        assert_eq!(request.ipv4.as_deref(), Some("10.1.0.9"));
         assert!(request.publish_all);
         assert_eq!(request.exposed, vec![Port::parse("443").unwrap()]);
         let ports: Vec<String> =
@@ -434,10 +467,11 @@ mod tests {
     #[test]
     fn network_bodies_and_filters_decode() {
         let create = create_network(
-            br#"{"Name":"n","Driver":"bridge","IPAM":{"Driver":"default","Config":[{"Subnet":"10.5.0.0/24","Gateway":"10.5.0.254"}]},"Internal":true,"Labels":{"a":"b"}}"#,
+            br#"{"Name":"n","Driver":"bridge","IPAM":{"Driver":"default","Config":[{"Subnet":"10.5.0.0/24","IPRange":"10.5.0.128/25","Gateway":"10.5.0.254"}]},"Internal":true,"Labels":{"a":"b"}}"#,
         )
         .unwrap();
         assert_eq!((create.subnet.as_deref(), create.gateway.as_deref()), (Some("10.5.0.0/24"), Some("10.5.0.254")));
+        assert_eq!(create.ip_range.as_deref(), Some("10.5.0.128/25"));
         assert!(create.internal && create.labels.contains_key("a"));
         assert!(create_network(br#"{"Name":"n","EnableIPv6":true}"#).is_err());
         assert!(parse_filters(Some(r#"{"bogus":["x"]}"#)).is_err());
@@ -449,6 +483,8 @@ mod tests {
             created: std::time::SystemTime::UNIX_EPOCH,
             subnet: None,
             gateway: None,
+            subnet_configured: false,
+            ip_range: None,
             bridge: "br-abc".into(),
             internal: false,
             attachable: false,

@@ -5,7 +5,7 @@
 use super::{Engine, Status};
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::network::{Attachment, Mode, NetworkConfig, NetworkRequest, Port};
+use crate::network::{Attachment, Mode, NetworkConfig, NetworkRequest, Port, static_address};
 
 impl Engine {
     pub(super) fn network_config(&self, request: &NetworkRequest, image: &Image) -> Result<NetworkConfig> {
@@ -13,8 +13,14 @@ impl Engine {
         self.networks.settle(request, &exposed)
     }
 
-    /// `docker network connect [--alias ...] NETWORK CONTAINER`.
-    pub async fn connect_network(&self, network: &str, container: &str, aliases: Vec<String>) -> Result<()> {
+    /// `docker network connect [--alias ...] [--ip ...] NETWORK CONTAINER`.
+    pub async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        aliases: Vec<String>,
+        ipv4: Option<&str>,
+    ) -> Result<()> {
         let network = self.networks.find(network)?;
         let entry = self.entry(container)?;
         let _lifecycle = entry.lifecycle.lock().await;
@@ -35,7 +41,11 @@ impl Engine {
                 "network-scoped alias is supported only for containers in user defined networks".into(),
             ));
         }
-        let attachment = Attachment { network_id: network.id.clone(), aliases };
+        let ipv4 = match ipv4.filter(|a| !a.is_empty()) {
+            Some(text) => Some(static_address(&network, text).map_err(Error::InvalidParameter)?),
+            None => None,
+        };
+        let attachment = Attachment { network_id: network.id.clone(), aliases, ipv4 };
         if current.state.status == Status::Running {
             self.networks.connect_running(&current.id, &current.name, &attachment).await?;
         }

@@ -27,9 +27,33 @@ pub fn default_gateway(subnet: &Ipv4Net) -> Option<Ipv4Addr> {
     subnet.hosts().next()
 }
 
-/// The lowest address of `subnet` that is not the gateway, nor in use.
-pub fn next_free(subnet: &Ipv4Net, gateway: Ipv4Addr, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-    subnet.hosts().find(|ip| *ip != gateway && !used.contains(ip))
+/// Whether an endpoint may have `ip` on `subnet`: one of its hosts (not its network or broadcast
+/// address), and not the gateway.
+pub fn assignable(subnet: &Ipv4Net, gateway: Ipv4Addr, ip: Ipv4Addr) -> bool {
+    let edge = subnet.prefix_len() < 31 && (ip == subnet.network() || ip == subnet.broadcast());
+    subnet.contains(&ip) && !edge && ip != gateway
+}
+
+/// The lowest assignable address of `pool` (the subnet, or its `--ip-range`) not in use.
+pub fn next_free(pool: &Ipv4Net, subnet: &Ipv4Net, gateway: Ipv4Addr, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    ipnet::Ipv4AddrRange::new(pool.network(), pool.broadcast())
+        .find(|ip| assignable(subnet, gateway, *ip) && !used.contains(ip))
+}
+
+/// Docker's checks of `--ip-range` against its network's subnet, with Docker's reasons.
+pub fn parse_ip_range(text: &str, subnet: &Ipv4Net) -> Result<Ipv4Net, String> {
+    let invalid = |reason: String| format!("invalid network config:\ninvalid ip-range {text}: {reason}");
+    let range: Ipv4Net = text.parse().map_err(|_| invalid("invalid CIDR block notation".into()))?;
+    if range.prefix_len() < subnet.prefix_len() {
+        return Err(invalid(format!("CIDR block is bigger than its parent subnet {subnet}")));
+    }
+    if range != range.trunc() {
+        return Err(invalid(format!("it should be {}", range.trunc())));
+    }
+    if !subnet.contains(&range.network()) {
+        return Err(invalid(format!("parent subnet {subnet} doesn't contain ip-range")));
+    }
+    Ok(range)
 }
 
 /// Docker's MAC for an address: 02:42 then the four bytes of the IPv4 address.
@@ -84,10 +108,35 @@ mod tests {
         let gateway = default_gateway(&subnet).unwrap();
         assert_eq!(gateway, Ipv4Addr::new(10, 1, 0, 1));
         let mut used = BTreeSet::new();
-        assert_eq!(next_free(&subnet, gateway, &used), Some(Ipv4Addr::new(10, 1, 0, 2)));
+        assert_eq!(next_free(&subnet, &subnet, gateway, &used), Some(Ipv4Addr::new(10, 1, 0, 2)));
         used.extend((2..=6).map(|d| Ipv4Addr::new(10, 1, 0, d)));
-        assert_eq!(next_free(&subnet, gateway, &used), None, "7 is the broadcast address");
+        assert_eq!(next_free(&subnet, &subnet, gateway, &used), None, "7 is the broadcast address");
+        // A range's own first and last addresses are the subnet's hosts.
+        let upper = net("10.1.0.4/30");
+        used.clear();
+        assert_eq!(next_free(&upper, &subnet, gateway, &used), Some(Ipv4Addr::new(10, 1, 0, 4)));
+        used.extend([Ipv4Addr::new(10, 1, 0, 4), Ipv4Addr::new(10, 1, 0, 5), Ipv4Addr::new(10, 1, 0, 6)]);
+        assert_eq!(next_free(&upper, &subnet, gateway, &used), None);
+        assert!(!assignable(&subnet, gateway, gateway) && !assignable(&subnet, gateway, Ipv4Addr::new(10, 1, 0, 0)));
+        assert!(!assignable(&subnet, gateway, Ipv4Addr::new(10, 1, 0, 9)));
         assert_eq!(format_mac(&mac_for(Ipv4Addr::new(172, 18, 0, 2))), "02:42:ac:12:00:02");
+    }
+
+    #[test]
+    fn ip_ranges_are_checked_as_docker_does() {
+        let subnet = net("10.1.0.0/24");
+        assert_eq!(parse_ip_range("10.1.0.128/25", &subnet), Ok(net("10.1.0.128/25")));
+        let reason = |text| parse_ip_range(text, &subnet).unwrap_err().lines().last().unwrap().to_string();
+        assert_eq!(reason("nope"), "invalid ip-range nope: invalid CIDR block notation");
+        assert_eq!(
+            reason("10.0.0.0/8"),
+            "invalid ip-range 10.0.0.0/8: CIDR block is bigger than its parent subnet 10.1.0.0/24"
+        );
+        assert_eq!(reason("10.1.0.5/25"), "invalid ip-range 10.1.0.5/25: it should be 10.1.0.0/25");
+        assert_eq!(
+            reason("10.2.0.0/25"),
+            "invalid ip-range 10.2.0.0/25: parent subnet 10.1.0.0/24 doesn't contain ip-range"
+        );
     }
 
     #[test]

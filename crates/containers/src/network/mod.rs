@@ -71,6 +71,12 @@ pub struct Network {
     /// Bridge networks only.
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
+    /// `--subnet` was given: only then does Docker take `--ip` on the network.
+    #[serde(default)]
+    pub subnet_configured: bool,
+    /// `--ip-range`: where endpoints without `--ip` get their addresses (else the whole subnet).
+    #[serde(default)]
+    pub ip_range: Option<Ipv4Net>,
     /// The Linux bridge's name (bridge networks only).
     pub bridge: String,
     pub internal: bool,
@@ -99,6 +105,7 @@ pub struct CreateNetwork {
     pub driver: String,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
+    pub ip_range: Option<String>,
     pub internal: bool,
     pub attachable: bool,
     pub labels: BTreeMap<String, String>,
@@ -171,6 +178,9 @@ pub enum Mode {
 pub struct Attachment {
     pub network_id: String,
     pub aliases: Vec<String>,
+    /// `--ip`: the address it always gets.
+    #[serde(default)]
+    pub ipv4: Option<Ipv4Addr>,
 }
 
 /// How a container is networked, settled at create. serde is for its store record only.
@@ -195,6 +205,8 @@ pub struct NetworkRequest {
     pub mode: String,
     /// `--network-alias` (for the network of `mode`).
     pub aliases: Vec<String>,
+    /// `--ip` (for the network of `mode`), as given.
+    pub ipv4: Option<String>,
     pub ports: Vec<PortBinding>,
     pub publish_all: bool,
     pub exposed: Vec<Port>,
@@ -430,7 +442,7 @@ impl Networks {
             return Err(Error::Conflict(format!("network with name {name} already exists")));
         }
         let id = crate::engine::new_id();
-        let (subnet, gateway) = self.address_space(&request)?;
+        let (subnet, gateway, ip_range) = self.address_space(&request)?;
         let bridge = match request.options.get("com.docker.network.bridge.name") {
             Some(bridge) => bridge.clone(),
             None => format!("br-{}", crate::image::short_id(&id)),
@@ -442,6 +454,8 @@ impl Networks {
             created: SystemTime::now(),
             subnet: Some(subnet),
             gateway: Some(gateway),
+            subnet_configured: request.subnet.as_deref().is_some_and(|s| !s.is_empty()),
+            ip_range,
             bridge,
             internal: request.internal,
             attachable: request.attachable,
@@ -469,8 +483,8 @@ impl Networks {
         Ok(network)
     }
 
-    /// The requested subnet and gateway, or the first free default pool.
-    fn address_space(&self, request: &CreateNetwork) -> Result<(Ipv4Net, Ipv4Addr)> {
+    /// The requested subnet, gateway and address range, or the first free default pool.
+    fn address_space(&self, request: &CreateNetwork) -> Result<(Ipv4Net, Ipv4Addr, Option<Ipv4Net>)> {
         let taken: Vec<Ipv4Net> = self.lock().networks.values().filter_map(|n| n.subnet).collect();
         let subnet = match request.subnet.as_deref().filter(|s| !s.is_empty()) {
             Some(text) => {
@@ -499,7 +513,16 @@ impl Networks {
             None => ipam::default_gateway(&subnet)
                 .ok_or_else(|| Error::InvalidParameter(format!("subnet {subnet} has no room for a gateway")))?,
         };
-        Ok((subnet, gateway))
+        let ip_range = match request.ip_range.as_deref().filter(|r| !r.is_empty()) {
+            Some(_) if request.subnet.as_deref().is_none_or(str::is_empty) => {
+                return Err(Error::InvalidParameter(
+                    "invalid network config:\ninvalid subnet : invalid CIDR block notation".into(),
+                ));
+            }
+            Some(text) => Some(ipam::parse_ip_range(text, &subnet).map_err(Error::InvalidParameter)?),
+            None => None,
+        };
+        Ok((subnet, gateway, ip_range))
     }
 
     /// `docker network rm`: not a predefined network, nor one a running container is on.
@@ -599,8 +622,14 @@ impl Networks {
                 "network-scoped alias is supported only for containers in user defined networks".into(),
             ));
         }
+        let ipv4 = match request.ipv4.as_deref().filter(|a| !a.is_empty()) {
+            Some(text) => Some(static_address(&network, text).map_err(|reason| {
+                Error::InvalidParameter(format!("invalid config for network {mode_name}: {reason}"))
+            })?),
+            None => None,
+        };
         let attachments = match mode {
-            Mode::Bridge => vec![Attachment { network_id: network.id, aliases: request.aliases.clone() }],
+            Mode::Bridge => vec![Attachment { network_id: network.id, aliases: request.aliases.clone(), ipv4 }],
             Mode::Host | Mode::None => Vec::new(),
         };
         let mut exposed: Vec<Port> = image_exposed.iter().chain(&request.exposed).copied().collect();
@@ -909,9 +938,13 @@ fn reserve(
         return Err(Error::InvalidParameter(format!("network {} has no subnet", network.name)));
     };
     let used = state.used.entry(network.id.clone()).or_default();
-    let address = ipam::next_free(&subnet, gateway, used).ok_or_else(|| {
-        Error::Network(format!("no available IPv4 addresses on this network's address pools: {}", network.name))
-    })?;
+    let address = match attachment.ipv4 {
+        Some(address) if ipam::assignable(&subnet, gateway, address) && !used.contains(&address) => address,
+        Some(_) => return Err(Error::Forbidden("Address already in use".into())),
+        None => ipam::next_free(&network.ip_range.unwrap_or(subnet), &subnet, gateway, used).ok_or_else(|| {
+            Error::Network(format!("no available IPv4 addresses on this network's address pools: {}", network.name))
+        })?,
+    };
     used.insert(address);
     let id = crate::engine::new_id();
     Ok(Endpoint {
@@ -941,6 +974,24 @@ fn dns_names(container_id: &str, container_name: &str, aliases: &[String]) -> Ve
     names
 }
 
+/// A static address (`--ip`) on `network`, checked as Docker does; the error is Docker's.
+pub fn static_address(network: &Network, text: &str) -> std::result::Result<Ipv4Addr, String> {
+    let reason = if network.predefined {
+        "user specified IP address is supported on user defined networks only".to_string()
+    } else {
+        match (text.parse::<Ipv4Addr>().ok().filter(|a| !a.is_unspecified()), network.subnet) {
+            (None, _) => format!("invalid IPv4 address: {text}"),
+            (Some(_), Some(_)) if !network.subnet_configured => {
+                "user specified IP address is supported only when connecting to networks with user configured subnets"
+                    .to_string()
+            }
+            (Some(address), Some(subnet)) if subnet.contains(&address) => return Ok(address),
+            (Some(address), _) => format!("no configured subnet or ip-range contain the IP address {address}"),
+        }
+    };
+    Err(format!("invalid endpoint settings:\n{reason}"))
+}
+
 fn release(state: &mut State, endpoints: &[Endpoint]) {
     for endpoint in endpoints {
         if let Some(used) = state.used.get_mut(&endpoint.network_id) {
@@ -960,6 +1011,8 @@ fn predefined(options: &Options) -> [Network; 3] {
         created: SystemTime::UNIX_EPOCH,
         subnet: None,
         gateway: None,
+        subnet_configured: false,
+        ip_range: None,
         bridge: String::new(),
         internal: false,
         attachable: false,
@@ -1036,6 +1089,38 @@ mod tests {
     }
 
     #[test]
+    fn static_addresses_and_ranges() {
+        let mut network = predefined(&Options { bridge: "st0".into(), subnet: "10.9.0.0/24".parse().unwrap() })
+            .into_iter()
+            .next()
+            .unwrap();
+        let refused =
+            |network: &Network, text| static_address(network, text).unwrap_err().lines().last().unwrap().to_string();
+        assert_eq!(
+            refused(&network, "10.9.0.5"),
+            "user specified IP address is supported on user defined networks only"
+        );
+        network.predefined = false;
+        assert!(refused(&network, "10.9.0.5").contains("networks with user configured subnets"));
+        network.subnet_configured = true;
+        assert_eq!(static_address(&network, "10.9.0.5"), Ok(Ipv4Addr::new(10, 9, 0, 5)));
+        assert_eq!(refused(&network, "10.8.0.5"), "no configured subnet or ip-range contain the IP address 10.8.0.5");
+        assert_eq!(refused(&network, "0.0.0.0"), "invalid IPv4 address: 0.0.0.0");
+        network.ip_range = Some("10.9.0.128/25".parse().unwrap());
+        let mut state = State::default();
+        state.networks.insert(network.id.clone(), network.clone());
+        let on = |ipv4| Attachment { network_id: network.id.clone(), aliases: Vec::new(), ipv4 };
+        let dynamic = reserve(&mut state, &on(None), "aaaa", "a", 0).unwrap();
+        assert_eq!(dynamic.address, Ipv4Addr::new(10, 9, 0, 128), "from the range");
+        let fixed = reserve(&mut state, &on(Some(Ipv4Addr::new(10, 9, 0, 5))), "bbbb", "b", 0).unwrap();
+        assert_eq!(fixed.address, Ipv4Addr::new(10, 9, 0, 5), "anywhere in the subnet");
+        for taken in [fixed.address, dynamic.address, Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 255)] {
+            let error = reserve(&mut state, &on(Some(taken)), "cccc", "c", 0).unwrap_err();
+            assert_eq!(error.to_string(), "Address already in use");
+        }
+    }
+
+    #[test]
     fn endpoints_take_free_addresses_and_give_them_back() {
         let options = Options { bridge: "st0".into(), subnet: "10.9.0.0/29".parse().unwrap() };
         let mut state = State::default();
@@ -1043,7 +1128,7 @@ mod tests {
             state.networks.insert(network.id.clone(), network);
         }
         let bridge = state.networks.values().find(|n| n.name == BRIDGE).unwrap().id.clone();
-        let attachment = Attachment { network_id: bridge, aliases: vec!["db".into()] };
+        let attachment = Attachment { network_id: bridge, aliases: vec!["db".into()], ipv4: None };
         let first = reserve(&mut state, &attachment, "0123456789abcdef", "one", 0).unwrap();
         let second = reserve(&mut state, &attachment, "fedcba9876543210", "two", 1).unwrap();
         assert_eq!((first.address, second.address), (Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 3)));
