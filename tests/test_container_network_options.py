@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from test_container_networks import api
+from test_container_networks import api, get
 from test_containers import docker, inspect  # noqa: F401 (docker is a fixture)
 
 pytestmark = [
@@ -164,3 +164,56 @@ def test_static_addresses_and_ip_ranges(docker):
     assert (status, bad_range["message"]) == (400, "invalid network config:\ninvalid ip-range 10.204.0.0/25: "
                                                     "parent subnet 10.203.0.0/24 doesn't contain ip-range")
 
+
+def free_ports(count, kind=socket.SOCK_STREAM):
+    """The first of `count` consecutive ports free on 127.0.0.1."""
+    for base in range(20000 + os.getpid() % 20000, 65000, 7):
+        probes = []
+        try:
+            for port in range(base, base + count):
+                probe = socket.socket(socket.AF_INET, kind)
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError("no free ports")
+
+
+def test_published_port_ranges(docker):
+    tcp, udp = free_ports(2), free_ports(2, socket.SOCK_DGRAM)
+    serve = "for p in 80 81; do mkdir -p /w$p && echo port $p > /w$p/index.html && httpd -p $p -h /w$p; done; " \
+            "exec sleep 60"
+    docker.docker("run", "-d", "--name", "ranges", "-p", f"127.0.0.1:{tcp}-{tcp + 1}:80-81",
+                  "-p", f"127.0.0.1:{udp}-{udp + 1}:80-81/udp", "busybox", "sh", "-c", serve)
+    assert get(f"http://127.0.0.1:{tcp}/") == "port 80\n"
+    assert get(f"http://127.0.0.1:{tcp + 1}/") == "port 81\n"
+    listed = docker.docker("port", "ranges").stdout.splitlines()
+    assert sorted(listed) == sorted([f"80/tcp -> 127.0.0.1:{tcp}", f"81/tcp -> 127.0.0.1:{tcp + 1}",
+                                     f"80/udp -> 127.0.0.1:{udp}", f"81/udp -> 127.0.0.1:{udp + 1}"]), listed
+    # The CLI groups a range in `ps` only where host and container ports are equal.
+    ps = docker.docker("ps", "--filter", "name=ranges", "--format", "{{.Ports}}").stdout.strip().split(", ")
+    assert sorted(ps) == sorted([f"127.0.0.1:{tcp}->80/tcp", f"127.0.0.1:{tcp + 1}->81/tcp",
+                                 f"127.0.0.1:{udp}->80/udp", f"127.0.0.1:{udp + 1}->81/udp"]), ps
+    ports = inspect(docker, "ranges")["NetworkSettings"]["Ports"]
+    assert ports["81/udp"] == [{"HostIp": "127.0.0.1", "HostPort": str(udp + 1)}], ports
+    for port in (udp, udp + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, pytest.raises(OSError):
+            probe.bind(("127.0.0.1", port))
+
+    # A host range for one container port takes the first free port of the range.
+    base = free_ports(3)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", base))
+        held.listen()
+        docker.docker("run", "-d", "--name", "first-free", "-p", f"127.0.0.1:{base}-{base + 2}:80",
+                      "busybox", "sh", "-c", "echo hi > /i && exec httpd -f -p 80 -h /")
+        assert docker.docker("port", "first-free", "80").stdout.strip() == f"127.0.0.1:{base + 1}"
+        assert get(f"http://127.0.0.1:{base + 1}/i") == "hi\n"
+        bindings = inspect(docker, "first-free")["HostConfig"]["PortBindings"]
+        assert bindings == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": f"{base}-{base + 2}"}]}, bindings
+        bad = docker.docker("run", "--rm", "-p", f"{base + 2}-{base}:80", "busybox", "true", check=False)
+        assert bad.returncode != 0 and "invalid" in bad.stderr.lower(), bad.stderr

@@ -619,7 +619,11 @@ fn port_bindings(container: &Container) -> Value {
         let entry = bindings.entry(binding.port.to_string()).or_insert_with(|| json!([]));
         if let Some(list) = entry.as_array_mut() {
             let host_ip = binding.host_ip.map(|ip| ip.to_string()).unwrap_or_default();
-            let host_port = if binding.host_port == 0 { String::new() } else { binding.host_port.to_string() };
+            let host_port = match (binding.host_port, binding.host_port_end) {
+                (0, _) => String::new(),
+                (first, Some(last)) => format!("{first}-{last}"),
+                (port, None) => port.to_string(),
+            };
             list.push(json!({"HostIp": host_ip, "HostPort": host_port}));
         }
     }

@@ -91,13 +91,21 @@ fn port_binding(port: Port, binding: &PortBindingBody) -> Result<PortBinding, Er
             Some(text.parse::<IpAddr>().map_err(|_| Error::InvalidParameter(format!("invalid IP address: {text}")))?)
         }
     };
-    let host_port = match binding.host_port.as_deref().unwrap_or_default() {
-        "" => 0,
-        text => text.parse::<u16>().map_err(|_| {
-            Error::InvalidParameter(format!("invalid host port: {text} (port ranges are not supported)"))
-        })?,
+    let text = binding.host_port.as_deref().unwrap_or_default();
+    let invalid = || Error::InvalidParameter(format!("invalid host port: {text}"));
+    let number = |n: &str| n.parse::<u16>().map_err(|_| invalid());
+    let (host_port, host_port_end) = match text.split_once('-') {
+        _ if text.is_empty() => (0, None),
+        None => (number(text)?, None),
+        Some((first, last)) => {
+            let (first, last) = (number(first)?, number(last)?);
+            if first == 0 || last < first {
+                return Err(invalid());
+            }
+            (first, Some(last))
+        }
     };
-    Ok(PortBinding { port, host_ip, host_port })
+    Ok(PortBinding { port, host_ip, host_port, host_port_end })
 }
 
 /// `NetworkSettings` of container inspect.
@@ -461,7 +469,13 @@ mod tests {
             )
             .is_err()
         };
-        assert!(bad("nope", "80") && bad("", "8000-8010") && !bad("::", "80"));
+        assert!(bad("nope", "80") && bad("", "8010-8000") && bad("", "0-5") && bad("", "80-x") && !bad("::", "80"));
+        let range = port_binding(
+            Port::parse("80").unwrap(),
+            &PortBindingBody { host_ip: None, host_port: Some("8000-8010".into()) },
+        )
+        .unwrap();
+        assert_eq!((range.host_port, range.host_port_end), (8000, Some(8010)));
     }
 
     #[test]

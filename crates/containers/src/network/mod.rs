@@ -154,12 +154,16 @@ impl fmt::Display for Port {
     }
 }
 
-/// `-p [host_ip:][host_port:]port[/proto]`; host port 0 lets the kernel choose.
+/// `-p [host_ip:][host_port[-end]:]port[/proto]`; host port 0 lets the kernel choose. (The CLI
+/// sends `-p 8000-8001:80-81` as one binding per port.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
     pub port: Port,
     pub host_ip: Option<IpAddr>,
     pub host_port: u16,
+    /// The last port of a host port range: the first free port of the range is published.
+    #[serde(default)]
+    pub host_port_end: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -727,16 +731,11 @@ impl Networks {
                 port: *port,
                 host_ip: None,
                 host_port: 0,
+                host_port_end: None,
             }));
         }
         for binding in wanted {
-            let listen =
-                SocketAddr::new(binding.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), binding.host_port);
-            let target = SocketAddr::new(IpAddr::V4(target), binding.port.number);
-            let (host, task) = match binding.port.protocol {
-                Protocol::Tcp => proxy::tcp(listen, target).await?,
-                Protocol::Udp => proxy::udp(listen, target).await?,
-            };
+            let (host, task) = publish(&binding, SocketAddr::new(IpAddr::V4(target), binding.port.number)).await?;
             if let Some(sandbox) = self.lock().sandboxes.get_mut(container_id) {
                 sandbox.ports.push(BoundPort { port: binding.port, host });
                 sandbox.tasks.push(task);
@@ -917,6 +916,24 @@ impl Networks {
                 Err(error) => tracing::warn!(%error, "cannot remove the NAT rules"),
             }
         }
+    }
+}
+
+/// Relays `binding`'s host port to `target`: the first of its range that is free.
+async fn publish(binding: &PortBinding, target: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let ip = binding.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let last = binding.host_port_end.unwrap_or(binding.host_port);
+    let mut port = binding.host_port;
+    loop {
+        let listen = SocketAddr::new(ip, port);
+        let published = match binding.port.protocol {
+            Protocol::Tcp => proxy::tcp(listen, target).await,
+            Protocol::Udp => proxy::udp(listen, target).await,
+        };
+        if published.is_ok() || port >= last {
+            return published;
+        }
+        port += 1;
     }
 }
 
