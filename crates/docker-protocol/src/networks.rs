@@ -92,7 +92,7 @@ fn port_binding(port: Port, binding: &PortBindingBody) -> Result<PortBinding, Er
         }
     };
     let text = binding.host_port.as_deref().unwrap_or_default();
-    let invalid = || Error::InvalidParameter(format!("invalid host port: {text}"));
+    let invalid = || Error::InvalidParameter(format!("invalid port specification: \"{text}\""));
     let number = |n: &str| n.parse::<u16>().map_err(|_| invalid());
     let (host_port, host_port_end) = match text.split_once('-') {
         _ if text.is_empty() => (0, None),
