@@ -10,7 +10,8 @@ use oci_spec::image::{Arch, Config, History, HistoryBuilder, ImageConfiguration,
 
 use crate::dockerfile::{self, Command};
 use crate::error::{Error, Result};
-use crate::image::{DEFAULT_PATH, Image, ImageStore, Reference, go_arch};
+use crate::health::HealthConfig;
+use crate::image::{DEFAULT_PATH, DockerFields, Image, ImageStore, Reference, go_arch};
 use crate::layer;
 
 /// One `--change` instruction, already parsed (the wire's JSON forms are the adapter's job).
@@ -25,6 +26,8 @@ pub enum Change {
     Expose(String),
     Volume(String),
     StopSignal(String),
+    Healthcheck(HealthConfig),
+    OnBuild(String),
 }
 
 impl Change {
@@ -64,6 +67,8 @@ impl Change {
                         changes.push(Change::Volume(word(path)?));
                     }
                 }
+                Command::Healthcheck(check) => changes.push(Change::Healthcheck(check)),
+                Command::Onbuild(trigger) => changes.push(Change::OnBuild(trigger)),
                 _ => {
                     let keyword = instruction.original.split_whitespace().next().unwrap_or_default().to_uppercase();
                     return Err(Error::InvalidParameter(format!("{keyword} is not a valid change command")));
@@ -92,6 +97,8 @@ pub struct ContainerConfig {
     pub env: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// Its health check, the image's merged with its own.
+    pub healthcheck: Option<HealthConfig>,
 }
 
 impl ImageStore {
@@ -100,7 +107,8 @@ impl ImageStore {
         let (layer, _) = self.store_layer(tar)?;
         let now = now();
         let mut run = Config::default();
-        apply(&mut run, &new.changes);
+        let mut docker = DockerFields::default();
+        apply(&mut run, &mut docker, &new.changes);
         let config = ImageConfigurationBuilder::default()
             .created(now.clone())
             .architecture(Arch::from(go_arch()))
@@ -110,7 +118,7 @@ impl ImageStore {
             .history(vec![history(&now, "", &new.comment)?])
             .build()
             .map_err(Error::oci("image config"))?;
-        self.finish(config, Vec::new(), layer, new)
+        self.finish(config, &docker, Vec::new(), layer, new)
     }
 
     /// `docker commit`: the container's overlayfs upper directory, its whiteouts turned back
@@ -128,7 +136,8 @@ impl ImageStore {
         run.set_env(Some(env));
         run.set_working_dir(Some(ran.working_dir.clone()).filter(|w| !w.is_empty()));
         run.set_user(Some(ran.user.clone()).filter(|u| !u.is_empty()));
-        apply(&mut run, &new.changes);
+        let mut docker = DockerFields { healthcheck: ran.healthcheck.clone(), ..base.config.docker.clone() };
+        apply(&mut run, &mut docker, &new.changes);
         let now = now();
         let created_by = [ran.entrypoint.clone(), ran.cmd.clone()].concat().join(" ");
         let mut steps = config.history().clone().unwrap_or_default();
@@ -137,12 +146,13 @@ impl ImageStore {
         config.set_created(Some(now));
         config.set_history(Some(steps));
         config.set_author(Some(new.author.clone()).filter(|a| !a.is_empty()));
-        self.finish(config, base.layers.clone(), layer, new)
+        self.finish(config, &docker, base.layers.clone(), layer, new)
     }
 
     fn finish(
         &self,
         mut config: ImageConfiguration,
+        docker: &DockerFields,
         mut layers: Vec<crate::image::Layer>,
         layer: crate::image::Layer,
         new: &NewImage,
@@ -152,7 +162,7 @@ impl ImageStore {
         rootfs.set_typ("layers".to_string());
         rootfs.set_diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect());
         config.set_rootfs(rootfs);
-        let stored = self.store_image(&config, &layers, new.tag.as_slice());
+        let stored = self.store_image(&config, docker, &layers, new.tag.as_slice());
         if stored.is_err() {
             self.discard(&layers)?;
         }
@@ -174,7 +184,7 @@ fn history(created: &str, created_by: &str, comment: &str) -> Result<History> {
 }
 
 /// Applies changes in order, as Dockerfile instructions would be.
-pub fn apply(run: &mut Config, changes: &[Change]) {
+pub fn apply(run: &mut Config, docker: &mut DockerFields, changes: &[Change]) {
     for change in changes {
         match change {
             Change::Cmd(cmd) => {
@@ -220,6 +230,8 @@ pub fn apply(run: &mut Config, changes: &[Change]) {
             Change::StopSignal(signal) => {
                 run.set_stop_signal(Some(signal.clone()));
             }
+            Change::Healthcheck(check) => docker.healthcheck = Some(check.clone()),
+            Change::OnBuild(trigger) => docker.on_build.push(trigger.clone()),
         }
     }
 }
@@ -238,6 +250,8 @@ mod tests {
             "ENV A=1 B=\"two words\"",
             "WORKDIR /srv",
             "ENTRYPOINT top -b",
+            "HEALTHCHECK --retries=2 CMD [\"true\"]",
+            "ONBUILD RUN echo hi",
         ])
         .unwrap();
         assert_eq!(
@@ -248,6 +262,12 @@ mod tests {
                 Change::Env("B".into(), "two words".into()),
                 Change::WorkingDir("/srv".into()),
                 Change::Entrypoint(vec!["/bin/sh".into(), "-c".into(), "top -b".into()]),
+                Change::Healthcheck(HealthConfig {
+                    test: vec!["CMD".into(), "true".into()],
+                    retries: 2,
+                    ..Default::default()
+                }),
+                Change::OnBuild("RUN echo hi".into()),
             ]
         );
         assert_eq!(Change::parse(&["ENV PATH /opt/bin"]).unwrap(), vec![Change::Env("PATH".into(), "/opt/bin".into())]);
@@ -258,8 +278,10 @@ mod tests {
     #[test]
     fn changes_apply_in_order() {
         let mut run = Config::default();
+        let mut docker = DockerFields::default();
         apply(
             &mut run,
+            &mut docker,
             &[
                 Change::Cmd(vec!["sh".into()]),
                 Change::Env("A".into(), "1".into()),
@@ -267,7 +289,17 @@ mod tests {
                 Change::Entrypoint(vec!["/app".into()]),
                 Change::Expose("80".into()),
                 Change::WorkingDir("/srv".into()),
+                Change::OnBuild("RUN true".into()),
+                Change::Healthcheck(HealthConfig::none()),
             ],
+        );
+        assert_eq!(
+            docker,
+            DockerFields {
+                healthcheck: Some(HealthConfig::none()),
+                on_build: vec!["RUN true".into()],
+                ..Default::default()
+            }
         );
         assert_eq!(run.cmd(), &None);
         assert_eq!(run.env().clone().unwrap(), vec![DEFAULT_PATH.to_string(), "A=2".to_string()]);

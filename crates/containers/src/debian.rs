@@ -70,7 +70,8 @@ impl ImageStore {
         let created = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let created_by = format!("stratus image bootstrap debian ({command})");
         let config = base_config(&created, "bash", &created_by, &layer)?;
-        let stored = self.store_image(&config, std::slice::from_ref(&layer), std::slice::from_ref(&tag));
+        let stored =
+            self.store_image(&config, &Default::default(), std::slice::from_ref(&layer), std::slice::from_ref(&tag));
         if stored.is_err() {
             self.discard(std::slice::from_ref(&layer))?;
         }

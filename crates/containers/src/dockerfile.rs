@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::health::HealthConfig;
+
 /// A parse error, with the line it is on (1-based) when there is one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError {
@@ -22,7 +24,7 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// How a RUN, CMD, ENTRYPOINT or HEALTHCHECK gives its command.
+/// How a RUN, CMD or ENTRYPOINT gives its command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandLine {
     /// Run by the stage's shell (`/bin/sh -c`).
@@ -52,21 +54,14 @@ pub struct Copy {
     pub chown: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Healthcheck {
-    None,
-    Check {
-        test: CommandLine,
-        /// Unparsed durations (`30s`), as the flags gave them.
-        options: Vec<(String, String)>,
-    },
-}
-
 /// One instruction. Words are kept unexpanded: variables are substituted when the build reaches
 /// the instruction, with the values of that moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    From { image: String, name: Option<String> },
+    From {
+        image: String,
+        name: Option<String>,
+    },
     Run(CommandLine),
     Cmd(CommandLine),
     Entrypoint(CommandLine),
@@ -78,7 +73,8 @@ pub enum Command {
     User(String),
     Expose(Vec<String>),
     Volume(Vec<String>),
-    Healthcheck(Healthcheck),
+    /// `HEALTHCHECK NONE` is a check whose test is `["NONE"]`.
+    Healthcheck(HealthConfig),
     Shell(Vec<String>),
     StopSignal(String),
     Onbuild(String),
@@ -302,10 +298,14 @@ fn parse_instruction(line: usize, logical: &str, escape: char) -> Result<Instruc
         "HEALTHCHECK" => {
             let (kind, test) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             match kind.to_ascii_uppercase().as_str() {
-                "NONE" if test.trim().is_empty() => Command::Healthcheck(Healthcheck::None),
+                "NONE" if test.trim().is_empty() => Command::Healthcheck(HealthConfig::none()),
                 "NONE" => return Err(error("HEALTHCHECK NONE takes no arguments".into())),
                 "CMD" if !test.trim().is_empty() => {
-                    Command::Healthcheck(Healthcheck::Check { test: command_line(test.trim()), options: flags.clone() })
+                    let test = match command_line(test.trim()) {
+                        CommandLine::Exec(argv) => ["CMD".to_string()].into_iter().chain(argv).collect(),
+                        CommandLine::Shell(text) => vec!["CMD-SHELL".to_string(), text],
+                    };
+                    Command::Healthcheck(HealthConfig::from_dockerfile(test, &flags).map_err(error)?)
                 }
                 _ => return Err(error("HEALTHCHECK requires CMD followed by a command, or NONE".into())),
             }
@@ -628,9 +628,9 @@ mod tests {
         assert_eq!(got[7], Command::Volume(strings(&["/data"])));
         assert_eq!(got[8], Command::Shell(strings(&["/bin/sh", "-ec"])));
         assert!(
-            matches!(&got[9], Command::Healthcheck(Healthcheck::Check { options, .. }) if options[0].0 == "interval")
+            matches!(&got[9], Command::Healthcheck(check) if check.interval == std::time::Duration::from_secs(5) && check.test == ["CMD-SHELL", "true"])
         );
-        assert_eq!(got[10], Command::Healthcheck(Healthcheck::None));
+        assert_eq!(got[10], Command::Healthcheck(HealthConfig::none()));
     }
 
     #[test]

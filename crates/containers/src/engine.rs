@@ -14,7 +14,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
-use crate::image::{self, Image, ImageStore};
+use crate::health::{Health, HealthConfig};
+use crate::image::{self, ConfigJson, Image, ImageStore};
 use crate::network::{self, NetworkConfig, NetworkRequest, Networks};
 use crate::restart::{self, RestartPolicy};
 use crate::runtime::{Exit, Runtime};
@@ -35,6 +36,7 @@ use crate::userns::{Remap, UserNamespace};
 use crate::volume::{self, Mount, MountKind, Volume, Volumes};
 
 pub(crate) mod exec;
+mod health;
 mod networking;
 
 /// Where Stratus puts each container's cgroup, under every hierarchy.
@@ -87,6 +89,9 @@ pub struct State {
     pub restart_count: u32,
     /// Stopped or killed by a user since its last start (`unless-stopped` then leaves it down).
     pub manually_stopped: bool,
+    /// Its health, when it has a check; in memory only (its probes start again with it).
+    #[serde(skip)]
+    pub health: Option<Health>,
 }
 
 /// A container. serde is for its store record only (postcard).
@@ -119,6 +124,19 @@ pub struct Container {
     pub network: NetworkConfig,
     pub state: State,
     pub stdio: StdioConfig,
+    /// Its health check: the image's, merged with the request's (`["NONE"]` disables it).
+    #[serde(default)]
+    pub healthcheck: Option<HealthConfig>,
+    /// The image's SHELL (for `CMD-SHELL` checks); empty means `/bin/sh -c`.
+    #[serde(default)]
+    pub shell: Vec<String>,
+}
+
+impl Container {
+    /// What shell forms run in.
+    pub fn shell(&self) -> Vec<String> {
+        image::shell_or_default(&self.shell)
+    }
 }
 
 /// How the container's own process is wired: a terminal (`-t`), a stdin (`-i`), and whether
@@ -155,6 +173,8 @@ pub struct CreateRequest {
     pub open_stdin: bool,
     pub stdin_once: bool,
     pub network: NetworkRequest,
+    /// `--health-*` or `--no-healthcheck`; the image's check fills what it leaves unset.
+    pub healthcheck: Option<HealthConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +245,8 @@ struct Entry {
     terminal: Mutex<Option<Arc<AsyncStdio>>>,
     /// The last restart policy delay (zero before the first).
     restart_delay: Mutex<Duration>,
+    /// The task probing this run's health, if it has a check.
+    health_checks: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Entry {
@@ -245,6 +267,7 @@ impl Entry {
             stdin: watch::Sender::new(None),
             terminal: Mutex::new(None),
             restart_delay: Mutex::new(Duration::ZERO),
+            health_checks: Mutex::new(None),
         })
     }
 
@@ -272,9 +295,13 @@ pub struct Options {
     pub userns_remap: Option<Remap>,
     /// This instance's default bridge.
     pub network: network::Options,
+    /// Reads and writes Docker's image config fields that oci-spec lacks.
+    pub config_json: Arc<dyn ConfigJson>,
 }
 
 pub struct Engine {
+    /// Itself, for the tasks it spawns.
+    this: Weak<Engine>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: Keyspace,
     images: ImageStore,
@@ -300,7 +327,7 @@ impl Engine {
         crate::record::upgrade::<Container>(store.as_ref(), &keys.key(b"container/")).await?;
         crate::record::upgrade::<crate::network::Network>(store.as_ref(), &keys.key(b"network/")).await?;
         crate::record::upgrade::<crate::volume::Volume>(store.as_ref(), &keys.key(b"volume/")).await?;
-        let images = ImageStore::open(&options.dir)?;
+        let images = ImageStore::open(&options.dir)?.with_config_json(options.config_json);
         images.collect_garbage()?;
         crate::build::clear_leftovers(&options.dir);
         let run_dir = options.dir.join("run");
@@ -319,9 +346,11 @@ impl Engine {
         let events = Arc::new(Events::default());
         let program = options.runtime.as_deref();
         let networks = Networks::open(store.clone(), options.network, program).await?;
-        let engine = Arc::new(Engine {
+        let volumes = Volumes::open(store.clone(), &options.dir, events.clone())?;
+        let engine = Arc::new_cyclic(|this| Engine {
+            this: this.clone(),
             userns,
-            volumes: Volumes::open(store.clone(), &options.dir, events.clone())?,
+            volumes,
             events,
             store,
             keys,
@@ -700,6 +729,7 @@ impl Engine {
                 self.persist(&running).await?;
                 entry.publish();
                 self.container_event(&running, "start", &[]);
+                self.start_health_checks(&entry);
                 tracing::info!(container = %container.id, pid, "started");
                 Ok(Changed::Yes)
             }
@@ -857,6 +887,7 @@ impl Engine {
             return Ok(None);
         }
         let Ok(entry) = self.entry(&exit.id) else { return Ok(None) };
+        self.stop_health_checks(&entry);
         let _lifecycle = entry.lifecycle.lock().await;
         let pump = entry.pump.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(pump) = pump {
@@ -1328,6 +1359,9 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
     let stop_signal = request.stop_signal.clone().or_else(|| image.config.stop_signal.clone());
     let stop_signal = stop_signal.filter(|s| !s.is_empty()).unwrap_or_else(|| "SIGTERM".into());
     signal_number(&stop_signal)?;
+    if let Some(check) = &request.healthcheck {
+        check.validate().map_err(Error::InvalidParameter)?;
+    }
     if request.auto_remove && request.restart_policy != RestartPolicy::No {
         return Err(Error::InvalidParameter("can't create 'AutoRemove' container with restart policy".into()));
     }
@@ -1362,6 +1396,8 @@ fn settle(request: &CreateRequest, image: &Image, id: String, name: String) -> R
         network: NetworkConfig::default(),
         state: State::default(),
         stdio: StdioConfig { tty: request.tty, open_stdin: request.open_stdin, stdin_once: request.stdin_once },
+        healthcheck: HealthConfig::merged(request.healthcheck.as_ref(), image.config.docker.healthcheck.as_ref()),
+        shell: image.config.docker.shell.clone(),
     })
 }
 

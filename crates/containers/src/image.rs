@@ -16,7 +16,7 @@ use std::fs;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use oci_spec::image::{
@@ -27,6 +27,7 @@ use oci_spec::image::{
 use sha2::Digest as _;
 
 use crate::error::{Error, Result};
+use crate::health::HealthConfig;
 use crate::layer;
 
 /// The name prefix of files and directories being stored, which `collect_garbage` removes.
@@ -102,6 +103,30 @@ pub struct ImageConfig {
     pub volumes: Vec<String>,
     /// `EXPOSE`d ports (`80/tcp`), what `docker run -P` publishes.
     pub exposed_ports: Vec<String>,
+    pub docker: DockerFields,
+}
+
+/// Docker's fields of an image's `config` that oci-spec's `Config` has no place for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DockerFields {
+    pub healthcheck: Option<HealthConfig>,
+    /// `SHELL`: what shell forms run in; empty means `/bin/sh -c`.
+    pub shell: Vec<String>,
+    /// `ONBUILD` triggers, run by a build whose FROM is this image.
+    pub on_build: Vec<String>,
+}
+
+/// The shell shell forms run in: `shell` (an image's SHELL), or `/bin/sh -c` when it is empty.
+pub fn shell_or_default(shell: &[String]) -> Vec<String> {
+    if shell.is_empty() { vec!["/bin/sh".into(), "-c".into()] } else { shell.to_vec() }
+}
+
+/// Reads and writes [`DockerFields`] in an image config's JSON. The domain has no JSON
+/// (ARCHITECTURE.md), so the Docker adapter implements this and the engine is given it.
+pub trait ConfigJson: Send + Sync {
+    fn read(&self, config_json: &[u8]) -> std::result::Result<DockerFields, String>;
+    /// `oci_json` (oci-spec's serialization of a config) with `fields` added to its `config`.
+    fn write(&self, oci_json: &str, fields: &DockerFields) -> std::result::Result<Vec<u8>, String>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,12 +182,19 @@ pub struct ImageStore {
     layers: PathBuf,
     /// Serializes changes to `index.json` and the garbage collection of blobs.
     changes: Mutex<()>,
+    /// Without it, configs are read without Docker's fields and cannot be written with them.
+    config_json: Option<Arc<dyn ConfigJson>>,
 }
 
 impl ImageStore {
     /// Opens (creating if needed) the layout in `dir/images` and the layer cache in `dir/layers`.
     pub fn open(dir: &Path) -> Result<ImageStore> {
-        let store = ImageStore { layout: dir.join("images"), layers: dir.join("layers"), changes: Mutex::new(()) };
+        let store = ImageStore {
+            layout: dir.join("images"),
+            layers: dir.join("layers"),
+            changes: Mutex::new(()),
+            config_json: None,
+        };
         let blobs = store.layout.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(Error::io("cannot create the image store", &blobs))?;
         fs::create_dir_all(&store.layers).map_err(Error::io("cannot create the layer cache", &store.layers))?;
@@ -174,6 +206,20 @@ impl ImageStore {
             store.write_index(Vec::new())?;
         }
         Ok(store)
+    }
+
+    /// Reads and writes Docker's fields of configs with `config_json`.
+    pub fn with_config_json(self, config_json: Arc<dyn ConfigJson>) -> ImageStore {
+        ImageStore { config_json: Some(config_json), ..self }
+    }
+
+    fn docker_fields(&self, config_json: &[u8]) -> Result<DockerFields> {
+        match &self.config_json {
+            Some(codec) => codec
+                .read(config_json)
+                .map_err(|message| Error::InvalidParameter(format!("invalid image config: {message}"))),
+            None => Ok(DockerFields::default()),
+        }
     }
 
     /// The OCI layout's directory.
@@ -246,7 +292,9 @@ impl ImageStore {
         let manifest = ImageManifest::from_file(&manifest_path).map_err(Error::oci(&manifest_path))?;
         let config_digest = manifest.config().digest().to_string();
         let config_path = self.blob_path(&config_digest)?;
-        let config = ImageConfiguration::from_file(&config_path).map_err(Error::oci(&config_path))?;
+        let config_json = fs::read(&config_path).map_err(Error::io("cannot read", &config_path))?;
+        let config = ImageConfiguration::from_reader(config_json.as_slice()).map_err(Error::oci(&config_path))?;
+        let docker = self.docker_fields(&config_json)?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {
             return Err(Error::InvalidParameter(format!(
@@ -283,6 +331,7 @@ impl ImageStore {
                 stop_signal: run.stop_signal().clone(),
                 volumes: run.volumes().clone().unwrap_or_default(),
                 exposed_ports: run.exposed_ports().clone().unwrap_or_default(),
+                docker,
             },
             layers,
             history: config
@@ -580,17 +629,32 @@ impl ImageStore {
         ImageConfiguration::from_file(&path).map_err(Error::oci(&path))
     }
 
-    /// Stores an image whose layers `store_layer` stored, bottom first: its config, a manifest,
-    /// and `tags` (moved from any image that had them). An image with no tags is kept untagged.
-    pub fn store_image(&self, config: &ImageConfiguration, layers: &[Layer], tags: &[Reference]) -> Result<Image> {
+    /// Stores an image whose layers `store_layer` stored, bottom first: its config (with
+    /// Docker's fields `docker`), a manifest, and `tags` (moved from any image that had them). An
+    /// image with no tags is kept untagged.
+    pub fn store_image(
+        &self,
+        config: &ImageConfiguration,
+        docker: &DockerFields,
+        layers: &[Layer],
+        tags: &[Reference],
+    ) -> Result<Image> {
         let json = config.to_string().map_err(Error::oci(&self.layout))?;
-        self.store_image_json(json.as_bytes(), layers, tags)
+        if *docker == DockerFields::default() {
+            return self.store_image_json(json.as_bytes(), layers, tags);
+        }
+        let codec = self.config_json.as_ref().ok_or(Error::Unsupported("Docker's image config fields here"))?;
+        let json = codec
+            .write(&json, docker)
+            .map_err(|message| Error::Runtime(format!("cannot write an image config: {message}")))?;
+        self.store_image_json(&json, layers, tags)
     }
 
     /// `store_image` with the config as bytes, kept exactly (the image id is their digest), as
     /// `docker load` needs to keep ids.
     pub fn store_image_json(&self, config_json: &[u8], layers: &[Layer], tags: &[Reference]) -> Result<Image> {
         let config = ImageConfiguration::from_reader(config_json).map_err(Error::oci(&self.layout))?;
+        self.docker_fields(config_json)?;
         let layer_ids: Vec<&String> = layers.iter().map(|layer| &layer.diff_id).collect();
         if config.rootfs().diff_ids().iter().collect::<Vec<_>>() != layer_ids {
             return Err(Error::InvalidParameter(format!(
@@ -673,7 +737,7 @@ impl ImageStore {
         let created_by = format!("stratus image bootstrap busybox (from {})", busybox.display());
         let config = base_config(&created, "sh", &created_by, &layer)?;
         let tag = Reference::parse("busybox")?;
-        let image = self.store_image(&config, &[layer], std::slice::from_ref(&tag))?;
+        let image = self.store_image(&config, &DockerFields::default(), &[layer], std::slice::from_ref(&tag))?;
         progress(&format!("Image {} tagged {tag}", short_id(&image.id)));
         Ok(image)
     }
@@ -983,8 +1047,14 @@ mod tests {
 
         let mut other = store.configuration(&first).unwrap();
         other.set_created(Some("2024-01-01T00:00:00Z".into()));
-        let second =
-            store.store_image(&other, std::slice::from_ref(&layer), &[Reference::parse("a").unwrap()]).unwrap();
+        let second = store
+            .store_image(
+                &other,
+                &DockerFields::default(),
+                std::slice::from_ref(&layer),
+                &[Reference::parse("a").unwrap()],
+            )
+            .unwrap();
         assert_ne!(second.id, first.id);
         let images = store.list().unwrap();
         assert_eq!(images.len(), 2);

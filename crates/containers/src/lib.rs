@@ -12,6 +12,7 @@ mod dockerfile;
 mod engine;
 mod error;
 pub mod events;
+pub mod health;
 pub mod image;
 pub mod isolation;
 mod layer;

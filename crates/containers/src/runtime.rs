@@ -161,6 +161,11 @@ impl Runtime {
         self.worker(id).call(Request::Kill { id: id.to_string(), signal }, &[]).await.map(drop)
     }
 
+    /// Signals the exec'd process `exec` of `container`.
+    pub async fn kill_exec(&self, container: &str, exec: &str, signal: i32) -> Result<()> {
+        self.worker(container).call(Request::Kill { id: exec.to_string(), signal }, &[]).await.map(drop)
+    }
+
     pub async fn delete(&self, id: &str) -> Result<()> {
         self.worker(id).call(Request::Delete { id: id.to_string() }, &[]).await.map(drop)
     }
@@ -443,6 +448,12 @@ fn handle(
             Ok(None)
         }
         Request::Kill { id, signal } => {
+            // An exec's id kills the exec'd process through its pidfd (never a reused pid).
+            if let Some((_, pidfd)) = execs.get(&id) {
+                let signal = rustix::process::Signal::from_named_raw(signal).ok_or("invalid signal")?;
+                rustix::process::pidfd_send_signal(pidfd, signal).map_err(|e| e.to_string())?;
+                return Ok(None);
+            }
             let m = made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?;
             let signal = Signal::try_from(signal).map_err(|e| e.to_string())?;
             m.container.kill(signal, false).map_err(|e| e.to_string())?;

@@ -417,6 +417,7 @@ pub fn commit(engine: &Engine, container: &str, new: &NewImage) -> Result<Image,
         env: container.process.env.clone(),
         working_dir: container.process.cwd.clone(),
         user: container.process.user.clone(),
+        healthcheck: container.healthcheck.clone(),
     };
     engine.images().commit(&image, &engine.upper_dir(&container.id), &ran, new)
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use containers::health::HealthStatus;
 use containers::image::{Image, Removed};
 use containers::restart::RestartPolicy;
 use containers::spec::{BlockIo, DeviceLimit};
@@ -143,6 +144,9 @@ pub fn image_inspect(image: &Image) -> Value {
             "User": image.config.user,
             "Labels": image.config.labels,
             "StopSignal": image.config.stop_signal,
+            "Healthcheck": crate::health::healthcheck_json(image.config.docker.healthcheck.as_ref()),
+            "Shell": Some(&image.config.docker.shell).filter(|s| !s.is_empty()),
+            "OnBuild": Some(&image.config.docker.on_build).filter(|o| !o.is_empty()),
         },
         "Architecture": image.architecture,
         "Os": image.os,
@@ -222,6 +226,7 @@ struct CreateBody {
     exposed_ports: Option<BTreeMap<String, Value>>,
     networking_config: Option<crate::networks::NetworkingConfigBody>,
     host_config: Option<HostConfigBody>,
+    healthcheck: Option<crate::health::HealthcheckBody>,
 }
 
 #[derive(Deserialize, Default)]
@@ -323,6 +328,7 @@ pub fn create_request(body: &[u8], name: Option<&str>) -> Result<CreateRequest, 
             exposed_ports: body.exposed_ports,
             networking_config: body.networking_config,
         })?,
+        healthcheck: body.healthcheck.as_ref().map(crate::health::HealthcheckBody::config).transpose()?,
     })
 }
 
@@ -433,7 +439,7 @@ pub struct Filters(BTreeMap<String, Vec<String>>);
 
 impl Filters {
     pub fn parse(text: Option<&str>) -> Result<Filters, Error> {
-        parse_filters(text, &["label", "name", "id", "status"]).map(Filters)
+        parse_filters(text, &["label", "name", "id", "status", "health"]).map(Filters)
     }
 
     /// Every filter key must match; within a key, any value may (labels: all must).
@@ -446,6 +452,7 @@ impl Filters {
             "name" => values.iter().any(|n| container.name.contains(n.trim_start_matches('/'))),
             "id" => values.iter().any(|id| container.id.starts_with(id.as_str())),
             "status" => values.iter().any(|s| s == container.state.status.as_str()),
+            "health" => values.iter().any(|h| h == health_filter_value(container)),
             _ => false,
         })
     }
@@ -475,10 +482,25 @@ fn since(time: Option<SystemTime>) -> Duration {
     time.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default()
 }
 
+/// What the `health` filter compares: the status of a running container's check, else `none`.
+fn health_filter_value(container: &Container) -> &'static str {
+    match &container.state.health {
+        Some(health) if container.state.status == Status::Running => health.status.as_str(),
+        _ => "none",
+    }
+}
+
 fn status_text(container: &Container) -> String {
     match container.state.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", human_duration(since(container.state.started_at))),
+        Status::Running => {
+            let up = format!("Up {}", human_duration(since(container.state.started_at)));
+            match &container.state.health {
+                Some(health) if health.status == HealthStatus::Starting => format!("{up} (health: starting)"),
+                Some(health) => format!("{up} ({})", health.status.as_str()),
+                None => up,
+            }
+        }
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
             container.state.exit_code,
@@ -530,6 +552,7 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "Error": state.error,
             "StartedAt": rfc3339(state.started_at),
             "FinishedAt": rfc3339(state.finished_at),
+            "Health": state.health.as_ref().map(crate::health::health_json),
         },
         "Image": container.image_id,
         "ResolvConfPath": engine.container_file(&container.id, "resolv.conf").display().to_string(),
@@ -592,6 +615,8 @@ pub fn container_inspect(container: &Container, engine: &Engine) -> Value {
             "Labels": container.labels,
             "StopSignal": container.stop_signal,
             "StopTimeout": container.stop_timeout.map(|t| t.as_secs()),
+            "Healthcheck": crate::health::healthcheck_json(container.healthcheck.as_ref()),
+            "Shell": Some(&container.shell).filter(|s| !s.is_empty()),
         },
         "NetworkSettings": crate::networks::network_settings(container, engine),
     });

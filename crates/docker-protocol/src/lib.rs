@@ -7,6 +7,7 @@
 mod activity;
 mod build;
 mod exec;
+pub mod health;
 mod hijack;
 mod images;
 mod json;

@@ -305,7 +305,13 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         None
     };
     let network = containers::network::Options { bridge: args.docker_bridge, subnet: args.docker_bridge_subnet };
-    let options = containers::Options { dir: containers_dir, runtime: runtime_process, userns_remap, network };
+    let options = containers::Options {
+        dir: containers_dir,
+        runtime: runtime_process,
+        userns_remap,
+        network,
+        config_json: std::sync::Arc::new(docker_protocol::health::DockerConfigJson),
+    };
     let engine = containers::Engine::open(store.clone(), options).await.context("cannot open the container engine")?;
 
     let mut out = std::io::stdout().lock();

@@ -24,10 +24,11 @@ use oci_spec::image::{
 };
 use tokio::sync::{broadcast, mpsc};
 
-use crate::dockerfile::{self, Command, CommandLine, Copy, Dockerfile, Healthcheck, Instruction};
+use crate::dockerfile::{self, Command, CommandLine, Copy, Dockerfile, Instruction};
 use crate::engine::{Engine, mount_overlay, unmount};
 use crate::error::{Error, Result};
-use crate::image::{self, Image, Layer, Reference};
+use crate::health::HealthConfig;
+use crate::image::{self, DockerFields, Image, Layer, Reference};
 use crate::{CreateRequest, OutputEvent, WaitCondition};
 
 /// The ARGs every build knows without an ARG instruction; they stay out of the history.
@@ -76,7 +77,8 @@ struct Stage {
     image: Option<Image>,
     config: ImageConfiguration,
     layers: Vec<Layer>,
-    shell: Vec<String>,
+    /// Docker's config fields oci-spec's config lacks (health check, shell, ONBUILD triggers).
+    docker: DockerFields,
     /// ARGs declared in this stage, with their values.
     args: BTreeMap<String, String>,
     /// Whether CMD was set in this stage (an ENTRYPOINT resets an inherited CMD).
@@ -100,6 +102,11 @@ impl Stage {
             variables.insert(name.to_string(), value.to_string());
         }
         variables
+    }
+
+    /// What shell forms run in: SHELL's, else `/bin/sh -c`.
+    fn shell(&self) -> Vec<String> {
+        image::shell_or_default(&self.docker.shell)
     }
 
     fn run_config(&self) -> oci_spec::image::Config {
@@ -304,6 +311,7 @@ impl Build<'_> {
         let count = stages.len();
         for (index, (from, body)) in stages.into_iter().enumerate() {
             let mut stage = self.from(from, &meta_args).await?;
+            self.run_triggers(&mut stage).await?;
             for instruction in body {
                 self.step(&mut stage, instruction).await?;
             }
@@ -378,19 +386,43 @@ impl Build<'_> {
             Some(image) => self.say(format!(" ---> {}\n", image::short_id(&image.id))),
             None => self.say(" ---> \n"),
         }
+        // A child does not inherit its base's ONBUILD triggers (they run in its build).
+        let docker = base.as_ref().map(|image| image.config.docker.clone()).unwrap_or_default();
+        let docker = DockerFields { on_build: Vec::new(), ..docker };
         Ok(Stage {
             name: name.clone(),
             layers: base.as_ref().map(|image| image.layers.clone()).unwrap_or_default(),
             image: base,
             config,
-            shell: vec!["/bin/sh".into(), "-c".into()],
+            docker,
             args: BTreeMap::new(),
             cmd_set: false,
         })
     }
 
+    /// Runs the ONBUILD triggers of the stage's base image, as steps of its FROM.
+    async fn run_triggers(&mut self, stage: &mut Stage) -> Result<()> {
+        let triggers = stage.image.as_ref().map(|base| base.config.docker.on_build.clone()).unwrap_or_default();
+        if triggers.is_empty() {
+            return Ok(());
+        }
+        let plural = if triggers.len() == 1 { "" } else { "s" };
+        self.say(format!("# Executing {} build trigger{plural}\n", triggers.len()));
+        let texts: Vec<&str> = triggers.iter().map(String::as_str).collect();
+        let instructions = dockerfile::parse_instructions(&texts)
+            .map_err(|e| Error::InvalidParameter(format!("invalid ONBUILD trigger: {}", e.message)))?;
+        for instruction in &instructions {
+            self.execute(stage, instruction).await?;
+        }
+        Ok(())
+    }
+
     async fn step(&mut self, stage: &mut Stage, instruction: &Instruction) -> Result<()> {
         self.announce(instruction);
+        self.execute(stage, instruction).await
+    }
+
+    async fn execute(&mut self, stage: &mut Stage, instruction: &Instruction) -> Result<()> {
         if let Command::Arg(args) = &instruction.command {
             self.consumed.extend(args.iter().map(|(name, _)| name.clone()));
         }
@@ -447,16 +479,16 @@ impl Build<'_> {
                 nop(format!(" LABEL {}", shown.join(" ")))
             }
             Command::Cmd(command) => {
-                config.set_cmd(Some(command.argv(&stage.shell)));
+                config.set_cmd(Some(command.argv(&stage.shell())));
                 stage.cmd_set = true;
-                nop(format!(" CMD {}", json_list(&command.argv(&stage.shell))))
+                nop(format!(" CMD {}", json_list(&command.argv(&stage.shell()))))
             }
             Command::Entrypoint(command) => {
-                config.set_entrypoint(Some(command.argv(&stage.shell)));
+                config.set_entrypoint(Some(command.argv(&stage.shell())));
                 if !stage.cmd_set {
                     config.set_cmd(None);
                 }
-                nop(format!(" ENTRYPOINT {}", json_list(&command.argv(&stage.shell))))
+                nop(format!(" ENTRYPOINT {}", json_list(&command.argv(&stage.shell()))))
             }
             Command::Workdir(dir) => {
                 let current = config.working_dir().clone().unwrap_or_default();
@@ -507,14 +539,17 @@ impl Build<'_> {
                 nop(format!(" STOPSIGNAL {signal}"))
             }
             Command::Shell(shell) => {
-                stage.shell = shell.clone();
+                stage.docker.shell = shell.clone();
                 nop(format!(" SHELL {}", json_list(shell)))
             }
-            Command::Healthcheck(Healthcheck::None) => nop(" HEALTHCHECK NONE".into()),
-            Command::Healthcheck(Healthcheck::Check { test, .. }) => {
-                nop(format!(" HEALTHCHECK CMD {}", json_list(&test.argv(&stage.shell))))
+            Command::Healthcheck(check) => {
+                stage.docker.healthcheck = Some(check.clone());
+                nop(format!(" HEALTHCHECK {}", healthcheck_history(check)))
             }
-            Command::Onbuild(trigger) => nop(format!(" ONBUILD {trigger}")),
+            Command::Onbuild(trigger) => {
+                stage.docker.on_build.push(trigger.clone());
+                nop(format!(" ONBUILD {trigger}"))
+            }
             Command::Maintainer(author) => {
                 let author = expand(author)?;
                 stage.config.set_author(Some(author.clone()));
@@ -536,6 +571,7 @@ impl Build<'_> {
         }
         let Some(image) = self.engine.cached(key).await else { return Ok(false) };
         stage.config = self.engine.images().configuration(&image)?;
+        stage.docker = image.config.docker.clone();
         stage.layers = image.layers.clone();
         self.say(format!(" ---> Using cache\n ---> {}\n", image::short_id(&image.id)));
         stage.image = Some(image);
@@ -557,7 +593,7 @@ impl Build<'_> {
         stage.config.set_history(Some(history));
         stage.config.set_created(Some(now));
         stage.config.rootfs_mut().set_diff_ids(stage.layers.iter().map(|l| l.diff_id.clone()).collect());
-        let image = self.engine.images().store_image(&stage.config, &stage.layers, &[])?;
+        let image = self.engine.images().store_image(&stage.config, &stage.docker, &stage.layers, &[])?;
         self.engine.remember(key, &image).await?;
         self.say(format!(" ---> {}\n", image::short_id(&image.id)));
         stage.image = Some(image);
@@ -593,7 +629,7 @@ impl Build<'_> {
     }
 
     async fn run_step(&mut self, stage: &mut Stage, command: &CommandLine) -> Result<()> {
-        let argv = command.argv(&stage.shell);
+        let argv = command.argv(&stage.shell());
         let env_names: Vec<String> =
             stage.env().iter().map(|v| v.split('=').next().unwrap_or_default().to_string()).collect();
         // Build args reach RUN as environment variables, below ENV; the declared ones are
@@ -888,6 +924,21 @@ fn empty_configuration() -> Result<ImageConfiguration> {
 fn absolute_workdir(current: &str, dir: &str) -> String {
     let joined = if dir.starts_with('/') { dir.to_string() } else { format!("{current}/{dir}") };
     format!("/{}", context::clean(&joined))
+}
+
+/// A HEALTHCHECK as Docker writes it in the history (Go's `%v` of its config).
+fn healthcheck_history(check: &HealthConfig) -> String {
+    let test: Vec<String> = check.test.iter().map(|word| format!("{word:?}")).collect();
+    let go = |duration| format!("{:?}", crate::health::go_duration(duration));
+    format!(
+        "&{{[{}] {} {} {} {} '\\x{:02x}'}}",
+        test.join(" "),
+        go(check.interval),
+        go(check.timeout),
+        go(check.start_period),
+        go(check.start_interval),
+        check.retries
+    )
 }
 
 /// `["a","b"]`, as Docker writes exec forms in the history.

@@ -229,6 +229,11 @@ impl Engine {
         running
     }
 
+    /// Forgets an exec instance (a health probe's, once it has run).
+    pub(super) fn forget_exec(&self, id: &str) {
+        self.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
     /// Forgets the exec instances of a removed container.
     pub(super) fn forget_execs(&self, container_id: &str) {
         self.execs.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, e| e.snapshot().container_id != container_id);
