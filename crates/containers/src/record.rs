@@ -5,9 +5,12 @@
 //!
 //! A record is `0x80 0x00`, the version, then the encoded record. Version 1 was postcard, which
 //! reads only the exact shape that wrote it, so [`upgrade`] rewrites such records as version 2
-//! when the engine opens, while the shapes still are version 1's. Records from before versions
-//! existed are bare postcard and read as version 1; they never begin with `0x80 0x00` (each
-//! begins with the varint length of a string, and postcard writes no such non-minimal varint).
+//! when the engine opens. Records from before versions existed are bare postcard and read as
+//! version 1; they never begin with `0x80 0x00` (each begins with the varint length of a string,
+//! and postcard writes no such non-minimal varint). Volumes still have version 1's shape;
+//! containers and networks have gained fields since, so their version 1 records (written by
+//! builds before 2026-11-26's change to CBOR) no longer read, and stop `stratus up` with an error
+//! naming the record.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
