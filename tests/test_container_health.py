@@ -166,6 +166,15 @@ def test_a_probe_that_outlives_its_timeout_is_killed(docker):
     docker.docker("rm", "-f", "slow")
 
 
+def test_a_probe_counts_by_its_exit_even_if_a_child_keeps_its_output_open(docker):
+    docker.docker("run", "-d", "--name", "forks", "--health-cmd", "sleep 60 & echo forked", "--health-interval",
+                  "200ms", "--health-timeout", "300ms", "busybox", "sleep", "600")
+    wait_for(lambda: health(docker, "forks")["Status"] == "healthy", what="healthy")
+    probe = health(docker, "forks")["Log"][0]
+    assert probe["ExitCode"] == 0 and probe["Output"] == "forked\n", probe
+    docker.docker("rm", "-f", "forks")
+
+
 def test_no_healthcheck_disables_the_image_check(docker, tmp_path):
     build(docker, context(tmp_path, HEALTHY_IMAGE), "-t", "checked")
     docker.docker("run", "-d", "--name", "quiet", "--no-healthcheck", "checked")

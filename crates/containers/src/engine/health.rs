@@ -70,14 +70,17 @@ impl Engine {
                 output.extend_from_slice(entry.bytes.get(..room).unwrap_or(&entry.bytes));
             }
         };
-        if tokio::time::timeout(timeout, collect).await.is_err() {
+        let ended = tokio::time::timeout(timeout, collect).await.is_ok();
+        let code = self.exec_inspect(exec_id)?.exit_code;
+        // A probe that exited counts by its code even if a child it left behind still holds its
+        // output open.
+        if let (false, None) = (ended, code) {
             let runtime = self.runtime.as_ref().ok_or(Error::NotRoot)?;
             runtime.kill_exec(id, exec_id, 9).await?;
             let _ = tokio::time::timeout(KILLED_PROBE_GRACE, async { while io.output.recv().await.is_some() {} }).await;
             return Ok((-1, format!("Health check exceeded timeout ({})", health::go_duration(timeout))));
         }
-        let code = self.exec_inspect(exec_id)?.exit_code.unwrap_or(-1);
-        Ok((code, String::from_utf8_lossy(&output).into_owned()))
+        Ok((code.unwrap_or(-1), String::from_utf8_lossy(&output).into_owned()))
     }
 }
 
