@@ -92,6 +92,9 @@ pub struct State {
     /// Its health, when it has a check; in memory only (its probes start again with it).
     #[serde(skip)]
     pub health: Option<Health>,
+    /// While it runs: its addresses and published ports, for a Stratus that adopts it.
+    #[serde(default)]
+    pub plugged: Option<network::Plugged>,
 }
 
 /// A container. serde is for its store record only (postcard).
@@ -297,6 +300,9 @@ pub struct Options {
     pub network: network::Options,
     /// Reads and writes Docker's image config fields that oci-spec lacks.
     pub config_json: Arc<dyn ConfigJson>,
+    /// `--live-restore`: containers keep running while Stratus is down, and the next Stratus
+    /// adopts them.
+    pub live_restore: bool,
 }
 
 pub struct Engine {
@@ -316,12 +322,14 @@ pub struct Engine {
     execs: Mutex<HashMap<String, Arc<exec::ExecEntry>>>,
     /// Set by [`Engine::shut_down`]: exits are then not restarted, nor stops counted as a user's.
     shutting_down: std::sync::atomic::AtomicBool,
+    live_restore: bool,
 }
 
 impl Engine {
     /// Opens the image store, loads the containers recorded in the store and starts the runtime
-    /// process. Containers recorded as running belonged to a runtime that has ended (and killed
-    /// them): they are recorded as exited with code 255, as Docker does after a daemon crash.
+    /// processes. Containers recorded as running are adopted from the runtime an earlier Stratus
+    /// left running them (`--live-restore`); the others belonged to a runtime that has ended (and
+    /// killed them): they are recorded as exited with code 255, as Docker does after a daemon crash.
     pub async fn open(store: Arc<dyn Store>, options: Options) -> Result<Arc<Engine>> {
         let keys = Keyspace::new("containers");
         crate::record::upgrade::<Container>(store.as_ref(), &keys.key(b"container/")).await?;
@@ -334,7 +342,8 @@ impl Engine {
         fs::create_dir_all(&run_dir).map_err(Error::io("cannot create", &run_dir))?;
         let (runtime, exits) = match &options.runtime {
             Some(program) => {
-                let (runtime, exits) = Runtime::spawn(program, &options.dir.join("runtime"))?;
+                let (runtime, exits) =
+                    Runtime::spawn(program, &options.dir.join("runtime"), options.live_restore).await?;
                 (Some(Arc::new(runtime)), Some(exits))
             }
             None => (None, None),
@@ -345,7 +354,7 @@ impl Engine {
         };
         let events = Arc::new(Events::default());
         let program = options.runtime.as_deref();
-        let networks = Networks::open(store.clone(), options.network, program).await?;
+        let networks = Networks::open(store.clone(), options.network, program, options.live_restore).await?;
         let volumes = Volumes::open(store.clone(), &options.dir, events.clone())?;
         let engine = Arc::new_cyclic(|this| Engine {
             this: this.clone(),
@@ -362,16 +371,28 @@ impl Engine {
             containers: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            live_restore: options.live_restore,
         });
         let prefix = engine.keys.key(b"container/");
         let records = engine.store.range(&prefix, &store::prefix_end(&prefix), None).await?;
-        let mut leftover = Vec::new();
-        let mut restart = Vec::new();
+        let mut containers = Vec::new();
+        let mut adopted = Vec::new();
         for kv in records {
             let id = String::from_utf8_lossy(kv.key.get(prefix.len()..).unwrap_or_default()).into_owned();
             let mut container: Container =
                 crate::record::decode(&kv.value).map_err(|e| Error::Record(id.clone(), e))?;
             if container.state.status == Status::Running {
+                let entry = Entry::new(container.clone());
+                match engine.adopt(&entry).await {
+                    Ok(()) => {
+                        engine.lock_map().insert(container.id.clone(), entry);
+                        adopted.push(container.id);
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::info!(container = %container.id, %error, "lost with the runtime that ran it")
+                    }
+                }
                 unmount(&engine.rootfs(&container.id));
                 container.state = State {
                     status: Status::Exited,
@@ -379,6 +400,7 @@ impl Engine {
                     finished_at: Some(SystemTime::now()),
                     error: "Stratus stopped while the container ran".into(),
                     exits: container.state.exits + 1,
+                    plugged: None,
                     ..container.state
                 };
                 engine.persist(&container).await?;
@@ -386,6 +408,14 @@ impl Engine {
             if container.state.status == Status::Restarting {
                 container.state.status = Status::Exited;
             }
+            containers.push(container);
+        }
+        if let Some(runtime) = &engine.runtime {
+            runtime.retain(&adopted).await?;
+        }
+        let mut leftover = Vec::new();
+        let mut restart = Vec::new();
+        for container in containers {
             if container.state.started_at.is_some()
                 && container.restart_policy.restarts_with_stratus(container.state.manually_stopped)
             {
@@ -442,6 +472,11 @@ impl Engine {
 
     pub fn networks(&self) -> &Networks {
         &self.networks
+    }
+
+    /// Whether containers outlive Stratus (`--live-restore`).
+    pub fn live_restore(&self) -> bool {
+        self.live_restore
     }
 
     /// Whether this engine can run containers (it can store and list them either way).
@@ -722,6 +757,7 @@ impl Engine {
                         oom_killed: false,
                         error: String::new(),
                         manually_stopped: false,
+                        plugged: self.networks.plugged(&container.id),
                         ..c.state.clone()
                     };
                     c.clone()
@@ -802,13 +838,8 @@ impl Engine {
         let config = dir.join("config.json");
         spec.save(&config).map_err(Error::oci(&config))?;
 
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(&container.id))
-            .map_err(Error::io("cannot open the log", self.log_path(&container.id)))?;
         let null = || fs::File::open("/dev/null").map(OwnedFd::from).map_err(Error::io("cannot open", "/dev/null"));
-        let (pid, stdout, stderr, stdin) = if container.stdio.tty {
+        let (pid, output, stdin) = if container.stdio.tty {
             // The init makes the terminal in its own devpts and sends its master side here.
             let console = stdio::ConsoleSocket::bind(&dir)?;
             let pid = runtime
@@ -820,10 +851,7 @@ impl Engine {
                     seccomp,
                 )
                 .await?;
-            let master = Arc::new(AsyncStdio::new(console.receive().await?)?);
-            *entry.terminal.lock().unwrap_or_else(|p| p.into_inner()) = Some(master.clone());
-            let stdin = container.stdio.open_stdin.then(|| master.clone());
-            (pid, master, None, stdin)
+            (pid, vec![console.receive().await?], None)
         } else {
             let (stdout_read, stdout_write) = stdio::pipe()?;
             let (stderr_read, stderr_write) = stdio::pipe()?;
@@ -842,15 +870,68 @@ impl Engine {
                 .await?;
             // Only the container may hold the write ends, so that its exit ends the output.
             drop((stdout_write, stderr_write, stdin_read));
-            let stdin = stdin_write.map(|w| AsyncStdio::new(w).map(Arc::new)).transpose()?;
-            (pid, Arc::new(AsyncStdio::new(stdout_read)?), Some(Arc::new(AsyncStdio::new(stderr_read)?)), stdin)
+            (pid, vec![stdout_read, stderr_read], stdin_write)
+        };
+        runtime.hold(&container.id, &output.iter().map(AsFd::as_fd).collect::<Vec<_>>()).await?;
+        self.pump(entry, container, output, stdin)?;
+        self.networks.plug(&container.id, pid, &container.network).await?;
+        runtime.start(&container.id).await?;
+        Ok(pid)
+    }
+
+    /// Starts copying a run's output to its log and to attached clients: from its terminal
+    /// (`output` is its master side, also its input when it has stdin) or from its stdout and
+    /// stderr pipes (`stdin` then the write end of its stdin pipe, if any).
+    fn pump(
+        &self,
+        entry: &Arc<Entry>,
+        container: &Container,
+        output: Vec<OwnedFd>,
+        stdin: Option<OwnedFd>,
+    ) -> Result<()> {
+        let path = self.log_path(&container.id);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io("cannot open the log", &path))?;
+        let mut output = output.into_iter().map(|fd| AsyncStdio::new(fd).map(Arc::new));
+        let stdout = output.next().ok_or_else(|| Error::Runtime("no output to read".into()))??;
+        let stderr = output.next().transpose()?;
+        let stdin = match container.stdio.tty {
+            true => {
+                *entry.terminal.lock().unwrap_or_else(|p| p.into_inner()) = Some(stdout.clone());
+                container.stdio.open_stdin.then(|| stdout.clone())
+            }
+            false => stdin.map(|w| AsyncStdio::new(w).map(Arc::new)).transpose()?,
         };
         entry.stdin.send_replace(stdin);
         let pump = tokio::spawn(pump_output(entry.clone(), stdout, stderr, log));
         *entry.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(pump);
-        self.networks.plug(&container.id, pid, &container.network).await?;
-        runtime.start(&container.id).await?;
-        Ok(pid)
+        Ok(())
+    }
+
+    /// Takes over a container recorded as running from the runtime an earlier Stratus left
+    /// running it (`--live-restore`): its output, its networking and its health checks again.
+    async fn adopt(&self, entry: &Arc<Entry>) -> Result<()> {
+        let Some(runtime) = &self.runtime else { return Err(Error::NotRoot) };
+        let container = entry.snapshot();
+        let (pid, output) = runtime.adopt(&container.id).await?;
+        if output.len() != if container.stdio.tty { 1 } else { 2 } {
+            return Err(Error::Runtime("the runtime holds none of its output".into()));
+        }
+        // A stdin pipe closed with the Stratus that wrote to it; a terminal is the output.
+        self.pump(entry, &container, output, None)?;
+        // Exited meanwhile: its exit comes next, once its output has drained.
+        let Some(pid) = pid else { return Ok(()) };
+        let plugged = container.state.plugged.clone().unwrap_or_default();
+        if let Err(error) = self.networks.adopt(&container.id, &container.name, pid, &container.network, &plugged).await
+        {
+            tracing::warn!(container = %container.id, %error, "cannot plug its networking in again");
+        }
+        self.start_health_checks(entry);
+        tracing::info!(container = %container.id, pid, "adopted from a runtime left running");
+        Ok(())
     }
 
     /// The container's mounts for its OCI spec: volumes seeded from the image (an empty one, on
@@ -912,6 +993,7 @@ impl Engine {
             state.status = if restart { Status::Restarting } else { Status::Exited };
             state.restart_count += u32::from(restart);
             state.pid = 0;
+            state.plugged = None;
             state.exit_code = exit.status;
             state.oom_killed = oom_killed;
             state.finished_at = Some(SystemTime::now());
@@ -1294,9 +1376,16 @@ impl Engine {
     }
 
     /// Stops every running container (SIGTERM, then SIGKILL after a short grace) and ends the
-    /// runtime process.
+    /// runtime processes; with `--live-restore`, leaves them all running.
     pub async fn shut_down(&self) {
         self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        if self.live_restore {
+            // Containers, their mounts, veths and bridges stay for the next Stratus to adopt.
+            if let Some(runtime) = &self.runtime {
+                runtime.shut_down().await;
+            }
+            return;
+        }
         let running: Vec<String> = self.list(false).into_iter().map(|c| c.id).collect();
         let stops = running.iter().map(|id| self.stop(id, Some(SHUTDOWN_GRACE)));
         // Concurrently: one after another would add up the grace periods.

@@ -9,10 +9,13 @@
 //! its containers' init processes: it reaps them (one pidfd each, polled with
 //! its socket, so no signal mask is inherited by containers) and reports each exit. When Stratus
 //! goes away (its end of the socket closes, even on SIGKILL), the runtime kills and deletes every
-//! container it made, then exits.
+//! container it made, then exits; unless Stratus runs with `--live-restore`: then it keeps its
+//! containers (and the reading ends of their output, so that it waits in the pipes), listens on
+//! `<root>/runtime.sock`, and the next Stratus connects there and adopts them.
 //!
-//! Stratus talks to it over a `SOCK_SEQPACKET` socket pair: one postcard message per packet,
-//! the container's stdio passed as `SCM_RIGHTS`. Requests are answered in order, one at a time.
+//! Stratus talks to it over a `SOCK_SEQPACKET` socket (a socket pair at first): one postcard
+//! message per packet, descriptors passed as `SCM_RIGHTS`. Requests are answered in order, one at
+//! a time.
 
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -46,6 +49,10 @@ const MAX_MESSAGE: usize = 64 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
+    /// The first request of every connection: whether containers outlive it (`--live-restore`).
+    Hello {
+        live_restore: bool,
+    },
     /// Create the container from the OCI bundle; stdin, stdout and stderr come as three fds.
     /// With a terminal, the init sends its master side to `console_socket` instead.
     Create {
@@ -69,6 +76,20 @@ enum Request {
     },
     /// Run a process in a running container's namespaces and cgroup; stdio come as three fds.
     Exec(ExecProcess),
+    /// Keep the descriptors that come with it (the reading ends of the container's output, or its
+    /// terminal) for a Stratus that adopts the container.
+    Hold {
+        id: String,
+    },
+    /// A container made on an earlier connection: the answer is its init's pid while it runs,
+    /// with the descriptors held for it; an exit no one has recorded yet is reported right after.
+    Adopt {
+        id: String,
+    },
+    /// Kill and delete every container not named (made by a Stratus that recorded none of them).
+    Retain {
+        ids: Vec<String>,
+    },
 }
 
 /// A process to run in a running container (`docker exec`).
@@ -99,6 +120,9 @@ enum Message {
 /// The runtime's answer to a request: the init's pid for Create, or what went wrong.
 type Reply = Result<Option<i32>, String>;
 
+/// Descriptors that came with a reply.
+type Fds = Vec<OwnedFd>;
+
 /// A container's init process (`id` is the container's) or an exec'd process (the exec's) ended.
 #[derive(Debug)]
 pub struct Exit {
@@ -111,21 +135,35 @@ pub struct Exit {
 /// and one container's requests stay in order).
 pub struct Runtime {
     workers: Vec<std::sync::Arc<Worker>>,
+    live_restore: bool,
 }
 
 impl Runtime {
-    /// Starts `program runtime --root <root>/<n>` once per core. Exits from all of them arrive on
-    /// the returned channel.
-    pub fn spawn(program: &Path, root: &Path) -> Result<(Runtime, mpsc::UnboundedReceiver<Exit>)> {
+    /// Connects to the runtime processes an earlier Stratus left running (`--live-restore`),
+    /// and starts `program runtime --root <root>/<n>` for the others, one per core at least:
+    /// the number of runtimes left decides which one each container id hashes to, so it is kept.
+    /// Exits from all of them arrive on the returned channel.
+    pub async fn spawn(
+        program: &Path,
+        root: &Path,
+        live_restore: bool,
+    ) -> Result<(Runtime, mpsc::UnboundedReceiver<Exit>)> {
         let (exits, exits_rx) = mpsc::unbounded_channel();
-        let count = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        let workers = (0..count)
-            .map(|n| {
-                let root = root.join(n.to_string());
-                Worker::spawn(program, &["runtime", "--root", &root.to_string_lossy()], exits.clone())
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((Runtime { workers }, exits_rx))
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let mut workers = Vec::new();
+        for n in 0.. {
+            let dir = root.join(n.to_string());
+            let worker = match Worker::connect(&dir, exits.clone()) {
+                Some(worker) => worker,
+                None if n < cores => {
+                    Worker::spawn(program, &["runtime", "--root", &dir.to_string_lossy()], exits.clone())?
+                }
+                None => break,
+            };
+            worker.call(Request::Hello { live_restore }, &[]).await?;
+            workers.push(worker);
+        }
+        Ok((Runtime { workers, live_restore }, exits_rx))
     }
 
     fn worker(&self, container_id: &str) -> &Worker {
@@ -149,8 +187,31 @@ impl Runtime {
             console_socket: console_socket.map(Path::to_path_buf),
             seccomp,
         };
-        let pid = self.worker(id).call(request, &stdio).await?;
+        let (pid, _) = self.worker(id).call(request, &stdio).await?;
         pid.ok_or_else(|| Error::Runtime("create answered without a pid".into()))
+    }
+
+    /// With `--live-restore`, has the runtime keep `fds` (what Stratus reads the container's
+    /// output from) while no Stratus is connected.
+    pub async fn hold(&self, id: &str, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        if !self.live_restore {
+            return Ok(());
+        }
+        self.worker(id).call(Request::Hold { id: id.to_string() }, fds).await.map(drop)
+    }
+
+    /// Takes over a container an earlier Stratus made: its init's pid (none if it has exited:
+    /// the exit follows as any other) and the descriptors held for it.
+    pub async fn adopt(&self, id: &str) -> Result<(Option<i32>, Vec<OwnedFd>)> {
+        self.worker(id).call(Request::Adopt { id: id.to_string() }, &[]).await
+    }
+
+    /// Has every runtime kill and delete the containers not in `ids`.
+    pub async fn retain(&self, ids: &[String]) -> Result<()> {
+        for worker in &self.workers {
+            worker.call(Request::Retain { ids: ids.to_vec() }, &[]).await?;
+        }
+        Ok(())
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
@@ -175,7 +236,7 @@ impl Runtime {
     pub async fn exec(&self, process: ExecProcess, stdio: [BorrowedFd<'_>; 3]) -> Result<i32> {
         let worker = self.worker(&process.container);
         match worker.call(Request::Exec(process), &stdio).await {
-            Ok(pid) => pid.ok_or_else(|| Error::Runtime("exec answered without a pid".into())),
+            Ok((pid, _)) => pid.ok_or_else(|| Error::Runtime("exec answered without a pid".into())),
             Err(Error::Runtime(message)) => match message.strip_prefix(EXEC_FAILED).and_then(|m| m.split_once(':')) {
                 Some((code, message)) => {
                     Err(Error::ExecFailed { code: code.parse().unwrap_or(126), message: message.to_string() })
@@ -186,9 +247,10 @@ impl Runtime {
         }
     }
 
-    /// Has every runtime process kill what is left and exit.
+    /// Has every runtime process kill what is left and exit; with `--live-restore`, leaves them
+    /// running their containers for the next Stratus.
     pub async fn shut_down(&self) {
-        futures_util::future::join_all(self.workers.iter().map(|w| w.shut_down())).await;
+        futures_util::future::join_all(self.workers.iter().map(|w| w.shut_down(self.live_restore))).await;
     }
 }
 
@@ -197,8 +259,11 @@ struct Worker {
     socket: AsyncFd<OwnedFd>,
     /// Held for a whole request and its reply: the runtime answers in order.
     calls: tokio::sync::Mutex<()>,
-    reply: Mutex<Option<oneshot::Sender<Reply>>>,
+    reply: Mutex<Option<oneshot::Sender<(Reply, Fds)>>>,
+    /// The process, if this Stratus started it (not one it connected to).
     child: Mutex<Option<tokio::process::Child>>,
+    /// Set once the runtime has closed its end of the socket.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Worker {
@@ -208,30 +273,57 @@ impl Worker {
         let (ours, theirs) =
             rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
                 .map_err(|e| Error::io("cannot make a socket pair", "runtime")(e.into()))?;
-        rustix::io::ioctl_fionbio(&ours, true).map_err(|e| Error::io("cannot set O_NONBLOCK", "runtime")(e.into()))?;
         let child = tokio::process::Command::new(program)
             .args(args)
             .stdin(std::process::Stdio::from(theirs))
             .stdout(std::process::Stdio::null())
+            // Out of Stratus's process group, so that a terminal's ^C reaches Stratus alone,
+            // which stops containers (or, with --live-restore, leaves them) as it should.
+            .process_group(0)
             .kill_on_drop(false)
             .spawn()
             .map_err(Error::io("cannot start the runtime process", program))?;
-        // SAFETY: `ours` is an `OwnedFd` that moves into the `AsyncFd`: it stays open, and is the
-        // same descriptor, until the `AsyncFd` drops it.
+        Worker::start(ours, Some(child), exits)
+    }
+
+    /// Connects to the runtime process an earlier Stratus left in `dir`, if there is one.
+    fn connect(dir: &Path, exits: mpsc::UnboundedSender<Exit>) -> Option<std::sync::Arc<Worker>> {
+        let directory = std::fs::File::open(dir).ok()?;
+        let socket =
+            rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).ok()?;
+        let address = rustix::net::SocketAddrUnix::new(socket_path(&directory)).ok()?;
+        if let Err(error) = rustix::net::connect(&socket, &address) {
+            tracing::info!(dir = %dir.display(), %error, "no runtime process left here");
+            return None;
+        }
+        tracing::info!(dir = %dir.display(), "connected to a runtime process left running");
+        Worker::start(socket, None, exits).ok()
+    }
+
+    fn start(
+        socket: OwnedFd,
+        child: Option<tokio::process::Child>,
+        exits: mpsc::UnboundedSender<Exit>,
+    ) -> Result<std::sync::Arc<Worker>> {
+        rustix::io::ioctl_fionbio(&socket, true)
+            .map_err(|e| Error::io("cannot set O_NONBLOCK", "runtime")(e.into()))?;
+        // SAFETY: `socket` is an `OwnedFd` that moves into the `AsyncFd`: it stays open, and is
+        // the same descriptor, until the `AsyncFd` drops it.
         #[allow(unsafe_code)]
-        let socket = unsafe { AsyncFd::register(ours) }
+        let socket = unsafe { AsyncFd::register(socket) }
             .map_err(|e| Error::io("cannot register the runtime socket", "runtime")(e.into()))?;
         let worker = std::sync::Arc::new(Worker {
             socket,
             calls: tokio::sync::Mutex::new(()),
             reply: Mutex::new(None),
-            child: Mutex::new(Some(child)),
+            child: Mutex::new(child),
+            closed: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(read_messages(worker.clone(), exits));
         Ok(worker)
     }
 
-    async fn call(&self, request: Request, fds: &[BorrowedFd<'_>]) -> Result<Option<i32>> {
+    async fn call(&self, request: Request, fds: &[BorrowedFd<'_>]) -> Result<(Option<i32>, Fds)> {
         let _turn = self.calls.lock().await;
         let (tx, rx) = oneshot::channel();
         *self.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
@@ -250,17 +342,22 @@ impl Worker {
             .await;
         sent.map_err(|e| Error::Runtime(format!("the runtime process is gone: {e}")))?;
         match rx.await {
-            Ok(reply) => reply.map_err(Error::Runtime),
+            Ok((reply, fds)) => reply.map(|pid| (pid, fds)).map_err(Error::Runtime),
             Err(_) => Err(Error::Runtime("the runtime process exited".into())),
         }
     }
 
-    /// Closes the socket's write side (the runtime kills what is left and exits) and reaps it.
-    async fn shut_down(&self) {
+    /// Closes the socket's write side and waits for the runtime to close its own: it kills what
+    /// is left and exits or, with `live_restore`, keeps its containers for the next Stratus.
+    async fn shut_down(&self, live_restore: bool) {
         let _turn = self.calls.lock().await;
         if let Err(error) = rustix::net::shutdown(self.socket.get_ref(), rustix::net::Shutdown::Write) {
             tracing::warn!(%error, "cannot close the runtime socket");
         }
+        if live_restore {
+            return;
+        }
+        let _ = self.closed.subscribe().wait_for(|closed| *closed).await;
         let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut child) = child {
             match child.wait().await {
@@ -272,18 +369,32 @@ impl Worker {
     }
 }
 
+/// The path of the socket a runtime listens on in `dir`, through the directory's descriptor: a
+/// socket path must fit in 108 bytes.
+fn socket_path(dir: &std::fs::File) -> String {
+    format!("/proc/self/fd/{}/runtime.sock", std::os::fd::AsRawFd::as_raw_fd(dir))
+}
+
 async fn read_messages(runtime: std::sync::Arc<Worker>, exits: mpsc::UnboundedSender<Exit>) {
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
         let received = runtime
             .socket
             .async_io(Interest::READABLE, |fd| {
-                rustix::net::recv(fd, &mut buffer[..], RecvFlags::empty()).map(|(n, _)| n).map_err(Into::into)
+                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+                let mut control = RecvAncillaryBuffer::new(&mut space);
+                let received = rustix::net::recvmsg(
+                    fd,
+                    &mut [IoSliceMut::new(&mut buffer)],
+                    &mut control,
+                    RecvFlags::CMSG_CLOEXEC,
+                )?;
+                Ok((received.bytes, received_fds(&mut control)))
             })
             .await;
-        let message = match received {
-            Ok(0) => break,
-            Ok(n) => postcard::from_bytes::<Message>(buffer.get(..n).unwrap_or_default()),
+        let (message, fds) = match received {
+            Ok((0, _)) => break,
+            Ok((n, fds)) => (postcard::from_bytes::<Message>(buffer.get(..n).unwrap_or_default()), fds),
             Err(error) => {
                 tracing::error!(%error, "cannot read from the runtime process");
                 break;
@@ -292,7 +403,7 @@ async fn read_messages(runtime: std::sync::Arc<Worker>, exits: mpsc::UnboundedSe
         match message {
             Ok(Message::Reply(reply)) => {
                 if let Some(tx) = runtime.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    let _ = tx.send(reply);
+                    let _ = tx.send((reply, fds));
                 }
             }
             Ok(Message::Exited { id, status }) => {
@@ -303,7 +414,18 @@ async fn read_messages(runtime: std::sync::Arc<Worker>, exits: mpsc::UnboundedSe
     }
     // Whoever waits for a reply learns that none will come.
     runtime.reply.lock().unwrap_or_else(|p| p.into_inner()).take();
+    runtime.closed.send_replace(true);
     tracing::info!("the runtime process closed its socket");
+}
+
+fn received_fds(control: &mut RecvAncillaryBuffer<'_>) -> Fds {
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    fds
 }
 
 /// A container this runtime made and has not deleted.
@@ -311,16 +433,36 @@ struct Made {
     container: Container,
     /// The bundle, whose `rootfs` Stratus mounted; unmounted here if Stratus is gone.
     bundle: PathBuf,
-    /// Its init process while it runs; dropped once reaped.
-    init: Option<(i32, OwnedFd)>,
+    pid: i32,
+    /// Its init's pidfd while it runs; dropped once reaped.
+    init: Option<OwnedFd>,
+    /// Its init's exit status once reaped: reported again to a Stratus that adopts it, since the
+    /// one it was reported to may have died before recording it.
+    exited: Option<i32>,
     seccomp: Option<Program>,
+    /// What Stratus reads the container's output from, kept for the next Stratus (`Hold`).
+    held: Fds,
 }
 
-/// The runtime process's main loop (`stratus runtime`): serves requests from fd 0 until it
-/// closes, keeping libcontainer's state under `root` (cleared at start: a previous runtime
-/// deleted its containers when it ended).
+/// What the runtime process serves.
+struct Served {
+    /// libcontainer's state.
+    root: PathBuf,
+    made: HashMap<String, Made>,
+    /// Exec'd processes by exec id: pid and pidfd.
+    execs: HashMap<String, (i32, OwnedFd)>,
+    /// Whether containers outlive the connection (`Hello`).
+    live_restore: bool,
+    /// Exits to report after the reply being made.
+    queued: Vec<Message>,
+}
+
+/// The runtime process's main loop (`stratus runtime`): serves requests from fd 0, then from
+/// whoever connects to `<root>/runtime.sock` when containers outlive a connection, keeping
+/// libcontainer's state under `root` (cleared at start: a previous runtime deleted its
+/// containers when it ended, or is still running and was connected to instead).
 pub fn serve(root: &Path) -> std::io::Result<()> {
-    let socket = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let mut connection = Some(std::io::stdin().as_fd().try_clone_to_owned()?);
     // Nothing the runtime starts should inherit the socket as its stdin.
     let null = std::fs::File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null)?;
@@ -329,19 +471,28 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
         std::fs::remove_dir_all(root)?;
     }
     std::fs::create_dir_all(root)?;
+    let listener = listen(root)?;
 
-    let mut made: HashMap<String, Made> = HashMap::new();
-    // Exec'd processes by exec id: pid and pidfd.
-    let mut execs: HashMap<String, (i32, OwnedFd)> = HashMap::new();
+    let mut served = Served {
+        root: root.to_path_buf(),
+        made: HashMap::new(),
+        execs: HashMap::new(),
+        live_restore: false,
+        queued: Vec::new(),
+    };
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
-        let inits = made.iter().filter_map(|(id, m)| m.init.as_ref().map(|init| (id, init)));
-        let processes: Vec<(String, i32, &OwnedFd)> =
-            inits.chain(execs.iter()).map(|(id, (pid, pidfd))| (id.clone(), *pid, pidfd)).collect();
-        let running: Vec<(String, i32)> = processes.iter().map(|(id, pid, _)| (id.clone(), *pid)).collect();
+        let running: Vec<(String, i32)> = (served.made.iter())
+            .filter(|(_, m)| m.init.is_some())
+            .map(|(id, m)| (id.clone(), m.pid))
+            .chain(served.execs.iter().map(|(id, (pid, _))| (id.clone(), *pid)))
+            .collect();
         let ready = {
-            let mut polled = vec![PollFd::new(&socket, PollFlags::IN)];
-            polled.extend(processes.iter().map(|(_, _, pidfd)| PollFd::new(*pidfd, PollFlags::IN)));
+            let pidfds = (served.made.values().filter_map(|m| m.init.as_ref()))
+                .chain(served.execs.values().map(|(_, pidfd)| pidfd));
+            // Requests on the connection; without one, the next Stratus connecting.
+            let mut polled = vec![PollFd::new(connection.as_ref().unwrap_or(&listener), PollFlags::IN)];
+            polled.extend(pidfds.map(|pidfd| PollFd::new(pidfd, PollFlags::IN)));
             match rustix::event::poll(&mut polled, None) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
@@ -352,126 +503,212 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
         for ((id, pid), exited) in running.iter().zip(ready.iter().skip(1)) {
             if *exited {
                 let status = reap(*pid);
-                if let Some(m) = made.get_mut(id) {
+                if let Some(m) = served.made.get_mut(id) {
                     m.init = None;
+                    m.exited = Some(status);
                 }
-                execs.remove(id);
-                send(&socket, &Message::Exited { id: id.clone(), status })?;
+                served.execs.remove(id);
+                served.queued.push(Message::Exited { id: id.clone(), status });
             }
         }
         if ready.first().copied().unwrap_or(false) {
+            let Some(socket) = &connection else {
+                connection = Some(rustix::net::accept_with(&listener, SocketFlags::CLOEXEC)?);
+                continue;
+            };
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let received = rustix::net::recvmsg(
-                &socket,
+                socket,
                 &mut [IoSliceMut::new(&mut buffer)],
                 &mut control,
                 RecvFlags::CMSG_CLOEXEC,
-            )?;
-            if received.bytes == 0 {
-                break;
-            }
-            let mut fds: Vec<OwnedFd> = Vec::new();
-            for message in control.drain() {
-                if let RecvAncillaryMessage::ScmRights(received) = message {
-                    fds.extend(received);
+            );
+            let (reply, fds) = match received {
+                Ok(received) if received.bytes > 0 => {
+                    let fds = received_fds(&mut control);
+                    match postcard::from_bytes::<Request>(buffer.get(..received.bytes).unwrap_or_default()) {
+                        Ok(request) => match served.handle(request, fds) {
+                            Ok((pid, fds)) => (Ok(pid), fds),
+                            Err(error) => (Err(error), Vec::new()),
+                        },
+                        Err(error) => (Err(format!("malformed request: {error}")), Vec::new()),
+                    }
                 }
-            }
-            let reply = match postcard::from_bytes::<Request>(buffer.get(..received.bytes).unwrap_or_default()) {
-                Ok(request) => handle(request, fds, root, &mut made, &mut execs),
-                Err(error) => Err(format!("malformed request: {error}")),
+                // Stratus is gone (its end closed, even on SIGKILL).
+                _ => match served.live_restore {
+                    true => {
+                        served.disconnected();
+                        connection = None;
+                        continue;
+                    }
+                    false => break,
+                },
             };
-            send(&socket, &Message::Reply(reply))?;
-        }
-    }
-    // Stratus is gone: leave nothing behind.
-    for (id, mut m) in made.drain() {
-        if let Some((pid, _)) = m.init.take() {
-            if let Some(Err(error)) = sigkill().map(|signal| m.container.kill(signal, true)) {
-                tracing::warn!(container = %id, %error, "cannot kill");
+            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+            if send(socket, &Message::Reply(reply), &borrowed).is_err() {
+                // Stratus went away before the answer; the connection's end says so next time.
+                continue;
             }
-            reap(pid);
         }
-        if let Err(error) = m.container.delete(true) {
-            tracing::warn!(container = %id, %error, "cannot delete");
-        }
-        let rootfs = m.bundle.join("rootfs");
-        if let Err(error) = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH) {
-            tracing::warn!(container = %id, %error, "cannot unmount its root filesystem");
+        if let Some(socket) = &connection {
+            for message in std::mem::take(&mut served.queued) {
+                // A lost exit is reported again to the Stratus that adopts its container.
+                let _ = send(socket, &message, &[]);
+            }
         }
     }
+    served.remove_all();
+    let _ = std::fs::remove_file(root.join("runtime.sock"));
     Ok(())
+}
+
+/// Listens for the next Stratus at `<root>/runtime.sock` (only root can connect).
+fn listen(root: &Path) -> std::io::Result<OwnedFd> {
+    let directory = std::fs::File::open(root)?;
+    let listener = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    rustix::net::bind(&listener, &rustix::net::SocketAddrUnix::new(socket_path(&directory))?)?;
+    std::fs::set_permissions(root.join("runtime.sock"), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    rustix::net::listen(&listener, 4)?;
+    Ok(listener)
 }
 
 fn sigkill() -> Option<Signal> {
     Signal::try_from(9).ok()
 }
 
-fn handle(
-    request: Request,
-    fds: Vec<OwnedFd>,
-    root: &Path,
-    made: &mut HashMap<String, Made>,
-    execs: &mut HashMap<String, (i32, OwnedFd)>,
-) -> Result<Option<i32>, String> {
-    match request {
-        Request::Exec(process) => {
-            let seccomp = made.get(&process.container).and_then(|m| m.seccomp.clone());
-            exec(process, seccomp, fds, root, execs)
-        }
-        Request::Create { id, bundle, console_socket, seccomp } => {
-            let [stdin, stdout, stderr]: [OwnedFd; 3] =
-                fds.try_into().map_err(|_| "create needs three file descriptors".to_string())?;
-            let container = ContainerBuilder::new(id.clone(), SyscallType::default())
-                .with_root_path(root)
-                .map_err(|e| e.to_string())?
-                .with_stdin(stdin)
-                .with_stdout(stdout)
-                .with_stderr(stderr)
-                .with_console_socket(console_socket)
-                .with_executor(Launcher { tty: false, seccomp: seccomp.clone() })
-                .as_init(&bundle)
-                .with_systemd(false)
-                .with_detach(true)
-                .build()
-                .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
-            let pid = container.pid().map(|p| p.as_raw()).ok_or("libcontainer returned no pid")?;
-            let pidfd = Pid::from_raw(pid)
-                .ok_or("invalid pid")
-                .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
-            made.insert(id, Made { container, bundle, init: Some((pid, pidfd)), seccomp });
-            Ok(Some(pid))
-        }
-        Request::Start { id } => {
-            let m = made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?;
-            m.container.start().map_err(|e| format!("{e}: {}", source_chain(&e)))?;
-            Ok(None)
-        }
-        Request::Kill { id, signal } => {
-            // An exec's id kills the exec'd process through its pidfd (never a reused pid).
-            if let Some((_, pidfd)) = execs.get(&id) {
-                let signal = rustix::process::Signal::from_named_raw(signal).ok_or("invalid signal")?;
-                rustix::process::pidfd_send_signal(pidfd, signal).map_err(|e| e.to_string())?;
-                return Ok(None);
+impl Served {
+    fn handle(&mut self, request: Request, fds: Fds) -> Result<(Option<i32>, Fds), String> {
+        let none = |()| (None, Vec::new());
+        match request {
+            Request::Hello { live_restore } => {
+                self.live_restore = live_restore;
+                Ok((None, Vec::new()))
             }
-            let m = made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?;
-            let signal = Signal::try_from(signal).map_err(|e| e.to_string())?;
-            m.container.kill(signal, false).map_err(|e| e.to_string())?;
-            Ok(None)
-        }
-        Request::Delete { id } => {
-            if let Some(mut m) = made.remove(&id) {
-                if let Some((pid, _)) = m.init.take() {
-                    if let Some(signal) = sigkill() {
-                        let _ = m.container.kill(signal, true);
-                    }
-                    reap(pid);
+            Request::Exec(process) => {
+                let seccomp = self.made.get(&process.container).and_then(|m| m.seccomp.clone());
+                exec(process, seccomp, fds, &self.root, &mut self.execs).map(|pid| (pid, Vec::new()))
+            }
+            Request::Create { id, bundle, console_socket, seccomp } => {
+                self.create(id, bundle, console_socket, seccomp, fds).map(|pid| (Some(pid), Vec::new()))
+            }
+            Request::Start { id } => {
+                let m = self.made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?;
+                m.container.start().map_err(|e| format!("{e}: {}", source_chain(&e))).map(none)
+            }
+            Request::Kill { id, signal } => self.kill(&id, signal).map(none),
+            Request::Delete { id } => match self.made.remove(&id) {
+                Some(m) => remove(&id, m, false).map(none),
+                None => Ok((None, Vec::new())),
+            },
+            Request::Hold { id } => {
+                self.made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?.held = fds;
+                Ok((None, Vec::new()))
+            }
+            Request::Adopt { id } => {
+                let m = self.made.get(&id).ok_or_else(|| format!("no container {id}"))?;
+                let held = m.held.iter().map(|fd| fd.try_clone()).collect::<std::io::Result<Fds>>();
+                if let Some(status) = m.exited {
+                    self.queued.push(Message::Exited { id: id.clone(), status });
                 }
-                m.container.delete(true).map_err(|e| e.to_string())?;
+                Ok((m.init.as_ref().map(|_| m.pid), held.map_err(|e| e.to_string())?))
             }
-            Ok(None)
+            Request::Retain { ids } => {
+                let unknown: Vec<String> = self.made.keys().filter(|id| !ids.contains(id)).cloned().collect();
+                for id in unknown {
+                    if let Some(m) = self.made.remove(&id) {
+                        tracing::warn!(container = %id, "made for a Stratus that never recorded it: removing");
+                        remove(&id, m, true).map_err(|e| format!("cannot remove container {id}: {e}"))?;
+                    }
+                }
+                Ok((None, Vec::new()))
+            }
         }
     }
+
+    fn create(
+        &mut self,
+        id: String,
+        bundle: PathBuf,
+        console_socket: Option<PathBuf>,
+        seccomp: Option<Program>,
+        fds: Fds,
+    ) -> Result<i32, String> {
+        let [stdin, stdout, stderr]: [OwnedFd; 3] =
+            fds.try_into().map_err(|_| "create needs three file descriptors".to_string())?;
+        let container = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(&self.root)
+            .map_err(|e| e.to_string())?
+            .with_stdin(stdin)
+            .with_stdout(stdout)
+            .with_stderr(stderr)
+            .with_console_socket(console_socket)
+            .with_executor(Launcher { tty: false, seccomp: seccomp.clone() })
+            .as_init(&bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+        let pid = container.pid().map(|p| p.as_raw()).ok_or("libcontainer returned no pid")?;
+        let pidfd = Pid::from_raw(pid)
+            .ok_or("invalid pid")
+            .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
+        let made = Made { container, bundle, pid, init: Some(pidfd), exited: None, seccomp, held: Vec::new() };
+        self.made.insert(id, made);
+        Ok(pid)
+    }
+
+    fn kill(&mut self, id: &str, signal: i32) -> Result<(), String> {
+        // An exec's id kills the exec'd process through its pidfd (never a reused pid).
+        if let Some((_, pidfd)) = self.execs.get(id) {
+            let signal = rustix::process::Signal::from_named_raw(signal).ok_or("invalid signal")?;
+            return rustix::process::pidfd_send_signal(pidfd, signal).map_err(|e| e.to_string());
+        }
+        let m = self.made.get_mut(id).ok_or_else(|| format!("no container {id}"))?;
+        let signal = Signal::try_from(signal).map_err(|e| e.to_string())?;
+        m.container.kill(signal, false).map_err(|e| e.to_string())
+    }
+
+    /// The connection closed and containers outlive it: exec'd processes end with it (their
+    /// streams were Stratus's), containers carry on.
+    fn disconnected(&mut self) {
+        for (id, (pid, pidfd)) in self.execs.drain() {
+            if let Err(error) = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL) {
+                tracing::warn!(exec = %id, %error, "cannot kill");
+            }
+            reap(pid);
+        }
+        self.queued.clear();
+        tracing::info!(containers = self.made.len(), "Stratus is gone: keeping the containers for the next");
+    }
+
+    /// Stratus is gone for good: leave nothing behind.
+    fn remove_all(&mut self) {
+        for (id, m) in self.made.drain() {
+            if let Err(error) = remove(&id, m, true) {
+                tracing::warn!(container = %id, %error, "cannot remove");
+            }
+        }
+    }
+}
+
+/// Kills a container's init if it still runs and deletes what libcontainer keeps; with
+/// `unmount`, also unmounts its root filesystem (Stratus's job while it is there).
+fn remove(id: &str, mut m: Made, unmount: bool) -> Result<(), String> {
+    if m.init.take().is_some() {
+        if let Some(Err(error)) = sigkill().map(|signal| m.container.kill(signal, true)) {
+            tracing::warn!(container = %id, %error, "cannot kill");
+        }
+        reap(m.pid);
+    }
+    m.container.delete(true).map_err(|e| e.to_string())?;
+    if unmount {
+        let rootfs = m.bundle.join("rootfs");
+        if let Err(error) = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH) {
+            tracing::warn!(container = %id, %error, "cannot unmount its root filesystem");
+        }
+    }
+    Ok(())
 }
 
 /// Starts an exec'd process: it joins the container's namespaces and cgroup (libcontainer's
@@ -647,9 +884,13 @@ fn reap(pid: i32) -> i32 {
     }
 }
 
-fn send(socket: &OwnedFd, message: &Message) -> std::io::Result<()> {
+fn send(socket: &OwnedFd, message: &Message, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
     let bytes = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
-    let mut control = SendAncillaryBuffer::default();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        control.push(SendAncillaryMessage::ScmRights(fds));
+    }
     rustix::net::sendmsg(socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)?;
     Ok(())
 }

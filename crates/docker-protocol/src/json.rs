@@ -103,6 +103,7 @@ pub fn info(engine: &Engine) -> Result<Value, Error> {
         "DefaultRuntime": "youki",
         "Runtimes": {"youki": {"path": "libcontainer"}},
         "LoggingDriver": "stratus",
+        "LiveRestoreEnabled": engine.live_restore(),
         "SecurityOptions": security_options(engine),
         "Warnings": if engine.can_run() { json!([]) } else { json!(["Stratus is not root: containers cannot run"]) },
     }))

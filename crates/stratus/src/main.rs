@@ -151,6 +151,10 @@ struct UpArgs {
     /// Subnet of the default `bridge` network (its first address is the gateway).
     #[arg(long, env = "STRATUS_DOCKER_BRIDGE_SUBNET", value_name = "CIDR", default_value = "172.17.0.0/16")]
     docker_bridge_subnet: containers::network::Ipv4Net,
+    /// Keep containers running while Stratus is stopped (or killed), as dockerd's flag: the next
+    /// `stratus up` on the same data directory adopts them.
+    #[arg(long, env = "STRATUS_LIVE_RESTORE", conflicts_with = "ephemeral")]
+    live_restore: bool,
 }
 
 /// A Linux interface name: at most 15 bytes, no `/`, spaces or `:`.
@@ -311,6 +315,7 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         userns_remap,
         network,
         config_json: std::sync::Arc::new(docker_protocol::health::DockerConfigJson),
+        live_restore: args.live_restore,
     };
     let engine = containers::Engine::open(store.clone(), options).await.context("cannot open the container engine")?;
 

@@ -52,6 +52,9 @@ impl Engine {
         let updated = {
             let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
             c.network.attachments.push(attachment);
+            if c.state.status == Status::Running {
+                c.state.plugged = self.networks.plugged(&c.id);
+            }
             c.clone()
         };
         self.persist(&updated).await
@@ -75,6 +78,9 @@ impl Engine {
         let updated = {
             let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());
             c.network.attachments.retain(|a| a.network_id != network.id);
+            if c.state.status == Status::Running {
+                c.state.plugged = self.networks.plugged(&c.id);
+            }
             c.clone()
         };
         self.persist(&updated).await

@@ -237,8 +237,24 @@ pub struct Endpoint {
     pub dns_names: Vec<String>,
 }
 
+/// How a running container is plugged in, recorded with it so that a Stratus that adopts it
+/// (`--live-restore`) plugs it in again as it was: the same addresses and host ports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plugged {
+    pub endpoints: Vec<PluggedEndpoint>,
+    pub ports: Vec<BoundPort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluggedEndpoint {
+    pub network_id: String,
+    pub address: Ipv4Addr,
+    pub host_veth: String,
+    pub interface: String,
+}
+
 /// A published port as bound on the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoundPort {
     pub port: Port,
     pub host: SocketAddr,
@@ -328,8 +344,13 @@ pub struct Networks {
 impl Networks {
     /// Loads user-defined networks and adds the predefined ones. Bridges and rules are made when
     /// first needed. With `program` (the stratus binary) links and rules are made, and a janitor
-    /// process watches over them.
-    pub async fn open(store: Arc<dyn Store>, options: Options, program: Option<&Path>) -> Result<Arc<Networks>> {
+    /// process watches over them unless they are to outlive Stratus (`live_restore`).
+    pub async fn open(
+        store: Arc<dyn Store>,
+        options: Options,
+        program: Option<&Path>,
+        live_restore: bool,
+    ) -> Result<Arc<Networks>> {
         let keys = Keyspace::new("containers");
         let prefix = keys.key(b"network/");
         let mut networks = BTreeMap::new();
@@ -343,11 +364,11 @@ impl Networks {
         }
         let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let upstreams = dns::nameservers(&host_resolv_conf).into_iter().map(|ip| SocketAddr::new(ip, 53)).collect();
-        let janitor = program.map(Janitor::spawn).transpose()?;
+        let janitor = program.filter(|_| !live_restore).map(Janitor::spawn).transpose()?;
         let this = Arc::new_cyclic(|this| Networks {
             store,
             keys,
-            enabled: janitor.is_some(),
+            enabled: program.is_some(),
             firewall: Firewall::new(&options.bridge),
             default_bridge: options.bridge.clone(),
             janitor,
@@ -735,12 +756,91 @@ impl Networks {
             }));
         }
         for binding in wanted {
-            let (host, task) = publish(&binding, SocketAddr::new(IpAddr::V4(target), binding.port.number)).await?;
-            if let Some(sandbox) = self.lock().sandboxes.get_mut(container_id) {
+            self.publish(container_id, &binding, target).await?;
+        }
+        Ok(())
+    }
+
+    /// Relays `binding`'s host port to the container's port at `target`.
+    async fn publish(&self, container_id: &str, binding: &PortBinding, target: Ipv4Addr) -> Result<()> {
+        let (host, task) = publish(binding, SocketAddr::new(IpAddr::V4(target), binding.port.number)).await?;
+        match self.lock().sandboxes.get_mut(container_id) {
+            Some(sandbox) => {
                 sandbox.ports.push(BoundPort { port: binding.port, host });
                 sandbox.tasks.push(task);
-            } else {
-                task.abort();
+            }
+            None => task.abort(),
+        }
+        Ok(())
+    }
+
+    /// How the container is plugged in now, to record with it.
+    pub fn plugged(&self, container_id: &str) -> Option<Plugged> {
+        let state = self.lock();
+        let sandbox = state.sandboxes.get(container_id)?;
+        let endpoints = (sandbox.endpoints.iter())
+            .map(|e| PluggedEndpoint {
+                network_id: e.network_id.clone(),
+                address: e.address,
+                host_veth: e.host_veth.clone(),
+                interface: e.interface.clone(),
+            })
+            .collect();
+        Some(Plugged { endpoints, ports: sandbox.ports.clone() })
+    }
+
+    /// Takes over the networking of a container an earlier Stratus plugged in as `plugged` and
+    /// left running (`--live-restore`): its veths and addresses are still in its namespace, its
+    /// bridges are made again if need be; its DNS server and port relays, which were that
+    /// Stratus's, start again. A port taken meanwhile is logged and left.
+    pub async fn adopt(
+        &self,
+        container_id: &str,
+        container_name: &str,
+        pid: i32,
+        config: &NetworkConfig,
+        plugged: &Plugged,
+    ) -> Result<()> {
+        let endpoints = {
+            let mut state = self.lock();
+            let mut endpoints = Vec::new();
+            for p in &plugged.endpoints {
+                let attachment = config.attachments.iter().find(|a| a.network_id == p.network_id);
+                let (Some(attachment), Some(network)) = (attachment, state.networks.get(&p.network_id)) else {
+                    continue;
+                };
+                let mut endpoint =
+                    endpoint(network, attachment, container_id, container_name, p.address, p.interface.clone())?;
+                endpoint.host_veth = p.host_veth.clone();
+                state.used.entry(p.network_id.clone()).or_default().insert(p.address);
+                endpoints.push(endpoint);
+            }
+            let sandbox = Sandbox {
+                mode: config.mode,
+                endpoints: endpoints.clone(),
+                ports: Vec::new(),
+                tasks: Vec::new(),
+                pid: Some(pid),
+                has_dns_server: false,
+            };
+            state.sandboxes.insert(container_id.to_string(), sandbox);
+            endpoints
+        };
+        if config.mode == Mode::Host || !self.enabled {
+            return Ok(());
+        }
+        self.make_ready(&endpoints).await?;
+        self.enter(container_id, pid, Vec::new(), false, &endpoints).await?;
+        let Some(target) = endpoints.first().map(|e| e.address) else { return Ok(()) };
+        for bound in &plugged.ports {
+            let binding = PortBinding {
+                port: bound.port,
+                host_ip: Some(bound.host.ip()),
+                host_port: bound.host.port(),
+                host_port_end: None,
+            };
+            if let Err(error) = self.publish(container_id, &binding, target).await {
+                tracing::warn!(container = %container_id, port = %bound.host, %error, "cannot publish the port again");
             }
         }
         Ok(())
@@ -761,21 +861,32 @@ impl Networks {
                 gateway: e.gateway,
             })
             .collect();
-        let open = || {
-            let path = format!("/proc/{pid}/ns/net");
-            std::fs::File::open(&path).map(std::os::fd::OwnedFd::from).map_err(Error::io("cannot open", path))
-        };
-        link::add_veths(&interfaces, &open()?).await?;
+        link::add_veths(&interfaces, &network_namespace(pid)?).await?;
+        self.enter(container_id, pid, interfaces, first, endpoints).await
+    }
+
+    /// From a thread inside the namespace of `pid`: configures `interfaces` (with the default
+    /// route via the first when `default_route`) and, when one of `endpoints` is on a
+    /// user-defined network and the container has no DNS server yet, opens its DNS server there.
+    async fn enter(
+        &self,
+        container_id: &str,
+        pid: i32,
+        interfaces: Vec<link::Interface>,
+        default_route: bool,
+        endpoints: &[Endpoint],
+    ) -> Result<()> {
         let wants_dns = {
             let state = self.lock();
             let has_server = state.sandboxes.get(container_id).is_some_and(|s| s.has_dns_server);
             !has_server && endpoints.iter().any(|e| state.networks.get(&e.network_id).is_some_and(Network::has_dns))
         };
-        let netns = open()?;
+        let netns = network_namespace(pid)?;
         let open_dns = move || wants_dns.then(|| dns::Sockets::bind(link::DNS_ADDRESS)).transpose();
-        let sockets = tokio::task::spawn_blocking(move || link::configure_inside(netns, interfaces, first, open_dns))
-            .await
-            .map_err(|e| Error::Network(format!("the network namespace task failed: {e}")))??;
+        let sockets =
+            tokio::task::spawn_blocking(move || link::configure_inside(netns, interfaces, default_route, open_dns))
+                .await
+                .map_err(|e| Error::Network(format!("the network namespace task failed: {e}")))??;
         if let Some(sockets) = sockets {
             let (this, asking) = (self.this.clone(), container_id.to_string());
             let lookup: dns::Lookup = Arc::new(move |name| match this.upgrade() {
@@ -963,6 +1074,21 @@ fn reserve(
         })?,
     };
     used.insert(address);
+    endpoint(&network, attachment, container_id, container_name, address, format!("eth{index}"))
+}
+
+/// An endpoint at `address` on `network`, its interface in the container named `interface`.
+fn endpoint(
+    network: &Network,
+    attachment: &Attachment,
+    container_id: &str,
+    container_name: &str,
+    address: Ipv4Addr,
+    interface: String,
+) -> Result<Endpoint> {
+    let (Some(subnet), Some(gateway)) = (network.subnet, network.gateway) else {
+        return Err(Error::InvalidParameter(format!("network {} has no subnet", network.name)));
+    };
     let id = crate::engine::new_id();
     Ok(Endpoint {
         // As Docker's: random, so a restarted container's new veth never meets its old one,
@@ -977,10 +1103,16 @@ fn reserve(
         gateway,
         mac: ipam::mac_for(address),
         bridge: network.bridge.clone(),
-        interface: format!("eth{index}"),
+        interface,
         aliases: attachment.aliases.clone(),
         dns_names: dns_names(container_id, container_name, &attachment.aliases),
     })
+}
+
+/// The network namespace of the process `pid`.
+fn network_namespace(pid: i32) -> Result<std::os::fd::OwnedFd> {
+    let path = format!("/proc/{pid}/ns/net");
+    std::fs::File::open(&path).map(std::os::fd::OwnedFd::from).map_err(Error::io("cannot open", path))
 }
 
 /// The names an endpoint answers to: its container's name, its aliases, its short id.
