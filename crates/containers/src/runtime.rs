@@ -535,8 +535,9 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
                         Err(error) => (Err(format!("malformed request: {error}")), Vec::new()),
                     }
                 }
-                // Stratus is gone (its end closed, even on SIGKILL).
-                _ => match served.live_restore {
+                // Stratus is gone (its end closed, even on SIGKILL). A runtime with no container
+                // to keep has nothing to wait for: the next Stratus starts a new one.
+                _ => match served.live_restore && !served.made.is_empty() {
                     true => {
                         served.disconnected();
                         connection = None;
