@@ -2,14 +2,18 @@
 //!
 //! Three tables: `kv` (key -> record), `log` (revision -> that revision's events, the watch
 //! history) and `meta` (the compaction point). The current revision is the log's last key:
-//! compaction never removes the newest entry. One redb write transaction per group commit, made
-//! durable by the write-ahead log (see `wal.rs`) and committed to redb without a sync; redb itself
-//! is made durable at checkpoints.
+//! compaction never removes the newest entry. Each group commit is applied to an open redb write
+//! transaction and made durable by the write-ahead log (see `wal.rs`). That transaction stays open
+//! across group commits and is committed durably at the next checkpoint, or without a sync as soon
+//! as a reader needs to see what it holds.
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    WriteTransaction,
+};
 
 use crate::engine::{
     Applied, Engine, WriteBatch, apply_txns, decode_events, decode_value, encode_events, encode_value, key_bounds,
@@ -36,6 +40,12 @@ struct WalState {
     /// Set when a commit failed after its log record was written: the log and redb no longer
     /// agree until a restart replays the log, so no further write may be accepted.
     failed: bool,
+    /// The redb transaction holding every group commit since redb's last commit, all of them
+    /// durable in the log already. Committing redb once per group commit cost more CPU than the
+    /// rest of the commit (each one copies, checksums and queues the B-tree pages it touched, the
+    /// same root and branch pages again and again); held open, those pages are written once per
+    /// checkpoint.
+    open: Option<WriteTransaction>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +68,9 @@ impl RedbEngine {
         // redb's page cache need not be its default 1 GiB.
         let db =
             Database::builder().set_cache_size(REDB_CACHE_BYTES).create(dir.join("stratus.redb")).map_err(failed)?;
-        let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"))?;
+        // The log is checkpointed once it passes `checkpoint_bytes`, so most epochs fit in that much
+        // plus one batch.
+        let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"), checkpoint_bytes + (1 << 20))?;
         let txn = db.begin_write().map_err(failed)?;
         {
             let mut kv = txn.open_table(KV).map_err(failed)?;
@@ -92,24 +104,55 @@ impl RedbEngine {
         }
         txn.commit().map_err(failed)?;
         wal.restart()?;
-        Ok(RedbEngine { db, wal: Mutex::new(WalState { wal, failed: false }), checkpoint_bytes })
+        Ok(RedbEngine { db, wal: Mutex::new(WalState { wal, failed: false, open: None }), checkpoint_bytes })
     }
 
     /// Makes everything committed so far durable in redb, then empties the log.
     fn checkpoint_locked(&self, state: &mut WalState) -> Result<()> {
-        let txn = self.db.begin_write().map_err(failed)?;
+        let (mut txn, _) = self.transaction(state)?;
+        // Until the commit succeeds, what the transaction held is only in the log.
+        state.failed = true;
+        txn.set_durability(Durability::Immediate).map_err(failed)?;
         {
             let revision = txn.open_table(LOG).map_err(failed)?.last().map_err(failed)?.map_or(0, |(r, _)| r.value());
             txn.open_table(META).map_err(failed)?.insert(CHECKPOINT, revision).map_err(failed)?;
         }
         txn.commit().map_err(failed)?;
+        state.failed = false;
         state.wal.restart()
+    }
+
+    /// The open transaction, or a new one; and whether it was open (holding earlier commits).
+    fn transaction(&self, state: &mut WalState) -> Result<(WriteTransaction, bool)> {
+        if let Some(txn) = state.open.take() {
+            return Ok((txn, true));
+        }
+        let mut txn = self.db.begin_write().map_err(failed)?;
+        txn.set_durability(Durability::None).map_err(failed)?;
+        Ok((txn, false))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WalState> {
+        self.wal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits the open transaction without a sync (the log holds it), so that readers see every
+    /// acknowledged write.
+    fn publish(&self) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(txn) = state.open.take() {
+            state.failed = true;
+            txn.commit().map_err(failed)?;
+            state.failed = false;
+        }
+        Ok(())
     }
 
     fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
         table: TableDefinition<K, V>,
     ) -> Result<redb::ReadOnlyTable<K, V>> {
+        self.publish()?;
         self.db.begin_read().map_err(failed)?.open_table(table).map_err(failed)
     }
 }
@@ -192,37 +235,43 @@ impl Engine for RedbEngine {
     }
 
     fn write(&self, txns: &[Txn], revision: Revision) -> Result<Applied> {
-        let mut state = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         if state.failed {
             return Err(StoreError::engine(RecoveryError::Failed));
         }
-        let mut txn = self.db.begin_write().map_err(failed)?;
-        txn.set_durability(Durability::None).map_err(failed)?;
-        let (applied, logged) = {
+        let (txn, carried) = self.transaction(&mut state)?;
+        let applied = (|| {
             let mut kv = txn.open_table(KV).map_err(failed)?;
             let mut log = txn.open_table(LOG).map_err(failed)?;
             let mut batch = RedbBatch { kv: &mut kv, log: &mut log, logged: Vec::new() };
-            (apply_txns(&mut batch, txns, revision)?, batch.logged)
+            Ok::<_, StoreError>((apply_txns(&mut batch, txns, revision)?, batch.logged))
+        })();
+        let (applied, logged) = match applied {
+            Ok(applied) => applied,
+            Err(error) => {
+                // Dropping the transaction also drops the earlier commits it carried from redb.
+                state.failed = carried;
+                return Err(error);
+            }
         };
         if !logged.is_empty() {
             // Durable from here on; a failure now leaves the log ahead of redb.
             state.failed = true;
             state.wal.append(&logged)?;
-            txn.commit().map_err(failed)?;
             state.failed = false;
         }
+        state.open = Some(txn);
         if state.wal.len() >= self.checkpoint_bytes
             && let Err(error) = self.checkpoint_locked(&mut state)
         {
-            // The batch is durable in the log; the checkpoint is retried after the next write.
-            tracing::warn!(error = &error as &dyn std::error::Error, "checkpoint failed");
+            tracing::error!(error = &error as &dyn std::error::Error, "checkpoint failed");
         }
         Ok(applied)
     }
 
     fn checkpoint(&self) -> Result<()> {
-        let mut state = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.failed || state.wal.len() == 0 {
+        let mut state = self.lock();
+        if state.failed || (state.wal.len() == 0 && state.open.is_none()) {
             return Ok(());
         }
         self.checkpoint_locked(&mut state)
@@ -239,16 +288,24 @@ impl Engine for RedbEngine {
     }
 
     fn compact(&self, revision: Revision) -> Result<()> {
-        let _writes = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
-        let txn = self.db.begin_write().map_err(failed)?;
-        {
+        let mut state = self.lock();
+        if state.failed {
+            return Err(StoreError::engine(RecoveryError::Failed));
+        }
+        let (txn, carried) = self.transaction(&mut state)?;
+        let compacted = (|| {
             let mut meta = txn.open_table(META).map_err(failed)?;
             let compacted = meta.get(COMPACTED).map_err(failed)?.map_or(0, |v| v.value());
             if revision > compacted {
                 txn.open_table(LOG).map_err(failed)?.retain_in(..revision, |_, _| false).map_err(failed)?;
                 meta.insert(COMPACTED, revision).map_err(failed)?;
             }
+            Ok(())
+        })();
+        match compacted {
+            Ok(()) => state.open = Some(txn),
+            Err(_) => state.failed = carried,
         }
-        txn.commit().map_err(failed)
+        compacted
     }
 }

@@ -6,8 +6,10 @@
 //! without syncing. Every few MiB the engine makes redb durable (a checkpoint) and empties the
 //! log. On open, the log entries newer than redb's last durable revision are applied again.
 //!
-//! The file is reused rather than truncated, because overwriting blocks in place makes
-//! `fdatasync` about half as expensive as appending here (no size change to journal). It starts
+//! The file is reused rather than truncated, and filled with zeros up to its expected size when
+//! created, because overwriting blocks in place makes `fdatasync` about half as expensive as
+//! appending here (no size or block allocation to write to the inode, which costs a second
+//! synchronous write). It starts
 //! with a 16-byte header: a magic number and the current epoch, which every checkpoint increments.
 //! Then records: `u32` payload length, `u32` CRC-32 of epoch and payload, payload. Payload: per
 //! revision a `u64` revision, a `u32` length and that revision's events as the log table stores
@@ -36,8 +38,9 @@ pub(crate) struct Wal {
 pub(crate) type Entry = (Revision, Vec<u8>);
 
 impl Wal {
-    /// Opens (or creates) the log and returns the entries of its intact records, in order.
-    pub fn open(path: &Path) -> Result<(Wal, Vec<Entry>)> {
+    /// Opens (or creates) the log and returns the entries of its intact records, in order. The file
+    /// is extended with zeros to at least `size` bytes.
+    pub fn open(path: &Path, size: u64) -> Result<(Wal, Vec<Entry>)> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -54,6 +57,7 @@ impl Wal {
             _ => 0, // new, or never got past its header: nothing in it was acknowledged
         };
         let (entries, intact) = if epoch == 0 { (Vec::new(), 0) } else { parse(&bytes[HEADER as usize..], epoch) };
+        preallocate(&file, bytes.len() as u64, size)?;
         let mut wal = Wal { file, epoch, end: HEADER + intact as u64 };
         if epoch == 0 {
             wal.restart()?;
@@ -96,6 +100,23 @@ impl Wal {
     pub fn len(&self) -> u64 {
         self.end - HEADER
     }
+}
+
+/// Writes zeros from `len` to `size` (real blocks: `fallocate` would leave unwritten extents, whose
+/// first write still changes the inode), then syncs them.
+fn preallocate(file: &File, len: u64, size: u64) -> Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    if len >= size {
+        return Ok(());
+    }
+    let zeros = vec![0; CHUNK as usize];
+    let mut at = len;
+    while at < size {
+        let n = CHUNK.min(size - at);
+        file.write_all_at(&zeros[..n as usize], at).map_err(StoreError::engine)?;
+        at += n;
+    }
+    file.sync_all().map_err(StoreError::engine)
 }
 
 fn checksum(epoch: u64, payload: &[u8]) -> u32 {
@@ -145,7 +166,7 @@ mod tests {
     fn appends_reopen_and_torn_tails() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut wal, entries) = Wal::open(&path).unwrap();
+        let (mut wal, entries) = Wal::open(&path, 0).unwrap();
         assert!(entries.is_empty());
         wal.append(&[(1, b"one".to_vec()), (2, b"two".to_vec())]).unwrap();
         wal.append(&[(3, b"three".to_vec())]).unwrap();
@@ -156,7 +177,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[100, 0, 0, 0, 1, 2, 3, 4, b'x']).unwrap();
         drop(file);
-        let (mut wal, entries) = Wal::open(&path).unwrap();
+        let (mut wal, entries) = Wal::open(&path, 0).unwrap();
         assert_eq!(entries, vec![(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]);
         assert_eq!(wal.len(), intact, "the next record overwrites the torn one");
 
@@ -164,14 +185,27 @@ mod tests {
         wal.restart().unwrap();
         wal.append(&[(4, b"four".to_vec())]).unwrap();
         drop(wal);
-        assert_eq!(Wal::open(&path).unwrap().1, vec![(4, b"four".to_vec())]);
+        assert_eq!(Wal::open(&path, 0).unwrap().1, vec![(4, b"four".to_vec())]);
+    }
+
+    #[test]
+    fn a_preallocated_log_reads_back_only_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, 1 << 16).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 16);
+        wal.append(&[(1, b"one".to_vec())]).unwrap();
+        drop(wal);
+        let (wal, entries) = Wal::open(&path, 1 << 16).unwrap();
+        assert_eq!(entries, vec![(1, b"one".to_vec())]);
+        assert_eq!(wal.len(), 8 + 12 + 3, "the zeros after the record are not records");
     }
 
     #[test]
     fn a_corrupt_record_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (mut wal, _) = Wal::open(&path, 0).unwrap();
         wal.append(&[(1, b"one".to_vec())]).unwrap();
         wal.append(&[(2, b"two".to_vec())]).unwrap();
         drop(wal);
@@ -179,7 +213,7 @@ mod tests {
         let last = bytes.len() - 1; // inside the second record's payload
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(Wal::open(&path).unwrap().1, vec![(1, b"one".to_vec())]);
+        assert_eq!(Wal::open(&path, 0).unwrap().1, vec![(1, b"one".to_vec())]);
     }
 
     proptest::proptest! {
