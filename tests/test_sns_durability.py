@@ -4,6 +4,7 @@ Publish is delivered even if Stratus dies before delivering it."""
 import json
 import signal
 import time
+from collections import Counter
 
 from test_sns import Subscriber, queue, receive_all, verify_signature
 
@@ -63,6 +64,22 @@ def test_kill_9_before_http_delivery_then_delivery_completes(start_stratus):
         subscriber.close()
 
 
+def publish_then_kill_9(server, topic):
+    """Publishes from four threads until `server` is killed with SIGKILL; the acknowledged bodies."""
+    def worker(n):
+        client = server.client("sns")
+
+        def publish(i):
+            client.publish(TopicArn=topic, Message=f"{n}-{i}")
+            return f"{n}-{i}"
+
+        return publish
+
+    acked = set(server.kill_9_under_load(worker, threads=4, calls=1000, after=1500))
+    assert len(acked) >= 500, f"only {len(acked)} publishes were acknowledged before the kill"
+    return acked
+
+
 def test_kill_9_during_fan_out_loses_no_acknowledged_message(start_stratus):
     first = start_stratus("first")
     sns, sqs = first.client("sns"), first.client("sqs")
@@ -72,17 +89,7 @@ def test_kill_9_during_fan_out_loses_no_acknowledged_message(start_stratus):
         url, arn = queue(sqs, name)
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
         queues.append(url)
-    def worker(n):
-        client = first.client("sns")
-
-        def publish(i):
-            client.publish(TopicArn=topic, Message=f"{n}-{i}")
-            return f"{n}-{i}"
-
-        return publish
-
-    acked = set(first.kill_9_under_load(worker, threads=4, calls=1000, after=1500))
-    assert len(acked) >= 500, f"only {len(acked)} publishes were acknowledged before the kill"
+    acked = publish_then_kill_9(first, topic)
 
     second = start_stratus("second", args=("--data-dir", str(first.data_dir)))
     sqs = second.client("sqs")
@@ -97,3 +104,37 @@ def test_kill_9_during_fan_out_loses_no_acknowledged_message(start_stratus):
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
         missing = acked - bodies
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged messages never reached {url}"
+
+
+def test_kill_9_during_delivery_to_a_single_queue_delivers_each_message_once(start_stratus):
+    """A message whose only subscription is a queue leaves the outbox in the same transaction
+    that puts it in the queue, so a crash can neither lose it nor deliver it twice."""
+    first = start_stratus("first")
+    sns, sqs = first.client("sns"), first.client("sqs")
+    topic = sns.create_topic(Name="once")["TopicArn"]
+    url, arn = queue(sqs, "once-q")
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+
+    acked = publish_then_kill_9(first, topic)
+
+    second = start_stratus("second", args=("--data-dir", str(first.data_dir)))
+    sqs = second.client("sqs")
+    bodies = []
+    deadline = time.monotonic() + 30
+    last_arrival = time.monotonic()
+    # Until every acknowledged message is in and nothing more arrives for a second.
+    while time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if got:
+            bodies.extend(m["Body"] for m in got)
+            last_arrival = time.monotonic()
+            sqs.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+        elif acked <= set(bodies) and time.monotonic() - last_arrival > 1:
+            break
+        else:
+            time.sleep(0.05)
+    missing = acked - set(bodies)
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged messages never arrived"
+    twice = [body for body, count in Counter(bodies).items() if count > 1]
+    assert not twice, f"{len(twice)} messages were delivered twice, e.g. {twice[:3]}"

@@ -4,14 +4,16 @@
 //! targets to be retried, continue in a task per entry that follows the delivery policy. Targets
 //! that succeed, or fail for good (then going to their dead-letter queue), are done. An outbox
 //! record is rewritten with the targets still to go after a round that leaves some, and deleted
-//! when none remain, so a restart redelivers only what was not done.
+//! when none remain, so a restart redelivers only what was not done. When all of an entry's
+//! targets are in one queue, its record is deleted in the transaction that delivers it there:
+//! delivered and done commit together, once.
 //!
 //! Protocols: `sqs` into Stratus's own queues, `http`/`https` as a real POST, and everything
 //! that would leave the machine (email, SMS, mobile push, Firehose, and Lambda until Stratus runs
 //! functions) as a *mail* record the user reads back from `/_stratus/sns/outbox`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -43,6 +45,9 @@ const TRACE_MESSAGES: usize = 256;
 const LANE_BATCH: usize = 64;
 /// Entries waiting in a topic's lane before Publish waits for room.
 const LANE_CAPACITY: usize = 1024;
+/// The cores to sign on, read once: asking reads the cgroup's files each time (it cost 8% of
+/// the CPU of a raw-delivery load when asked per batch).
+static SIGNING_THREADS: LazyLock<usize> = LazyLock::new(|| std::thread::available_parallelism().map_or(1, usize::from));
 
 /// A target still to try: its next attempt number and when that is due.
 type Scheduled = (Target, usize, tokio::time::Instant);
@@ -234,6 +239,8 @@ pub(crate) struct Delivery {
 }
 
 struct MessageTrace {
+    /// The outbox sequence: traces are pushed under the state lock, so in this order.
+    seq: u64,
     message_id: String,
     topic_arn: String,
     kind: Kind,
@@ -301,15 +308,29 @@ impl Delivery {
 
     /// Hands durable outbox entries to their topics' delivery lanes, waiting while a lane is
     /// full: that wait is Publish's backpressure, which keeps what is published but not yet
-    /// delivered (in memory) bounded. The hand-off runs in a task of its own, so a caller that
-    /// goes away (a client hanging up) cannot drop entries between the outbox and their lane.
+    /// delivered (in memory) bounded. Entries go straight in while their lanes have room; the
+    /// rest in a task of its own, so a caller that goes away (a client hanging up) cannot drop
+    /// entries between the outbox and their lane.
     pub async fn start(self: &Arc<Self>, sns: Weak<Sns>, entries: Vec<Outgoing>) {
+        let mut entries = entries.into_iter().filter(|o| !o.targets.is_empty());
+        let mut waiting = None;
+        for outgoing in entries.by_ref() {
+            match self.lane(&sns, &outgoing.topic_arn).try_send(outgoing) {
+                Err(mpsc::error::TrySendError::Full(outgoing)) => {
+                    waiting = Some(outgoing);
+                    break;
+                }
+                // Closed only when the lane was dropped (reset); the entry then stays in the
+                // outbox for the next start.
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        let Some(first) = waiting else { return };
+        let rest: Vec<Outgoing> = entries.collect();
         let delivery = self.clone();
         let hand_off = async move {
-            for outgoing in entries.into_iter().filter(|o| !o.targets.is_empty()) {
+            for outgoing in std::iter::once(first).chain(rest) {
                 let lane = delivery.lane(&sns, &outgoing.topic_arn);
-                // Sending fails only when the lane was dropped (reset); the entry then stays in
-                // the outbox for the next start.
                 let _ = lane.send(outgoing).await;
             }
         };
@@ -357,16 +378,22 @@ impl Delivery {
                 }
             }
         }
-        // The queues concurrently, so that their transactions share one group commit.
+        // The queues concurrently, so that their transactions share one group commit. An entry
+        // whose targets are all in one queue leaves the outbox in that queue's transaction.
         let delivered = queues.iter().map(|(endpoint, targets)| {
             let entries: Vec<(&Outgoing, &Target)> = targets.iter().map(|&(i, t)| (&batch[i], t)).collect();
             let signing = &signing;
-            async move { self.to_queue(signing, endpoint, &entries).await }
+            async move { self.to_queue(signing, endpoint, &entries, Completes::IfAllIn(endpoint)).await }
         });
         let delivered = futures_util::future::join_all(delivered).await;
         let mut outcomes = Vec::new();
         for ((_, targets), results) in queues.into_iter().zip(delivered) {
             outcomes.extend(targets.into_iter().zip(results).map(|((i, t), outcome)| (i, t, outcome)));
+        }
+        // Entries that left the outbox with their delivery: every target in one queue, delivered.
+        let mut cleared: Vec<bool> = batch.iter().map(|o| sole_queue(o).is_some()).collect();
+        for (index, _, outcome) in &outcomes {
+            cleared[*index] &= matches!(outcome, Outcome::Delivered);
         }
         let mailed = mail.iter().map(|&(i, t)| self.to_mail(&sns, &signing, &batch[i], t));
         let results = futures_util::future::join_all(mailed).await;
@@ -375,7 +402,10 @@ impl Delivery {
             self.settle(&sns, &signing, &batch[index], target.clone(), 0, outcome, &mut schedules[index]).await;
         }
         let mut done = Vec::new();
-        for (outgoing, schedule) in batch.into_iter().zip(schedules) {
+        for ((outgoing, schedule), cleared) in batch.into_iter().zip(schedules).zip(cleared) {
+            if cleared {
+                continue;
+            }
             if schedule.is_empty() {
                 done.push(store::Op::delete(storage::outbox_key(outgoing.seq)));
             } else {
@@ -383,10 +413,15 @@ impl Delivery {
                 tokio::spawn(async move { delivery.run(&sns, outgoing, schedule).await });
             }
         }
-        if !done.is_empty()
-            && let Err(error) = self.store.txn(store::Txn::ops(done)).await
-        {
-            tracing::warn!(error = &error as &dyn std::error::Error, "could not clear SNS outbox entries");
+        if !done.is_empty() {
+            // The lane goes on without waiting: these targets are done, and a crash before the
+            // deletion commits only delivers them again (at least once).
+            let clearing = self.store.txn(store::Txn::ops(done));
+            tokio::spawn(async move {
+                if let Err(error) = clearing.await {
+                    tracing::warn!(error = &error as &dyn std::error::Error, "could not clear SNS outbox entries");
+                }
+            });
         }
     }
 
@@ -419,7 +454,7 @@ impl Delivery {
         let (status, note) = match outcome {
             Outcome::Delivered => ("delivered", "delivered".to_string()),
             Outcome::Retry(reason) if attempt < retries.len() => {
-                self.trace_attempt(&outgoing.message_id, &target.subscription_arn, "retrying", &reason);
+                self.trace_attempt(outgoing.seq, &target.subscription_arn, "retrying", &reason);
                 let at = tokio::time::Instant::now() + retries[attempt];
                 schedule.push((target, attempt + 1, at));
                 return;
@@ -428,7 +463,7 @@ impl Delivery {
                 (self.dead_letter(sns, signing, outgoing, &target, &reason).await, reason)
             }
         };
-        self.trace_attempt(&outgoing.message_id, &target.subscription_arn, status, &note);
+        self.trace_attempt(outgoing.seq, &target.subscription_arn, status, &note);
     }
 
     /// Delivers an entry's remaining targets as they fall due, rewriting its outbox record after
@@ -443,7 +478,10 @@ impl Delivery {
                 let (sns, outgoing, signing) = (&sns, &outgoing, &signing);
                 async move {
                     let outcome = match target.protocol.as_str() {
-                        "sqs" => self.to_queue(signing, &target.endpoint, &[(outgoing, &target)]).await.remove(0),
+                        "sqs" => {
+                            let entries = [(outgoing, &target)];
+                            self.to_queue(signing, &target.endpoint, &entries, Completes::Nothing).await.remove(0)
+                        }
                         "http" | "https" => self.to_http(sns, signing, outgoing, &target).await,
                         _ => self.to_mail(sns, signing, outgoing, &target).await,
                     };
@@ -550,7 +588,13 @@ impl Delivery {
     }
 
     /// Delivers entries (in order) into one queue, in one SQS transaction; an outcome each.
-    async fn to_queue(&self, signer: &Signing, endpoint: &str, entries: &[(&Outgoing, &Target)]) -> Vec<Outcome> {
+    async fn to_queue(
+        &self,
+        signer: &Signing,
+        endpoint: &str,
+        entries: &[(&Outgoing, &Target)],
+        completes: Completes<'_>,
+    ) -> Vec<Outcome> {
         let every = |outcome: Outcome| entries.iter().map(|_| outcome.clone()).collect();
         let (Some(queue), Some((first, _))) = (QueueId::from_arn(endpoint), entries.first()) else {
             return every(Outcome::Failed("invalid queue ARN".into()));
@@ -588,7 +632,19 @@ impl Delivery {
                 }
             })
             .collect();
-        match self.sqs.send_many(&queue, &first.account, messages).await {
+        // The outbox records of the entries this delivery completes go in its transaction.
+        let clear = |results: &[Result<sqs::Sent, SqsError>]| {
+            let Completes::IfAllIn(queue) = completes else { return Vec::new() };
+            let mut seqs: Vec<u64> =
+                entries.iter().filter(|(o, _)| sole_queue(o) == Some(queue)).map(|(o, _)| o.seq).collect();
+            seqs.dedup();
+            let delivered = |seq: u64| entries.iter().zip(results).all(|((o, _), r)| o.seq != seq || r.is_ok());
+            seqs.into_iter()
+                .filter(|&seq| delivered(seq))
+                .map(|seq| store::Op::delete(storage::outbox_key(seq)))
+                .collect()
+        };
+        match self.sqs.send_many_with(&queue, &first.account, messages, clear).await {
             Ok(results) => results
                 .into_iter()
                 .map(|result| match result {
@@ -740,6 +796,7 @@ impl Delivery {
             traces.pop_front();
         }
         traces.push_back(MessageTrace {
+            seq: outgoing.seq,
             message_id: outgoing.message_id.clone(),
             topic_arn: outgoing.topic_arn.clone(),
             kind: outgoing.kind,
@@ -748,9 +805,11 @@ impl Delivery {
         });
     }
 
-    fn trace_attempt(&self, message_id: &str, subscription_arn: &str, status: &'static str, note: &str) {
+    fn trace_attempt(&self, seq: u64, subscription_arn: &str, status: &'static str, note: &str) {
         let mut traces = lock(&self.traces);
-        let Some(trace) = traces.iter_mut().rev().find(|t| t.message_id == message_id) else { return };
+        // A search by sequence, not a scan: every delivery records its outcome here.
+        let Ok(index) = traces.binary_search_by_key(&seq, |t| t.seq) else { return };
+        let Some(trace) = traces.get_mut(index) else { return };
         if let Some(delivery) = trace.deliveries.iter_mut().find(|d| d.subscription_arn == subscription_arn) {
             delivery.status = status;
             delivery.attempts.push((now_ms(), note.to_string()));
@@ -824,8 +883,11 @@ impl Signing {
                     .or_insert_with(|| (outgoing.signature_version.clone(), delivery.canonical(outgoing, message)));
             }
         }
+        if wanted.is_empty() {
+            return;
+        }
         // One share per core: signing is the dearest part of a delivery.
-        let shares = std::thread::available_parallelism().map_or(1, usize::from);
+        let shares = *SIGNING_THREADS;
         let mut wanted: Vec<_> = wanted.into_iter().collect();
         let share = wanted.len().div_ceil(shares).max(1);
         let mut signing = Vec::new();
@@ -852,6 +914,21 @@ impl Signing {
         lock(&self.done).insert(key, signature.clone());
         signature
     }
+}
+
+/// Which outbox records a delivery into a queue may complete.
+#[derive(Clone, Copy)]
+enum Completes<'a> {
+    Nothing,
+    /// Those of the entries whose targets are all in this queue, once all are delivered.
+    IfAllIn(&'a str),
+}
+
+/// The queue that holds every target of an entry, if one does.
+fn sole_queue(outgoing: &Outgoing) -> Option<&str> {
+    let (first, rest) = outgoing.targets.split_first()?;
+    let one_queue = first.protocol == "sqs" && rest.iter().all(|t| t.protocol == "sqs" && t.endpoint == first.endpoint);
+    one_queue.then_some(first.endpoint.as_str())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -560,6 +560,19 @@ impl Sqs {
         sender: &str,
         messages: Vec<SendMessage>,
     ) -> Result<Vec<Result<Sent, SqsError>>, SqsError> {
+        self.send_many_with(id, sender, messages, |_| Vec::new()).await
+    }
+
+    /// [`Sqs::send_many`], with the caller's own store operations in the same transaction:
+    /// `also` sees each message's result and returns them (SNS removes what it delivered from
+    /// its outbox, so that delivered and removed commit together).
+    pub async fn send_many_with(
+        &self,
+        id: &QueueId,
+        sender: &str,
+        messages: Vec<SendMessage>,
+        also: impl FnOnce(&[Result<Sent, SqsError>]) -> Vec<store::Op>,
+    ) -> Result<Vec<Result<Sent, SqsError>>, SqsError> {
         let cell = self.cell(id)?;
         let now = now_ms();
         let mut results = Vec::with_capacity(messages.len());
@@ -584,6 +597,7 @@ impl Sqs {
                     Err(error) => results.push(Err(error)),
                 }
             }
+            ops.extend(also(&results));
             if ops.is_empty() {
                 return Ok(results);
             }
