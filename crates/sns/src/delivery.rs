@@ -341,30 +341,46 @@ impl Delivery {
     fn lane(self: &Arc<Self>, sns: &Weak<Sns>, topic_arn: &str) -> mpsc::Sender<Outgoing> {
         let mut lanes = lock(&self.lanes);
         let lane = lanes.entry(topic_arn.to_string()).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::channel::<Outgoing>(LANE_CAPACITY);
-            let (delivery, sns) = (self.clone(), sns.clone());
-            tokio::spawn(async move {
-                while let Some(first) = rx.recv().await {
-                    let mut batch = vec![first];
-                    while batch.len() < LANE_BATCH {
-                        let Ok(next) = rx.try_recv() else { break };
-                        batch.push(next);
-                    }
-                    delivery.first_round(&sns, batch).await;
-                }
-            });
+            let (tx, rx) = mpsc::channel::<Outgoing>(LANE_CAPACITY);
+            tokio::spawn(self.clone().run_lane(sns.clone(), rx));
             tx
         });
         lane.clone()
     }
 
-    /// The first attempt at a batch of one topic's entries. Deliveries into queues and the mail
+    /// A lane's task: batches of up to [`LANE_BATCH`] entries, in order. A batch is signed while
+    /// the one before it is delivered, so that signing (the dearest step) goes on while a
+    /// delivery waits for its commit.
+    async fn run_lane(self: Arc<Self>, sns: Weak<Sns>, mut rx: mpsc::Receiver<Outgoing>) {
+        let mut signed: Option<(Vec<Outgoing>, Signing)> = None;
+        loop {
+            let mut batch = Vec::new();
+            // Wait for entries only with nothing signed to deliver.
+            if signed.is_none() {
+                let Some(first) = rx.recv().await else { return };
+                batch.push(first);
+            }
+            while batch.len() < LANE_BATCH {
+                let Ok(next) = rx.try_recv() else { break };
+                batch.push(next);
+            }
+            let signing = Signing::new(self.signer_or_wait().await);
+            let previous = signed.take();
+            let deliver = async {
+                if let Some((previous, signing)) = previous {
+                    self.first_round(&sns, previous, signing).await;
+                }
+            };
+            tokio::join!(deliver, signing.prepare(&self, &batch));
+            signed = (!batch.is_empty()).then_some((batch, signing));
+        }
+    }
+
+    /// The first attempt at a batch of one topic's entries, signed. Deliveries into queues and the mail
     /// outbox are local and quick: they are made here, each queue's share of the batch in one
     /// SQS transaction, in order (which keeps FIFO topics' order). HTTP endpoints may take up to
     /// 15 s, so they, and everything to be retried, continue in a task of each entry's own.
-    async fn first_round(self: &Arc<Self>, sns: &Weak<Sns>, batch: Vec<Outgoing>) {
-        let signing = Signing::new(self.signer_or_wait().await);
-        signing.prepare(self, &batch).await;
+    async fn first_round(self: &Arc<Self>, sns: &Weak<Sns>, batch: Vec<Outgoing>, signing: Signing) {
         let Some(sns) = sns.upgrade() else { return };
         let mut schedules: Vec<Vec<Scheduled>> = vec![Vec::new(); batch.len()];
         let mut queues: BTreeMap<&str, Vec<(usize, &Target)>> = BTreeMap::new();
