@@ -439,6 +439,8 @@ struct Made {
     /// Its init's exit status once reaped: reported again to a Stratus that adopts it, since the
     /// one it was reported to may have died before recording it.
     exited: Option<i32>,
+    /// Whether that exit was reported on the current connection (so an Adopt does not repeat it).
+    reported: bool,
     seccomp: Option<Program>,
     /// What Stratus reads the container's output from, kept for the next Stratus (`Hold`).
     held: Fds,
@@ -503,17 +505,23 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
         for ((id, pid), exited) in running.iter().zip(ready.iter().skip(1)) {
             if *exited {
                 let status = reap(*pid);
+                // With no Stratus connected, the exit waits in `Made` for the next one's Adopt.
+                let reported = connection.is_some();
                 if let Some(m) = served.made.get_mut(id) {
-                    m.init = None;
-                    m.exited = Some(status);
+                    (m.init, m.exited, m.reported) = (None, Some(status), reported);
                 }
                 served.execs.remove(id);
-                served.queued.push(Message::Exited { id: id.clone(), status });
+                if reported {
+                    served.queued.push(Message::Exited { id: id.clone(), status });
+                }
             }
         }
         if ready.first().copied().unwrap_or(false) {
             let Some(socket) = &connection else {
-                connection = Some(rustix::net::accept_with(&listener, SocketFlags::CLOEXEC)?);
+                match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
+                    Ok(accepted) => connection = Some(accepted),
+                    Err(error) => tracing::warn!(%error, "cannot accept a connection"),
+                }
                 continue;
             };
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
@@ -607,12 +615,14 @@ impl Served {
                 Ok((None, Vec::new()))
             }
             Request::Adopt { id } => {
-                let m = self.made.get(&id).ok_or_else(|| format!("no container {id}"))?;
+                let m = self.made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?;
                 let held = m.held.iter().map(|fd| fd.try_clone()).collect::<std::io::Result<Fds>>();
-                if let Some(status) = m.exited {
+                let held = held.map_err(|e| e.to_string())?;
+                if let (Some(status), false) = (m.exited, m.reported) {
+                    m.reported = true;
                     self.queued.push(Message::Exited { id: id.clone(), status });
                 }
-                Ok((m.init.as_ref().map(|_| m.pid), held.map_err(|e| e.to_string())?))
+                Ok((m.init.as_ref().map(|_| m.pid), held))
             }
             Request::Retain { ids } => {
                 let unknown: Vec<String> = self.made.keys().filter(|id| !ids.contains(id)).cloned().collect();
@@ -654,7 +664,16 @@ impl Served {
         let pidfd = Pid::from_raw(pid)
             .ok_or("invalid pid")
             .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
-        let made = Made { container, bundle, pid, init: Some(pidfd), exited: None, seccomp, held: Vec::new() };
+        let made = Made {
+            container,
+            bundle,
+            pid,
+            init: Some(pidfd),
+            exited: None,
+            reported: false,
+            seccomp,
+            held: Vec::new(),
+        };
         self.made.insert(id, made);
         Ok(pid)
     }
@@ -680,6 +699,9 @@ impl Served {
             reap(pid);
         }
         self.queued.clear();
+        for m in self.made.values_mut() {
+            m.reported = false;
+        }
         tracing::info!(containers = self.made.len(), "Stratus is gone: keeping the containers for the next");
     }
 
