@@ -516,16 +516,19 @@ def test_failing_http_subscriber_goes_to_the_dead_letter_queue(stratus, sns, sqs
         subscriber.close()
 
 
-def test_missing_queue_goes_to_the_dead_letter_queue(sns, sqs):
-    topic = sns.create_topic(Name="orphan")["TopicArn"]
-    url, arn = queue(sqs, "soon-gone")
-    dlq_url, dlq_arn = queue(sqs, "orphan-dlq")
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn,
-                  Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn})})
+@pytest.mark.parametrize("raw", [False, True])
+def test_missing_queue_goes_to_the_dead_letter_queue(sns, sqs, raw):
+    # A raw notification for one queue is delivered by Publish itself; when that fails it goes
+    # the outbox's way, to the dead-letter queue, as an enveloped one does.
+    topic = sns.create_topic(Name=f"orphan-{raw}")["TopicArn"]
+    url, arn = queue(sqs, f"soon-gone-{raw}")
+    dlq_url, dlq_arn = queue(sqs, f"orphan-dlq-{raw}")
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn}), "RawMessageDelivery": str(raw).lower()})
     sqs.delete_queue(QueueUrl=url)
     sns.publish(TopicArn=topic, Message="nowhere to go")
     [dead] = receive_all(sqs, dlq_url, 1)
-    assert json.loads(dead["Body"])["Message"] == "nowhere to go"
+    assert (dead["Body"] if raw else json.loads(dead["Body"])["Message"]) == "nowhere to go"
 
 
 def test_queue_policy_is_respected(sns, sqs):

@@ -441,6 +441,41 @@ impl Delivery {
         }
     }
 
+    /// Delivers a Publish's entries that [`deliverable_directly`] chose into their queue before
+    /// Publish answers, each queue's share in one SQS transaction: no outbox record, nothing
+    /// to sign. Returns the entries whose delivery failed, for the outbox (which retries them or
+    /// sends them to their dead-letter queue).
+    pub async fn deliver_directly(self: &Arc<Self>, entries: Vec<Outgoing>) -> Vec<Outgoing> {
+        if entries.is_empty() {
+            return entries;
+        }
+        let signing = Signing::new(self.signer_or_wait().await);
+        let mut queues: BTreeMap<&str, Vec<(usize, &Target)>> = BTreeMap::new();
+        for (index, outgoing) in entries.iter().enumerate() {
+            for target in &outgoing.targets {
+                queues.entry(target.endpoint.as_str()).or_default().push((index, target));
+            }
+        }
+        let attempts = queues.iter().map(|(endpoint, targets)| {
+            let pairs: Vec<(&Outgoing, &Target)> = targets.iter().map(|&(i, t)| (&entries[i], t)).collect();
+            let signing = &signing;
+            async move { self.to_queue(signing, endpoint, &pairs, Completes::Nothing).await }
+        });
+        let outcomes = futures_util::future::join_all(attempts).await;
+        let mut delivered = vec![true; entries.len()];
+        for ((_, targets), outcomes) in queues.iter().zip(outcomes) {
+            for (&(index, target), outcome) in targets.iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Delivered => {
+                        self.trace_attempt(entries[index].seq, &target.subscription_arn, "delivered", "delivered");
+                    }
+                    Outcome::Retry(_) | Outcome::Failed(_) => delivered[index] = false,
+                }
+            }
+        }
+        entries.into_iter().zip(delivered).filter(|(_, delivered)| !delivered).map(|(o, _)| o).collect()
+    }
+
     async fn signer_or_wait(&self) -> Arc<Signer> {
         loop {
             match self.signer().await {
@@ -938,6 +973,13 @@ enum Completes<'a> {
     Nothing,
     /// Those of the entries whose targets are all in this queue, once all are delivered.
     IfAllIn(&'a str),
+}
+
+/// Whether Publish can deliver an entry itself ([`Delivery::deliver_directly`]): a raw
+/// notification whose targets are all in one queue (a standard topic's: a FIFO topic's entries
+/// keep their order by going through its lane).
+pub(crate) fn deliverable_directly(outgoing: &Outgoing) -> bool {
+    outgoing.kind == Kind::Notification && sole_queue(outgoing).is_some() && outgoing.targets.iter().all(|t| t.raw)
 }
 
 /// The queue that holds every target of an entry, if one does.
