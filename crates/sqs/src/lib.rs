@@ -1021,35 +1021,62 @@ pub struct QueueView {
 }
 
 /// Once `pending` is durable, makes the messages `added` to the queue receivable (or drops them if
-/// the commit failed) and wakes receivers. In a task of its own, so that a request cancelled
-/// mid-commit still leaves no message pending forever.
+/// the commit failed) and wakes receivers. It runs in the request's own task; if that is cancelled
+/// mid-commit, `Settle`'s drop finishes the work in a task of its own, so that no message stays
+/// pending forever. (Spawning that task for every send cost a spawn and a wake-up each.)
 async fn settle_in_background(
     cell: Arc<QueueCell>,
     added: Vec<u64>,
     pending: store::TxnFuture,
     event: &'static str,
 ) -> Result<(), SqsError> {
-    let settle = async move {
-        let committed = pending.await;
+    let mut settle = Settle { cell, added, event, pending: Some(pending) };
+    let Some(pending) = settle.pending.as_mut() else { return Ok(()) };
+    let committed = pending.await;
+    settle.pending = None;
+    settle_now(&settle.cell, &settle.added, committed.is_ok(), settle.event);
+    committed?;
+    Ok(())
+}
+
+struct Settle {
+    cell: Arc<QueueCell>,
+    added: Vec<u64>,
+    event: &'static str,
+    /// The commit, until it resolves.
+    pending: Option<store::TxnFuture>,
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let mut queue = cell.lock();
-            let now = now_ms();
-            for seq in added {
-                if committed.is_ok() {
-                    queue.commit(seq);
-                    if let Some(id) = queue.messages.get(&seq).map(|m| m.id.clone()) {
-                        queue.trace(now, &id, event, None);
-                    }
-                } else if let Some(message) = queue.remove(seq) {
-                    queue.dedup.retain(|_, (_, id, _)| *id != message.id);
+            let (cell, added, event) = (self.cell.clone(), std::mem::take(&mut self.added), self.event);
+            runtime.spawn(async move {
+                let committed = pending.await.is_ok();
+                settle_now(&cell, &added, committed, event);
+            });
+        }
+    }
+}
+
+fn settle_now(cell: &QueueCell, added: &[u64], committed: bool, event: &'static str) {
+    {
+        let mut queue = cell.lock();
+        let now = now_ms();
+        for &seq in added {
+            if committed {
+                queue.commit(seq);
+                if let Some(id) = queue.messages.get(&seq).map(|m| m.id.clone()) {
+                    queue.trace(now, id, event, None);
                 }
+            } else if let Some(message) = queue.remove(seq) {
+                queue.dedup.retain(|_, (_, id, _)| *id != message.id);
             }
         }
-        cell.changed.notify_waiters();
-        committed
-    };
-    tokio::spawn(settle).await.map_err(|_| SqsError::Store(StoreError::Closed))??;
-    Ok(())
+    }
+    cell.changed.notify_waiters();
 }
 
 enum Prepared {

@@ -123,11 +123,11 @@ impl Queue {
         self.id.arn()
     }
 
-    pub fn trace(&mut self, at_ms: u64, message_id: &str, event: &'static str, peer: Option<String>) {
+    pub fn trace(&mut self, at_ms: u64, message_id: impl Into<String>, event: &'static str, peer: Option<String>) {
         if self.recent.len() == TRACE_LEN {
             self.recent.pop_front();
         }
-        self.recent.push_back(Trace { at_ms, message_id: message_id.to_string(), event, peer });
+        self.recent.push_back(Trace { at_ms, message_id: message_id.into(), event, peer });
     }
 
     /// What an earlier receive with this attempt id returned, if every message of it is still in

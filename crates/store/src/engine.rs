@@ -1,6 +1,7 @@
 //! What a storage engine must provide, and the transaction logic shared by all engines.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::{Compare, Event, EventKind, KeyValue, Op, Result, Revision, StoreError, Txn, TxnResponse};
 
@@ -14,7 +15,7 @@ pub trait Engine: Send + Sync + 'static {
     fn range(&self, start: &[u8], end: &[u8], limit: Option<usize>) -> Result<Vec<KeyValue>>;
     fn count(&self, start: &[u8], end: &[u8]) -> Result<u64>;
     /// Applies `txns` in order as one atomic, durable commit, numbering changes from `revision + 1`.
-    fn write(&self, txns: &[Txn], revision: Revision) -> Result<Applied>;
+    fn write(&self, txns: Vec<Txn>, revision: Revision) -> Result<Applied>;
     /// The events of revisions `from ..= from + revisions - 1` that touch `prefix`, in order.
     fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>>;
     /// Forgets history before `revision`.
@@ -41,7 +42,8 @@ pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 /// The result of one engine commit.
 pub struct Applied {
     pub responses: Vec<TxnResponse>,
-    pub events: Vec<Event>,
+    /// Shared by the watch feed and the memory engine's history, rather than copied.
+    pub events: Arc<[Event]>,
     pub revision: Revision,
 }
 
@@ -55,8 +57,9 @@ pub(crate) trait WriteBatch {
 }
 
 /// Evaluates each transaction against the state left by the ones before it. A transaction that
-/// changes nothing takes no revision, as in etcd.
-pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: &[Txn], mut revision: Revision) -> Result<Applied> {
+/// changes nothing takes no revision, as in etcd. The transactions' keys and values move into the
+/// events.
+pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: Vec<Txn>, mut revision: Revision) -> Result<Applied> {
     let mut responses = Vec::with_capacity(txns.len());
     let mut all_events = Vec::new();
     for txn in txns {
@@ -67,16 +70,16 @@ pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: &[Txn], mut revision
                 break;
             }
         }
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded { txn.success } else { txn.failure };
         let next = revision + 1;
         let mut events = Vec::new();
         for op in ops {
             match op {
                 Op::Put { key, value } => {
-                    let previous = batch.get(key)?;
+                    let previous = batch.get(&key)?;
                     let kv = KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
+                        key,
+                        value,
                         create_revision: previous.as_ref().map_or(next, |p| p.create_revision),
                         mod_revision: next,
                         version: previous.as_ref().map_or(1, |p| p.version + 1),
@@ -85,13 +88,13 @@ pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: &[Txn], mut revision
                     events.push(Event { kind: EventKind::Put, kv });
                 }
                 Op::Delete { key } => {
-                    if batch.get(key)?.is_some() {
-                        batch.remove(key)?;
-                        events.push(deletion(key.clone(), next));
+                    if batch.get(&key)?.is_some() {
+                        batch.remove(&key)?;
+                        events.push(deletion(key, next));
                     }
                 }
                 Op::DeleteRange { start, end } => {
-                    for kv in batch.range(start, end)? {
+                    for kv in batch.range(&start, &end)? {
                         batch.remove(&kv.key)?;
                         events.push(deletion(kv.key, next));
                     }
@@ -105,7 +108,7 @@ pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: &[Txn], mut revision
         }
         responses.push(TxnResponse { succeeded, revision });
     }
-    Ok(Applied { responses, events: all_events, revision })
+    Ok(Applied { responses, events: all_events.into(), revision })
 }
 
 fn holds(batch: &mut impl WriteBatch, compare: &Compare) -> Result<bool> {

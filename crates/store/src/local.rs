@@ -225,13 +225,13 @@ impl LocalStore {
         let _turn = self.inline_commit.lock().unwrap_or_else(PoisonError::into_inner);
         let changes = self.changes.read().unwrap_or_else(PoisonError::into_inner).clone().ok_or(StoreError::Closed)?;
         let revision = self.shared.revision.load(Ordering::Acquire);
-        let applied = self.shared.engine.write(std::slice::from_ref(&txn), revision)?;
+        let applied = self.shared.engine.write(vec![txn], revision)?;
         self.shared.revision.store(applied.revision, Ordering::Release);
         if let Err(error) = self.shared.account(&applied.events) {
             tracing::warn!(error = &error as &dyn std::error::Error, "compacting history failed");
         }
         if !applied.events.is_empty() {
-            let _ = changes.send(applied.events.into());
+            let _ = changes.send(applied.events);
         }
         applied.responses.into_iter().next().ok_or(StoreError::Closed)
     }
@@ -295,7 +295,8 @@ impl Committer {
             return;
         }
         let revision = self.shared.revision.load(Ordering::Acquire);
-        match self.shared.engine.write(&txns, revision) {
+        let count = txns.len();
+        match self.shared.engine.write(txns, revision) {
             Ok(applied) => {
                 self.shared.revision.store(applied.revision, Ordering::Release);
                 if let Err(error) = self.shared.account(&applied.events) {
@@ -303,14 +304,14 @@ impl Committer {
                 }
                 if !applied.events.is_empty() {
                     // No receivers is fine: nobody is watching.
-                    let _ = self.changes.send(applied.events.into());
+                    let _ = self.changes.send(applied.events);
                 }
                 for (reply, response) in replies.into_iter().zip(applied.responses) {
                     let _ = reply.send(Ok(response));
                 }
             }
             Err(error) => {
-                tracing::error!(error = &error as &dyn std::error::Error, txns = txns.len(), "group commit failed");
+                tracing::error!(error = &error as &dyn std::error::Error, txns = count, "group commit failed");
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }

@@ -1,7 +1,7 @@
 //! The `--ephemeral` engine: the same transactions over `BTreeMap`s behind one lock.
 
 use std::collections::BTreeMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::engine::{Applied, Engine, WriteBatch, apply_txns, key_bounds};
 use crate::{Event, KeyValue, Result, Revision, Txn};
@@ -14,7 +14,9 @@ pub(crate) struct MemoryEngine {
 #[derive(Default)]
 struct State {
     kv: BTreeMap<Vec<u8>, KeyValue>,
-    log: BTreeMap<Revision, Vec<Event>>,
+    /// Each commit's events, by the last revision among them: the same allocation the watch feed
+    /// broadcasts, not a copy.
+    log: BTreeMap<Revision, Arc<[Event]>>,
     revision: Revision,
     compacted: Revision,
 }
@@ -40,9 +42,8 @@ impl WriteBatch for State {
     fn range(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>> {
         Ok(State::range(self, start, end).cloned().collect())
     }
-    fn log(&mut self, revision: Revision, events: &[Event]) -> Result<()> {
-        self.log.insert(revision, events.to_vec());
-        Ok(())
+    fn log(&mut self, _revision: Revision, _events: &[Event]) -> Result<()> {
+        Ok(()) // `MemoryEngine::write` keeps the whole commit's events at once
     }
 }
 
@@ -64,16 +65,24 @@ impl Engine for MemoryEngine {
     fn count(&self, start: &[u8], end: &[u8]) -> Result<u64> {
         Ok(self.state.read().unwrap_or_else(PoisonError::into_inner).range(start, end).count() as u64)
     }
-    fn write(&self, txns: &[Txn], revision: Revision) -> Result<Applied> {
+    fn write(&self, txns: Vec<Txn>, revision: Revision) -> Result<Applied> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let applied = apply_txns(&mut *state, txns, revision)?;
         state.revision = applied.revision;
+        if !applied.events.is_empty() {
+            state.log.insert(applied.revision, applied.events.clone());
+        }
         Ok(applied)
     }
     fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let events = state.log.range(from..from.saturating_add(revisions)).flat_map(|(_, events)| events);
-        Ok(events.filter(|e| e.kv.key.starts_with(prefix)).cloned().collect())
+        let wanted = from..from.saturating_add(revisions);
+        let events = state
+            .log
+            .range(from..)
+            .take_while(|(_, events)| events.first().is_some_and(|e| e.revision() < wanted.end))
+            .flat_map(|(_, events)| events.iter());
+        Ok(events.filter(|e| wanted.contains(&e.revision()) && e.kv.key.starts_with(prefix)).cloned().collect())
     }
     fn checkpoint(&self) -> Result<()> {
         Ok(())

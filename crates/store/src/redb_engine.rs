@@ -234,7 +234,7 @@ impl Engine for RedbEngine {
         Ok(table.range::<&[u8]>(range).map_err(failed)?.count() as u64)
     }
 
-    fn write(&self, txns: &[Txn], revision: Revision) -> Result<Applied> {
+    fn write(&self, txns: Vec<Txn>, revision: Revision) -> Result<Applied> {
         let mut state = self.lock();
         if state.failed {
             return Err(StoreError::engine(RecoveryError::Failed));
