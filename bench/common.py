@@ -29,8 +29,11 @@ def peers(scratch, services):
     moto = os.environ.get("MOTO_SERVER") or shutil.which("moto_server")
     localstack = os.environ.get("LOCALSTACK_PYTHON")
     return {
-        "stratus": (lambda p: [stratus, "up", "--port", str(p), "--data-dir", str(scratch / f"stratus-{p}")], "/_stratus/health", {}, os.path.exists(stratus)),
-        "stratus-ephemeral": (lambda p: [stratus, "up", "--port", str(p), "--ephemeral"], "/_stratus/health", {}, os.path.exists(stratus)),
+        # Each its own Docker socket: the default one may belong to another Stratus on the machine.
+        "stratus": (lambda p: [stratus, "up", "--port", str(p), "--data-dir", str(scratch / f"stratus-{p}"),
+                               "--docker-socket", str(scratch / f"docker-{p}.sock")], "/_stratus/health", {}, os.path.exists(stratus)),
+        "stratus-ephemeral": (lambda p: [stratus, "up", "--port", str(p), "--ephemeral",
+                                         "--docker-socket", str(scratch / f"docker-{p}.sock")], "/_stratus/health", {}, os.path.exists(stratus)),
         "fakecloud": (lambda p: [fakecloud, "--addr", f"127.0.0.1:{p}"], "/_fakecloud/health", {}, os.path.exists(fakecloud)),
         "moto": (lambda p: [moto, "-H", "127.0.0.1", "-p", str(p)], "/moto-api/", {}, bool(moto)),
         "localstack": (lambda p: [localstack, "-m", "localstack.runtime.main"], "/_localstack/health",
