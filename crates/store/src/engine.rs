@@ -50,7 +50,9 @@ pub struct Applied {
 /// The mutations an engine offers inside one write transaction.
 pub(crate) trait WriteBatch {
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>>;
-    fn put(&mut self, kv: &KeyValue) -> Result<()>;
+    /// Stores `value` under `key` as changed at `revision`, keeping the key's create revision and
+    /// counting its version; returns what it stored.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue>;
     fn remove(&mut self, key: &[u8]) -> Result<()>;
     fn range(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>>;
     fn log(&mut self, revision: Revision, events: &[Event]) -> Result<()>;
@@ -76,15 +78,7 @@ pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: Vec<Txn>, mut revisi
         for op in ops {
             match op {
                 Op::Put { key, value } => {
-                    let previous = batch.get(&key)?;
-                    let kv = KeyValue {
-                        key,
-                        value,
-                        create_revision: previous.as_ref().map_or(next, |p| p.create_revision),
-                        mod_revision: next,
-                        version: previous.as_ref().map_or(1, |p| p.version + 1),
-                    };
-                    batch.put(&kv)?;
+                    let kv = batch.put(key, value, next)?;
                     events.push(Event { kind: EventKind::Put, kv });
                 }
                 Op::Delete { key } => {
@@ -111,6 +105,18 @@ pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: Vec<Txn>, mut revisi
     Ok(Applied { responses, events: all_events.into(), revision })
 }
 
+/// The record a put stores: `previous` is the create revision and version of the key's current
+/// record, if it has one.
+pub(crate) fn next_version(
+    key: Vec<u8>,
+    value: Vec<u8>,
+    revision: Revision,
+    previous: Option<(Revision, u64)>,
+) -> KeyValue {
+    let (create_revision, version) = previous.map_or((revision, 1), |(created, version)| (created, version + 1));
+    KeyValue { key, value, create_revision, mod_revision: revision, version }
+}
+
 fn holds(batch: &mut impl WriteBatch, compare: &Compare) -> Result<bool> {
     Ok(match compare {
         Compare::ModRevision { key, revision } => batch.get(key)?.map_or(0, |kv| kv.mod_revision) == *revision,
@@ -134,6 +140,14 @@ pub(crate) fn encode_value(kv: &KeyValue) -> Vec<u8> {
     out.extend_from_slice(&kv.version.to_le_bytes());
     out.extend_from_slice(&kv.value);
     out
+}
+
+/// A stored value's create revision and version, without copying the value.
+pub(crate) fn decode_version(record: &[u8]) -> Result<(Revision, u64)> {
+    let mut reader = Reader(record);
+    let create_revision = reader.u64()?;
+    let _mod_revision = reader.u64()?;
+    Ok((create_revision, reader.u64()?))
 }
 
 pub(crate) fn decode_value(key: &[u8], record: &[u8]) -> Result<KeyValue> {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::engine::{Applied, Engine, WriteBatch, apply_txns, key_bounds};
+use crate::engine::{Applied, Engine, WriteBatch, apply_txns, key_bounds, next_version};
 use crate::{Event, KeyValue, Result, Revision, Txn};
 
 #[derive(Default)]
@@ -31,9 +31,11 @@ impl WriteBatch for State {
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>> {
         Ok(self.kv.get(key).cloned())
     }
-    fn put(&mut self, kv: &KeyValue) -> Result<()> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue> {
+        let previous = self.kv.get(&key).map(|p| (p.create_revision, p.version));
+        let kv = next_version(key, value, revision, previous);
         self.kv.insert(kv.key.clone(), kv.clone());
-        Ok(())
+        Ok(kv)
     }
     fn remove(&mut self, key: &[u8]) -> Result<()> {
         self.kv.remove(key);

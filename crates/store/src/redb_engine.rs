@@ -16,7 +16,8 @@ use redb::{
 };
 
 use crate::engine::{
-    Applied, Engine, WriteBatch, apply_txns, decode_events, decode_value, encode_events, encode_value, key_bounds,
+    Applied, Engine, WriteBatch, apply_txns, decode_events, decode_value, decode_version, encode_events, encode_value,
+    key_bounds, next_version,
 };
 use crate::wal::{Entry, Wal};
 use crate::{Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
@@ -90,7 +91,7 @@ impl RedbEngine {
                 let mut batch = RedbBatch { kv: &mut kv, log: &mut log, logged: Vec::new() };
                 for event in &decoded {
                     match event.kind {
-                        EventKind::Put => batch.put(&event.kv)?,
+                        EventKind::Put => batch.store(&event.kv)?,
                         EventKind::Delete => batch.remove(&event.kv.key)?,
                     }
                 }
@@ -157,6 +158,14 @@ impl RedbEngine {
     }
 }
 
+impl RedbBatch<'_, '_> {
+    /// Writes `kv` exactly as it is (replaying the log).
+    fn store(&mut self, kv: &KeyValue) -> Result<()> {
+        self.kv.insert(kv.key.as_slice(), encode_value(kv).as_slice()).map_err(failed)?;
+        Ok(())
+    }
+}
+
 struct RedbBatch<'t, 'txn> {
     kv: &'t mut Table<'txn, &'static [u8], &'static [u8]>,
     log: &'t mut Table<'txn, u64, &'static [u8]>,
@@ -171,9 +180,21 @@ impl WriteBatch for RedbBatch<'_, '_> {
             None => Ok(None),
         }
     }
-    fn put(&mut self, kv: &KeyValue) -> Result<()> {
-        self.kv.insert(kv.key.as_slice(), encode_value(kv).as_slice()).map_err(failed)?;
-        Ok(())
+    /// Most puts create their key (every SQS message does), so the record is inserted as new
+    /// first: the insert hands back the previous record, if any, and only then is the record
+    /// written again with the key's create revision and version. That saves a B-tree descent per
+    /// new key over looking the key up first.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue> {
+        let mut kv = next_version(key, value, revision, None);
+        let previous = match self.kv.insert(kv.key.as_slice(), encode_value(&kv).as_slice()).map_err(failed)? {
+            Some(record) => Some(decode_version(record.value())?),
+            None => None,
+        };
+        if previous.is_some() {
+            kv = next_version(kv.key, kv.value, revision, previous);
+            self.store(&kv)?;
+        }
+        Ok(kv)
     }
     fn remove(&mut self, key: &[u8]) -> Result<()> {
         self.kv.remove(key).map_err(failed)?;
