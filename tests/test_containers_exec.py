@@ -119,6 +119,24 @@ def test_exec_user_env_workdir_exit_codes_and_streams(docker):
         time.sleep(0.1)
 
 
+def test_exec_publishes_dockers_events(docker):
+    docker.docker("run", "-d", "--name", "evx", "busybox", "sleep", "600")
+    since = f"{time.time():.3f}"
+    docker.docker("exec", "evx", "sh", "-c", "exit 3", check=False)
+    until = f"{time.time():.3f}"
+    out = docker.docker("events", "--since", since, "--until", until, "--filter", "container=evx", "--format",
+                        "{{.Action}}|{{.Actor.Attributes.execID}}|{{.Actor.Attributes.exitCode}}").stdout
+    rows = [line.split("|") for line in out.splitlines()]
+    assert [r[0] for r in rows] == ["exec_create: sh -c exit 3", "exec_start: sh -c exit 3", "exec_die"], rows
+    assert len({r[1] for r in rows}) == 1 and len(rows[0][1]) == 64, "one exec id throughout"
+    assert rows[2][2] == "3"
+    # As dockerd, `event=exec_create` matches whatever the command.
+    filtered = docker.docker("events", "--since", since, "--until", until, "--filter", "event=exec_create",
+                             "--format", "{{.Action}}").stdout.splitlines()
+    assert filtered == ["exec_create: sh -c exit 3"]
+    docker.docker("rm", "-f", "evx")
+
+
 def test_exec_errors_come_back_in_dockers_words(docker):
     docker.docker("run", "-d", "--name", "box", "busybox", "sleep", "300")
     missing = docker.docker("exec", "box", "nosuch", check=False)

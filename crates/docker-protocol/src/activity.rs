@@ -115,7 +115,13 @@ impl EventFilters {
         let name = event.attributes.get("name").map(String::as_str).unwrap_or_default();
         self.0.iter().all(|(key, values)| match key.as_str() {
             "type" => values.iter().any(|v| v == event.kind),
-            "event" => values.contains(&event.action),
+            // As dockerd (moby#25798): naming health_status, exec_create or exec_start also
+            // matches their `<action>: <detail>` events, by prefix.
+            "event" => {
+                let by_prefix =
+                    values.iter().any(|v| ["health_status", "exec_create", "exec_start"].contains(&v.as_str()));
+                values.iter().any(|v| *v == event.action || (by_prefix && event.action.starts_with(v.as_str())))
+            }
             "container" => {
                 event.kind == "container" && values.iter().any(|v| v == name || event.id.starts_with(v.as_str()))
             }
@@ -219,6 +225,10 @@ mod tests {
         assert!(matches(r#"{"container":["abc"],"label":["app=x"],"type":["container"]}"#));
         assert!(!matches(r#"{"event":["start"]}"#) && !matches(r#"{"label":["app=y"]}"#));
         assert!(EventFilters::parse(Some(r#"{"bogus":["x"]}"#)).is_err());
+        let exec = Event { action: "exec_create: echo hi".into(), ..event.clone() };
+        let exec_matches = |f: &str| EventFilters::parse(Some(f)).unwrap().matches(&exec);
+        assert!(exec_matches(r#"{"event":["exec_create"]}"#) && exec_matches(r#"{"event":["exec_create: echo hi"]}"#));
+        assert!(!exec_matches(r#"{"event":["exec"]}"#) && !exec_matches(r#"{"event":["exec_start"]}"#));
         let message = event_json(&event);
         assert_eq!((message["Action"].as_str(), message["status"].as_str()), (Some("die"), Some("die")));
     }

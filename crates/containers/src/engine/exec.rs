@@ -102,6 +102,8 @@ impl Engine {
             return Err(Error::InvalidParameter("No exec command specified".into()));
         }
         let id = new_id();
+        let action = format!("exec_create: {}", exec_command(&request.cmd));
+        self.container_event(&container, &action, &[("execID", id.clone())]);
         let exec =
             Exec { id: id.clone(), container_id: container.id, request, running: false, exit_code: None, pid: 0 };
         let entry = ExecEntry {
@@ -158,6 +160,8 @@ impl Engine {
         if container.state.status != Status::Running {
             return Err(Error::Conflict(format!("container {} is not running", container.id)));
         }
+        let action = format!("exec_start: {}", exec_command(&exec.request.cmd));
+        self.container_event(&container, &action, &[("execID", exec.id.clone())]);
         let rootfs = self.rootfs(&container.id);
         let read = |file: &str| fs::read_to_string(rootfs.join(file)).unwrap_or_default();
         let user = if exec.request.user.is_empty() { &container.process.user } else { &exec.request.user };
@@ -209,6 +213,10 @@ impl Engine {
         match self.exec_entry(id) {
             Ok(entry) => {
                 entry.finish(status);
+                if let Ok(container) = self.entry(&entry.snapshot().container_id) {
+                    let attributes = [("execID", id.to_string()), ("exitCode", status.to_string())];
+                    self.container_event(&container.snapshot(), "exec_die", &attributes);
+                }
                 tracing::info!(exec = %id, status, "exec exited");
                 true
             }
@@ -242,6 +250,12 @@ impl Engine {
 
 /// Makes the exec'd process's stdio: a terminal in the container (its three descriptors), or
 /// pipes for the streams the client attaches and `/dev/null` for the others.
+/// An exec's command as dockerd names it in its events: the executable, a space, the arguments.
+fn exec_command(cmd: &[String]) -> String {
+    let (executable, args) = cmd.split_first().map_or(("", &[][..]), |(e, a)| (e.as_str(), a));
+    format!("{executable} {}", args.join(" "))
+}
+
 fn wire(request: &ExecRequest, detach: bool, init_pid: i32, size: Option<(u16, u16)>) -> Result<Wiring> {
     if request.tty {
         let (master, peer) = stdio::open_terminal(init_pid)?;
