@@ -329,16 +329,9 @@ impl Worker {
         *self.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let bytes =
             postcard::to_stdvec(&request).map_err(|e| Error::Runtime(format!("cannot encode a request: {e}")))?;
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
         let sent = self
             .socket
-            .async_io(Interest::WRITABLE, |fd| {
-                let mut control = SendAncillaryBuffer::new(&mut space);
-                if !fds.is_empty() {
-                    control.push(SendAncillaryMessage::ScmRights(fds));
-                }
-                rustix::net::sendmsg(fd, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL).map_err(Into::into)
-            })
+            .async_io(Interest::WRITABLE, |fd| send_packet(fd.as_fd(), &bytes, fds).map_err(Into::into))
             .await;
         sent.map_err(|e| Error::Runtime(format!("the runtime process is gone: {e}")))?;
         match rx.await {
@@ -380,17 +373,7 @@ async fn read_messages(runtime: std::sync::Arc<Worker>, exits: mpsc::UnboundedSe
     loop {
         let received = runtime
             .socket
-            .async_io(Interest::READABLE, |fd| {
-                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
-                let mut control = RecvAncillaryBuffer::new(&mut space);
-                let received = rustix::net::recvmsg(
-                    fd,
-                    &mut [IoSliceMut::new(&mut buffer)],
-                    &mut control,
-                    RecvFlags::CMSG_CLOEXEC,
-                )?;
-                Ok((received.bytes, received_fds(&mut control)))
-            })
+            .async_io(Interest::READABLE, |fd| receive_packet(fd.as_fd(), &mut buffer).map_err(Into::into))
             .await;
         let (message, fds) = match received {
             Ok((0, _)) => break,
@@ -418,14 +401,29 @@ async fn read_messages(runtime: std::sync::Arc<Worker>, exits: mpsc::UnboundedSe
     tracing::info!("the runtime process closed its socket");
 }
 
-fn received_fds(control: &mut RecvAncillaryBuffer<'_>) -> Fds {
+/// Sends one packet: `bytes`, with `fds` as `SCM_RIGHTS`.
+fn send_packet(socket: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> rustix::io::Result<usize> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        control.push(SendAncillaryMessage::ScmRights(fds));
+    }
+    rustix::net::sendmsg(socket, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL)
+}
+
+/// Receives one packet into `buffer`: its length (0 when the other end closed) and the
+/// descriptors that came with it.
+fn receive_packet(socket: BorrowedFd<'_>, buffer: &mut [u8]) -> rustix::io::Result<(usize, Fds)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = rustix::net::recvmsg(socket, &mut [IoSliceMut::new(buffer)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = message {
             fds.extend(received);
         }
     }
-    fds
+    Ok((received.bytes, fds))
 }
 
 /// A container this runtime made and has not deleted.
@@ -524,18 +522,9 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
                 }
                 continue;
             };
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
-            let mut control = RecvAncillaryBuffer::new(&mut space);
-            let received = rustix::net::recvmsg(
-                socket,
-                &mut [IoSliceMut::new(&mut buffer)],
-                &mut control,
-                RecvFlags::CMSG_CLOEXEC,
-            );
-            let (reply, fds) = match received {
-                Ok(received) if received.bytes > 0 => {
-                    let fds = received_fds(&mut control);
-                    match postcard::from_bytes::<Request>(buffer.get(..received.bytes).unwrap_or_default()) {
+            let (reply, fds) = match receive_packet(socket.as_fd(), &mut buffer) {
+                Ok((bytes, fds)) if bytes > 0 => {
+                    match postcard::from_bytes::<Request>(buffer.get(..bytes).unwrap_or_default()) {
                         Ok(request) => match served.handle(request, fds) {
                             Ok((pid, fds)) => (Ok(pid), fds),
                             Err(error) => (Err(error), Vec::new()),
@@ -909,12 +898,7 @@ fn reap(pid: i32) -> i32 {
 
 fn send(socket: &OwnedFd, message: &Message, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
     let bytes = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() {
-        control.push(SendAncillaryMessage::ScmRights(fds));
-    }
-    rustix::net::sendmsg(socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)?;
+    send_packet(socket.as_fd(), &bytes, fds)?;
     Ok(())
 }
 
