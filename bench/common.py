@@ -28,10 +28,16 @@ def peers(scratch, services):
     fakecloud = os.environ.get("FAKECLOUD_BIN") or "/tmp/peers/fc-target/release/fakecloud"
     moto = os.environ.get("MOTO_SERVER") or shutil.which("moto_server")
     localstack = os.environ.get("LOCALSTACK_PYTHON")
-    return {
+
+    def durable(*flags):
         # Each its own Docker socket: the default one may belong to another Stratus on the machine.
-        "stratus": (lambda p: [stratus, "up", "--port", str(p), "--data-dir", str(scratch / f"stratus-{p}"),
-                               "--docker-socket", str(scratch / f"docker-{p}.sock")], "/_stratus/health", {}, os.path.exists(stratus)),
+        return (lambda p: [stratus, "up", "--port", str(p), "--data-dir", str(scratch / f"stratus-{p}"), *flags,
+                           "--docker-socket", str(scratch / f"docker-{p}.sock")], "/_stratus/health", {}, os.path.exists(stratus))
+
+    return {
+        "stratus": durable(),
+        # Acknowledges once a write is in the log (safe from kill -9), syncs the disk every 100 ms.
+        "stratus-fsync-100ms": durable("--fsync", "100ms"),
         "stratus-ephemeral": (lambda p: [stratus, "up", "--port", str(p), "--ephemeral",
                                          "--docker-socket", str(scratch / f"docker-{p}.sock")], "/_stratus/health", {}, os.path.exists(stratus)),
         "fakecloud": (lambda p: [fakecloud, "--addr", f"127.0.0.1:{p}"], "/_fakecloud/health", {}, os.path.exists(fakecloud)),
@@ -109,7 +115,7 @@ def run_peer(name, spec, seconds, scenarios):
         stop(process)
 
 
-def main(name, services, scenarios, report, default_peers="stratus,stratus-ephemeral,fakecloud,moto,localstack"):
+def main(name, services, scenarios, report, default_peers="stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack"):
     """Runs `scenarios(port, seconds)` against each peer asked for, then `report(results)`."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)

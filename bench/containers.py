@@ -2,7 +2,7 @@
 runc and crun given the same OCI bundle, the docker CLI end to end, idle memory per container, and
 a cached rebuild of a 10-step Dockerfile through `docker build`.
 
-    sudo python3 bench/containers.py     # as root; --runs 50 --parallel 8 --per-thread 10 --cli-runs 20
+    sudo python3 bench/containers.py     # as root; --runs 50 --parallel 8 --per-thread 10 --cli-runs 20 --fsync always
 
 Needs runc and crun (`apt-get install -y runc crun`) and the docker CLI for the end-to-end row.
 Stratus is the release build of bench/common.py (or STRATUS_BIN).
@@ -285,7 +285,8 @@ def run_stratus(scratch, args):
     data = scratch / "stratus"
     sock = scratch / "docker.sock"
     subprocess.run([binary, "image", "bootstrap", "busybox", "--data-dir", str(data)], check=True, capture_output=True)
-    spec = (lambda p: [binary, "up", "--port", str(p), "--data-dir", str(data), "--docker-socket", str(sock)], "/_stratus/health", {}, True)
+    spec = (lambda p: [binary, "up", "--port", str(p), "--data-dir", str(data), "--docker-socket", str(sock), "--fsync", args.fsync],
+            "/_stratus/health", {}, True)
     process = common.start("stratus-containers", spec, common.free_port())
     try:
         deadline = time.monotonic() + 30
@@ -328,6 +329,7 @@ def main():
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--per-thread", type=int, default=10)
     parser.add_argument("--cli-runs", type=int, default=20)
+    parser.add_argument("--fsync", default="always", help="Stratus's --fsync: always, or an interval such as 100ms")
     parser.add_argument("--oci-worker")
     args = parser.parse_args()
     if args.oci_worker:

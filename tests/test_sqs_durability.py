@@ -1,4 +1,5 @@
 """SQS state across a clean restart and across kill -9."""
+import pytest
 
 
 def test_restart_keeps_queues_messages_and_their_state(start_stratus):
@@ -37,8 +38,10 @@ def test_restart_keeps_queues_messages_and_their_state(start_stratus):
     assert resent["MessageId"] == gone["MessageId"], "also for a message deleted before the restart"
 
 
-def test_kill_9_loses_no_acknowledged_message(start_stratus):
-    first = start_stratus("first")
+# "1h": acknowledged once written to the store's log, and no background sync comes before the kill.
+@pytest.mark.parametrize("fsync", ["always", "1h"])
+def test_kill_9_loses_no_acknowledged_message(start_stratus, fsync):
+    first = start_stratus("first", args=("--data-dir", None, "--fsync", fsync))
     url = first.client("sqs").create_queue(QueueName="crash")["QueueUrl"]
     def worker(n):
         client = first.client("sqs")

@@ -9,7 +9,8 @@
 //! [`LocalStore`] implements it over an embedded [`Engine`]: redb on disk, or a `BTreeMap` for
 //! `--ephemeral`. All writes go through one committer thread that batches whatever transactions are
 //! waiting into one engine commit (one fsync of a write-ahead log), and acknowledges each only
-//! after that commit is durable (group commit).
+//! after that commit is durable (group commit); with [`Fsync::Every`], once it is written to the
+//! log, which survives the process but not a power loss.
 
 mod engine;
 mod local;
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 
 pub use engine::Engine;
 pub use local::{LocalStore, StoreOptions};
+pub use wal::Fsync;
 
 /// A store revision. 0 means "before anything was written"; the first write is revision 1.
 pub type Revision = u64;
@@ -214,7 +216,7 @@ impl Keyspace {
 
 /// A durable store in `dir` (created if missing).
 pub fn open(dir: &std::path::Path, options: StoreOptions) -> Result<Arc<dyn Store>> {
-    let engine = redb_engine::RedbEngine::open(dir, options.checkpoint_bytes)?;
+    let engine = redb_engine::RedbEngine::open(dir, options.checkpoint_bytes, options.fsync)?;
     Ok(Arc::new(LocalStore::start(Arc::new(engine), options)?))
 }
 

@@ -27,6 +27,8 @@ pub struct StoreOptions {
     /// whenever the log grows past this. Larger means fewer page flushes, but more memory and a
     /// longer replay after a crash.
     pub checkpoint_bytes: u64,
+    /// When the on-disk engine's log reaches the disk.
+    pub fsync: crate::Fsync,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +38,7 @@ impl Default for StoreOptions {
             max_batch: 1024,
             history_limit_bytes: 256 << 20,
             checkpoint_bytes: 8 << 20,
+            fsync: crate::Fsync::Always,
         }
     }
 }

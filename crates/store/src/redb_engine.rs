@@ -19,7 +19,7 @@ use crate::engine::{
     Applied, Engine, WriteBatch, apply_txns, decode_events, decode_value, decode_version, encode_events, encode_value,
     key_bounds, next_version,
 };
-use crate::wal::{Entry, Wal};
+use crate::wal::{Entry, Fsync, Wal};
 use crate::{Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
@@ -63,7 +63,7 @@ fn failed(error: impl Into<redb::Error>) -> StoreError {
 
 impl RedbEngine {
     /// Opens the store in `dir`, replaying the write-ahead log over redb's last durable state.
-    pub(crate) fn open(dir: &Path, checkpoint_bytes: u64) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, checkpoint_bytes: u64, fsync: Fsync) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(StoreError::engine)?;
         // Services keep their working state in memory and read the store mostly at start, so
         // redb's page cache need not be its default 1 GiB.
@@ -71,7 +71,7 @@ impl RedbEngine {
             Database::builder().set_cache_size(REDB_CACHE_BYTES).create(dir.join("stratus.redb")).map_err(failed)?;
         // The log is checkpointed once it passes `checkpoint_bytes`, so most epochs fit in that much
         // plus one batch.
-        let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"), checkpoint_bytes + (1 << 20))?;
+        let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"), checkpoint_bytes + (1 << 20), fsync)?;
         let txn = db.begin_write().map_err(failed)?;
         {
             let mut kv = txn.open_table(KV).map_err(failed)?;

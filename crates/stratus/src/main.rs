@@ -119,6 +119,12 @@ struct UpArgs {
     /// Keep all state in memory and write nothing to disk; everything is gone when Stratus stops.
     #[arg(long, env = "STRATUS_EPHEMERAL", conflicts_with = "data_dir")]
     ephemeral: bool,
+    /// When an acknowledged write reaches the disk. `always`: before it is acknowledged, so it
+    /// survives a power loss. A duration such as `100ms`: it is acknowledged once written to the
+    /// store's log, which survives Stratus being killed (kill -9), and the log is synced that often,
+    /// so a power loss or kernel crash can lose that last stretch. Much faster where syncs are slow.
+    #[arg(long, env = "STRATUS_FSYNC", value_name = "always|DURATION", default_value = "always", value_parser = fsync_policy, conflicts_with = "ephemeral")]
+    fsync: store::Fsync,
     /// Port of the edge, where every AWS API is served (0 picks a free one).
     #[arg(long, env = "STRATUS_PORT", default_value_t = 4566)]
     port: u16,
@@ -162,6 +168,16 @@ struct UpArgs {
     /// `stratus up` on the same data directory adopts them.
     #[arg(long, env = "STRATUS_LIVE_RESTORE", conflicts_with = "ephemeral")]
     live_restore: bool,
+}
+
+fn fsync_policy(value: &str) -> Result<store::Fsync, String> {
+    match value {
+        "always" => Ok(store::Fsync::Always),
+        _ => match humantime::parse_duration(value) {
+            Ok(interval) if !interval.is_zero() => Ok(store::Fsync::Every(interval)),
+            _ => Err("`always`, or how often to sync, such as 100ms or 1s".to_string()),
+        },
+    }
 }
 
 /// A Linux interface name: at most 15 bytes, no `/`, spaces or `:`.
@@ -270,9 +286,17 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         (store, "in memory only (--ephemeral)".into(), dir.join("containers"), Some(dir))
     } else {
         let dir = data_dir(args.data_dir)?;
-        let store = store::open(&dir, StoreOptions::default())
+        let store = store::open(&dir, StoreOptions { fsync: args.fsync, ..StoreOptions::default() })
             .with_context(|| format!("cannot open the store in {} (is another Stratus using it?)", dir.display()))?;
-        let note = format!("{} ({})", dir.display(), store.backend());
+        let note = match args.fsync {
+            store::Fsync::Always => format!("{} ({})", dir.display(), store.backend()),
+            store::Fsync::Every(interval) => format!(
+                "{} ({}, synced every {})",
+                dir.display(),
+                store.backend(),
+                humantime::format_duration(interval)
+            ),
+        };
         (store, note, dir.join("containers"), None)
     };
     // Without a runtime directory (and no flag) there is no sensible place for the socket: the

@@ -3,14 +3,16 @@
 //! transaction may be visible in part.
 //!
 //! The writer runs in a child process: this same test binary, re-executed to run `writer_process`
-//! with `STORE_CRASH_DIR` set (without it, that entry does nothing).
+//! with `STORE_CRASH_DIR` set (without it, that entry does nothing). It runs once syncing every
+//! commit, and once with a background sync so rare that it never runs: a SIGKILL must lose nothing
+//! acknowledged either way, since the kernel keeps what the process wrote.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use store::{Compare, Op, StoreOptions, Txn};
+use store::{Compare, Fsync, Op, StoreOptions, Txn};
 
 const WRITERS: usize = 8;
 const CYCLES: usize = 20;
@@ -18,6 +20,23 @@ const PADDING: usize = 1024;
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
+    crash_cycles("always");
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_without_waiting_for_the_disk() {
+    crash_cycles("never in this test");
+}
+
+/// The policy the writer process runs with, named by `STORE_CRASH_FSYNC`.
+fn fsync_policy(name: &str) -> Fsync {
+    match name {
+        "always" => Fsync::Always,
+        _ => Fsync::Every(Duration::from_secs(3600)),
+    }
+}
+
+fn crash_cycles(fsync: &str) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut acked: Vec<(usize, u64)> = Vec::new();
@@ -25,6 +44,7 @@ fn acknowledged_writes_survive_sigkill() {
         let mut child = Command::new(&exe)
             .args(["crash::writer_process", "--exact", "--nocapture", "--test-threads=1"])
             .env("STORE_CRASH_DIR", dir.path())
+            .env("STORE_CRASH_FSYNC", fsync)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -97,7 +117,8 @@ fn verify(dir: &std::path::Path, acked: &[(usize, u64)], cycle: usize) {
 async fn writer_process() {
     let Some(dir) = std::env::var_os("STORE_CRASH_DIR") else { return };
     // A small log, so that kills land before, during and after checkpoints.
-    let options = StoreOptions { checkpoint_bytes: 64 << 10, ..StoreOptions::default() };
+    let fsync = fsync_policy(&std::env::var("STORE_CRASH_FSYNC").unwrap_or_default());
+    let options = StoreOptions { checkpoint_bytes: 64 << 10, fsync, ..StoreOptions::default() };
     let store = store::open(std::path::Path::new(&dir), options).unwrap();
     for writer in 0..WRITERS {
         let store = store.clone();
