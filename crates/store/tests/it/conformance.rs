@@ -1,9 +1,10 @@
-//! Every behaviour of the `Store` trait, checked on the redb and the memory engine alike.
+//! Every behaviour of the `Store` trait, checked on the redb and the memory engine alike, and on
+//! redb with a periodic sync (where callers commit inline when the committer is idle).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::{Compare, EventKind, Op, Store, StoreError, StoreOptions, Txn};
+use store::{Compare, EventKind, Fsync, Op, Store, StoreError, StoreOptions, Txn};
 
 type Fixture = (Arc<dyn Store>, Option<tempfile::TempDir>);
 
@@ -16,14 +17,21 @@ fn redb() -> Fixture {
     (store::open(dir.path(), StoreOptions::default()).expect("redb store"), Some(dir))
 }
 
-macro_rules! on_both_engines {
+fn redb_synced_periodically() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions { fsync: Fsync::Every(Duration::from_millis(10)), ..StoreOptions::default() };
+    (store::open(dir.path(), options).expect("redb store"), Some(dir))
+}
+
+macro_rules! on_every_engine {
     ($($case:ident),* $(,)?) => {
         mod memory_engine { $( #[tokio::test] async fn $case() { super::$case(super::memory()).await } )* }
         mod redb_engine { $( #[tokio::test] async fn $case() { super::$case(super::redb()).await } )* }
+        mod redb_synced_periodically { $( #[tokio::test] async fn $case() { super::$case(super::redb_synced_periodically()).await } )* }
     };
 }
 
-on_both_engines!(
+on_every_engine!(
     put_get_and_revisions,
     range_is_ordered_and_bounded,
     compare_and_set,
