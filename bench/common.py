@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -15,6 +16,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # Where test.sh builds (outside the clone, shared by every clone).
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or pathlib.Path.home() / ".cache/stratus/target")
+# (row number, row label, peer) -> its ratio to fakecloud in each round, for the summary of a
+# multi-round run.
+RATIOS = {}
 
 
 def free_port():
@@ -120,22 +124,30 @@ def main(name, services, scenarios, report, default_peers="stratus,stratus-fsync
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--peers", default=default_peers)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every peer this many times, in turn, and summarise the ratios (this machine is noisy)")
     args = parser.parse_args()
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-bench-"))
-    specs = peers(scratch, services)
-    results = {}
-    for peer in args.peers.split(","):
-        if not specs[peer][3]:
-            print(f"skipping {peer}: not installed (see bench/sqs.py)")
-            continue
-        print(f"running {peer} ...", flush=True)
-        try:
-            results[peer] = run_peer(peer, specs[peer], args.seconds, scenarios)
-        except Exception as failure:  # noqa: BLE001 - one peer failing must not lose the others' results
-            print(f"{peer} failed: {failure!r}")
-        pathlib.Path(f"/tmp/{name}-bench-results.json").write_text(json.dumps(results))
-    shutil.rmtree(scratch, ignore_errors=True)
-    report(results)
+    for round_ in range(1, args.rounds + 1):
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-bench-"))
+        specs = peers(scratch, services)
+        results = {}
+        for peer in args.peers.split(","):
+            if not specs[peer][3]:
+                print(f"skipping {peer}: not installed (see bench/sqs.py)")
+                continue
+            print(f"round {round_}: running {peer} ...", flush=True)
+            try:
+                results[peer] = run_peer(peer, specs[peer], args.seconds, scenarios)
+            except Exception as failure:  # noqa: BLE001 - one peer failing must not lose the others' results
+                print(f"{peer} failed: {failure!r}")
+            pathlib.Path(f"/tmp/{name}-bench-results-{round_}.json").write_text(json.dumps(results))
+        shutil.rmtree(scratch, ignore_errors=True)
+        report(results)
+    if args.rounds > 1 and RATIOS:
+        print(f"\nRatios against fakecloud over {args.rounds} rounds: min / median / max")
+        print("\n| scenario | peer | min | median | max |\n|---|---|---|---|---|")
+        for (_, label, peer), ratios in RATIOS.items():
+            print(f"| {label} | {peer} | {min(ratios):.2f}x | {statistics.median(ratios):.2f}x | {max(ratios):.2f}x |")
 
 
 def print_table(names, rows):
@@ -145,11 +157,12 @@ def print_table(names, rows):
     print("| scenario | " + " | ".join(names) + " |")
     print("|" + "---|" * (len(names) + 1))
     base = names.index("fakecloud") if "fakecloud" in names else None
-    for label, cells in rows:
+    for row, (label, cells) in enumerate(rows):
         shown = []
         for i, (value, text) in enumerate(cells):
             if base is not None and i != base and value and cells[base][0]:
                 text += f" **{value / cells[base][0]:.2f}x**"
+                RATIOS.setdefault((row, label, names[i]), []).append(value / cells[base][0])
             shown.append(text)
         print(f"| {label} | " + " | ".join(shown) + " |")
     if base is not None:

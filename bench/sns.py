@@ -2,7 +2,7 @@
 """SNS benchmark: Stratus (durable; durable with the disk synced every 100 ms; --ephemeral) beside its peers, in one run, under one load
 generator (wrk with bench/wrk/sns_publish.lua).
 
-    python3 bench/sns.py [--seconds 5] [--peers stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack]
+    python3 bench/sns.py [--seconds 5] [--rounds 1] [--peers stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack]
 
 Peers are found as bench/sqs.py says. For 1 and 10 SQS subscriptions (enveloped, so signed, delivery):
   - Publish throughput at 1 and 16 connections;

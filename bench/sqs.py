@@ -2,7 +2,7 @@
 """SQS benchmark: Stratus (durable; durable with the disk synced every 100 ms; --ephemeral) beside its peers, in one run, under one load
 generator (wrk with the Lua scripts in bench/wrk), plus what a boto3 user sees.
 
-    python3 bench/sqs.py [--seconds 5] [--peers stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack]
+    python3 bench/sqs.py [--seconds 5] [--rounds 1] [--peers stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack]
 
 Peers are found as follows, and skipped (with a note) when absent:
   fakecloud   FAKECLOUD_BIN, default /tmp/peers/fc-target/release/fakecloud (build it as
