@@ -68,6 +68,7 @@ struct Shared {
     /// Transactions sent to the committer and not yet committed. A caller commits inline only
     /// when this is zero, so no transaction overtakes one submitted before it.
     queued: AtomicUsize,
+    /// A `Request::Checkpoint` is on its way to the committer.
     checkpoint_asked: AtomicBool,
 }
 
