@@ -21,30 +21,13 @@ pub trait Engine: Send + Sync + 'static {
     /// Forgets history before `revision`.
     fn compact(&self, revision: Revision) -> Result<()>;
     /// Makes everything committed durable in its final form, so the next open has nothing to
-    /// recover. Called by the committer when [`Engine::wants_checkpoint`] says so, and when the
-    /// store closes.
+    /// recover. Called when the store closes.
     fn checkpoint(&self) -> Result<()>;
-    /// Whether enough was written since the last checkpoint that one is due.
-    fn wants_checkpoint(&self) -> bool {
-        false
+    /// Whether commits cost enough (an fsync) to be worth batching on a committer thread. An
+    /// engine that says no is written by each caller in turn, saving two thread hand-offs.
+    fn group_commits(&self) -> bool {
+        true
     }
-    /// Which thread commits a transaction.
-    fn commit_path(&self) -> CommitPath {
-        CommitPath::Grouped
-    }
-}
-
-/// Which thread commits a transaction: the committer, which groups concurrent transactions into
-/// one engine write, or the caller, which saves two thread hand-offs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitPath {
-    /// Always the committer: worth it when every engine write waits for an fsync to share.
-    Grouped,
-    /// Always the caller, in turn.
-    Inline,
-    /// The caller when nothing is waiting for the committer, else the committer: writes are cheap
-    /// alone, but the committer's groups still save work under concurrency.
-    InlineWhenIdle,
 }
 
 /// `[start, end)` as range bounds, an empty `end` meaning no upper bound; `None` if the range is

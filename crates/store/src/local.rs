@@ -1,7 +1,7 @@
 //! [`LocalStore`]: the [`Store`] trait over an embedded [`Engine`], with group commit and watch.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::engine::{CommitPath, Engine};
+use crate::engine::Engine;
 use crate::{Event, KeyValue, Result, Revision, Store, StoreError, Txn, TxnFuture, TxnResponse, Watch};
 
 #[derive(Clone, Debug)]
@@ -51,9 +51,6 @@ const LIVE_BUFFER: usize = 1024;
 enum Request {
     Txn(Txn, oneshot::Sender<Result<TxnResponse>>),
     Compact(Revision, oneshot::Sender<Result<()>>),
-    /// A caller that committed inline found a checkpoint due; the committer makes it, so that no
-    /// caller's thread waits for one.
-    Checkpoint,
 }
 
 struct Shared {
@@ -63,13 +60,6 @@ struct Shared {
     /// (revision, bytes) of the history kept, oldest first, and their sum.
     history: Mutex<(VecDeque<(Revision, u64)>, u64)>,
     history_limit_bytes: u64,
-    /// Held by whoever commits, committer or caller, so that commits take turns.
-    turn: Mutex<()>,
-    /// Transactions sent to the committer and not yet committed. A caller commits inline only
-    /// when this is zero, so no transaction overtakes one submitted before it.
-    queued: AtomicUsize,
-    /// A `Request::Checkpoint` is on its way to the committer.
-    checkpoint_asked: AtomicBool,
 }
 
 impl Shared {
@@ -124,6 +114,8 @@ impl Shared {
 
 pub struct LocalStore {
     shared: Arc<Shared>,
+    /// Held while committing in the caller, for engines that do not group commits.
+    inline_commit: Mutex<()>,
     requests: RwLock<Option<mpsc::Sender<Request>>>,
     changes: RwLock<Option<broadcast::Sender<Arc<[Event]>>>>,
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
@@ -138,9 +130,6 @@ impl LocalStore {
             compacted: AtomicU64::new(compacted),
             history: Mutex::new((VecDeque::new(), 0)),
             history_limit_bytes: options.history_limit_bytes,
-            turn: Mutex::new(()),
-            queued: AtomicUsize::new(0),
-            checkpoint_asked: AtomicBool::new(false),
         });
         let (requests, inbox) = mpsc::channel();
         let (changes, _) = broadcast::channel(LIVE_BUFFER);
@@ -155,6 +144,7 @@ impl LocalStore {
             .map_err(StoreError::engine)?;
         Ok(LocalStore {
             shared,
+            inline_commit: Mutex::new(()),
             requests: RwLock::new(Some(requests)),
             changes: RwLock::new(Some(changes)),
             stopped: Mutex::new(Some(stopped)),
@@ -182,18 +172,10 @@ impl Store for LocalStore {
     }
 
     fn txn(&self, txn: Txn) -> TxnFuture {
-        let turn = match self.shared.engine.commit_path() {
-            CommitPath::Grouped => None,
-            CommitPath::Inline => Some(self.shared.turn.lock().unwrap_or_else(PoisonError::into_inner)),
-            CommitPath::InlineWhenIdle => {
-                self.shared.turn.try_lock().ok().filter(|_| self.shared.queued.load(Ordering::Acquire) == 0)
-            }
-        };
-        if let Some(turn) = turn {
-            return Box::pin(std::future::ready(self.commit_inline(turn, txn)));
+        if !self.shared.engine.group_commits() {
+            return Box::pin(std::future::ready(self.commit_inline(txn)));
         }
         let (reply, response) = oneshot::channel();
-        self.shared.queued.fetch_add(1, Ordering::AcqRel);
         let submitted = self.submit(Request::Txn(txn, reply));
         Box::pin(async move {
             submitted?;
@@ -241,9 +223,9 @@ impl Store for LocalStore {
 }
 
 impl LocalStore {
-    /// Commits in the caller's thread, holding the turn: the same steps as the committer's, one
-    /// transaction at a time.
-    fn commit_inline(&self, _turn: std::sync::MutexGuard<'_, ()>, txn: Txn) -> Result<TxnResponse> {
+    /// Commits in the caller's thread: the same steps as the committer's, one transaction at a time.
+    fn commit_inline(&self, txn: Txn) -> Result<TxnResponse> {
+        let _turn = self.inline_commit.lock().unwrap_or_else(PoisonError::into_inner);
         let changes = self.changes.read().unwrap_or_else(PoisonError::into_inner).clone().ok_or(StoreError::Closed)?;
         let revision = self.shared.revision.load(Ordering::Acquire);
         let applied = self.shared.engine.write(vec![txn], revision)?;
@@ -253,9 +235,6 @@ impl LocalStore {
         }
         if !applied.events.is_empty() {
             let _ = changes.send(applied.events);
-        }
-        if self.shared.engine.wants_checkpoint() && !self.shared.checkpoint_asked.swap(true, Ordering::AcqRel) {
-            let _ = self.submit(Request::Checkpoint);
         }
         applied.responses.into_iter().next().ok_or(StoreError::Closed)
     }
@@ -305,11 +284,6 @@ impl Committer {
                         self.commit(std::mem::take(&mut txns), std::mem::take(&mut replies));
                         let _ = reply.send(self.compact(revision));
                     }
-                    Request::Checkpoint => {
-                        self.commit(std::mem::take(&mut txns), std::mem::take(&mut replies));
-                        self.shared.checkpoint_asked.store(false, Ordering::Release);
-                        self.checkpoint_if_due(&self.shared.turn.lock().unwrap_or_else(PoisonError::into_inner));
-                    }
                 }
                 if txns.len() < self.options.max_batch {
                     request = self.inbox.try_recv().ok();
@@ -323,13 +297,9 @@ impl Committer {
         if txns.is_empty() {
             return;
         }
-        let turn = self.shared.turn.lock().unwrap_or_else(PoisonError::into_inner);
         let revision = self.shared.revision.load(Ordering::Acquire);
         let count = txns.len();
-        let written = self.shared.engine.write(txns, revision);
-        // Before the turn is released: a caller that sees nothing queued may now commit inline.
-        self.shared.queued.fetch_sub(count, Ordering::AcqRel);
-        match written {
+        match self.shared.engine.write(txns, revision) {
             Ok(applied) => {
                 self.shared.revision.store(applied.revision, Ordering::Release);
                 if let Err(error) = self.shared.account(&applied.events) {
@@ -349,16 +319,6 @@ impl Committer {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
-        }
-        self.checkpoint_if_due(&turn);
-    }
-
-    /// Needs the turn (`_turn`): a checkpoint must not run beside a commit.
-    fn checkpoint_if_due(&self, _turn: &std::sync::MutexGuard<'_, ()>) {
-        if self.shared.engine.wants_checkpoint()
-            && let Err(error) = self.shared.engine.checkpoint()
-        {
-            tracing::error!(error = &error as &dyn std::error::Error, "checkpoint failed");
         }
     }
 
