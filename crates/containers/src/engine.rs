@@ -1154,13 +1154,6 @@ impl Engine {
         {
             tracing::warn!(container = %container.id, %error, "cannot remove its files");
         }
-        // The runtime deletes an exited container's cgroups after it answers (`Runtime::delete`);
-        // its answer to this one says they are gone.
-        if let Some(runtime) = &self.runtime
-            && let Err(error) = runtime.delete(&container.id).await
-        {
-            tracing::warn!(container = %container.id, %error, "cannot delete from the runtime");
-        }
         self.lock_map().remove(&container.id);
         self.forget_execs(&container.id);
         entry.watched.send_modify(|w| w.removed = true);

@@ -71,8 +71,6 @@ enum Request {
         signal: i32,
     },
     /// Remove what libcontainer keeps (its state directory, the cgroup) of an exited container.
-    /// Answered first and done before the next request is read: a later request (the next one
-    /// for the same id included) finds it done.
     Delete {
         id: String,
     },
@@ -229,9 +227,6 @@ impl Runtime {
         self.worker(container).call(Request::Kill { id: exec.to_string(), signal }, &[]).await.map(drop)
     }
 
-    /// Has the runtime delete what libcontainer keeps of an exited container. It answers first
-    /// and deletes right after, before its next request: the answer to any later request for
-    /// the same id (another delete included) means it is done.
     pub async fn delete(&self, id: &str) -> Result<()> {
         self.worker(id).call(Request::Delete { id: id.to_string() }, &[]).await.map(drop)
     }
@@ -460,8 +455,6 @@ struct Served {
     live_restore: bool,
     /// Exits to report after the reply being made.
     queued: Vec<Message>,
-    /// Containers to delete once the reply is sent (`Delete`).
-    deleting: Vec<(String, Made)>,
 }
 
 /// The runtime process's main loop (`stratus runtime`): serves requests from fd 0, then from
@@ -486,12 +479,9 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
         execs: HashMap::new(),
         live_restore: false,
         queued: Vec::new(),
-        deleting: Vec::new(),
     };
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
-        // What the last request asked to delete, now that its answer and the exits are sent.
-        served.finish_deletes();
         let running: Vec<(String, i32)> = (served.made.iter())
             .filter(|(_, m)| m.init.is_some())
             .map(|(id, m)| (id.clone(), m.pid))
@@ -605,12 +595,10 @@ impl Served {
                 m.container.start().map_err(|e| format!("{e}: {}", source_chain(&e))).map(none)
             }
             Request::Kill { id, signal } => self.kill(&id, signal).map(none),
-            Request::Delete { id } => {
-                if let Some(m) = self.made.remove(&id) {
-                    self.deleting.push((id, m));
-                }
-                Ok((None, Vec::new()))
-            }
+            Request::Delete { id } => match self.made.remove(&id) {
+                Some(m) => remove(&id, m, false).map(none),
+                None => Ok((None, Vec::new())),
+            },
             Request::Hold { id } => {
                 self.made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?.held = fds;
                 Ok((None, Vec::new()))
@@ -704,17 +692,6 @@ impl Served {
             m.reported = false;
         }
         tracing::info!(containers = self.made.len(), "Stratus is gone: keeping the containers for the next");
-    }
-
-    /// Deletes what `Delete` asked for. libcontainer's delete takes milliseconds (it looks up
-    /// every cgroup controller's mount again, then removes the cgroups), which Stratus need not
-    /// wait for to record an exit.
-    fn finish_deletes(&mut self) {
-        for (id, m) in self.deleting.drain(..) {
-            if let Err(error) = remove(&id, m, false) {
-                tracing::warn!(container = %id, %error, "cannot delete");
-            }
-        }
     }
 
     /// Stratus is gone for good: leave nothing behind.
