@@ -49,6 +49,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const INIT_BINARY: &str = "/usr/bin/tini-static";
 /// Where the init binary appears in the container, as in Docker.
 const INIT_IN_CONTAINER: &str = "/sbin/docker-init";
+/// Where removed containers' directories wait for their deletion (under the engine's directory).
+const REMOVED: &str = "removed";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
@@ -340,6 +342,13 @@ impl Engine {
         crate::build::clear_leftovers(&options.dir);
         let run_dir = options.dir.join("run");
         fs::create_dir_all(&run_dir).map_err(Error::io("cannot create", &run_dir))?;
+        let removed = options.dir.join(REMOVED);
+        if let Err(error) = fs::remove_dir_all(&removed)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %removed.display(), %error, "cannot remove removed containers' files");
+        }
+        fs::create_dir_all(&removed).map_err(Error::io("cannot create", &removed))?;
         let (runtime, exits) = match &options.runtime {
             Some(program) => {
                 let (runtime, exits) =
@@ -491,6 +500,22 @@ impl Engine {
 
     fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves a removed container's directory aside and deletes it in the background: freeing its
+    /// blocks can wait for the disk (`/` here is mounted with `discard`), and nothing Docker shows
+    /// depends on it. What a crash leaves aside goes when the engine opens.
+    fn discard_files(&self, id: &str) {
+        let aside = self.dir.join(REMOVED).join(id);
+        match fs::rename(self.container_dir(id), &aside) {
+            Ok(()) => drop(tokio::task::spawn_blocking(move || {
+                if let Err(error) = fs::remove_dir_all(&aside) {
+                    tracing::warn!(path = %aside.display(), %error, "cannot remove a container's files");
+                }
+            })),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(container = %id, %error, "cannot remove its files"),
+        }
     }
 
     fn container_dir(&self, id: &str) -> PathBuf {
@@ -1148,12 +1173,7 @@ impl Engine {
             Txn::ops(vec![Op::delete(self.record_key(&container.id)), Op::delete(self.name_key(&container.name))]);
         self.store.txn(txn).await?;
         unmount(&self.rootfs(&container.id));
-        let dir = self.container_dir(&container.id);
-        if let Err(error) = fs::remove_dir_all(&dir)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(container = %container.id, %error, "cannot remove its files");
-        }
+        self.discard_files(&container.id);
         self.lock_map().remove(&container.id);
         self.forget_execs(&container.id);
         entry.watched.send_modify(|w| w.removed = true);
