@@ -90,6 +90,11 @@ def test_detached_container_lifecycle(docker):
     gone = docker.docker("logs", "web", check=False)
     assert gone.returncode != 0 and "No such container: web" in gone.stderr
     assert not (docker.data_dir / "containers/run" / cid).exists()
+    # Its files were moved aside and are deleted in the background.
+    deadline = time.monotonic() + 10
+    while (docker.data_dir / "containers/removed" / cid).exists():
+        assert time.monotonic() < deadline, "a removed container's files stayed"
+        time.sleep(0.05)
 
 
 def test_logs_follow_until_the_container_exits(docker):
@@ -219,8 +224,12 @@ def test_containers_survive_a_restart(start_stratus):
     first.stop()
     with open("/proc/mounts") as mounts:
         assert str(first.data_dir) not in mounts.read(), "stopping Stratus unmounts container roots"
+    # What a crash left aside between a removal and its background deletion.
+    aside = first.data_dir / "containers/removed/left-by-a-crash"
+    (aside / "rootfs").mkdir(parents=True)
 
     second = start_stratus("node")
+    assert not aside.exists(), "the next start deletes what was left aside"
     done = inspect(second, "done")["State"]
     busy = inspect(second, "busy")["State"]
     assert (done["Status"], done["ExitCode"]) == ("exited", 7)

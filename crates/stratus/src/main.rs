@@ -288,15 +288,11 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         let dir = data_dir(args.data_dir)?;
         let store = store::open(&dir, StoreOptions { fsync: args.fsync, ..StoreOptions::default() })
             .with_context(|| format!("cannot open the store in {} (is another Stratus using it?)", dir.display()))?;
-        let note = match args.fsync {
-            store::Fsync::Always => format!("{} ({})", dir.display(), store.backend()),
-            store::Fsync::Every(interval) => format!(
-                "{} ({}, synced every {})",
-                dir.display(),
-                store.backend(),
-                humantime::format_duration(interval)
-            ),
+        let synced = match args.fsync {
+            store::Fsync::Always => String::new(),
+            store::Fsync::Every(interval) => format!(", synced every {}", humantime::format_duration(interval)),
         };
+        let note = format!("{} ({}{synced})", dir.display(), store.backend());
         (store, note, dir.join("containers"), None)
     };
     // Without a runtime directory (and no flag) there is no sensible place for the socket: the

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""SQS sends only, for comparing Stratus builds side by side: bench/sqs.py's `send c1`, `send c16`
+and `batch c16` wrk runs against each peer given, in the order given (alternate them to spread the
+machine's moments over both).
+
+    python3 bench/sqs_ab.py NAME:BINARY[:FLAG...] ... [fakecloud:]
+
+e.g. `python3 bench/sqs_ab.py old:/tmp/stratus-old:--fsync:100ms new:/tmp/stratus-new:--fsync:100ms fakecloud: \
+old:/tmp/stratus-old:--fsync:100ms new:/tmp/stratus-new:--fsync:100ms`. A peer without `--ephemeral` gets a fresh
+data directory. Prints messages/s and p99 ms per scenario.
+"""
+import pathlib
+import sys
+import tempfile
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402
+import sqs  # noqa: E402
+
+
+def scenarios(port, seconds):
+    client = sqs.Client(port)
+    send, batch = client.queue("send"), client.queue("batch")
+    return {
+        "send c1": common.wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds),
+        "send c16": common.wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds),
+        "batch c16": common.wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds),
+    }
+
+
+def main():
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="sqs-ab-"))
+    for spec in sys.argv[1:]:
+        name, binary, *flags = spec.split(":")
+        if name == "fakecloud":
+            peer = common.peers(scratch, "sqs")["fakecloud"]
+        else:
+            def command(port, binary=binary, flags=flags):
+                store = flags if "--ephemeral" in flags else ["--data-dir", str(scratch / f"data-{port}"), *flags]
+                return [binary, "up", "--port", str(port), *store, "--docker-socket", str(scratch / f"docker-{port}.sock")]
+            peer = (command, "/_stratus/health", {}, True)
+        result = common.run_peer(name, peer, 5, scenarios)
+        rates = {k: round(v["rps"] * (10 if k.startswith("batch") else 1)) for k, v in result.items() if k != "rss_mib"}
+        p99s = {k: v["p99_ms"] for k, v in result.items() if k != "rss_mib"}
+        print(name, rates, "p99 ms", p99s, flush=True)
+    common.shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
