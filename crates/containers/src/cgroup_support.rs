@@ -3,9 +3,9 @@
 //! cpuset naming CPUs or memory nodes the host lacks is refused with dockerd's message.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::OnceLock;
 
+use crate::cgroup::Hierarchies;
 use crate::error::{Error, Result};
 use crate::spec::Limits;
 
@@ -25,36 +25,42 @@ struct Support {
 
 fn support() -> &'static Support {
     static SUPPORT: OnceLock<Support> = OnceLock::new();
-    SUPPORT.get_or_init(|| probe(Path::new("/sys/fs/cgroup")))
+    SUPPORT.get_or_init(|| probe(Hierarchies::host()))
 }
 
-/// cgroup v1 hierarchies (as libcgroups uses them wherever they are mounted), else cgroup v2.
-fn probe(root: &Path) -> Support {
-    let read = |file: &str| std::fs::read_to_string(root.join(file)).ok().map(|s| s.trim().to_string());
-    let exists = |file: &str| root.join(file).exists();
-    if exists("blkio") || exists("cpuset") {
-        Support {
-            cpus: read("cpuset/cpuset.cpus"),
-            mems: read("cpuset/cpuset.mems"),
-            weight: exists("blkio/blkio.weight") || exists("blkio/blkio.bfq.weight"),
-            // libcgroups does not write blkio.weight_device on cgroup v1.
-            weight_device: false,
-            read_bps: exists("blkio/blkio.throttle.read_bps_device"),
-            write_bps: exists("blkio/blkio.throttle.write_bps_device"),
-            read_iops: exists("blkio/blkio.throttle.read_iops_device"),
-            write_iops: exists("blkio/blkio.throttle.write_iops_device"),
+/// What the cgroup v1 hierarchies offer (wherever they are mounted), else cgroup v2.
+fn probe(hierarchies: &Hierarchies) -> Support {
+    match hierarchies {
+        Hierarchies::V1(_) => {
+            let path = |controller: &str, file: &str| hierarchies.v1_mount(controller).map(|m| m.join(file));
+            let read =
+                |controller, file| std::fs::read_to_string(path(controller, file)?).ok().map(|s| s.trim().to_string());
+            let exists = |file| path("blkio", file).is_some_and(|p| p.exists());
+            Support {
+                cpus: read("cpuset", "cpuset.cpus"),
+                mems: read("cpuset", "cpuset.mems"),
+                weight: exists("blkio.weight") || exists("blkio.bfq.weight"),
+                weight_device: exists("blkio.weight_device") || exists("blkio.bfq.weight_device"),
+                read_bps: exists("blkio.throttle.read_bps_device"),
+                write_bps: exists("blkio.throttle.write_bps_device"),
+                read_iops: exists("blkio.throttle.read_iops_device"),
+                write_iops: exists("blkio.throttle.write_iops_device"),
+            }
         }
-    } else {
-        let io = read("cgroup.subtree_control").is_some_and(|c| c.split_whitespace().any(|c| c == "io"));
-        Support {
-            cpus: read("cpuset.cpus.effective"),
-            mems: read("cpuset.mems.effective"),
-            weight: io && (exists("io.weight") || exists("io.bfq.weight")),
-            weight_device: io && exists("io.weight"),
-            read_bps: io,
-            write_bps: io,
-            read_iops: io,
-            write_iops: io,
+        Hierarchies::V2 { root, controllers } => {
+            let read = |file: &str| std::fs::read_to_string(root.join(file)).ok().map(|s| s.trim().to_string());
+            let exists = |file: &str| root.join(file).exists();
+            let io = controllers.iter().any(|c| c == "io");
+            Support {
+                cpus: read("cpuset.cpus.effective"),
+                mems: read("cpuset.mems.effective"),
+                weight: io && (exists("io.weight") || exists("io.bfq.weight")),
+                weight_device: io && exists("io.weight"),
+                read_bps: io,
+                write_bps: io,
+                read_iops: io,
+                write_iops: io,
+            }
         }
     }
 }

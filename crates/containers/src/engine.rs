@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use store::{Compare, Keyspace, Op, Store, Txn};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::cgroup::Cgroup;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::health::{Health, HealthConfig};
@@ -1222,8 +1223,8 @@ impl Engine {
     }
 
     /// `docker update`: new limits (those given) and restart policy, applied to the running
-    /// container's cgroup by youki's cgroup manager, then recorded.
-    /// `docker update`: returns dockerd's warnings (limits the host cannot apply).
+    /// container's cgroup, then recorded; returns dockerd's warnings (limits the host cannot
+    /// apply).
     pub async fn update(
         &self,
         reference: &str,
@@ -1264,22 +1265,9 @@ impl Engine {
         }
         if updated.state.status == Status::Running {
             let resources = spec::resources(&updated.limits, Vec::new())?;
-            let config = libcgroups::common::CgroupConfig {
-                cgroup_path: PathBuf::from(format!("{CGROUP_PARENT}/{}", updated.id)),
-                systemd_cgroup: false,
-                container_name: updated.id.clone(),
-            };
-            let options = libcgroups::common::ControllerOpt {
-                resources: &resources,
-                disable_oom_killer: false,
-                oom_score_adj: None,
-                freezer_state: None,
-            };
-            let applied =
-                libcgroups::common::create_cgroup_manager(config).map_err(|e| e.to_string()).and_then(|manager| {
-                    libcgroups::common::CgroupManager::apply(&manager, &options).map_err(|e| e.to_string())
-                });
-            applied.map_err(|e| Error::Runtime(format!("Cannot update container {}: {e}", updated.id)))?;
+            Cgroup::new(&format!("{CGROUP_PARENT}/{}", updated.id))
+                .apply(&resources)
+                .map_err(|e| Error::Runtime(format!("Cannot update container {}: {e}", updated.id)))?;
         }
         let updated = {
             let mut c = entry.container.lock().unwrap_or_else(|p| p.into_inner());

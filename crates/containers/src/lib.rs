@@ -5,6 +5,7 @@
 //! Docker Engine API is an adapter (`docker-protocol`) over [`Engine`].
 
 mod build;
+pub mod cgroup;
 mod cgroup_support;
 mod commit;
 mod debian;

@@ -270,7 +270,7 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<(u32, u32)>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
@@ -298,16 +298,9 @@ mod tests {
         check("nobody:wheel", "unable to find group wheel: no matching entries in group file");
     }
 
-    #[test]
-    fn spec_carries_process_limits_and_isolation() {
-        let process = Process {
-            args: vec!["sh".into(), "-c".into(), "echo hi".into()],
-            env: vec!["PATH=/bin".into(), "A=1".into()],
-            cwd: "/tmp".into(),
-            user: "nobody".into(),
-            hostname: "0123456789ab".into(),
-        };
-        let limits = Limits {
+    /// One limit of each kind, the block I/O ones on /dev/null (character device 1:3).
+    pub(crate) fn example_limits() -> Limits {
+        Limits {
             memory_bytes: Some(32 << 20),
             pids: Some(64),
             nano_cpus: Some(500_000_000),
@@ -319,8 +312,19 @@ mod tests {
                 write_bps: vec![DeviceLimit { path: "/dev/null".into(), value: 1 << 20 }],
                 ..BlockIo::default()
             },
+        }
+    }
+
+    #[test]
+    fn spec_carries_process_limits_and_isolation() {
+        let process = Process {
+            args: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            cwd: "/tmp".into(),
+            user: "nobody".into(),
+            hostname: "0123456789ab".into(),
         };
-        let spec = build(&process, &limits, Path::new("/r/rootfs"), "/stratus/abc", 65534, 65534).unwrap();
+        let spec = build(&process, &example_limits(), Path::new("/r/rootfs"), "/stratus/abc", 65534, 65534).unwrap();
         assert_eq!(spec.hostname().as_deref(), Some("0123456789ab"));
         assert_eq!(spec.root().as_ref().unwrap().path(), Path::new("/r/rootfs"));
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
