@@ -286,12 +286,45 @@ def test_nothing_is_left_behind(start_stratus):
     assert gone_bridge not in links()
 
     server.docker("run", "-d", "-p", "127.0.0.1::80", "busybox", "sleep", "60")
-    [veth] = veths_on(bridge)
+    # The container's veth, and soon the one of the namespace made ahead for the next container.
+    veths = veths_on(bridge)
+    assert 1 <= len(veths) <= 2, veths
     server.stop()
     assert bridge not in links()
-    gone_soon(veth)
+    for veth in veths:
+        gone_soon(veth)
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     assert table not in tables, tables
+
+
+def test_containers_on_the_default_bridge_take_a_namespace_made_ahead(docker):
+    """After a container has used the default bridge, a network namespace with its veth and address
+    waits for the next one, which joins it instead of making its own."""
+    first = docker.docker("run", "-d", "busybox", "sleep", "60").stdout.strip()
+    bridge = docker.env["STRATUS_DOCKER_BRIDGE"]
+    deadline = time.monotonic() + 5
+    while len(veths_on(bridge)) < 2:
+        assert time.monotonic() < deadline, veths_on(bridge)
+        time.sleep(0.05)
+    spare = set(veths_on(bridge)) - {veth_of(docker, first)}
+    second = docker.docker("run", "-d", "busybox", "sleep", "60").stdout.strip()
+    assert veth_of(docker, second) in spare
+    settings = inspect(docker, second)["NetworkSettings"]
+    route = docker.docker("exec", second, "ip", "route").stdout
+    assert f"default via {settings['Gateway']} dev eth0" in route, route
+    address = docker.docker("exec", second, "ip", "-o", "-4", "addr", "show", "eth0").stdout
+    assert f"inet {settings['IPAddress']}/" in address, address
+    ping = docker.docker("exec", second, "ping", "-c", "1", "-W", "2", inspect(docker, first)["NetworkSettings"]["IPAddress"])
+    assert ping.returncode == 0, ping.stdout
+    # A container of its own user-defined network makes its own namespace.
+    docker.docker("network", "create", "own")
+    assert docker.docker("run", "--rm", "--network", "own", "busybox", "ip", "-o", "link").stdout.count("eth0") == 1
+    assert set(veths_on(bridge)) & spare == {veth_of(docker, second)}
+
+
+def veth_of(docker, container):
+    """The host end of a running container's veth, from its isolation view."""
+    return json.loads(get(f"{docker.url}/_stratus/containers/{container[:12]}/isolation"))["network"][0]["host_veth"]
 
 
 def test_isolation_view_shows_namespaces_cgroups_mounts_and_network(docker):

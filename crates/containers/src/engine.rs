@@ -857,27 +857,27 @@ impl Engine {
             ns.apply(&mut spec)?;
         }
         let process = &container.process;
-        self.networks
-            .prepare(&container.id, &container.name, &process.hostname, &container.network, &dir)?
-            .apply(&mut spec)?;
+        let network = self.networks.prepare(
+            &container.id,
+            &container.name,
+            &process.hostname,
+            &container.network,
+            &dir,
+            userns.is_none(),
+        )?;
+        network.apply(&mut spec)?;
         let seccomp = self.seccomp.take(&mut spec)?;
         let config = dir.join("config.json");
         spec.save(&config).map_err(Error::oci(&config))?;
 
         let null = || fs::File::open("/dev/null").map(OwnedFd::from).map_err(Error::io("cannot open", "/dev/null"));
         let (pid, output, stdin) = if container.stdio.tty {
-            // The init makes the terminal in its own devpts and sends its master side here.
-            let console = stdio::ConsoleSocket::bind(&dir)?;
-            let pid = runtime
-                .create(
-                    &container.id,
-                    &dir,
-                    [null()?.as_fd(), null()?.as_fd(), null()?.as_fd()],
-                    Some(console.path()),
-                    seccomp,
-                )
-                .await?;
-            (pid, vec![console.receive().await?], None)
+            // The init makes the terminal in its own devpts; the runtime hands over its master side.
+            let stdio = [null()?, null()?, null()?];
+            let (pid, terminal) =
+                runtime.create(&container.id, &dir, stdio.each_ref().map(AsFd::as_fd), seccomp).await?;
+            let terminal = terminal.ok_or_else(|| Error::Runtime("no terminal came".into()))?;
+            (pid, vec![terminal], None)
         } else {
             let (stdout_read, stdout_write) = stdio::pipe()?;
             let (stderr_read, stderr_write) = stdio::pipe()?;
@@ -885,19 +885,14 @@ impl Engine {
                 true => stdio::pipe().map(|(read, write)| (read, Some(write)))?,
                 false => (null()?, None),
             };
-            let pid = runtime
-                .create(
-                    &container.id,
-                    &dir,
-                    [stdin_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()],
-                    None,
-                    seccomp,
-                )
-                .await?;
+            let stdio = [stdin_read.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()];
+            let (pid, _) = runtime.create(&container.id, &dir, stdio, seccomp).await?;
             // Only the container may hold the write ends, so that its exit ends the output.
             drop((stdout_write, stderr_write, stdin_read));
             (pid, vec![stdout_read, stderr_read], stdin_write)
         };
+        // The container holds its network namespace now.
+        drop(network);
         runtime.hold(&container.id, &output.iter().map(AsFd::as_fd).collect::<Vec<_>>()).await?;
         self.pump(entry, container, output, stdin)?;
         self.networks.plug(&container.id, pid, &container.network).await?;

@@ -1,7 +1,6 @@
 //! Stratus's container engine: an OCI image store ([`image`]), and containers ([`Engine`])
-//! isolated by namespaces, rooted on overlayfs and limited by cgroups, which youki's
-//! libcontainer creates in a separate single-threaded runtime process ([`runtime`]) from an OCI
-//! runtime spec ([`spec`]). Container records live in the store. No wire format lives here: the
+//! isolated by namespaces, rooted on overlayfs and limited by cgroups, which a separate
+//! single-threaded runtime process ([`runtime`]) creates from an OCI runtime spec ([`spec`]). Container records live in the store. No wire format lives here: the
 //! Docker Engine API is an adapter (`docker-protocol`) over [`Engine`].
 
 mod build;
@@ -16,6 +15,7 @@ pub mod events;
 pub mod health;
 pub mod image;
 pub mod isolation;
+mod launch;
 mod layer;
 pub mod network;
 mod record;

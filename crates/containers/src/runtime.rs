@@ -1,9 +1,9 @@
-//! The runtime process: youki's libcontainer runs in a child process of Stratus (the binary
+//! The runtime process: containers are made (`launch`) in a child process of Stratus (the binary
 //! re-executes itself as `stratus runtime`), never inside Stratus's own multi-threaded process.
-//! libcontainer creates containers with a raw `clone3` and then runs Rust code (allocation,
-//! logging) in the child before `exec`; after a clone of a multi-threaded process a lock held by
-//! another thread (malloc's, stderr's) stays locked forever in the child. The runtime process is
-//! single-threaded, so that cannot happen.
+//! A container's init is a `clone3` that then runs Rust code (allocation, logging) before `exec`;
+//! after a clone of a multi-threaded process a lock held by another thread (malloc's, stderr's)
+//! stays locked forever in the child. The runtime process is single-threaded, so that cannot
+//! happen.
 //!
 //! Stratus starts one per core ([`Runtime`] picks one by container id). Each is the parent of
 //! its containers' init processes: it reaps them (one pidfd each, polled with
@@ -24,24 +24,20 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use libcontainer::container::Container;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::signal::Signal;
-use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
     SendFlags, SocketFlags, SocketType,
 };
-use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
+use rustix::process::{Pid, WaitId, WaitIdOptions};
 use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cgroup::Cgroup;
 use crate::error::{Error, Result};
+use crate::launch::{self, EXEC_FAILED};
 use crate::seccomp::Program;
 
 /// Larger than any message: requests carry an id and a path.
@@ -54,11 +50,10 @@ enum Request {
         live_restore: bool,
     },
     /// Create the container from the OCI bundle; stdin, stdout and stderr come as three fds.
-    /// With a terminal, the init sends its master side to `console_socket` instead.
+    /// With a terminal, the reply carries its master side.
     Create {
         id: String,
         bundle: PathBuf,
-        console_socket: Option<PathBuf>,
         /// The seccomp filter, if Stratus compiled it (see [`Program`]), for the init and every
         /// exec'd process.
         seccomp: Option<Program>,
@@ -70,7 +65,7 @@ enum Request {
         id: String,
         signal: i32,
     },
-    /// Remove what libcontainer keeps (its state directory, the cgroup) of an exited container.
+    /// Remove what is left of an exited container (its cgroup).
     Delete {
         id: String,
     },
@@ -171,24 +166,24 @@ impl Runtime {
         &self.workers[hash % self.workers.len()]
     }
 
-    /// Creates the container from `bundle/config.json`; returns its init's pid. The init
-    /// waits for [`Runtime::start`] before running the entrypoint.
+    /// Creates the container from `bundle/config.json`; returns its init's pid and, if the spec
+    /// gives it a terminal, the terminal's master side. The init waits for [`Runtime::start`]
+    /// before running the entrypoint. An entrypoint that cannot run is an [`Error::ExecFailed`].
     pub async fn create(
         &self,
         id: &str,
         bundle: &Path,
         stdio: [BorrowedFd<'_>; 3],
-        console_socket: Option<&Path>,
         seccomp: Option<Program>,
-    ) -> Result<i32> {
-        let request = Request::Create {
-            id: id.to_string(),
-            bundle: bundle.to_path_buf(),
-            console_socket: console_socket.map(Path::to_path_buf),
-            seccomp,
-        };
-        let (pid, _) = self.worker(id).call(request, &stdio).await?;
-        pid.ok_or_else(|| Error::Runtime("create answered without a pid".into()))
+    ) -> Result<(i32, Option<OwnedFd>)> {
+        let request = Request::Create { id: id.to_string(), bundle: bundle.to_path_buf(), seccomp };
+        let called = self.worker(id).call(request, &stdio).await;
+        let (pid, fds) = exec_failed(
+            called,
+            "failed to create task for container: failed to create shim task: OCI runtime create failed",
+        )?;
+        let pid = pid.ok_or_else(|| Error::Runtime("create answered without a pid".into()))?;
+        Ok((pid, fds.into_iter().next()))
     }
 
     /// With `--live-restore`, has the runtime keep `fds` (what Stratus reads the container's
@@ -234,23 +229,30 @@ impl Runtime {
     /// Starts `process` in its container with `stdio`; returns its pid. An executable that cannot
     /// be run is an [`Error::ExecFailed`].
     pub async fn exec(&self, process: ExecProcess, stdio: [BorrowedFd<'_>; 3]) -> Result<i32> {
-        let worker = self.worker(&process.container);
-        match worker.call(Request::Exec(process), &stdio).await {
-            Ok((pid, _)) => pid.ok_or_else(|| Error::Runtime("exec answered without a pid".into())),
-            Err(Error::Runtime(message)) => match message.strip_prefix(EXEC_FAILED).and_then(|m| m.split_once(':')) {
-                Some((code, message)) => {
-                    Err(Error::ExecFailed { code: code.parse().unwrap_or(126), message: message.to_string() })
-                }
-                None => Err(Error::Runtime(message)),
-            },
-            Err(error) => Err(error),
-        }
+        let called = self.worker(&process.container).call(Request::Exec(process), &stdio).await;
+        let (pid, _) = exec_failed(called, "OCI runtime exec failed: exec failed")?;
+        pid.ok_or_else(|| Error::Runtime("exec answered without a pid".into()))
     }
 
     /// Has every runtime process kill what is left and exit; with `--live-restore`, leaves them
     /// running their containers for the next Stratus.
     pub async fn shut_down(&self) {
         futures_util::future::join_all(self.workers.iter().map(|w| w.shut_down(self.live_restore))).await;
+    }
+}
+
+/// A reply saying an executable could not run becomes an [`Error::ExecFailed`] with dockerd's
+/// words, which begin with `prefix`.
+fn exec_failed(called: Result<(Option<i32>, Fds)>, prefix: &str) -> Result<(Option<i32>, Fds)> {
+    match called {
+        Err(Error::Runtime(message)) => match message.strip_prefix(EXEC_FAILED).and_then(|m| m.split_once(':')) {
+            Some((code, message)) => Err(Error::ExecFailed {
+                code: code.parse().unwrap_or(126),
+                message: format!("{prefix}: unable to start container process: {message}: unknown"),
+            }),
+            None => Err(Error::Runtime(message)),
+        },
+        other => other,
     }
 }
 
@@ -428,26 +430,25 @@ fn receive_packet(socket: BorrowedFd<'_>, buffer: &mut [u8]) -> rustix::io::Resu
 
 /// A container this runtime made and has not deleted.
 struct Made {
-    container: Container,
+    init: launch::Init,
+    /// What its exec'd processes share with the init.
+    shared: launch::Shared,
+    cgroup: Cgroup,
     /// The bundle, whose `rootfs` Stratus mounted; unmounted here if Stratus is gone.
     bundle: PathBuf,
-    pid: i32,
-    /// Its init's pidfd while it runs; dropped once reaped.
-    init: Option<OwnedFd>,
+    /// Whether its init runs (its pidfd is polled until it is reaped).
+    running: bool,
     /// Its init's exit status once reaped: reported again to a Stratus that adopts it, since the
     /// one it was reported to may have died before recording it.
     exited: Option<i32>,
     /// Whether that exit was reported on the current connection (so an Adopt does not repeat it).
     reported: bool,
-    seccomp: Option<Program>,
     /// What Stratus reads the container's output from, kept for the next Stratus (`Hold`).
     held: Fds,
 }
 
 /// What the runtime process serves.
 struct Served {
-    /// libcontainer's state.
-    root: PathBuf,
     made: HashMap<String, Made>,
     /// Exec'd processes by exec id: pid and pidfd.
     execs: HashMap<String, (i32, OwnedFd)>,
@@ -458,9 +459,9 @@ struct Served {
 }
 
 /// The runtime process's main loop (`stratus runtime`): serves requests from fd 0, then from
-/// whoever connects to `<root>/runtime.sock` when containers outlive a connection, keeping
-/// libcontainer's state under `root` (cleared at start: a previous runtime deleted its
-/// containers when it ended, or is still running and was connected to instead).
+/// whoever connects to `<root>/runtime.sock` when containers outlive a connection (`root` is
+/// cleared at start: a previous runtime deleted its containers when it ended, or is still running
+/// and was connected to instead).
 pub fn serve(root: &Path) -> std::io::Result<()> {
     let mut connection = Some(std::io::stdin().as_fd().try_clone_to_owned()?);
     // Nothing the runtime starts should inherit the socket as its stdin.
@@ -473,22 +474,16 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(root)?;
     let listener = listen(root)?;
 
-    let mut served = Served {
-        root: root.to_path_buf(),
-        made: HashMap::new(),
-        execs: HashMap::new(),
-        live_restore: false,
-        queued: Vec::new(),
-    };
+    let mut served = Served { made: HashMap::new(), execs: HashMap::new(), live_restore: false, queued: Vec::new() };
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
         let running: Vec<(String, i32)> = (served.made.iter())
-            .filter(|(_, m)| m.init.is_some())
-            .map(|(id, m)| (id.clone(), m.pid))
+            .filter(|(_, m)| m.running)
+            .map(|(id, m)| (id.clone(), m.init.pid))
             .chain(served.execs.iter().map(|(id, (pid, _))| (id.clone(), *pid)))
             .collect();
         let ready = {
-            let pidfds = (served.made.values().filter_map(|m| m.init.as_ref()))
+            let pidfds = (served.made.values().filter(|m| m.running).map(|m| &m.init.pidfd))
                 .chain(served.execs.values().map(|(_, pidfd)| pidfd));
             // Requests on the connection; without one, the next Stratus connecting.
             let mut polled = vec![PollFd::new(connection.as_ref().unwrap_or(&listener), PollFlags::IN)];
@@ -506,7 +501,7 @@ pub fn serve(root: &Path) -> std::io::Result<()> {
                 // With no Stratus connected, the exit waits in `Made` for the next one's Adopt.
                 let reported = connection.is_some();
                 if let Some(m) = served.made.get_mut(id) {
-                    (m.init, m.exited, m.reported) = (None, Some(status), reported);
+                    (m.running, m.exited, m.reported) = (false, Some(status), reported);
                 }
                 served.execs.remove(id);
                 if reported {
@@ -571,10 +566,6 @@ fn listen(root: &Path) -> std::io::Result<OwnedFd> {
     Ok(listener)
 }
 
-fn sigkill() -> Option<Signal> {
-    Signal::try_from(9).ok()
-}
-
 impl Served {
     fn handle(&mut self, request: Request, fds: Fds) -> Result<(Option<i32>, Fds), String> {
         let none = |()| (None, Vec::new());
@@ -583,16 +574,11 @@ impl Served {
                 self.live_restore = live_restore;
                 Ok((None, Vec::new()))
             }
-            Request::Exec(process) => {
-                let seccomp = self.made.get(&process.container).and_then(|m| m.seccomp.clone());
-                exec(process, seccomp, fds, &self.root, &mut self.execs).map(|pid| (pid, Vec::new()))
-            }
-            Request::Create { id, bundle, console_socket, seccomp } => {
-                self.create(id, bundle, console_socket, seccomp, fds).map(|pid| (Some(pid), Vec::new()))
-            }
+            Request::Exec(process) => self.exec(process, fds).map(|pid| (Some(pid), Vec::new())),
+            Request::Create { id, bundle, seccomp } => self.create(id, bundle, seccomp, fds),
             Request::Start { id } => {
                 let m = self.made.get_mut(&id).ok_or_else(|| format!("no container {id}"))?;
-                m.container.start().map_err(|e| format!("{e}: {}", source_chain(&e))).map(none)
+                launch::start(&mut m.init).map(none)
             }
             Request::Kill { id, signal } => self.kill(&id, signal).map(none),
             Request::Delete { id } => match self.made.remove(&id) {
@@ -611,7 +597,7 @@ impl Served {
                     m.reported = true;
                     self.queued.push(Message::Exited { id: id.clone(), status });
                 }
-                Ok((m.init.as_ref().map(|_| m.pid), held))
+                Ok((m.running.then_some(m.init.pid), held))
             }
             Request::Retain { ids } => {
                 let unknown: Vec<String> = self.made.keys().filter(|id| !ids.contains(id)).cloned().collect();
@@ -626,56 +612,74 @@ impl Served {
         }
     }
 
+    /// Makes the container's cgroup and its init; the reply carries the init's pid and its
+    /// terminal's master side, if it has one.
     fn create(
         &mut self,
         id: String,
         bundle: PathBuf,
-        console_socket: Option<PathBuf>,
         seccomp: Option<Program>,
         fds: Fds,
-    ) -> Result<i32, String> {
-        let [stdin, stdout, stderr]: [OwnedFd; 3] =
-            fds.try_into().map_err(|_| "create needs three file descriptors".to_string())?;
-        let container = ContainerBuilder::new(id.clone(), SyscallType::default())
-            .with_root_path(&self.root)
-            .map_err(|e| e.to_string())?
-            .with_stdin(stdin)
-            .with_stdout(stdout)
-            .with_stderr(stderr)
-            .with_console_socket(console_socket)
-            .with_executor(Launcher { tty: false, seccomp: seccomp.clone() })
-            .as_init(&bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
-        let pid = container.pid().map(|p| p.as_raw()).ok_or("libcontainer returned no pid")?;
-        let pidfd = Pid::from_raw(pid)
-            .ok_or("invalid pid")
-            .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
-        let made = Made {
-            container,
-            bundle,
-            pid,
-            init: Some(pidfd),
-            exited: None,
-            reported: false,
-            seccomp,
-            held: Vec::new(),
+    ) -> Result<(Option<i32>, Fds), String> {
+        let stdio: [OwnedFd; 3] = fds.try_into().map_err(|_| "create needs three file descriptors".to_string())?;
+        let config = bundle.join("config.json");
+        let spec =
+            oci_spec::runtime::Spec::load(&config).map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+        let linux = spec.linux().as_ref().ok_or("the spec has no linux section")?;
+        let path = linux.cgroups_path().as_ref().ok_or("the spec names no cgroup")?;
+        let cgroup = Cgroup::new(&path.to_string_lossy());
+        let resources = linux.resources().clone().unwrap_or_default();
+        let launched = cgroup
+            .create(&resources)
+            .map_err(|e| format!("cannot make the cgroup: {e}"))
+            .and_then(|()| launch::create(&spec, stdio, &cgroup, seccomp));
+        let (init, shared, terminal) = match launched {
+            Ok(launched) => launched,
+            Err(error) => {
+                if let Err(removing) = cgroup.remove() {
+                    tracing::warn!(container = %id, error = %removing, "cannot remove the cgroup");
+                }
+                return Err(error);
+            }
         };
+        let pid = init.pid;
+        let made =
+            Made { init, shared, cgroup, bundle, running: true, exited: None, reported: false, held: Vec::new() };
         self.made.insert(id, made);
+        Ok((Some(pid), terminal.into_iter().collect()))
+    }
+
+    /// Starts an exec'd process in its container's namespaces and cgroup; returns its pid.
+    fn exec(&mut self, process: ExecProcess, fds: Fds) -> Result<i32, String> {
+        let stdio: [OwnedFd; 3] = fds.try_into().map_err(|_| "exec needs three file descriptors".to_string())?;
+        let m = self.made.get(&process.container).ok_or_else(|| format!("no container {}", process.container))?;
+        if !m.running {
+            return Err(format!("container {} is not running", process.container));
+        }
+        let exec = launch::Exec {
+            args: &process.args,
+            env: &process.env,
+            cwd: Path::new(&process.cwd),
+            uid: process.uid,
+            gid: process.gid,
+            tty: process.tty,
+        };
+        let (pid, pidfd) = launch::exec(&m.init, &m.cgroup, &m.shared, &exec, stdio)?;
+        self.execs.insert(process.id, (pid, pidfd));
         Ok(pid)
     }
 
     fn kill(&mut self, id: &str, signal: i32) -> Result<(), String> {
+        let signal = rustix::process::Signal::from_named_raw(signal).ok_or("invalid signal")?;
         // An exec's id kills the exec'd process through its pidfd (never a reused pid).
         if let Some((_, pidfd)) = self.execs.get(id) {
-            let signal = rustix::process::Signal::from_named_raw(signal).ok_or("invalid signal")?;
             return rustix::process::pidfd_send_signal(pidfd, signal).map_err(|e| e.to_string());
         }
         let m = self.made.get_mut(id).ok_or_else(|| format!("no container {id}"))?;
-        let signal = Signal::try_from(signal).map_err(|e| e.to_string())?;
-        m.container.kill(signal, false).map_err(|e| e.to_string())
+        if !m.running {
+            return Err(format!("container {id} is not running"));
+        }
+        rustix::process::pidfd_send_signal(&m.init.pidfd, signal).map_err(|e| e.to_string())
     }
 
     /// The connection closed and containers outlive it: exec'd processes end with it (their
@@ -704,16 +708,16 @@ impl Served {
     }
 }
 
-/// Kills a container's init if it still runs and deletes what libcontainer keeps; with
-/// `unmount`, also unmounts its root filesystem (Stratus's job while it is there).
-fn remove(id: &str, mut m: Made, unmount: bool) -> Result<(), String> {
-    if m.init.take().is_some() {
-        if let Some(Err(error)) = sigkill().map(|signal| m.container.kill(signal, true)) {
+/// Kills a container's init if it still runs (its PID namespace goes with it) and removes its
+/// cgroup; with `unmount`, also unmounts its root filesystem (Stratus's job while it is there).
+fn remove(id: &str, m: Made, unmount: bool) -> Result<(), String> {
+    if m.running {
+        if let Err(error) = rustix::process::pidfd_send_signal(&m.init.pidfd, rustix::process::Signal::KILL) {
             tracing::warn!(container = %id, %error, "cannot kill");
         }
-        reap(m.pid);
+        reap(m.init.pid);
     }
-    m.container.delete(true).map_err(|e| e.to_string())?;
+    m.cgroup.remove().map_err(|e| format!("cannot remove the cgroup: {e}"))?;
     if unmount {
         let rootfs = m.bundle.join("rootfs");
         if let Err(error) = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH) {
@@ -723,163 +727,8 @@ fn remove(id: &str, mut m: Made, unmount: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts an exec'd process: it joins the container's namespaces and cgroup (libcontainer's
-/// tenant builder). If its executable cannot run, the reply says so as Docker words it, with the
-/// exit code Docker gives (`EXEC_FAILED<code>:<message>`).
-fn exec(
-    process: ExecProcess,
-    seccomp: Option<Program>,
-    fds: Vec<OwnedFd>,
-    root: &Path,
-    execs: &mut HashMap<String, (i32, OwnedFd)>,
-) -> Result<Option<i32>, String> {
-    let [stdin, stdout, stderr]: [OwnedFd; 3] =
-        fds.try_into().map_err(|_| "exec needs three file descriptors".to_string())?;
-    // libcontainer does not return the pid of a process whose executable failed validation:
-    // the pid file names the child to reap.
-    let pid_file = root.join(format!("{}.pid", process.id));
-    let built = ContainerBuilder::new(process.container.clone(), SyscallType::default())
-        .with_root_path(root)
-        .and_then(|b| b.with_pid_file(Some(&pid_file)))
-        .map_err(|e| e.to_string())?
-        .with_stdin(stdin)
-        .with_stdout(stdout)
-        .with_stderr(stderr)
-        .with_executor(Launcher { tty: process.tty, seccomp })
-        .as_tenant()
-        .with_container_args(process.args.clone())
-        .with_env(process.env.iter().cloned().collect())
-        .with_cwd(Some(&process.cwd))
-        .with_user(Some(process.uid))
-        .with_group(Some(process.gid))
-        .with_detach(true)
-        .build();
-    let written_pid = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
-    let _ = std::fs::remove_file(&pid_file);
-    let pid = match built {
-        Ok(pid) => pid.as_raw(),
-        Err(error) => {
-            if let Some(pid) = written_pid {
-                reap(pid);
-            }
-            let message = format!("{error}: {}", source_chain(&error));
-            let executable = process.args.first().map(String::as_str).unwrap_or_default();
-            return Err(match exec_failure(executable, &message) {
-                Some((code, docker_message)) => format!("{EXEC_FAILED}{code}:{docker_message}"),
-                None => message,
-            });
-        }
-    };
-    let pidfd = Pid::from_raw(pid)
-        .ok_or("invalid pid")
-        .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|_| "cannot open a pidfd"))?;
-    execs.insert(process.id, (pid, pidfd));
-    Ok(Some(pid))
-}
-
-/// Marks a reply for an executable that could not run.
-const EXEC_FAILED: &str = "exec failed:";
-
-/// Docker's exit code and message for an executable libcontainer refused: 127 when it does not
-/// exist, 126 when it cannot be executed.
-fn exec_failure(executable: &str, message: &str) -> Option<(i32, String)> {
-    let prefix = "OCI runtime exec failed: exec failed: unable to start container process: exec:";
-    if message.contains("not found in $PATH") {
-        let why = if executable.contains('/') {
-            format!("stat {executable}: no such file or directory")
-        } else {
-            "executable file not found in $PATH".to_string()
-        };
-        Some((127, format!("{prefix} \"{executable}\": {why}: unknown")))
-    } else if message.contains("does not have correct permissions") {
-        Some((126, format!("{prefix} \"{executable}\": permission denied: unknown")))
-    } else {
-        None
-    }
-}
-
-/// libcontainer's executor, run in the container's init or an exec'd process just before `exec`:
-/// it makes a terminal on stdin the controlling terminal (the process is a session leader by
-/// then), so that ^C and job control reach it, and loads the seccomp filter Stratus compiled.
-#[derive(Clone)]
-struct Launcher {
-    tty: bool,
-    seccomp: Option<Program>,
-}
-
-impl Executor for Launcher {
-    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
-        if self.tty {
-            rustix::process::ioctl_tiocsctty(std::io::stdin())
-                .map_err(|e| ExecutorError::Other(format!("cannot take the terminal: {e}")))?;
-        }
-        if let Some(program) = &self.seccomp {
-            load_seccomp(program).map_err(|e| ExecutorError::Other(format!("cannot load the seccomp filter: {e}")))?;
-        }
-        DefaultExecutor {}.exec(spec)
-    }
-
-    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
-    }
-}
-
-/// Loads `program` and drops the capabilities raised to load it, in the order that needs them:
-/// out of the bounding set (CAP_SETPCAP), the filter (CAP_SYS_ADMIN), out of the effective and
-/// permitted sets.
-fn load_seccomp(program: &Program) -> std::io::Result<()> {
-    let raised = (program.raised.iter())
-        .map(|&i| caps::all().into_iter().find(|c| c.index() == i))
-        .collect::<Option<Vec<caps::Capability>>>()
-        .ok_or_else(|| std::io::Error::other("an unknown capability"))?;
-    let failed = |e: caps::errors::CapsError| std::io::Error::other(e.to_string());
-    for cap in &raised {
-        caps::drop(None, caps::CapSet::Bounding, *cap).map_err(failed)?;
-    }
-    let mut instructions: Vec<libc::sock_filter> = program
-        .instructions
-        .chunks_exact(8)
-        .map(|i| libc::sock_filter {
-            code: u16::from_ne_bytes([i[0], i[1]]),
-            jt: i[2],
-            jf: i[3],
-            k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
-        })
-        .collect();
-    let len = u16::try_from(instructions.len()).map_err(|_| std::io::Error::other("the filter is too long"))?;
-    let fprog = libc::sock_fprog { len, filter: instructions.as_mut_ptr() };
-    // SAFETY: `fprog` points at `len` instructions that outlive the call, which only reads them.
-    #[allow(unsafe_code)]
-    let loaded = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            program.flags,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if loaded != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    for cap in &raised {
-        caps::drop(None, caps::CapSet::Effective, *cap).map_err(failed)?;
-        caps::drop(None, caps::CapSet::Permitted, *cap).map_err(failed)?;
-    }
-    Ok(())
-}
-
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut chain = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push(cause.to_string());
-        source = cause.source();
-    }
-    chain.join(": ")
-}
-
 /// Waits for `pid` (a child of this process) to end: its exit code or 128 + its signal.
-fn reap(pid: i32) -> i32 {
+pub(crate) fn reap(pid: i32) -> i32 {
     let Some(pid) = Pid::from_raw(pid) else { return 255 };
     loop {
         match rustix::process::waitid(WaitId::Pid(pid), WaitIdOptions::EXITED) {
@@ -900,29 +749,4 @@ fn send(socket: &OwnedFd, message: &Message, fds: &[BorrowedFd<'_>]) -> std::io:
     let bytes = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
     send_packet(socket.as_fd(), &bytes, fds)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn executables_that_cannot_run_get_dockers_words_and_codes() {
-        let prefix = "OCI runtime exec failed: exec failed: unable to start container process: exec:";
-        let not_found = "failed to validate executor: executable 'nosuch' not found in $PATH";
-        assert_eq!(
-            exec_failure("nosuch", not_found),
-            Some((127, format!("{prefix} \"nosuch\": executable file not found in $PATH: unknown")))
-        );
-        assert_eq!(
-            exec_failure("/bin/nosuch", not_found),
-            Some((127, format!("{prefix} \"/bin/nosuch\": stat /bin/nosuch: no such file or directory: unknown")))
-        );
-        let denied = "executable '/etc/passwd' at path '\"/etc/passwd\"' does not have correct permissions";
-        assert_eq!(
-            exec_failure("/etc/passwd", denied),
-            Some((126, format!("{prefix} \"/etc/passwd\": permission denied: unknown")))
-        );
-        assert_eq!(exec_failure("sh", "cannot join the cgroup"), None);
-    }
 }

@@ -661,12 +661,9 @@ pub fn default_profile() -> Profile {
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 
-/// A filter compiled to classic BPF, which the runtime's executor loads in the container's init
-/// (and in each exec'd process) just before `exec`, instead of libcontainer loading
-/// `linux.seccomp`. libcontainer compiles the profile with libseccomp in every init, about 12 ms
-/// for Docker's default on this machine, where the program is compiled once here; and it reads
-/// `SCMP_CMP_MASKED_EQ` with `value` and `valueTwo` the other way round from runc and Docker, so
-/// that Docker's rule on clone's namespace flags let every flag through.
+/// A filter compiled to classic BPF, which the runtime loads in the container's init (and in each
+/// exec'd process) just before `exec`. It is compiled once here: libseccomp takes about 12 ms for
+/// Docker's default profile on this machine, too long to spend in every init.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Program {
     /// `struct sock_filter`s in the host's byte order.
@@ -685,9 +682,10 @@ pub struct Program {
 pub struct Programs(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
 
 impl Programs {
-    /// Takes `linux.seccomp` out of `spec` as a program for the executor, raising the capabilities
-    /// its loading needs. A filter that needs libcontainer stays in the spec: one with a notify
-    /// action, or one that would stop the loader from dropping what it raised (no `capset`).
+    /// Takes `linux.seccomp` out of `spec` as a program for the runtime, raising the capabilities
+    /// its loading needs. A filter with a notify action (no agent would answer) is refused, as is
+    /// one that would stop the process from dropping what it raised (no `capset`) without
+    /// no_new_privs: runc loads such a filter before dropping capabilities, and the drop fails.
     pub fn take(&self, spec: &mut Spec) -> Result<Option<Program>> {
         let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else { return Ok(None) };
         let no_new_privileges = spec.process().as_ref().and_then(|p| p.no_new_privileges()).unwrap_or(false);
@@ -699,8 +697,13 @@ impl Programs {
                     && r.names().iter().any(|n| n == "capset")
             });
         let notifies = rules.iter().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify);
-        if notifies || !(no_new_privileges || allows_capset) {
-            return Ok(None);
+        if notifies {
+            return Err(Error::InvalidParameter("seccomp notify actions are not supported".into()));
+        }
+        if !(no_new_privileges || allows_capset) {
+            return Err(Error::InvalidParameter(
+                "the seccomp profile must allow capset, which starting the container needs, unless no-new-privileges is set".into(),
+            ));
         }
         let key = postcard::to_allocvec(&seccomp).map_err(|e| Error::InvalidParameter(e.to_string()))?;
         let cached = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
@@ -747,7 +750,9 @@ impl Programs {
             caps.set_effective(effective).set_permitted(permitted).set_bounding(bounding);
             process.set_capabilities(Some(caps));
         }
-        let raised = raised.iter().map(|c| libcontainer::capabilities::CapabilityExt::to_cap(c).index()).collect();
+        let raised =
+            raised.iter().map(|c| crate::launch::to_cap(c).map(|c| c.index())).collect::<std::result::Result<_, _>>();
+        let raised = raised.map_err(Error::InvalidParameter)?;
         Ok(Some(Program { instructions, flags, raised }))
     }
 }
@@ -908,12 +913,12 @@ mod tests {
         let again = programs.take(&mut spec_with(default.clone(), &[Capability::Chown], false)).unwrap().unwrap();
         assert_eq!((again.instructions, programs.0.lock().unwrap().len()), (program.instructions, 1));
 
-        // With no_new_privs nothing is raised; a filter without capset stays with libcontainer.
+        // With no_new_privs nothing is raised; without it, a filter must let capset through.
         let nnp = programs.take(&mut spec_with(default, &[Capability::Chown], true)).unwrap().unwrap();
         assert!(nnp.raised.is_empty());
         let no_capset =
             LinuxSeccompBuilder::default().default_action(LinuxSeccompAction::ScmpActErrno).build().unwrap();
-        let mut spec = spec_with(no_capset, &[], false);
-        assert!(programs.take(&mut spec).unwrap().is_none() && spec.linux().as_ref().unwrap().seccomp().is_some());
+        assert!(programs.take(&mut spec_with(no_capset.clone(), &[], false)).is_err());
+        assert!(programs.take(&mut spec_with(no_capset, &[], true)).unwrap().is_some());
     }
 }

@@ -105,8 +105,6 @@ impl Security {
                 .build()
                 .map_err(invalid)?,
         ));
-        // `None` rather than `Some(false)`: libcontainer loads the seccomp filter before dropping
-        // capabilities (as it must without no_new_privs) only when the field is absent.
         process.set_no_new_privileges(self.no_new_privileges.then_some(true));
         spec.set_process(Some(process));
         if let Some(root) = spec.root_mut() {

@@ -1,4 +1,4 @@
-//! From what a container runs to the OCI runtime spec (`config.json`) libcontainer reads: the
+//! From what a container runs to the OCI runtime spec (`config.json`) the runtime reads: the
 //! process, Docker's default capabilities and device rules, the namespaces, and the cgroup limits.
 
 use std::path::Path;
@@ -177,7 +177,7 @@ pub(crate) fn resources(limits: &Limits, devices: Vec<LinuxDeviceCgroup>) -> Res
     resources.build().map_err(invalid)
 }
 
-/// Block I/O limits with each device's numbers, which libcontainer writes into the cgroup.
+/// Block I/O limits with each device's numbers, as the cgroup takes them.
 fn block_io(limits: &BlockIo) -> Result<LinuxBlockIo> {
     let invalid = |e: oci_spec::OciSpecError| Error::InvalidParameter(format!("cannot build the runtime spec: {e}"));
     let device = |path: &str| -> Result<(i64, i64)> {
@@ -212,8 +212,8 @@ fn block_io(limits: &BlockIo) -> Result<LinuxBlockIo> {
     io.build().map_err(invalid)
 }
 
-/// Gives the container's process a terminal (libcontainer makes it in the container's devpts
-/// and sends its master side to the console socket).
+/// Gives the container's process a terminal (its init makes it in the container's devpts; the
+/// runtime hands its master side to Stratus).
 pub fn use_terminal(spec: &mut Spec) {
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_terminal(Some(true));

@@ -201,16 +201,8 @@ fn account_id(value: &str) -> Result<String, String> {
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let cli = Cli::parse();
-    // libcontainer logs from a container's init after its stdio became the container's: only
-    // its errors (which the container's stderr should show) get through by default.
-    let default_filter = match cli.command {
-        Command::Runtime { .. } => "info,libcontainer=error,libcgroups=error",
-        _ => "info",
-    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match cli.command {

@@ -95,6 +95,23 @@ pub struct Interface {
     pub gateway: Ipv4Addr,
 }
 
+/// A new, empty network namespace, made by a thread of its own that ends with it made (a
+/// thread's network namespace is its own; no other thread's changes).
+pub fn new_namespace() -> Result<OwnedFd> {
+    let failed = |e: std::io::Error| Error::Network(format!("cannot make a network namespace: {e}"));
+    let thread = std::thread::Builder::new().name("netns".into()).spawn(|| -> std::io::Result<OwnedFd> {
+        // SAFETY: only CLONE_NEWNET: no descriptor table is unshared, so no descriptor changes meaning.
+        #[allow(unsafe_code)]
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
+        std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from)
+    });
+    thread
+        .map_err(failed)?
+        .join()
+        .map_err(|_| Error::Network("the network namespace thread panicked".into()))?
+        .map_err(failed)
+}
+
 /// Makes the veth pairs with their container ends made directly in the network namespace
 /// `netns`, already named and with their MAC addresses, and their host ends on their bridges and
 /// up. (Making the end elsewhere and moving it in would cost the kernel a wait of tens of
