@@ -79,8 +79,16 @@ pub(crate) fn create(
 ) -> Result<(Init, Shared, Option<OwnedFd>), String> {
     let process = spec.process().as_ref().ok_or("the spec has no process")?;
     let linux = spec.linux().as_ref().ok_or("the spec has no linux section")?;
+    let mut capabilities = Capabilities::of(process.capabilities().as_ref())?;
+    // Held only to load the filter, which drops them again (`load_seccomp`).
+    for cap in seccomp.iter().flat_map(|p| &p.raised).filter_map(|&i| caps::all().into_iter().find(|c| c.index() == i))
+    {
+        for set in [&mut capabilities.bounding, &mut capabilities.effective, &mut capabilities.permitted] {
+            set.insert(cap);
+        }
+    }
     let shared = Shared {
-        capabilities: Capabilities::of(process.capabilities().as_ref())?,
+        capabilities,
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         env: process.env().clone().unwrap_or_default(),
         seccomp,

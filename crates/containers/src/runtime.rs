@@ -50,7 +50,8 @@ enum Request {
         live_restore: bool,
     },
     /// Create the container from the OCI bundle; stdin, stdout and stderr come as three fds.
-    /// With a terminal, the reply carries its master side.
+    /// With a terminal, the reply carries its master side. The spec's seccomp profile is the one
+    /// `seccomp` is compiled from: the program is what is loaded.
     Create {
         id: String,
         bundle: PathBuf,

@@ -682,11 +682,11 @@ pub struct Program {
 pub struct Programs(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
 
 impl Programs {
-    /// Takes `linux.seccomp` out of `spec` as a program for the runtime, raising the capabilities
-    /// its loading needs. A filter with a notify action (no agent would answer) is refused, as is
+    /// `spec`'s `linux.seccomp` as a program for the runtime, with the capabilities its loading
+    /// needs that the process lacks (the runtime raises them, then drops them). A filter with a notify action (no agent would answer) is refused, as is
     /// one that would stop the process from dropping what it raised (no `capset`) without
     /// no_new_privs: runc loads such a filter before dropping capabilities, and the drop fails.
-    pub fn take(&self, spec: &mut Spec) -> Result<Option<Program>> {
+    pub fn compile(&self, spec: &Spec) -> Result<Option<Program>> {
         let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else { return Ok(None) };
         let no_new_privileges = spec.process().as_ref().and_then(|p| p.no_new_privileges()).unwrap_or(false);
         let rules = seccomp.syscalls().clone().unwrap_or_default();
@@ -729,27 +729,15 @@ impl Programs {
                     LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 32,
                 }
         });
-        if let Some(linux) = spec.linux_mut() {
-            linux.set_seccomp(None);
-        }
-        let mut raised: Vec<Capability> = Vec::new();
-        if let Some(process) = spec.process_mut().as_mut()
-            && let Some(mut caps) = process.capabilities().clone()
-            && !no_new_privileges
-        {
-            let effective = caps.effective().clone().unwrap_or_default();
-            // CAP_SETPCAP last: the loader drops in this order, and needs it to drop the other.
-            raised =
-                [Capability::SysAdmin, Capability::Setpcap].into_iter().filter(|c| !effective.contains(c)).collect();
-            let add = |set: &Option<oci_spec::runtime::Capabilities>| {
-                let mut set = set.clone().unwrap_or_default();
-                set.extend(raised.iter().copied());
-                Some(set)
-            };
-            let (effective, permitted, bounding) = (add(caps.effective()), add(caps.permitted()), add(caps.bounding()));
-            caps.set_effective(effective).set_permitted(permitted).set_bounding(bounding);
-            process.set_capabilities(Some(caps));
-        }
+        let effective = (spec.process().as_ref())
+            .and_then(|p| p.capabilities().as_ref())
+            .and_then(|c| c.effective().clone())
+            .unwrap_or_default();
+        // CAP_SETPCAP last: the loader drops in this order, and needs it to drop the other.
+        let raised: Vec<Capability> = [Capability::SysAdmin, Capability::Setpcap]
+            .into_iter()
+            .filter(|c| !no_new_privileges && !effective.contains(c))
+            .collect();
         let raised =
             raised.iter().map(|c| crate::launch::to_cap(c).map(|c| c.index())).collect::<std::result::Result<_, _>>();
         let raised = raised.map_err(Error::InvalidParameter)?;
@@ -900,25 +888,19 @@ mod tests {
     fn a_filter_is_compiled_once_and_loading_it_raises_only_what_is_dropped_again() {
         let programs = Programs::default();
         let default = resolve(&default_profile(), &[Capability::Chown], &AMD64).unwrap();
-        let mut spec = spec_with(default.clone(), &[Capability::Chown], false);
-        let program = programs.take(&mut spec).unwrap().unwrap();
-        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+        let program = programs.compile(&spec_with(default.clone(), &[Capability::Chown], false)).unwrap().unwrap();
         assert!(program.instructions.len() > 8 * 100 && program.instructions.len() % 8 == 0);
         assert_eq!((program.flags, program.raised.clone()), (0, vec![21, 8])); // CAP_SYS_ADMIN, CAP_SETPCAP
-        let caps = spec.process().as_ref().unwrap().capabilities().clone().unwrap();
-        let effective = caps.effective().clone().unwrap();
-        assert!([Capability::Chown, Capability::SysAdmin, Capability::Setpcap].iter().all(|c| effective.contains(c)));
-        assert_eq!(caps.effective(), caps.bounding());
         assert_eq!(programs.0.lock().unwrap().len(), 1);
-        let again = programs.take(&mut spec_with(default.clone(), &[Capability::Chown], false)).unwrap().unwrap();
+        let again = programs.compile(&spec_with(default.clone(), &[Capability::Chown], false)).unwrap().unwrap();
         assert_eq!((again.instructions, programs.0.lock().unwrap().len()), (program.instructions, 1));
 
         // With no_new_privs nothing is raised; without it, a filter must let capset through.
-        let nnp = programs.take(&mut spec_with(default, &[Capability::Chown], true)).unwrap().unwrap();
+        let nnp = programs.compile(&spec_with(default, &[Capability::Chown], true)).unwrap().unwrap();
         assert!(nnp.raised.is_empty());
         let no_capset =
             LinuxSeccompBuilder::default().default_action(LinuxSeccompAction::ScmpActErrno).build().unwrap();
-        assert!(programs.take(&mut spec_with(no_capset.clone(), &[], false)).is_err());
-        assert!(programs.take(&mut spec_with(no_capset, &[], true)).unwrap().is_some());
+        assert!(programs.compile(&spec_with(no_capset.clone(), &[], false)).is_err());
+        assert!(programs.compile(&spec_with(no_capset, &[], true)).unwrap().is_some());
     }
 }
