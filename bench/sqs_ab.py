@@ -29,21 +29,24 @@ def scenarios(port, seconds):
 
 
 def main():
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix="sqs-ab-"))
     for spec in sys.argv[1:]:
+        # Each run's own directory, removed after it: a durable run leaves hundreds of MiB.
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix="sqs-ab-"))
         name, binary, *flags = spec.split(":")
         if name == "fakecloud":
             peer = common.peers(scratch, "sqs")["fakecloud"]
         else:
-            def command(port, binary=binary, flags=flags):
+            def command(port, binary=binary, flags=flags, scratch=scratch):
                 store = flags if "--ephemeral" in flags else ["--data-dir", str(scratch / f"data-{port}"), *flags]
                 return [binary, "up", "--port", str(port), *store, "--docker-socket", str(scratch / f"docker-{port}.sock")]
             peer = (command, "/_stratus/health", {}, True)
-        result = common.run_peer(name, peer, 5, scenarios)
+        try:
+            result = common.run_peer(name, peer, 5, scenarios)
+        finally:
+            common.shutil.rmtree(scratch, ignore_errors=True)
         rates = {k: round(v["rps"] * (10 if k.startswith("batch") else 1)) for k, v in result.items() if k != "rss_mib"}
         p99s = {k: v["p99_ms"] for k, v in result.items() if k != "rss_mib"}
         print(name, rates, "p99 ms", p99s, flush=True)
-    common.shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

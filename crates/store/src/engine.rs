@@ -21,13 +21,34 @@ pub trait Engine: Send + Sync + 'static {
     /// Forgets history before `revision`.
     fn compact(&self, revision: Revision) -> Result<()>;
     /// Makes everything committed durable in its final form, so the next open has nothing to
-    /// recover. Called when the store closes.
+    /// recover. Called by the committer thread when [`Engine::wants_checkpoint`] says so, and when
+    /// the store closes.
     fn checkpoint(&self) -> Result<()>;
-    /// Whether commits cost enough (an fsync) to be worth batching on a committer thread. An
-    /// engine that says no is written by each caller in turn, saving two thread hand-offs.
-    fn group_commits(&self) -> bool {
-        true
+    /// Whether enough was written since the last checkpoint that one is due.
+    fn wants_checkpoint(&self) -> bool {
+        false
     }
+    /// Which thread commits a transaction.
+    fn commit_path(&self) -> CommitPath {
+        CommitPath::Grouped
+    }
+}
+
+/// Which thread commits a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitPath {
+    /// The committer thread, which groups concurrent transactions into one engine write: worth it
+    /// when every write waits for an fsync to share, and the callers' threads should not.
+    Grouped,
+    /// The caller, in [`crate::Store::txn`], one at a time: saves the two thread hand-offs when a
+    /// write is only memory.
+    Inline,
+    /// The caller, if its transaction is alone: nothing else waiting and no one committing when it
+    /// is submitted, and still nothing else once the caller, awaiting it outside whatever lock it
+    /// submitted under, has yielded once to the other ready tasks of its thread. Otherwise the
+    /// committer thread, woken at once, which groups what is waiting. For writes that are cheap
+    /// alone (a `write` to the log, no fsync): alone, the hand-offs would cost more than the write.
+    InlineWhenAlone,
 }
 
 /// `[start, end)` as range bounds, an empty `end` meaning no upper bound; `None` if the range is

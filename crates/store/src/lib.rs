@@ -7,10 +7,11 @@
 //! changes. The [`Store`] trait is that model and nothing more, so an etcd cluster can back it later.
 //!
 //! [`LocalStore`] implements it over an embedded [`Engine`]: redb on disk, or a `BTreeMap` for
-//! `--ephemeral`. All writes go through one committer thread that batches whatever transactions are
-//! waiting into one engine commit (one fsync of a write-ahead log), and acknowledges each only
-//! after that commit is durable (group commit); with [`Fsync::Every`], once it is written to the
-//! log, which survives the process but not a power loss.
+//! `--ephemeral`. Concurrent writes go through one committer thread that batches whatever
+//! transactions are waiting into one engine commit (one fsync of a write-ahead log), and
+//! acknowledges each only after that commit is durable (group commit); with [`Fsync::Every`], once
+//! it is written to the log, which survives the process but not a power loss, and a transaction
+//! that finds itself alone is committed by its caller ([`CommitPath`]).
 
 mod engine;
 mod local;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use engine::Engine;
+pub use engine::{CommitPath, Engine};
 pub use local::{LocalStore, StoreOptions};
 pub use wal::Fsync;
 
@@ -151,7 +152,9 @@ pub trait Store: Send + Sync + 'static {
     async fn count(&self, start: &[u8], end: &[u8]) -> Result<u64>;
     /// Submits the transaction now, in call order, and returns a future that resolves once it is
     /// durable. Submitting is synchronous so that a caller holding its own lock commits in that
-    /// lock's order, and so that dropping the future does not withdraw the transaction.
+    /// lock's order, and so that dropping the future does not withdraw the transaction. The commit
+    /// itself may run when the future is first polled, in the caller's thread: await it outside
+    /// such a lock.
     fn txn(&self, txn: Txn) -> TxnFuture;
     /// Events on keys starting with `prefix`, from `from` (0: only changes after now).
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<Watch>;

@@ -2,14 +2,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::engine::Engine;
+use crate::engine::{CommitPath, Engine};
 use crate::{Event, KeyValue, Result, Revision, Store, StoreError, Txn, TxnFuture, TxnResponse, Watch};
 
 #[derive(Clone, Debug)]
@@ -53,16 +52,170 @@ enum Request {
     Compact(Revision, oneshot::Sender<Result<()>>),
 }
 
+/// What was submitted and is not yet being committed, in submission order, and whose turn it is.
+#[derive(Default)]
+struct Submitted {
+    requests: VecDeque<Request>,
+    /// Someone (the committer thread, or a caller) is committing. One at a time, each taking from
+    /// the front of `requests`: so commits follow submission order whoever makes them.
+    committing: bool,
+    /// The committer thread waits on `Shared::work`.
+    committer_idle: bool,
+    /// A caller's commit found a checkpoint due: the committer thread makes it, so that no
+    /// caller's thread waits for one.
+    checkpoint_due: bool,
+    closed: bool,
+}
+
+impl Submitted {
+    /// Takes the turn and what is waiting, up to `max` requests.
+    fn take_turn(&mut self, max: usize) -> VecDeque<Request> {
+        self.committing = true;
+        if self.requests.len() <= max {
+            return std::mem::take(&mut self.requests);
+        }
+        self.requests.drain(..max).collect()
+    }
+
+    /// Whether the committer thread has something to do once no one else is committing.
+    fn has_work(&self) -> bool {
+        !self.requests.is_empty() || self.checkpoint_due || self.closed
+    }
+}
+
 struct Shared {
     engine: Arc<dyn Engine>,
+    commit_path: CommitPath,
     revision: AtomicU64,
     compacted: AtomicU64,
     /// (revision, bytes) of the history kept, oldest first, and their sum.
     history: Mutex<(VecDeque<(Revision, u64)>, u64)>,
     history_limit_bytes: u64,
+    submitted: Mutex<Submitted>,
+    /// Wakes the committer thread.
+    work: Condvar,
+    /// Taken at close; the committer thread keeps its own until it stops, ending every watch.
+    changes: RwLock<Option<broadcast::Sender<Arc<[Event]>>>>,
 }
 
 impl Shared {
+    fn submitted(&self) -> MutexGuard<'_, Submitted> {
+        self.submitted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `request` behind everything submitted before it. Returns whether its caller is to
+    /// commit it: with [`CommitPath::InlineWhenAlone`], when nothing else waits and no one
+    /// commits. Otherwise wakes the committer thread.
+    fn submit(&self, request: Request, path: CommitPath) -> Result<bool> {
+        let mut submitted = self.submitted();
+        if submitted.closed {
+            return Err(StoreError::Closed);
+        }
+        let alone = path == CommitPath::InlineWhenAlone && submitted.requests.is_empty() && !submitted.committing;
+        submitted.requests.push_back(request);
+        if !alone {
+            self.wake_committer(&mut submitted);
+        }
+        Ok(alone)
+    }
+
+    fn wake_committer(&self, submitted: &mut Submitted) {
+        // Marked busy here, so that the submitters after this one do not each make a futex call.
+        if submitted.committer_idle {
+            submitted.committer_idle = false;
+            self.work.notify_one();
+        }
+    }
+
+    /// [`CommitPath::InlineWhenAlone`]: commits the one request waiting in this thread, if no one
+    /// is committing. Several waiting go to the committer thread, whose group shares the cost of a
+    /// commit among them; so does what was submitted during a caller's commit, when it ends.
+    fn commit_if_alone(&self) {
+        let requests = {
+            let mut submitted = self.submitted();
+            if submitted.committing || submitted.closed || submitted.requests.is_empty() {
+                return;
+            }
+            if submitted.requests.len() > 1 {
+                self.wake_committer(&mut submitted);
+                return;
+            }
+            submitted.take_turn(1)
+        };
+        self.commit_requests(requests, self.changes.read().unwrap_or_else(PoisonError::into_inner).as_ref());
+        let checkpoint_due = self.engine.wants_checkpoint();
+        let mut submitted = self.submitted();
+        submitted.committing = false;
+        submitted.checkpoint_due |= checkpoint_due;
+        if submitted.has_work() {
+            self.wake_committer(&mut submitted);
+        }
+    }
+
+    /// For a transaction whose caller stopped waiting before committing it: if no one is
+    /// committing, the committer thread does (else the one committing hands it over).
+    fn hand_over(&self) {
+        let mut submitted = self.submitted();
+        if !submitted.committing && !submitted.requests.is_empty() {
+            self.wake_committer(&mut submitted);
+        }
+    }
+
+    /// Commits `requests` in order, holding the turn: runs of transactions as one engine write.
+    fn commit_requests(&self, requests: VecDeque<Request>, changes: Option<&broadcast::Sender<Arc<[Event]>>>) {
+        let mut txns = Vec::new();
+        let mut replies = Vec::new();
+        for request in requests {
+            match request {
+                Request::Txn(txn, reply) => {
+                    txns.push(txn);
+                    replies.push(reply);
+                }
+                Request::Compact(revision, reply) => {
+                    self.commit(std::mem::take(&mut txns), std::mem::take(&mut replies), changes);
+                    let _ = reply.send(self.compact(revision));
+                }
+            }
+        }
+        self.commit(txns, replies, changes);
+    }
+
+    fn commit(
+        &self,
+        txns: Vec<Txn>,
+        replies: Vec<oneshot::Sender<Result<TxnResponse>>>,
+        changes: Option<&broadcast::Sender<Arc<[Event]>>>,
+    ) {
+        if txns.is_empty() {
+            return;
+        }
+        let revision = self.revision.load(Ordering::Acquire);
+        let count = txns.len();
+        match self.engine.write(txns, revision) {
+            Ok(applied) => {
+                self.revision.store(applied.revision, Ordering::Release);
+                if let Err(error) = self.account(&applied.events) {
+                    tracing::warn!(error = &error as &dyn std::error::Error, "compacting history failed");
+                }
+                if let Some(changes) = changes
+                    && !applied.events.is_empty()
+                {
+                    // No receivers is fine: nobody is watching.
+                    let _ = changes.send(applied.events);
+                }
+                for (reply, response) in replies.into_iter().zip(applied.responses) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = &error as &dyn std::error::Error, txns = count, "group commit failed");
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
     /// Called by whoever committed `events`, in commit order: counts them into the history kept
     /// and compacts the oldest half when the limit is passed.
     fn account(&self, events: &[Event]) -> Result<()> {
@@ -114,27 +267,28 @@ impl Shared {
 
 pub struct LocalStore {
     shared: Arc<Shared>,
-    /// Held while committing in the caller, for engines that do not group commits.
+    /// Held while committing in the caller, for [`CommitPath::Inline`].
     inline_commit: Mutex<()>,
-    requests: RwLock<Option<mpsc::Sender<Request>>>,
-    changes: RwLock<Option<broadcast::Sender<Arc<[Event]>>>>,
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl LocalStore {
     pub fn start(engine: Arc<dyn Engine>, options: StoreOptions) -> Result<Self> {
         let (revision, compacted) = engine.revisions()?;
+        let (changes, _) = broadcast::channel(LIVE_BUFFER);
         let shared = Arc::new(Shared {
+            commit_path: engine.commit_path(),
             engine,
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
             history: Mutex::new((VecDeque::new(), 0)),
             history_limit_bytes: options.history_limit_bytes,
+            submitted: Mutex::new(Submitted::default()),
+            work: Condvar::new(),
+            changes: RwLock::new(Some(changes.clone())),
         });
-        let (requests, inbox) = mpsc::channel();
-        let (changes, _) = broadcast::channel(LIVE_BUFFER);
         let (stopped_tx, stopped) = oneshot::channel();
-        let committer = Committer { shared: shared.clone(), inbox, changes: changes.clone(), options };
+        let committer = Committer { shared: shared.clone(), changes, options };
         std::thread::Builder::new()
             .name("store-committer".into())
             .spawn(move || {
@@ -142,18 +296,7 @@ impl LocalStore {
                 let _ = stopped_tx.send(());
             })
             .map_err(StoreError::engine)?;
-        Ok(LocalStore {
-            shared,
-            inline_commit: Mutex::new(()),
-            requests: RwLock::new(Some(requests)),
-            changes: RwLock::new(Some(changes)),
-            stopped: Mutex::new(Some(stopped)),
-        })
-    }
-
-    fn submit(&self, request: Request) -> Result<()> {
-        let requests = self.requests.read().unwrap_or_else(PoisonError::into_inner);
-        requests.as_ref().ok_or(StoreError::Closed)?.send(request).map_err(|_| StoreError::Closed)
+        Ok(LocalStore { shared, inline_commit: Mutex::new(()), stopped: Mutex::new(Some(stopped)) })
     }
 }
 
@@ -172,21 +315,34 @@ impl Store for LocalStore {
     }
 
     fn txn(&self, txn: Txn) -> TxnFuture {
-        if !self.shared.engine.group_commits() {
+        let path = self.shared.commit_path;
+        if path == CommitPath::Inline {
             return Box::pin(std::future::ready(self.commit_inline(txn)));
         }
         let (reply, response) = oneshot::channel();
-        let submitted = self.submit(Request::Txn(txn, reply));
+        let alone = match self.shared.submit(Request::Txn(txn, reply), path) {
+            Ok(alone) => alone,
+            Err(error) => return Box::pin(std::future::ready(Err(error))),
+        };
+        let uncommitted = alone.then(|| Uncommitted(Some(self.shared.clone())));
         Box::pin(async move {
-            submitted?;
+            if let Some(uncommitted) = uncommitted {
+                uncommitted.commit().await;
+            }
             response.await.map_err(|_| StoreError::Closed)?
         })
     }
 
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
         // Subscribe before reading the revision: every commit is then in history, live, or both.
-        let live =
-            self.changes.read().unwrap_or_else(PoisonError::into_inner).as_ref().ok_or(StoreError::Closed)?.subscribe();
+        let live = self
+            .shared
+            .changes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .subscribe();
         let next = if from == 0 { self.shared.revision.load(Ordering::Acquire) + 1 } else { from };
         let compacted = self.shared.compacted.load(Ordering::Acquire);
         if next < compacted {
@@ -200,7 +356,7 @@ impl Store for LocalStore {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         let (reply, response) = oneshot::channel();
-        self.submit(Request::Compact(revision, reply))?;
+        self.shared.submit(Request::Compact(revision, reply), CommitPath::Grouped)?;
         response.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -209,8 +365,7 @@ impl Store for LocalStore {
     }
 
     async fn close(&self) {
-        self.requests.write().unwrap_or_else(PoisonError::into_inner).take();
-        self.changes.write().unwrap_or_else(PoisonError::into_inner).take();
+        self.refuse_writes();
         let stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(stopped) = stopped {
             let _ = stopped.await;
@@ -222,11 +377,29 @@ impl Store for LocalStore {
     }
 }
 
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        self.refuse_writes();
+    }
+}
+
 impl LocalStore {
+    /// Refuses new writes and ends every watch once the committer thread has committed what was
+    /// submitted, made a last checkpoint and stopped.
+    fn refuse_writes(&self) {
+        {
+            let mut submitted = self.shared.submitted();
+            submitted.closed = true;
+            self.shared.wake_committer(&mut submitted);
+        }
+        self.shared.changes.write().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
     /// Commits in the caller's thread: the same steps as the committer's, one transaction at a time.
     fn commit_inline(&self, txn: Txn) -> Result<TxnResponse> {
         let _turn = self.inline_commit.lock().unwrap_or_else(PoisonError::into_inner);
-        let changes = self.changes.read().unwrap_or_else(PoisonError::into_inner).clone().ok_or(StoreError::Closed)?;
+        let changes =
+            self.shared.changes.read().unwrap_or_else(PoisonError::into_inner).clone().ok_or(StoreError::Closed)?;
         let revision = self.shared.revision.load(Ordering::Acquire);
         let applied = self.shared.engine.write(vec![txn], revision)?;
         self.shared.revision.store(applied.revision, Ordering::Release);
@@ -240,13 +413,45 @@ impl LocalStore {
     }
 }
 
-/// The one writer. It takes every request waiting in its inbox, commits the transactions among
-/// them as one engine write (one fsync), then answers each.
+/// A transaction submitted alone ([`CommitPath::InlineWhenAlone`]), until its caller commits it
+/// or hands it over; dropped first, it still commits (see [`Store::txn`]), by the committer thread.
+struct Uncommitted(Option<Arc<Shared>>);
+
+impl Uncommitted {
+    /// Runs in the caller's first poll, outside the lock it submitted under, so this commit holds
+    /// none of the caller's locks. It first yields once: the worker thread runs its other ready
+    /// requests, and if they submit theirs meanwhile, the committer thread groups them all rather
+    /// than each committing one by one.
+    async fn commit(mut self) {
+        tokio::task::yield_now().await;
+        if let Some(shared) = self.0.take() {
+            shared.commit_if_alone();
+        }
+    }
+}
+
+impl Drop for Uncommitted {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.hand_over();
+        }
+    }
+}
+
+/// The committer thread. It commits what callers leave to it, as group commits (every request
+/// waiting, up to `max_batch`, as one engine write), and makes the checkpoints and the scheduled
+/// compactions.
 struct Committer {
     shared: Arc<Shared>,
-    inbox: mpsc::Receiver<Request>,
     changes: broadcast::Sender<Arc<[Event]>>,
     options: StoreOptions,
+}
+
+/// What the committer thread does with its turn.
+enum Work {
+    Commit(VecDeque<Request>),
+    Compact,
+    Close,
 }
 
 impl Committer {
@@ -254,76 +459,58 @@ impl Committer {
         let mut next_compaction = Instant::now() + self.options.compaction_interval;
         let mut compact_to = self.shared.revision.load(Ordering::Acquire);
         loop {
-            let first = match self.inbox.recv_timeout(next_compaction.saturating_duration_since(Instant::now())) {
-                Ok(request) => request,
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(error) = self.compact(compact_to) {
+            match self.next_work(next_compaction) {
+                Work::Commit(requests) => {
+                    self.shared.commit_requests(requests, Some(&self.changes));
+                    if self.shared.engine.wants_checkpoint()
+                        && let Err(error) = self.shared.engine.checkpoint()
+                    {
+                        tracing::error!(error = &error as &dyn std::error::Error, "checkpoint failed");
+                    }
+                }
+                Work::Compact => {
+                    if let Err(error) = self.shared.compact(compact_to) {
                         tracing::error!(error = &error as &dyn std::error::Error, "scheduled compaction failed");
                     }
                     compact_to = self.shared.revision.load(Ordering::Acquire);
                     next_compaction = Instant::now() + self.options.compaction_interval;
-                    continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Work::Close => {
                     if let Err(error) = self.shared.engine.checkpoint() {
                         tracing::error!(error = &error as &dyn std::error::Error, "final checkpoint failed");
                     }
                     return;
                 }
-            };
-            let mut txns = Vec::new();
-            let mut replies = Vec::new();
-            let mut request = Some(first);
-            while let Some(next) = request.take() {
-                match next {
-                    Request::Txn(txn, reply) => {
-                        txns.push(txn);
-                        replies.push(reply);
-                    }
-                    Request::Compact(revision, reply) => {
-                        self.commit(std::mem::take(&mut txns), std::mem::take(&mut replies));
-                        let _ = reply.send(self.compact(revision));
-                    }
-                }
-                if txns.len() < self.options.max_batch {
-                    request = self.inbox.try_recv().ok();
-                }
             }
-            self.commit(txns, replies);
+            self.shared.submitted().committing = false;
         }
     }
 
-    fn commit(&self, txns: Vec<Txn>, replies: Vec<oneshot::Sender<Result<TxnResponse>>>) {
-        if txns.is_empty() {
-            return;
-        }
-        let revision = self.shared.revision.load(Ordering::Acquire);
-        let count = txns.len();
-        match self.shared.engine.write(txns, revision) {
-            Ok(applied) => {
-                self.shared.revision.store(applied.revision, Ordering::Release);
-                if let Err(error) = self.shared.account(&applied.events) {
-                    tracing::warn!(error = &error as &dyn std::error::Error, "compacting history failed");
+    /// Waits for work and the turn, and takes both. At close, only once everything submitted is
+    /// committed.
+    fn next_work(&self, next_compaction: Instant) -> Work {
+        let mut submitted = self.shared.submitted();
+        loop {
+            if !submitted.committing {
+                if !submitted.requests.is_empty() || std::mem::take(&mut submitted.checkpoint_due) {
+                    return Work::Commit(submitted.take_turn(self.options.max_batch));
                 }
-                if !applied.events.is_empty() {
-                    // No receivers is fine: nobody is watching.
-                    let _ = self.changes.send(applied.events);
+                if submitted.closed {
+                    submitted.committing = true;
+                    return Work::Close;
                 }
-                for (reply, response) in replies.into_iter().zip(applied.responses) {
-                    let _ = reply.send(Ok(response));
+                if Instant::now() >= next_compaction {
+                    submitted.committing = true;
+                    return Work::Compact;
                 }
             }
-            Err(error) => {
-                tracing::error!(error = &error as &dyn std::error::Error, txns = count, "group commit failed");
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
+            // A caller committing wakes this thread only if it leaves work; a compaction that fell
+            // due meanwhile is looked at again within a millisecond.
+            let timeout = next_compaction.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            submitted.committer_idle = true;
+            submitted = self.shared.work.wait_timeout(submitted, timeout).unwrap_or_else(PoisonError::into_inner).0;
+            submitted.committer_idle = false;
         }
-    }
-
-    fn compact(&self, revision: Revision) -> Result<()> {
-        self.shared.compact(revision)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::engine::{Applied, Engine, WriteBatch, apply_txns, key_bounds, next_version};
+use crate::engine::{Applied, CommitPath, Engine, WriteBatch, apply_txns, key_bounds, next_version};
 use crate::{Event, KeyValue, Result, Revision, Txn};
 
 #[derive(Default)]
@@ -89,8 +89,8 @@ impl Engine for MemoryEngine {
     fn checkpoint(&self) -> Result<()> {
         Ok(())
     }
-    fn group_commits(&self) -> bool {
-        false
+    fn commit_path(&self) -> CommitPath {
+        CommitPath::Inline
     }
     fn compact(&self, revision: Revision) -> Result<()> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);

@@ -1,5 +1,5 @@
 //! Every behaviour of the `Store` trait, checked on the redb and the memory engine alike, and on
-//! redb with a periodic sync (where callers commit inline when the committer is idle).
+//! redb with a periodic sync (where a transaction submitted alone is committed by its caller).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +23,12 @@ fn redb_synced_periodically() -> Fixture {
     (store::open(dir.path(), options).expect("redb store"), Some(dir))
 }
 
+// Two worker threads, as callers that commit inline then contend for the turn.
 macro_rules! on_every_engine {
     ($($case:ident),* $(,)?) => {
-        mod memory_engine { $( #[tokio::test] async fn $case() { super::$case(super::memory()).await } )* }
-        mod redb_engine { $( #[tokio::test] async fn $case() { super::$case(super::redb()).await } )* }
-        mod redb_synced_periodically { $( #[tokio::test] async fn $case() { super::$case(super::redb_synced_periodically()).await } )* }
+        mod memory_engine { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::memory()).await } )* }
+        mod redb_engine { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::redb()).await } )* }
+        mod redb_synced_periodically { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::redb_synced_periodically()).await } )* }
     };
 }
 
@@ -37,6 +38,7 @@ on_every_engine!(
     compare_and_set,
     deletes_take_a_revision_only_when_they_delete,
     concurrent_writers_serialise,
+    transactions_commit_in_submission_order,
     watch_replays_then_streams,
     watch_from_compacted_revision_fails,
     closed_store_refuses_writes_and_ends_watches,
@@ -155,6 +157,26 @@ async fn concurrent_writers_serialise((store, _dir): Fixture) {
     revisions.dedup();
     assert_eq!(revisions.len(), 64 * 20, "every successful increment has its own revision");
     assert_eq!(store.get(b"counter").await.unwrap().unwrap().value, b"1280");
+}
+
+/// Commit order is submission order, whatever order the answers are awaited in; and a
+/// transaction whose answer is dropped unawaited still commits.
+async fn transactions_commit_in_submission_order((store, _dir): Fixture) {
+    let first = store.put(b"k", b"1");
+    let dropped = store.put(b"k", b"2");
+    let last = store.put(b"other", b"3");
+    drop(dropped);
+    let last = last.await.unwrap();
+    let first = first.await.unwrap();
+    assert!(first.revision < last.revision);
+    assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b"2");
+
+    drop(store.put(b"alone", b"4"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.get(b"alone").await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "a dropped transaction never committed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 async fn watch_replays_then_streams((store, _dir): Fixture) {
