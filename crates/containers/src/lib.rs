@@ -3,6 +3,7 @@
 //! single-threaded runtime process ([`runtime`]) creates from an OCI runtime spec ([`spec`]). Container records live in the store. No wire format lives here: the
 //! Docker Engine API is an adapter (`docker-protocol`) over [`Engine`].
 
+mod bpf;
 mod build;
 pub mod cgroup;
 mod cgroup_support;

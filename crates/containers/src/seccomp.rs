@@ -745,11 +745,17 @@ impl Programs {
     }
 }
 
+/// libseccomp's program for the filter, made smaller ([`crate::bpf`]).
+fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<u8>> {
+    let program = libseccomp_program(seccomp)?;
+    Ok(crate::bpf::optimize(&program).unwrap_or(program))
+}
+
 /// Compiles a filter with libseccomp as runc reads the OCI fields: a rule whose action is the
 /// default action is left out, as are syscalls this libseccomp does not know; conditions on
 /// distinct arguments form one rule, and on a repeated argument one rule each;
 /// `SCMP_CMP_MASKED_EQ` is `(arg & value) == valueTwo`.
-fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<u8>> {
+fn libseccomp_program(seccomp: &LinuxSeccomp) -> Result<Vec<u8>> {
     let failed = |e: libseccomp::error::SeccompError| Error::InvalidParameter(format!("invalid seccomp profile: {e}"));
     let action = |action: LinuxSeccompAction, errno: Option<u32>| {
         let errno = errno.and_then(|e| i32::try_from(e).ok()).unwrap_or(libc::EPERM);
@@ -902,5 +908,106 @@ mod tests {
             LinuxSeccompBuilder::default().default_action(LinuxSeccompAction::ScmpActErrno).build().unwrap();
         assert!(programs.compile(&spec_with(no_capset.clone(), &[], false)).is_err());
         assert!(programs.compile(&spec_with(no_capset, &[], true)).unwrap().is_some());
+    }
+
+    fn custom_profile() -> Profile {
+        let rule = |names: &[&str], action: &str, errno: Option<u32>, args: Vec<Arg>| Rule {
+            names: strings(names),
+            action: action.into(),
+            errno,
+            args,
+            ..Rule::default()
+        };
+        let masked = Arg { index: 2, value: 0x4, value_two: 0x4, op: "SCMP_CMP_MASKED_EQ".into() };
+        Profile {
+            default_action: "SCMP_ACT_ALLOW".into(),
+            architectures: strings(&["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
+            rules: vec![
+                rule(&["mkdir", "mkdirat"], "SCMP_ACT_ERRNO", Some(13), vec![]),
+                rule(&["kill"], "SCMP_ACT_ERRNO", None, vec![arg(1, "SCMP_CMP_EQ", 9)]),
+                rule(
+                    &["setpriority"],
+                    "SCMP_ACT_ERRNO",
+                    None,
+                    vec![arg(2, "SCMP_CMP_LT", 5), arg(0, "SCMP_CMP_NE", 0)],
+                ),
+                rule(&["mmap"], "SCMP_ACT_TRAP", None, vec![masked]),
+                rule(&["lseek"], "SCMP_ACT_LOG", None, vec![arg(1, "SCMP_CMP_GT", 0x1_0000_0000)]),
+                rule(&["pread64"], "SCMP_ACT_ERRNO", Some(5), vec![arg(3, "SCMP_CMP_GE", 0x2_0000_0001)]),
+                rule(&["pwrite64"], "SCMP_ACT_KILL_PROCESS", None, vec![arg(3, "SCMP_CMP_LE", 10)]),
+                rule(&["socket"], "SCMP_ACT_ERRNO", None, vec![arg(0, "SCMP_CMP_EQ", 10), arg(0, "SCMP_CMP_EQ", 40)]),
+                rule(&["ptrace"], "SCMP_ACT_TRACE", Some(7), vec![]),
+                rule(&["reboot"], "SCMP_ACT_KILL", None, vec![]),
+            ],
+            ..Profile::default()
+        }
+    }
+
+    #[test]
+    fn the_smaller_program_decides_every_syscall_as_libseccomps_does() {
+        let arm64 = Host { arch: "arm64", seccomp_arch: "SCMP_ARCH_AARCH64", kernel: (6, 1) };
+        let default = default_profile();
+        let filters = [
+            resolve(&default, &[], &AMD64).unwrap(),
+            resolve(&default, &[Capability::Chown, Capability::SysPtrace], &AMD64).unwrap(),
+            resolve(&default, &[Capability::SysAdmin, Capability::SysNice, Capability::SysTime], &AMD64).unwrap(),
+            resolve(&default, &[], &arm64).unwrap(),
+        ];
+        for filter in filters {
+            let original = libseccomp_program(&filter).unwrap();
+            let smaller = compile(&filter).unwrap();
+            println!("{} instructions -> {}", original.len() / 8, smaller.len() / 8);
+            assert!(smaller.len() * 2 < original.len());
+            crate::bpf::tests::assert_equivalent(&original, &smaller);
+        }
+        // Allowing by default, with conditions on arguments: libseccomp's program is short already,
+        // so the optimized one, if any, must decide alike.
+        let custom = resolve(&custom_profile(), &[], &AMD64).unwrap();
+        let original = libseccomp_program(&custom).unwrap();
+        crate::bpf::tests::assert_equivalent(&original, &crate::bpf::optimize(&original).unwrap_or(original.clone()));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    #[test]
+    fn the_kernel_takes_the_smaller_program_and_it_filters() {
+        let filter = resolve(&default_profile(), &[Capability::Chown], &AMD64).unwrap();
+        let program = compile(&filter).unwrap();
+        let mut insns: Vec<libc::sock_filter> = program
+            .chunks_exact(8)
+            .map(|i| libc::sock_filter {
+                code: u16::from_ne_bytes([i[0], i[1]]),
+                jt: i[2],
+                jf: i[3],
+                k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
+            })
+            .collect();
+        let fprog = libc::sock_fprog { len: insns.len() as u16, filter: insns.as_mut_ptr() };
+        // SAFETY: the child makes only syscalls, then exits; `fprog` outlives the call.
+        let status = unsafe {
+            match libc::fork() {
+                0 => {
+                    let errno = || *libc::__errno_location();
+                    let loaded = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                        && libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog) == 0;
+                    let unshare = libc::unshare(libc::CLONE_NEWNS) == -1 && errno() == libc::EPERM;
+                    let clone3 = libc::syscall(libc::SYS_clone3, 0, 0) == -1 && errno() == libc::ENOSYS;
+                    let getpid = libc::getpid() > 0;
+                    libc::_exit(
+                        i32::from(!loaded)
+                            | i32::from(!unshare) << 1
+                            | i32::from(!clone3) << 2
+                            | i32::from(!getpid) << 3,
+                    )
+                }
+                child => {
+                    let mut status = 0;
+                    assert_eq!(libc::waitpid(child, &mut status, 0), child);
+                    status
+                }
+            }
+        };
+        assert!(libc::WIFEXITED(status), "{status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "bits: loaded, unshare refused, clone3 ENOSYS, getpid allowed");
     }
 }
