@@ -476,7 +476,7 @@ pub(crate) fn to_cap(cap: &oci_spec::runtime::Capability) -> Result<caps::Capabi
 /// Loads `program` and drops the capabilities raised to load it, in the order that needs them:
 /// out of the bounding set (CAP_SETPCAP), the filter (CAP_SYS_ADMIN), out of the effective and
 /// permitted sets.
-fn load_seccomp(program: &Program) -> std::io::Result<()> {
+pub(crate) fn load_seccomp(program: &Program) -> std::io::Result<()> {
     let raised = (program.raised.iter())
         .map(|&i| caps::all().into_iter().find(|c| c.index() == i))
         .collect::<Option<Vec<caps::Capability>>>()

@@ -972,24 +972,15 @@ mod tests {
     #[test]
     fn the_kernel_takes_the_smaller_program_and_it_filters() {
         let filter = resolve(&default_profile(), &[Capability::Chown], &AMD64).unwrap();
-        let program = compile(&filter).unwrap();
-        let mut insns: Vec<libc::sock_filter> = program
-            .chunks_exact(8)
-            .map(|i| libc::sock_filter {
-                code: u16::from_ne_bytes([i[0], i[1]]),
-                jt: i[2],
-                jf: i[3],
-                k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
-            })
-            .collect();
-        let fprog = libc::sock_fprog { len: insns.len() as u16, filter: insns.as_mut_ptr() };
-        // SAFETY: the child makes only syscalls, then exits; `fprog` outlives the call.
+        let program = Program { instructions: compile(&filter).unwrap(), flags: 0, raised: Vec::new() };
+        // SAFETY: fork in a test process: glibc's fork leaves malloc usable in the child, which loads
+        // the filter through the runtime's own code, makes syscalls and exits.
         let status = unsafe {
             match libc::fork() {
                 0 => {
                     let errno = || *libc::__errno_location();
                     let loaded = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-                        && libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog) == 0;
+                        && crate::launch::load_seccomp(&program).is_ok();
                     let unshare = libc::unshare(libc::CLONE_NEWNS) == -1 && errno() == libc::EPERM;
                     let clone3 = libc::syscall(libc::SYS_clone3, 0, 0) == -1 && errno() == libc::ENOSYS;
                     let getpid = libc::getpid() > 0;
