@@ -47,8 +47,10 @@ pub async fn upgrade<T: Serialize + DeserializeOwned>(store: &dyn Store, prefix:
         let name = String::from_utf8_lossy(&kv.key).into_owned();
         let record: T = decode(&kv.value).map_err(|e| Error::Record(name.clone(), e))?;
         let bytes = encode(&record).map_err(|e| Error::Record(name, e))?;
-        let unchanged = store::Compare::ModRevision { key: kv.key.clone(), revision: kv.mod_revision };
-        store.txn(Txn { compares: vec![unchanged], success: vec![Op::put(kv.key, bytes)], failure: vec![] }).await?;
+        let unchanged = store::Compare::ModRevision { key: kv.key.to_vec(), revision: kv.mod_revision };
+        store
+            .txn(Txn { compares: vec![unchanged], success: vec![Op::put(kv.key.to_vec(), bytes)], failure: vec![] })
+            .await?;
     }
     Ok(())
 }

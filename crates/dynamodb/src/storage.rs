@@ -93,7 +93,7 @@ async fn each(
         }
         match page.last() {
             Some(last) if page.len() == PAGE => {
-                from = last.key.clone();
+                from = last.key.to_vec();
                 from.push(0);
             }
             _ => return Ok(()),

@@ -590,7 +590,7 @@ impl Sqs {
                     Ok(Prepared::New(message, sent)) => {
                         ops.extend(storage::message_ops(queue.uid, &message));
                         added.push(message.seq);
-                        queue.add_pending(*message);
+                        queue.add_pending(message);
                         results.push(Ok(sent));
                     }
                     Ok(Prepared::Duplicate(sent)) => results.push(Ok(sent)),

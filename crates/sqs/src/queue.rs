@@ -18,8 +18,9 @@ pub(crate) struct Queue {
     pub tags: BTreeMap<String, String>,
     pub created: u64,
     pub modified: u64,
-    /// By sequence (send order).
-    pub messages: BTreeMap<u64, Message>,
+    /// By sequence (send order). Boxed: a B-tree node holds eleven entries and is about half full
+    /// when appended to, so inline messages would leave half of it empty.
+    pub messages: BTreeMap<u64, Box<Message>>,
     /// (visible at, sequence) of every committed message: what receive scans.
     pub schedule: BTreeSet<(u64, u64)>,
     pub next_seq: u64,
@@ -143,7 +144,7 @@ impl Queue {
     /// Removes and returns up to `max` visible messages, oldest visibility first (message moves).
     pub fn drain_visible(&mut self, max: usize, now: u64) -> Vec<Message> {
         let seqs = self.choose_standard(max, now);
-        seqs.into_iter().filter_map(|seq| self.remove(seq)).collect()
+        seqs.into_iter().filter_map(|seq| self.remove(seq)).map(|m| *m).collect()
     }
 
     /// Messages past the retention period.
@@ -157,7 +158,8 @@ impl Queue {
     }
 
     /// Adds a message that is being made durable; `commit` makes it receivable.
-    pub fn add_pending(&mut self, message: Message) {
+    pub fn add_pending(&mut self, message: impl Into<Box<Message>>) {
+        let message = message.into();
         self.messages.insert(message.seq, message);
     }
 
@@ -168,7 +170,7 @@ impl Queue {
         }
     }
 
-    pub fn remove(&mut self, seq: u64) -> Option<Message> {
+    pub fn remove(&mut self, seq: u64) -> Option<Box<Message>> {
         let message = self.messages.remove(&seq)?;
         self.schedule.remove(&(message.visible_at_ms, seq));
         Some(message)
@@ -198,7 +200,7 @@ impl Queue {
                 taken.push(Taken::Expired(seq));
             } else if max_receives.is_some_and(|max| message.receive_count >= max) {
                 if let Some(message) = self.remove(seq) {
-                    taken.push(Taken::DeadLettered(Box::new(message)));
+                    taken.push(Taken::DeadLettered(message));
                 }
             } else {
                 self.set_visible_at(seq, now + visibility_ms);
@@ -227,7 +229,7 @@ impl Queue {
             m.group_id.as_deref().unwrap_or("")
         }
         let blocked: BTreeSet<&str> =
-            self.messages.values().filter(|m| m.pending || m.visible_at_ms > now).map(group).collect();
+            self.messages.values().filter(|m| m.pending || m.visible_at_ms > now).map(|m| group(m)).collect();
         let available: Vec<(&str, u64)> =
             self.messages.values().filter(|m| !blocked.contains(group(m))).map(|m| (group(m), m.seq)).collect();
         let Some(&(first_group, _)) = available.first() else { return Vec::new() };

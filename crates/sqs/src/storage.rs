@@ -235,7 +235,7 @@ async fn load_dedup(store: &dyn Store, queue: &mut Queue) -> Result<Vec<Op>, Sqs
             queue.remember_dedup(record.key, record.expires, record.message_id, format!("{seq:020}"));
             queue.dedup_records.insert(seq);
         } else {
-            stale.push(Op::delete(kv.key));
+            stale.push(Op::delete(kv.key.to_vec()));
         }
     }
     Ok(stale)

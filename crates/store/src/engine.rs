@@ -129,24 +129,24 @@ pub(crate) fn apply_txns(batch: &mut impl WriteBatch, txns: Vec<Txn>, mut revisi
 /// The record a put stores: `previous` is the create revision and version of the key's current
 /// record, if it has one.
 pub(crate) fn next_version(
-    key: Vec<u8>,
-    value: Vec<u8>,
+    key: impl Into<Arc<[u8]>>,
+    value: impl Into<Arc<[u8]>>,
     revision: Revision,
     previous: Option<(Revision, u64)>,
 ) -> KeyValue {
     let (create_revision, version) = previous.map_or((revision, 1), |(created, version)| (created, version + 1));
-    KeyValue { key, value, create_revision, mod_revision: revision, version }
+    KeyValue { key: key.into(), value: value.into(), create_revision, mod_revision: revision, version }
 }
 
 fn holds(batch: &mut impl WriteBatch, compare: &Compare) -> Result<bool> {
     Ok(match compare {
         Compare::ModRevision { key, revision } => batch.get(key)?.map_or(0, |kv| kv.mod_revision) == *revision,
-        Compare::Value { key, value } => batch.get(key)?.is_some_and(|kv| kv.value == *value),
+        Compare::Value { key, value } => batch.get(key)?.is_some_and(|kv| *kv.value == **value),
     })
 }
 
-fn deletion(key: Vec<u8>, revision: Revision) -> Event {
-    let kv = KeyValue { key, value: Vec::new(), create_revision: 0, mod_revision: revision, version: 0 };
+fn deletion(key: impl Into<Arc<[u8]>>, revision: Revision) -> Event {
+    let kv = KeyValue { key: key.into(), value: Arc::from([]), create_revision: 0, mod_revision: revision, version: 0 };
     Event { kind: EventKind::Delete, kv }
 }
 
@@ -176,7 +176,7 @@ pub(crate) fn decode_value(key: &[u8], record: &[u8]) -> Result<KeyValue> {
     let create_revision = reader.u64()?;
     let mod_revision = reader.u64()?;
     let version = reader.u64()?;
-    Ok(KeyValue { key: key.to_vec(), value: reader.0.to_vec(), create_revision, mod_revision, version })
+    Ok(KeyValue { key: key.into(), value: reader.0.into(), create_revision, mod_revision, version })
 }
 
 /// One revision's events: per event a kind byte, the key and value (u32 length each), then
@@ -211,7 +211,7 @@ pub(crate) fn decode_events(revision: Revision, record: &[u8], prefix: &[u8], ou
         let version = reader.u64()?;
         if key.starts_with(prefix) {
             let kv =
-                KeyValue { key: key.to_vec(), value: value.to_vec(), create_revision, mod_revision: revision, version };
+                KeyValue { key: key.into(), value: value.into(), create_revision, mod_revision: revision, version };
             out.push(Event { kind, kv });
         }
     }
@@ -250,7 +250,8 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let kv = KeyValue { key: b"k".to_vec(), value: b"v".to_vec(), create_revision: 3, mod_revision: 9, version: 4 };
+        let kv =
+            KeyValue { key: b"k"[..].into(), value: b"v"[..].into(), create_revision: 3, mod_revision: 9, version: 4 };
         assert_eq!(decode_value(b"k", &encode_value(&kv)).ok(), Some(kv.clone()));
 
         let put = Event { kind: EventKind::Put, kv: kv.clone() };

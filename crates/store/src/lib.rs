@@ -32,8 +32,10 @@ pub type Revision = u64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    // Shared, not owned: the ephemeral engine's map, its history and every reader hold the same
+    // bytes, so a record costs one copy of its key and value however many hold it.
+    pub key: Arc<[u8]>,
+    pub value: Arc<[u8]>,
     /// The revision that created this key (since its last deletion).
     pub create_revision: Revision,
     /// The revision of the last change to this key.

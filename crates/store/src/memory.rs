@@ -13,7 +13,7 @@ pub(crate) struct MemoryEngine {
 
 #[derive(Default)]
 struct State {
-    kv: BTreeMap<Vec<u8>, KeyValue>,
+    kv: BTreeMap<Arc<[u8]>, KeyValue>,
     /// Each commit's events, by the last revision among them: the same allocation the watch feed
     /// broadcasts, not a copy.
     log: BTreeMap<Revision, Arc<[Event]>>,
@@ -32,7 +32,7 @@ impl WriteBatch for State {
         Ok(self.kv.get(key).cloned())
     }
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue> {
-        let previous = self.kv.get(&key).map(|p| (p.create_revision, p.version));
+        let previous = self.kv.get(key.as_slice()).map(|p| (p.create_revision, p.version));
         let kv = next_version(key, value, revision, previous);
         self.kv.insert(kv.key.clone(), kv.clone());
         Ok(kv)

@@ -162,7 +162,7 @@ impl RedbEngine {
 impl RedbBatch<'_, '_> {
     /// Writes `kv` exactly as it is (replaying the log).
     fn store(&mut self, kv: &KeyValue) -> Result<()> {
-        self.kv.insert(kv.key.as_slice(), encode_value(kv).as_slice()).map_err(failed)?;
+        self.kv.insert(&kv.key[..], encode_value(kv).as_slice()).map_err(failed)?;
         Ok(())
     }
 }
@@ -187,7 +187,7 @@ impl WriteBatch for RedbBatch<'_, '_> {
     /// new key over looking the key up first.
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue> {
         let mut kv = next_version(key, value, revision, None);
-        let previous = match self.kv.insert(kv.key.as_slice(), encode_value(&kv).as_slice()).map_err(failed)? {
+        let previous = match self.kv.insert(&kv.key[..], encode_value(&kv).as_slice()).map_err(failed)? {
             Some(record) => Some(decode_version(record.value())?),
             None => None,
         };

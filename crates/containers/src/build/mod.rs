@@ -198,7 +198,7 @@ impl Engine {
     pub async fn prune_build_cache(&self) -> Result<usize> {
         let prefix = self.keys.key(b"build-cache/");
         let entries = self.store.range(&prefix, &store::prefix_end(&prefix), None).await?;
-        let ops = entries.iter().map(|kv| store::Op::delete(kv.key.clone())).collect();
+        let ops = entries.iter().map(|kv| store::Op::delete(kv.key.to_vec())).collect();
         self.store.txn(store::Txn::ops(ops)).await?;
         Ok(entries.len())
     }

@@ -50,7 +50,7 @@ async fn put_get_and_revisions((store, _dir): Fixture) {
     assert_eq!(store.put(b"a", b"2").await.unwrap().revision, 2);
     assert_eq!(store.put(b"b", b"x").await.unwrap().revision, 3);
     let a = store.get(b"a").await.unwrap().unwrap();
-    assert_eq!((a.value.as_slice(), a.create_revision, a.mod_revision, a.version), (&b"2"[..], 1, 2, 2));
+    assert_eq!((&a.value[..], a.create_revision, a.mod_revision, a.version), (&b"2"[..], 1, 2, 2));
     assert_eq!(store.get(b"missing").await.unwrap(), None);
     assert_eq!(store.revision(), 3);
     // Several ops in one transaction share one revision.
@@ -63,8 +63,9 @@ async fn range_is_ordered_and_bounded((store, _dir): Fixture) {
     for key in ["sqs/b", "sqs/a", "sns/x", "sqs/c", "sqs0"] {
         store.put(key.as_bytes(), b"v").await.unwrap();
     }
-    let keys =
-        |kvs: Vec<store::KeyValue>| kvs.into_iter().map(|kv| String::from_utf8(kv.key).unwrap()).collect::<Vec<_>>();
+    let keys = |kvs: Vec<store::KeyValue>| {
+        kvs.into_iter().map(|kv| String::from_utf8(kv.key.to_vec()).unwrap()).collect::<Vec<_>>()
+    };
     let end = store::prefix_end(b"sqs/");
     assert_eq!(keys(store.range(b"sqs/", &end, None).await.unwrap()), ["sqs/a", "sqs/b", "sqs/c"]);
     assert_eq!(keys(store.range(b"sqs/", &end, Some(2)).await.unwrap()), ["sqs/a", "sqs/b"]);
@@ -89,7 +90,7 @@ async fn compare_and_set((store, _dir): Fixture) {
     };
     let r = store.txn(stale).await.unwrap();
     assert!(!r.succeeded);
-    assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b"v1");
+    assert_eq!(&*store.get(b"k").await.unwrap().unwrap().value, b"v1");
     assert_eq!(store.get(b"conflicts").await.unwrap().unwrap().mod_revision, r.revision, "failure ops ran");
 
     let by_value = Txn {
@@ -131,7 +132,7 @@ async fn concurrent_writers_serialise((store, _dir): Fixture) {
                     loop {
                         let current = store.get(b"counter").await.unwrap();
                         let (n, seen) = current.map_or((0, 0), |kv| {
-                            (String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap(), kv.mod_revision)
+                            (String::from_utf8(kv.value.to_vec()).unwrap().parse::<u64>().unwrap(), kv.mod_revision)
                         });
                         let txn = Txn {
                             compares: vec![Compare::ModRevision { key: b"counter".to_vec(), revision: seen }],
@@ -156,7 +157,7 @@ async fn concurrent_writers_serialise((store, _dir): Fixture) {
     revisions.sort();
     revisions.dedup();
     assert_eq!(revisions.len(), 64 * 20, "every successful increment has its own revision");
-    assert_eq!(store.get(b"counter").await.unwrap().unwrap().value, b"1280");
+    assert_eq!(&*store.get(b"counter").await.unwrap().unwrap().value, b"1280");
 }
 
 /// Commit order is submission order, whatever order the answers are awaited in; and a
@@ -169,7 +170,7 @@ async fn transactions_commit_in_submission_order((store, _dir): Fixture) {
     let last = last.await.unwrap();
     let first = first.await.unwrap();
     assert!(first.revision < last.revision);
-    assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b"2");
+    assert_eq!(&*store.get(b"k").await.unwrap().unwrap().value, b"2");
 
     drop(store.put(b"alone", b"4"));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -192,7 +193,7 @@ async fn watch_replays_then_streams((store, _dir): Fixture) {
     let mut seen = Vec::new();
     for _ in 0..4 {
         let event = tokio::time::timeout(Duration::from_secs(5), from_start.next()).await.unwrap().unwrap().unwrap();
-        seen.push((event.kind, event.kv.key.clone(), event.revision()));
+        seen.push((event.kind, event.kv.key.to_vec(), event.revision()));
     }
     assert_eq!(
         seen,
@@ -219,7 +220,7 @@ async fn watch_from_compacted_revision_fails((store, _dir): Fixture) {
     }
     let mut watch = store.watch(b"", 6).await.unwrap();
     let event = watch.next().await.unwrap().unwrap();
-    assert_eq!((event.revision(), event.kv.value.as_slice()), (6, &[5u8][..]));
+    assert_eq!((event.revision(), &event.kv.value[..]), (6, &[5u8][..]));
 }
 
 async fn closed_store_refuses_writes_and_ends_watches((store, _dir): Fixture) {
@@ -228,7 +229,7 @@ async fn closed_store_refuses_writes_and_ends_watches((store, _dir): Fixture) {
     store.close().await;
     assert!(matches!(store.put(b"k", b"w").await, Err(StoreError::Closed)));
     assert!(tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().is_none());
-    assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b"v", "reads still work");
+    assert_eq!(&*store.get(b"k").await.unwrap().unwrap().value, b"v", "reads still work");
 }
 
 #[tokio::test]
@@ -246,7 +247,7 @@ async fn redb_keeps_data_revision_and_history_across_reopen() {
     assert_eq!(store.get(b"a").await.unwrap().unwrap().version, 2);
     assert!(matches!(store.watch(b"", 1).await, Err(StoreError::Compacted { .. })));
     let mut watch = store.watch(b"", 2).await.unwrap();
-    assert_eq!(watch.next().await.unwrap().unwrap().kv.value, b"2");
+    assert_eq!(&*watch.next().await.unwrap().unwrap().kv.value, b"2");
     assert_eq!(store.put(b"b", b"").await.unwrap().revision, 3);
 }
 

@@ -89,7 +89,7 @@ fn verify(dir: &std::path::Path, acked: &[(usize, u64)], cycle: usize) {
         let all = store.range(b"w", b"x", None).await.unwrap();
         let mut parts: BTreeMap<(usize, u64), BTreeSet<String>> = BTreeMap::new();
         for kv in &all {
-            let text = String::from_utf8(kv.key.clone()).unwrap();
+            let text = String::from_utf8(kv.key.to_vec()).unwrap();
             let mut fields = text.trim_start_matches('w').split('/');
             let writer: usize = fields.next().unwrap().parse().unwrap();
             let seq: u64 = fields.next().unwrap().parse().unwrap();
@@ -106,7 +106,8 @@ fn verify(dir: &std::path::Path, acked: &[(usize, u64)], cycle: usize) {
         for writer in 0..WRITERS {
             let seqs: Vec<u64> = parts.keys().filter(|(w, _)| *w == writer).map(|(_, s)| *s).collect();
             assert!(seqs.iter().copied().eq(0..seqs.len() as u64), "cycle {cycle}: w{writer} has gaps");
-            let last = store.get(&counter(writer)).await.unwrap().map(|kv| String::from_utf8(kv.value).unwrap());
+            let last =
+                store.get(&counter(writer)).await.unwrap().map(|kv| String::from_utf8(kv.value.to_vec()).unwrap());
             assert_eq!(last, seqs.last().map(|s| s.to_string()), "cycle {cycle}: counter of w{writer}");
         }
         store.close().await;
@@ -125,7 +126,9 @@ async fn writer_process() {
         tokio::spawn(async move {
             let last = store.get(&counter(writer)).await.unwrap();
             let (mut seq, mut seen) = match last {
-                Some(kv) => (String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap() + 1, kv.mod_revision),
+                Some(kv) => {
+                    (String::from_utf8(kv.value.to_vec()).unwrap().parse::<u64>().unwrap() + 1, kv.mod_revision)
+                }
                 None => (0, 0),
             };
             loop {
