@@ -11,6 +11,13 @@ import botocore.exceptions
 import pytest
 
 
+@pytest.fixture(params=["durable", "ephemeral"])
+def stratus(start_stratus, request):
+    """Every test twice: the stores commit differently (the memory engine in the caller's thread,
+    which lets a send settle its messages under the lock it submitted under)."""
+    return start_stratus(args=("--ephemeral",)) if request.param == "ephemeral" else start_stratus()
+
+
 @pytest.fixture
 def sqs(stratus):
     return stratus.client("sqs")

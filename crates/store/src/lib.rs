@@ -19,7 +19,10 @@ mod memory;
 mod redb_engine;
 mod wal;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 
@@ -178,7 +181,45 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A submitted transaction, resolving once it is durable.
-pub type TxnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<TxnResponse>> + Send + 'static>>;
+pub struct TxnFuture(Submitted);
+
+enum Submitted {
+    /// Committed when it was submitted (the memory engine commits in the caller's thread); `None`
+    /// once the outcome was taken.
+    Done(Option<Result<TxnResponse>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<TxnResponse>> + Send + 'static>>),
+}
+
+impl TxnFuture {
+    pub(crate) fn done(outcome: Result<TxnResponse>) -> Self {
+        Self(Submitted::Done(Some(outcome)))
+    }
+
+    pub(crate) fn waiting(commit: impl Future<Output = Result<TxnResponse>> + Send + 'static) -> Self {
+        Self(Submitted::Waiting(Box::pin(commit)))
+    }
+
+    /// The outcome, if the transaction was committed (or refused) when it was submitted: its
+    /// caller can then finish under the lock it submitted under instead of taking it again. The
+    /// future is spent once this returns it.
+    pub fn outcome_now(&mut self) -> Option<Result<TxnResponse>> {
+        match &mut self.0 {
+            Submitted::Done(outcome) => outcome.take(),
+            Submitted::Waiting(_) => None,
+        }
+    }
+}
+
+impl Future for TxnFuture {
+    type Output = Result<TxnResponse>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Submitted::Done(outcome) => Poll::Ready(outcome.take().expect("a TxnFuture polled after it resolved")),
+            Submitted::Waiting(commit) => commit.as_mut().poll(cx),
+        }
+    }
+}
 
 /// A stream of events from [`Store::watch`].
 pub struct Watch {

@@ -317,15 +317,15 @@ impl Store for LocalStore {
     fn txn(&self, txn: Txn) -> TxnFuture {
         let path = self.shared.commit_path;
         if path == CommitPath::Inline {
-            return Box::pin(std::future::ready(self.commit_inline(txn)));
+            return TxnFuture::done(self.commit_inline(txn));
         }
         let (reply, response) = oneshot::channel();
         let alone = match self.shared.submit(Request::Txn(txn, reply), path) {
             Ok(alone) => alone,
-            Err(error) => return Box::pin(std::future::ready(Err(error))),
+            Err(error) => return TxnFuture::done(Err(error)),
         };
         let uncommitted = alone.then(|| Uncommitted(Some(self.shared.clone())));
-        Box::pin(async move {
+        TxnFuture::waiting(async move {
             if let Some(uncommitted) = uncommitted {
                 uncommitted.commit().await;
             }
