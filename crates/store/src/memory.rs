@@ -110,9 +110,18 @@ impl Engine for MemoryEngine {
         CommitPath::Inline
     }
     fn compact(&self, revision: Revision) -> Result<()> {
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        state.log = state.log.split_off(&revision);
-        state.compacted = state.compacted.max(revision);
+        let dropped = {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            let kept = state.log.split_off(&revision);
+            state.compacted = state.compacted.max(revision);
+            std::mem::replace(&mut state.log, kept)
+        };
+        // Freeing half the history (hundreds of thousands of commits) takes tens of milliseconds,
+        // and this runs in a committing caller's thread, maybe under its own lock: free it apart.
+        if dropped.len() > 1024 {
+            // If no thread can be made, the closure and the history go here instead.
+            let _ = std::thread::Builder::new().name("history-free".into()).spawn(move || drop(dropped));
+        }
         Ok(())
     }
 }
