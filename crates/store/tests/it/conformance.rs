@@ -284,3 +284,35 @@ async fn history_is_compacted_when_it_outgrows_its_byte_limit() {
         store.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_compaction_keeps_data_and_the_newest_history() {
+    // Thousands of commits compacted at once: the memory engine frees them in a thread of its own.
+    let options = StoreOptions { history_limit_bytes: 256 << 10, ..StoreOptions::default() };
+    let store = store::ephemeral(options).unwrap();
+    for i in 0..12_000u32 {
+        store.put(&i.to_be_bytes(), b"v").await.unwrap();
+    }
+    assert!(matches!(store.watch(b"", 1).await, Err(StoreError::Compacted { .. })));
+    let mut recent = store.watch(b"", 11_990).await.unwrap();
+    assert_eq!(recent.next().await.unwrap().unwrap().revision(), 11_990, "the newest history is kept");
+    assert_eq!(store.count(b"", b"").await.unwrap(), 12_000, "compaction drops history, never data");
+    assert_eq!(&*store.get(&5u32.to_be_bytes()).await.unwrap().unwrap().value, b"v");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_committed_as_submitted_says_so() {
+    let memory = store::ephemeral(StoreOptions::default()).unwrap();
+    let mut submitted = memory.put(b"k", b"v");
+    let outcome = submitted.outcome_now().expect("the memory engine commits in the caller's thread");
+    assert_eq!(outcome.unwrap().revision, 1);
+    assert_eq!(&*memory.get(b"k").await.unwrap().unwrap().value, b"v");
+
+    let dir = tempfile::tempdir().unwrap();
+    let durable = store::open(dir.path(), StoreOptions::default()).unwrap();
+    let mut submitted = durable.put(b"k", b"v");
+    assert!(submitted.outcome_now().is_none(), "a durable commit waits for its sync");
+    assert_eq!(submitted.await.unwrap().revision, 1);
+    durable.close().await;
+}
