@@ -108,12 +108,15 @@ def rss_mib(pid):
 
 
 def run_peer(name, spec, seconds, scenarios):
-    """Starts one peer, runs `scenarios(port, seconds)` against it, and adds its memory at the end."""
+    """Starts one peer, runs `scenarios(port, seconds)` against it, and adds its memory before and
+    at the end."""
     port = free_port()
     process = start(name, spec, port)
     try:
+        before = rss_mib(process.pid)
         results = scenarios(port, seconds)
         results["rss_mib"] = rss_mib(process.pid)
+        results["rss_start_mib"] = before
         return results
     finally:
         stop(process)

@@ -7,7 +7,8 @@ machine's moments over both).
 
 e.g. `python3 bench/sqs_ab.py old:/tmp/stratus-old:--fsync:100ms new:/tmp/stratus-new:--fsync:100ms fakecloud: \
 old:/tmp/stratus-old:--fsync:100ms new:/tmp/stratus-new:--fsync:100ms`. A peer without `--ephemeral` gets a fresh
-data directory. Prints messages/s and p99 ms per scenario.
+data directory. Prints messages/s and p99 ms per scenario, and the process's growth in memory per
+message queued at the end.
 """
 import pathlib
 import sys
@@ -21,11 +22,15 @@ import sqs  # noqa: E402
 def scenarios(port, seconds):
     client = sqs.Client(port)
     send, batch = client.queue("send"), client.queue("batch")
-    return {
+    results = {
         "send c1": common.wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds),
         "send c16": common.wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds),
         "batch c16": common.wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds),
     }
+    results["queued"] = sum(
+        int(client.call("GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessages"]})
+            ["Attributes"]["ApproximateNumberOfMessages"]) for url in (send, batch))
+    return results
 
 
 def main():
@@ -44,9 +49,12 @@ def main():
             result = common.run_peer(name, peer, 5, scenarios)
         finally:
             common.shutil.rmtree(scratch, ignore_errors=True)
-        rates = {k: round(v["rps"] * (10 if k.startswith("batch") else 1)) for k, v in result.items() if k != "rss_mib"}
-        p99s = {k: v["p99_ms"] for k, v in result.items() if k != "rss_mib"}
-        print(name, rates, "p99 ms", p99s, flush=True)
+        runs = {k: v for k, v in result.items() if isinstance(v, dict)}
+        rates = {k: round(v["rps"] * (10 if k.startswith("batch") else 1)) for k, v in runs.items()}
+        p99s = {k: v["p99_ms"] for k, v in runs.items()}
+        # What the process grew by over the run, per message still queued at its end.
+        per_message = (result["rss_mib"] - result["rss_start_mib"]) * (1 << 20) / max(result["queued"], 1)
+        print(name, rates, "p99 ms", p99s, f"bytes per queued message {per_message:.0f}", flush=True)
 
 
 if __name__ == "__main__":

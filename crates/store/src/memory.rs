@@ -35,24 +35,14 @@ impl WriteBatch for State {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue> {
         // One descent of the tree, not a lookup and then an insert: with SQS's keys, which share
         // a long prefix, the comparisons on the way down are most of a put.
-        Ok(match self.kv.entry(key.into()) {
-            Entry::Occupied(mut entry) => {
-                let previous = entry.get();
-                let kv = next_version(
-                    entry.key().clone(),
-                    value,
-                    revision,
-                    Some((previous.create_revision, previous.version)),
-                );
-                entry.insert(kv.clone());
-                kv
-            }
-            Entry::Vacant(entry) => {
-                let kv = next_version(entry.key().clone(), value, revision, None);
-                entry.insert(kv.clone());
-                kv
-            }
-        })
+        let entry = self.kv.entry(key.into());
+        let previous = match &entry {
+            Entry::Occupied(current) => Some((current.get().create_revision, current.get().version)),
+            Entry::Vacant(_) => None,
+        };
+        let kv = next_version(entry.key().clone(), value, revision, previous);
+        entry.and_modify(|current| *current = kv.clone()).or_insert_with(|| kv.clone());
+        Ok(kv)
     }
     fn remove(&mut self, key: &[u8]) -> Result<()> {
         self.kv.remove(key);
