@@ -51,11 +51,56 @@ impl Edge {
     /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to
     /// [`DRAIN_TIMEOUT`]) for the requests in flight. A connection that sends no complete request
     /// head for `idle_timeout` (idle between requests, or trickling a head: slowloris) is closed.
+    ///
+    /// Connections are served by one thread per core, each running a single-threaded runtime and
+    /// accepting from the same socket; a connection stays on the thread that accepted it, and so
+    /// do the tasks its requests spawn. On the shared work-stealing runtime every request with a
+    /// body woke a second worker (hyper wakes the connection's task from inside its own poll, and
+    /// tokio wakes an idle worker to steal a task queued that way): a context switch per request,
+    /// which one connection's request rate paid for (BENCHMARKS.md, "One runtime per core"). The
+    /// rest of Stratus (the store, containers, the Docker API) stays on the main runtime.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         idle_timeout: Duration,
         shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let listener = listener.into_std()?;
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut finished = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let (edge, listener, stopped) = (self.clone(), listener.try_clone()?, stopped.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new().name(format!("edge-{index}")).spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => edge.serve_thread(listener, idle_timeout, stopped).await,
+                        Err(error) => tracing::error!(%error, "cannot listen on this thread"),
+                    }
+                });
+                // Its tasks are dropped before Stratus goes on to close the store.
+                drop(runtime);
+                drop(done);
+            })?;
+            finished.push(finished_rx);
+        }
+        drop(listener);
+        shutdown.await;
+        let _ = stop.send(true);
+        for thread in finished {
+            let _ = thread.await;
+        }
+        Ok(())
+    }
+
+    /// One thread's accept loop (see [`Edge::serve`]), then its drain.
+    async fn serve_thread(
+        self: Arc<Self>,
+        listener: TcpListener,
+        idle_timeout: Duration,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut http = hyper::server::conn::http1::Builder::new();
         // hyper's header timer runs from the moment it waits for a request head, so it is both
@@ -63,7 +108,6 @@ impl Edge {
         // half_close: a client that shuts down its sending side after the request still gets the response.
         http.timer(TokioTimer::new()).header_read_timeout(idle_timeout).half_close(true);
         let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
         loop {
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -75,7 +119,7 @@ impl Edge {
                         continue;
                     }
                 },
-                () = &mut shutdown => break,
+                _ = stopped.wait_for(|stopped| *stopped) => break,
             };
             // Small responses must not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);

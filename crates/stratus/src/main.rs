@@ -362,7 +362,9 @@ async fn up(args: UpArgs, started: Instant) -> anyhow::Result<()> {
         }))
     });
     let edge = edge::Edge::new(store.clone(), aws, engine.clone());
-    edge.serve(listener, std::time::Duration::from_secs(args.idle_timeout.max(1)), shutdown_signal()).await;
+    edge.serve(listener, std::time::Duration::from_secs(args.idle_timeout.max(1)), shutdown_signal())
+        .await
+        .context("cannot serve HTTP")?;
     let _ = stop_docker.send(());
     if let Some(server) = docker_server {
         let _ = server.await;
