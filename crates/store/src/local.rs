@@ -25,7 +25,7 @@ pub struct StoreOptions {
     /// The on-disk engine checkpoints (makes its B-tree durable and empties its write-ahead log)
     /// whenever the log grows past this, holding up commits meanwhile. Larger means fewer page
     /// flushes, but longer stalls, more memory and a longer replay after a crash. 2 MiB: against
-    /// 8, durable sends at one connection had a p99 of 22 ms instead of 75-97 and went 10-25%
+    /// 8, durable sends at one connection had a p99 of 22 ms instead of 75-97 and went 7-25%
     /// faster, and batches at 16 connections ~10% slower (BENCHMARKS.md).
     pub checkpoint_bytes: u64,
     /// When the on-disk engine's log reaches the disk.
