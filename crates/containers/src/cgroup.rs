@@ -39,6 +39,31 @@ const NOT_CONTROLLERS: [&str; 7] =
 /// nothing about, such as `rdma` and `misc`, stay off).
 const V2_CONTROLLERS: [&str; 6] = ["cpu", "cpuset", "hugetlb", "io", "memory", "pids"];
 
+/// Makes a cgroup v1 host count block I/O to the disk holding `dir` (the containers' layers and
+/// volumes) in `blkio.throttle.io_service_bytes`, which `docker stats` reads. Since Linux 6.10 a
+/// disk's throttling, and with it that count, starts only once some cgroup configures a throttle
+/// on the disk; until then every container shows 0 B. A rule of 0 (no limit) in `parent`, the
+/// cgroup under which Stratus makes containers, starts it and limits nothing. Best effort.
+pub(crate) fn count_block_io(dir: &Path, parent: &str) {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = Path::new("/sys/fs/cgroup/blkio");
+    if !root.join("blkio.throttle.read_bps_device").exists() {
+        return;
+    }
+    let Ok(device) = fs::metadata(dir).map(|m| m.dev()) else { return };
+    // Throttles are set on whole disks; a partition's disk is its parent in sysfs.
+    let sysfs = PathBuf::from(format!("/sys/dev/block/{}:{}", libc::major(device), libc::minor(device)));
+    let disk = if sysfs.join("partition").exists() { sysfs.join("../dev") } else { sysfs.join("dev") };
+    let Ok(disk) = fs::read_to_string(disk) else { return };
+    let cgroup = root.join(parent.trim_start_matches('/'));
+    let rule = format!("{} 0", disk.trim());
+    if let Err(error) =
+        fs::create_dir_all(&cgroup).and_then(|()| fs::write(cgroup.join("blkio.throttle.read_bps_device"), &rule))
+    {
+        tracing::debug!(%error, rule, "cannot start the disk's block I/O accounting");
+    }
+}
+
 impl Hierarchies {
     /// This host's, read from `/proc/self/mountinfo` on first use.
     pub(crate) fn host() -> &'static Hierarchies {

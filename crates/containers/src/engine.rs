@@ -343,6 +343,9 @@ impl Engine {
         crate::build::clear_leftovers(&options.dir);
         let run_dir = options.dir.join("run");
         fs::create_dir_all(&run_dir).map_err(Error::io("cannot create", &run_dir))?;
+        if options.runtime.is_some() {
+            crate::cgroup::count_block_io(&options.dir, CGROUP_PARENT);
+        }
         let removed = options.dir.join(REMOVED);
         if let Err(error) = fs::remove_dir_all(&removed)
             && error.kind() != std::io::ErrorKind::NotFound
