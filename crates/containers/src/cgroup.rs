@@ -42,8 +42,9 @@ const V2_CONTROLLERS: [&str; 6] = ["cpu", "cpuset", "hugetlb", "io", "memory", "
 /// Makes a cgroup v1 host count block I/O to the disk holding `dir` (the containers' layers and
 /// volumes) in `blkio.throttle.io_service_bytes`, which `docker stats` reads. On recent kernels
 /// (this host's 6.18) a disk's throttling, and with it that count, starts only once some cgroup
-/// configures a throttle on the disk; until then every container shows 0 B. A rule of 0 (no limit) in `parent`, the
-/// cgroup under which Stratus makes containers, starts it and limits nothing. Best effort.
+/// configures a throttle on the disk; until then every container shows 0 B. A rule of 0 (no
+/// limit) in `parent`, the cgroup under which Stratus makes containers, starts it and limits
+/// nothing. Best effort.
 pub(crate) fn count_block_io(dir: &Path, parent: &str) {
     use std::os::unix::fs::MetadataExt as _;
     let root = Path::new("/sys/fs/cgroup/blkio");
