@@ -3,6 +3,9 @@
 #[rustfmt::skip] // generated, one service per line
 mod services;
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use services::SERVICES;
 
 /// The wire protocol families AWS services speak.
@@ -38,8 +41,17 @@ pub struct ServiceModel {
     pub protocols: &'static [Protocol],
 }
 
+/// Looked up for every JSON-protocol request; a scan of the 424 services was ~1.7% of the CPU
+/// of an SQS send.
 pub fn by_target_prefix(prefix: &str) -> Option<&'static ServiceModel> {
-    SERVICES.iter().find(|s| !s.target_prefix.is_empty() && s.target_prefix == prefix)
+    static BY_PREFIX: LazyLock<HashMap<&str, &ServiceModel>> = LazyLock::new(|| {
+        let mut map = HashMap::new();
+        for service in SERVICES.iter().filter(|s| !s.target_prefix.is_empty()) {
+            map.entry(service.target_prefix).or_insert(service);
+        }
+        map
+    });
+    BY_PREFIX.get(prefix).copied()
 }
 
 /// Several services share a signing name (`dynamodb` signs DynamoDB Streams too); `speaks` picks
