@@ -11,10 +11,13 @@
 //! one `openat2(RESOLVE_IN_ROOT)` per mount target to keep an image's symlinks inside its root.
 //!
 //! The runtime process is single-threaded, so the child of a clone may allocate: no lock can be
-//! held by another thread. Child and runtime talk over a `SOCK_SEQPACKET` pair: the runtime sends
-//! *go* once the child is in its cgroup (and has its user namespace's id maps); an init answers
-//! *ready* (with its terminal's master side, if it made one) and waits for *start*; a failure is
-//! sent as text instead. The child's end closes when it execs.
+//! held by another thread. A child is cloned into its cgroup2 directory (if the host has one) and
+//! moves itself into the v1 ones (`Cgroup::join_v1_self`: no global lock, unlike a move by pid),
+//! except an init born in a user namespace, which may not write the host's cgroup files: the
+//! runtime moves it. Child and runtime talk over a `SOCK_SEQPACKET` pair: the runtime sends *go*
+//! (after the user namespace's id maps and that move); an init answers *ready* (with its
+//! terminal's master side, if it made one) and waits for *start*; a failure is sent as text
+//! instead. The child's end closes when it execs.
 //!
 //! Raw syscalls go through the small wrappers at the end (`sys`), each one `unsafe` block.
 #![allow(unsafe_code)]
@@ -105,9 +108,11 @@ pub(crate) fn create(
         }
     }
     let userns = flags & libc::CLONE_NEWUSER as u64 != 0;
-    let child = Child { spec, stdio: &stdio, joined: &joined, cgroupns, userns, shared: &shared };
+    let child = Child { spec, stdio: &stdio, joined: &joined, cgroup, cgroupns, userns, shared: &shared };
     let (ours, theirs) = pair()?;
-    let (pid, pidfd) = sys::clone(flags, || fail(theirs.as_fd(), child.init(theirs.as_fd()), 1))?;
+    let into = if userns { None } else { v2_dir(cgroup)? };
+    let (pid, pidfd) =
+        sys::clone(flags, into.as_ref().map(AsFd::as_fd), || fail(theirs.as_fd(), child.init(theirs.as_fd()), 1))?;
     drop(theirs);
     let ready = (|| {
         if userns {
@@ -119,7 +124,7 @@ pub(crate) fn create(
                 std::fs::write(&path, lines).map_err(|e| format!("cannot write {path}: {e}"))?;
             }
         }
-        go(ours.as_fd(), cgroup, pid)
+        go(ours.as_fd(), userns.then_some((cgroup, pid)))
     })();
     match settle(ready, pid, &pidfd)? {
         (message, terminal) if message.is_empty() => Ok((Init { pid, pidfd, sync: Some(ours) }, shared, terminal)),
@@ -179,9 +184,11 @@ pub(crate) fn exec(
     if new_pid {
         sys::setns(init.pidfd.as_fd(), libc::CLONE_NEWPID)?;
     }
-    let cloned = sys::clone(0, || {
+    let into = v2_dir(cgroup)?;
+    let cloned = sys::clone(0, into.as_ref().map(AsFd::as_fd), || {
         let run = || -> Result<Infallible, String> {
             expect(theirs.as_fd(), b"go")?;
+            join_v1(cgroup)?;
             if flags != 0 {
                 sys::setns(init.pidfd.as_fd(), flags)?;
             }
@@ -202,7 +209,7 @@ pub(crate) fn exec(
     drop(theirs);
     let (pid, pidfd) = cloned?;
     // Nothing comes back but the end of the pair, closed by a successful exec.
-    match settle(go(ours.as_fd(), cgroup, pid), pid, &pidfd)? {
+    match settle(go(ours.as_fd(), None), pid, &pidfd)? {
         (message, _) if message.is_empty() => Ok((pid, pidfd)),
         (failure, _) => Err(String::from_utf8_lossy(&failure).into_owned()),
     }
@@ -233,12 +240,28 @@ fn clone_flag(typ: LinuxNamespaceType) -> u64 {
     flag as u64
 }
 
-/// Moves the child `pid` into `cgroup` and lets it go on; then its first message, or the end of
-/// the pair.
-fn go(sync: BorrowedFd<'_>, cgroup: &Cgroup, pid: i32) -> Result<(Vec<u8>, Option<OwnedFd>), String> {
-    cgroup.add_process(pid).map_err(|e| format!("cannot join the cgroup: {e}"))?;
+/// Lets the child go on, first moving it (`pid`) into `cgroup` if given; then its first message,
+/// or the end of the pair.
+fn go(sync: BorrowedFd<'_>, move_into: Option<(&Cgroup, i32)>) -> Result<(Vec<u8>, Option<OwnedFd>), String> {
+    if let Some((cgroup, pid)) = move_into {
+        cgroup.add_process(pid).map_err(|e| format!("cannot join the cgroup: {e}"))?;
+    }
     send(sync, b"go", None).map_err(|e| format!("cannot reach the new process: {e}"))?;
     receive(sync)
+}
+
+/// The cgroup2 directory of `cgroup`, opened for `CLONE_INTO_CGROUP`, if the host has one.
+fn v2_dir(cgroup: &Cgroup) -> Result<Option<OwnedFd>, String> {
+    let open = |dir: &Path| {
+        rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| format!("cannot open {}: {e}", dir.display()))
+    };
+    cgroup.v2_dir().map(open).transpose()
+}
+
+/// In a new child, still single-threaded: joins the v1 directories of `cgroup`.
+fn join_v1(cgroup: &Cgroup) -> Result<(), String> {
+    cgroup.join_v1_self().map_err(|e| format!("cannot join the cgroup: {e}"))
 }
 
 /// After a child's first message: a failure is reaped; a child that could not be talked to is
@@ -275,6 +298,7 @@ struct Child<'a> {
     spec: &'a Spec,
     stdio: &'a [OwnedFd; 3],
     joined: &'a [(OwnedFd, u64)],
+    cgroup: &'a Cgroup,
     cgroupns: bool,
     userns: bool,
     shared: &'a Shared,
@@ -288,9 +312,12 @@ impl Child<'_> {
         let linux = spec.linux().as_ref().ok_or("the spec has no linux section")?;
         expect(sync, b"go")?;
         if self.userns {
-            // The id maps are written: become the namespace's root.
+            // The id maps are written (and the runtime moved this process into its cgroup):
+            // become the namespace's root.
             sys::check(sys::setresgid(0), "setresgid")?;
             sys::check(sys::setresuid(0), "setresuid")?;
+        } else {
+            join_v1(self.cgroup)?;
         }
         for (fd, flag) in self.joined {
             sys::setns(fd.as_fd(), *flag as i32)?;
@@ -995,12 +1022,24 @@ mod sys {
         if result == -1 { Err(format!("{what}: {}", std::io::Error::last_os_error())) } else { Ok(()) }
     }
 
-    /// `clone3` with `flags`: runs `child` in the new process, which must not return; the parent
-    /// gets the child's pid and pidfd. Only sound in a single-threaded process (the runtime).
-    pub fn clone(flags: u64, child: impl FnOnce() -> Infallible) -> Result<(i32, OwnedFd), String> {
+    /// linux/sched.h's; libc's constant is a `c_int` it overflows.
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+    /// `clone3` with `flags`, the child born in the cgroup2 directory `cgroup` if given: runs
+    /// `child` in the new process, which must not return; the parent gets the child's pid and
+    /// pidfd. Only sound in a single-threaded process (the runtime).
+    pub fn clone(
+        flags: u64,
+        cgroup: Option<BorrowedFd<'_>>,
+        child: impl FnOnce() -> Infallible,
+    ) -> Result<(i32, OwnedFd), String> {
         let mut pidfd: libc::c_int = -1;
         let mut args: libc::clone_args = unsafe_zeroed();
         args.flags = flags | libc::CLONE_PIDFD as u64;
+        if let Some(cgroup) = cgroup {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = cgroup.as_raw_fd() as u64;
+        }
         args.pidfd = &mut pidfd as *mut libc::c_int as u64;
         args.exit_signal = libc::SIGCHLD as u64;
         // SAFETY: with no stack given, clone3 forks: the child runs on a copy of this stack and
