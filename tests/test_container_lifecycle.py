@@ -4,6 +4,7 @@ events. Containers need root."""
 
 import json
 import os
+import random
 import subprocess
 import time
 
@@ -168,6 +169,34 @@ def test_stats_count_network_and_block_io(docker, tmp_path):
     written = raw["BlockIO"].split("/")[1].strip()
     assert written.endswith("MB") and float(written[:-2]) >= 2.0, raw  # 2 MiB written directly
     docker.docker("rm", "-f", "io")
+
+
+def test_stats_count_block_io_to_a_bind_mount_on_another_disk(docker, tmp_path):
+    # A disk of its own, new to the kernel (a loop device with an unused number, which losetup
+    # makes): the kernel counts a disk's bytes per cgroup only once some cgroup throttles that disk,
+    # which Stratus starts (with no limit) when a container binds from it.
+    image, mount = tmp_path / "disk.img", tmp_path / "disk"
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
+    device = next(f"/dev/loop{n}" for n in iter(lambda: random.randrange(1000, 60000), None)
+                  if not os.path.exists(f"/dev/loop{n}"))
+    subprocess.run(["losetup", device, str(image)], check=True)
+    try:
+        mount.mkdir()
+        subprocess.run(["mount", device, str(mount)], check=True)
+        docker.docker("run", "-d", "--name", "bindio", "-v", f"{mount}:/out", "busybox", "sh", "-c",
+                      "dd if=/dev/zero of=/out/f bs=1M count=2 oflag=direct; sleep 600")
+        deadline = time.monotonic() + 15
+        while not (mount / "f").exists() or (mount / "f").stat().st_size < 2 << 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        raw = json.loads(docker.docker("stats", "--no-stream", "--format", "{{json .}}", "bindio").stdout)
+        written = raw["BlockIO"].split("/")[1].strip()
+        assert written.endswith("MB") and float(written[:-2]) >= 2.0, raw
+    finally:
+        docker.docker("rm", "-f", "bindio", check=False)
+        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["losetup", "-d", device], check=False)
 
 
 def test_events_replay_and_filter(docker):

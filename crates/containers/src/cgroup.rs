@@ -39,19 +39,27 @@ const NOT_CONTROLLERS: [&str; 7] =
 /// nothing about, such as `rdma` and `misc`, stay off).
 const V2_CONTROLLERS: [&str; 6] = ["cpu", "cpuset", "hugetlb", "io", "memory", "pids"];
 
-/// Makes a cgroup v1 host count block I/O to the disk holding `dir` (the containers' layers and
-/// volumes) in `blkio.throttle.io_service_bytes`, which `docker stats` reads. On recent kernels
-/// (this host's 6.18) a disk's throttling, and with it that count, starts only once some cgroup
-/// configures a throttle on the disk; until then every container shows 0 B. A rule of 0 (no
-/// limit) in `parent`, the cgroup under which Stratus makes containers, starts it and limits
-/// nothing. Best effort.
+/// Makes a cgroup v1 host count block I/O to the disk holding `dir` (the data directory, or a
+/// bind mount's source) in `blkio.throttle.io_service_bytes`, which `docker stats` reads. On
+/// recent kernels (this host's 6.18) a disk's throttling, and with it that count, starts only once
+/// some cgroup configures a throttle on the disk; until then every container shows 0 B. A rule of
+/// 0 (no limit) in `parent`, the cgroup under which Stratus makes containers, starts it and
+/// limits nothing. Once per filesystem and process; best effort.
 pub(crate) fn count_block_io(dir: &Path, parent: &str) {
     use std::os::unix::fs::MetadataExt as _;
+    static COUNTED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
     let root = Path::new("/sys/fs/cgroup/blkio");
+    let Ok(device) = fs::metadata(dir).map(|m| m.dev()) else { return };
+    {
+        let mut counted = COUNTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counted.contains(&device) {
+            return;
+        }
+        counted.push(device);
+    }
     if !root.join("blkio.throttle.read_bps_device").exists() {
         return;
     }
-    let Ok(device) = fs::metadata(dir).map(|m| m.dev()) else { return };
     // Throttles are set on whole disks; a partition's disk is its parent in sysfs.
     let sysfs = PathBuf::from(format!("/sys/dev/block/{}:{}", libc::major(device), libc::minor(device)));
     let disk = if sysfs.join("partition").exists() { sysfs.join("../dev") } else { sysfs.join("dev") };

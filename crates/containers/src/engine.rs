@@ -977,6 +977,9 @@ impl Engine {
                     if *create_missing && !source.exists() {
                         fs::create_dir_all(source).map_err(Error::io("cannot create the bind source", source))?;
                     }
+                    if self.runtime.is_some() {
+                        crate::cgroup::count_block_io(source, CGROUP_PARENT);
+                    }
                     Some(source.clone())
                 }
                 MountKind::Tmpfs { .. } => None,
