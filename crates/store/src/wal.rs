@@ -71,6 +71,8 @@ impl Wal {
             .truncate(false)
             .open(path)
             .map_err(StoreError::engine)?;
+        // Read into the page cache a page at a time (no readahead): see `preallocate`.
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random).map_err(StoreError::engine)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(StoreError::engine)?;
         let epoch = match bytes.get(..HEADER as usize) {
@@ -177,9 +179,11 @@ fn sync_every(file: Weak<SyncedFile>, interval: Duration) {
 }
 
 /// Writes zeros from `len` to `size` (real blocks: `fallocate` would leave unwritten extents, whose
-/// first write still changes the inode), then syncs them.
+/// first write still changes the inode), then syncs them. A page at a time: the page cache keeps
+/// a larger write in a folio as large, and ext4 then walks each block of that folio on every
+/// small write into it (a 700-byte record took ~3.8 µs into 1 MiB folios, ~2 µs into pages).
 fn preallocate(file: &File, len: u64, size: u64) -> Result<()> {
-    const CHUNK: u64 = 1 << 20;
+    const CHUNK: u64 = 4096;
     if len >= size {
         return Ok(());
     }
