@@ -52,66 +52,42 @@ impl Edge {
     /// [`DRAIN_TIMEOUT`]) for the requests in flight. A connection that sends no complete request
     /// head for `idle_timeout` (idle between requests, or trickling a head: slowloris) is closed.
     ///
-    /// Connections are served by one thread per core, each running a single-threaded runtime and
-    /// accepting from the same socket; a connection stays on the thread that accepted it, and so
-    /// do the tasks its requests spawn. On the shared work-stealing runtime every request with a
-    /// body woke a second worker (hyper wakes the connection's task from inside its own poll, and
-    /// tokio wakes an idle worker to steal a task queued that way): a context switch per request,
-    /// which one connection's request rate paid for (BENCHMARKS.md, "One runtime per core"). The
-    /// rest of Stratus (the store, containers, the Docker API) stays on the main runtime.
+    /// Connections are served by one thread per core, each running a single-threaded runtime; a
+    /// connection stays on its thread, and so do the tasks its requests spawn. On the shared
+    /// work-stealing runtime every request with a body woke a second worker (hyper wakes the
+    /// connection's task from inside its own poll, and tokio wakes an idle worker to steal a task
+    /// queued that way): a context switch per request, which one connection's request rate paid
+    /// for (BENCHMARKS.md, "One runtime per core"). The rest of Stratus (the store, containers,
+    /// the Docker API) stays on the main runtime, which accepts and deals the connections to the
+    /// threads in turn: threads accepting for themselves left a client's burst of connections on
+    /// whichever woke first, all 16 of a benchmark's on one core in some runs.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         idle_timeout: Duration,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let listener = listener.into_std()?;
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut finished = Vec::with_capacity(threads);
+        let (mut lanes, mut finished) = (Vec::with_capacity(threads), Vec::with_capacity(threads));
         for index in 0..threads {
-            let (edge, listener, stopped) = (self.clone(), listener.try_clone()?, stopped.clone());
+            let (lane, streams) = tokio::sync::mpsc::unbounded_channel();
+            let edge = self.clone();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
             std::thread::Builder::new().name(format!("edge-{index}")).spawn(move || {
-                runtime.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(listener) => edge.serve_thread(listener, idle_timeout, stopped).await,
-                        Err(error) => tracing::error!(%error, "cannot listen on this thread"),
-                    }
-                });
+                runtime.block_on(edge.serve_thread(streams, idle_timeout));
                 // Its tasks are dropped before Stratus goes on to close the store.
                 drop(runtime);
                 drop(done);
             })?;
+            lanes.push(lane);
             finished.push(finished_rx);
         }
-        drop(listener);
-        shutdown.await;
-        let _ = stop.send(true);
-        for thread in finished {
-            let _ = thread.await;
-        }
-        Ok(())
-    }
-
-    /// One thread's accept loop (see [`Edge::serve`]), then its drain.
-    async fn serve_thread(
-        self: Arc<Self>,
-        listener: TcpListener,
-        idle_timeout: Duration,
-        mut stopped: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        // hyper's header timer runs from the moment it waits for a request head, so it is both
-        // the keep-alive idle limit and the slow-head limit.
-        // half_close: a client that shuts down its sending side after the request still gets the response.
-        http.timer(TokioTimer::new()).header_read_timeout(idle_timeout).half_close(true);
-        let graceful = GracefulShutdown::new();
-        loop {
+        tokio::pin!(shutdown);
+        for next in (0..threads).cycle() {
             let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                accepted = listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
+                    Ok(stream) => stream,
                     Err(error) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
@@ -119,10 +95,41 @@ impl Edge {
                         continue;
                     }
                 },
-                _ = stopped.wait_for(|stopped| *stopped) => break,
+                () = &mut shutdown => break,
             };
             // Small responses must not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
+            let _ = lanes[next].send(stream);
+        }
+        // New connections are refused from here; each thread sees its lane close, then drains.
+        drop(listener);
+        drop(lanes);
+        for thread in finished {
+            let _ = thread.await;
+        }
+        Ok(())
+    }
+
+    /// One thread's connections (see [`Edge::serve`]) until its lane closes, then its drain.
+    async fn serve_thread(
+        self: Arc<Self>,
+        mut streams: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+        idle_timeout: Duration,
+    ) {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // hyper's header timer runs from the moment it waits for a request head, so it is both
+        // the keep-alive idle limit and the slow-head limit.
+        // half_close: a client that shuts down its sending side after the request still gets the response.
+        http.timer(TokioTimer::new()).header_read_timeout(idle_timeout).half_close(true);
+        let graceful = GracefulShutdown::new();
+        while let Some(stream) = streams.recv().await {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot serve a connection on this thread");
+                    continue;
+                }
+            };
             let edge = self.clone();
             let service = hyper::service::service_fn(move |request| {
                 let edge = edge.clone();
@@ -135,7 +142,6 @@ impl Edge {
                 }
             });
         }
-        drop(listener);
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway"),
