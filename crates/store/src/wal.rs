@@ -71,8 +71,9 @@ impl Wal {
             .truncate(false)
             .open(path)
             .map_err(StoreError::engine)?;
-        // Read into the page cache a page at a time (no readahead): see `preallocate`.
-        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random).map_err(StoreError::engine)?;
+        // Read into the page cache a page at a time (no readahead): see `preallocate`. Only a
+        // hint; a filesystem that refuses it still holds a good log.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random);
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(StoreError::engine)?;
         let epoch = match bytes.get(..HEADER as usize) {
