@@ -107,19 +107,37 @@ def rss_mib(pid):
     return int(open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0]) / 1024
 
 
-def run_peer(name, spec, seconds, scenarios):
-    """Starts one peer, runs `scenarios(port, seconds)` against it, and adds its memory before and
-    at the end."""
-    port = free_port()
-    process = start(name, spec, port)
+def run_peers(specs, seconds, scenarios):
+    """Starts every peer, then runs `scenarios(port, seconds)` against all of them in lockstep:
+    `scenarios` is a generator that yields after each measurement and returns its results, and
+    each peer takes its next step in turn. So the peers' runs of one measurement are seconds apart,
+    not the minutes a whole pass takes, and a ratio does not take in the machine's drift (the same
+    build moves by up to 45% here over minutes). Adds each peer's memory at start and at its end."""
+    started, running, results = [], {}, {}
     try:
-        before = rss_mib(process.pid)
-        results = scenarios(port, seconds)
-        results["rss_mib"] = rss_mib(process.pid)
-        results["rss_start_mib"] = before
-        return results
+        for name, spec in specs.items():
+            port = free_port()
+            try:
+                process = start(name, spec, port)
+            except Exception as failure:  # noqa: BLE001 - one peer failing must not lose the others' results
+                print(f"{name} failed: {failure!r}")
+                continue
+            started.append(process)
+            running[name] = (process, rss_mib(process.pid), scenarios(port, seconds))
+        while running:
+            for name, (process, before, steps) in list(running.items()):
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    results[name] = {**done.value, "rss_mib": rss_mib(process.pid), "rss_start_mib": before}
+                    del running[name]
+                except Exception as failure:  # noqa: BLE001
+                    print(f"{name} failed: {failure!r}")
+                    del running[name]
+        return {name: results[name] for name in specs if name in results}
     finally:
-        stop(process)
+        for process in started:
+            stop(process)
 
 
 def main(name, services, scenarios, report, default_peers="stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack"):
@@ -133,17 +151,15 @@ def main(name, services, scenarios, report, default_peers="stratus,stratus-fsync
     for round_ in range(1, args.rounds + 1):
         scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-bench-"))
         specs = peers(scratch, services)
-        results = {}
+        chosen = {}
         for peer in args.peers.split(","):
-            if not specs[peer][3]:
-                print(f"skipping {peer}: not installed (see bench/sqs.py)")
-                continue
-            print(f"round {round_}: running {peer} ...", flush=True)
-            try:
-                results[peer] = run_peer(peer, specs[peer], args.seconds, scenarios)
-            except Exception as failure:  # noqa: BLE001 - one peer failing must not lose the others' results
-                print(f"{peer} failed: {failure!r}")
-            pathlib.Path(f"/tmp/{name}-bench-results-{round_}.json").write_text(json.dumps(results))
+            if specs[peer][3]:
+                chosen[peer] = specs[peer]
+            else:
+                print(f"skipping {peer}: not installed (see bench/{name}.py)")
+        print(f"round {round_}: running {', '.join(chosen)} side by side ...", flush=True)
+        results = run_peers(chosen, args.seconds, scenarios)
+        pathlib.Path(f"/tmp/{name}-bench-results-{round_}.json").write_text(json.dumps(results))
         shutil.rmtree(scratch, ignore_errors=True)
         report(results)
     if args.rounds > 1 and RATIOS:

@@ -131,8 +131,9 @@ def settle(client, idle_ms):
 
 
 def scenarios(port, seconds):
-    """Every scenario against one running peer: a result for each. Each run gets its own table, and
-    drops it after, so what one scenario wrote does not weigh on the next."""
+    """Every scenario against one running peer, a step at a time (see common.run_peers): a result
+    for each. Each run gets its own table, and drops it after, so what one scenario wrote does not
+    weigh on the next."""
     client = Client(port)
     idle_ms = min(timed(client.call, "ListTables", {}) for _ in range(5))
 
@@ -144,38 +145,48 @@ def scenarios(port, seconds):
     # The setting of ../shared/reference/peers.md: GetItem over 100 items, wrk -t2 -c8.
     small = client.table("small")
     r["load 100"] = load(port, small, 100, per_partition=1)
+    yield
     if r["load 100"]["partitions"] == 100:
         check(client, small, 100, per_partition=1)
         r["get small c8"] = run("ddb_get.lua", small, 8, SKS="1")
+        yield
     client.call("DeleteTable", {"TableName": small})
     for connections in (1, 16):
         table = client.table(f"put-c{connections}")
         r[f"put c{connections}"] = run("ddb_put.lua", table, connections)
+        yield
         client.call("DeleteTable", {"TableName": table})
     items = client.table("items")
     r["load 10k"] = load(port, items, 100)
+    yield
     if r["load 10k"]["partitions"] == 100:
         check(client, items, 100)
         for connections in (1, 16):
             r[f"get c{connections}"] = run("ddb_get.lua", items, connections)
+            yield
         for connections in (1, 16):
             r[f"query c{connections}"] = run("ddb_query.lua", items, connections, PKS="100")
+            yield
         # Overwrites items with items of the same keys and size, so the table stays as the reads above saw it.
         for connections in (1, 16):
             r[f"mixed c{connections}"] = run("ddb_mixed.lua", items, connections)
+            yield
     client.call("DeleteTable", {"TableName": items})
     for connections in (1, 16):
         table = client.table(f"batch-c{connections}")
         r[f"batch c{connections}"] = run("ddb_batch_write.lua", table, connections)
+        yield
         client.call("DeleteTable", {"TableName": table})
     # Query cost against table size. A load cut short by the budget is queried at the size it reached.
     for label, partitions in (("1k", 10), ("100k", 1000)):
         settle(client, idle_ms)
         table = client.table(f"scale{label}")
         loaded = r[f"load {label}"] = load(port, table, partitions)
+        yield
         if loaded["partitions"]:
             check(client, table, loaded["partitions"])
             r[f"query {label}"] = run("ddb_query.lua", table, 1, PKS=str(loaded["partitions"]))
+            yield
         client.call("DeleteTable", {"TableName": table})
     return r
 

@@ -187,18 +187,22 @@ def fdatasync_ms(samples=200):
 
 
 def scenarios(port, seconds):
-    """Every scenario against one running peer: a result for each."""
+    """Every scenario against one running peer, a step at a time (see common.run_peers): a result
+    for each."""
     client = Client(port)
     r = {"fdatasync_before_ms": fdatasync_ms()}
     for subscriptions in (1, 10):
         for connections in (1, 16):
             topic, urls = client.topic_with_queues(f"load{subscriptions}c{connections}", subscriptions)
             r[f"publish {subscriptions} sub c{connections}"] = publish_load(client, port, topic, urls, connections, seconds)
+            yield
         topic, urls = client.topic_with_queues(f"latency{subscriptions}", subscriptions)
         r[f"visible {subscriptions} sub"] = visible_latency(port, topic, urls)
+        yield
     # Raw delivery: no envelope, so no RSA signature per message.
     topic, urls = client.topic_with_queues("raw", 1, raw=True)
     r["publish raw c16"] = publish_load(client, port, topic, urls, 16, seconds)
+    yield
     r["fdatasync_after_ms"] = fdatasync_ms()
     return r
 

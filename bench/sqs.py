@@ -79,24 +79,33 @@ def boto3_sends(port, calls=300):
 
 
 def scenarios(port, seconds):
-    """Every scenario against one running peer: a result for each."""
+    """Every scenario against one running peer, a step at a time (see common.run_peers): a result
+    for each."""
     client = Client(port)
     r = {}
     send = client.queue("send")
     batch = client.queue("batch")
     r["send c1"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds)
+    yield
     r["send c16"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds)
+    yield
     r["batch c1"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 1, seconds)
+    yield
     r["batch c16"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds)
+    yield
     # The batch queue now holds what the batch runs sent: receive and delete from it.
     r["recv+del c1"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 1, seconds)
+    yield
     r["recv+del c16"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 16, seconds)
+    yield
     depth = client.queue("depth")
     filled = 0
     for target in (100, 5000, 250_000):
         if fill(client, depth, target - filled, budget_s=60):
             filled = target
+            yield
             r[f"depth {target}"] = receive_latency(client, depth)
+            yield
         else:
             r[f"depth {target}"] = None
             break

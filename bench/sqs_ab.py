@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
 """SQS sends only, for comparing Stratus builds side by side: bench/sqs.py's `send c1`, `send c16`
-and `batch c16` wrk runs against each peer given, in the order given (alternate them to spread the
-machine's moments over both).
+and `batch c16` wrk runs against every peer given, in lockstep (each run against each peer in
+turn, seconds apart; see common.run_peers). Names must differ.
 
     python3 bench/sqs_ab.py NAME:BINARY[:FLAG...] ... [fakecloud:]
 
-e.g. `python3 bench/sqs_ab.py old:/tmp/stratus-old:--fsync:100ms new:/tmp/stratus-new:--fsync:100ms fakecloud: \
-old:/tmp/stratus-old:--fsync:100ms new:/tmp/stratus-new:--fsync:100ms`. A peer without `--ephemeral` gets a fresh
-data directory. Prints messages/s and p99 ms per scenario, and the process's growth in memory per
-message queued at the end.
+e.g. `python3 bench/sqs_ab.py old:/tmp/stratus-old:--fsync:100ms new:/tmp/stratus-new:--fsync:100ms fakecloud:`.
+A peer without `--ephemeral` gets a fresh data directory. Prints messages/s and p99 ms per
+scenario, and the process's growth in memory per message queued at the end.
 """
 import pathlib
 import sys
@@ -22,11 +21,11 @@ import sqs  # noqa: E402
 def scenarios(port, seconds):
     client = sqs.Client(port)
     send, batch = client.queue("send"), client.queue("batch")
-    results = {
-        "send c1": common.wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds),
-        "send c16": common.wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds),
-        "batch c16": common.wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds),
-    }
+    results = {"send c1": common.wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds)}
+    yield
+    results["send c16"] = common.wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds)
+    yield
+    results["batch c16"] = common.wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds)
     results["queued"] = sum(
         int(client.call("GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessages"]})
             ["Attributes"]["ApproximateNumberOfMessages"]) for url in (send, batch))
@@ -34,21 +33,24 @@ def scenarios(port, seconds):
 
 
 def main():
+    specs = {}
+    # Each peer's own directory, removed after the run: a durable run leaves hundreds of MiB.
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="sqs-ab-"))
     for spec in sys.argv[1:]:
-        # Each run's own directory, removed after it: a durable run leaves hundreds of MiB.
-        scratch = pathlib.Path(tempfile.mkdtemp(prefix="sqs-ab-"))
         name, binary, *flags = spec.split(":")
         if name == "fakecloud":
-            peer = common.peers(scratch, "sqs")["fakecloud"]
-        else:
-            def command(port, binary=binary, flags=flags, scratch=scratch):
-                store = flags if "--ephemeral" in flags else ["--data-dir", str(scratch / f"data-{port}"), *flags]
-                return [binary, "up", "--port", str(port), *store, "--docker-socket", str(scratch / f"docker-{port}.sock")]
-            peer = (command, "/_stratus/health", {}, True)
-        try:
-            result = common.run_peer(name, peer, 5, scenarios)
-        finally:
-            common.shutil.rmtree(scratch, ignore_errors=True)
+            specs[name] = common.peers(scratch, "sqs")["fakecloud"]
+            continue
+
+        def command(port, binary=binary, flags=flags):
+            store = flags if "--ephemeral" in flags else ["--data-dir", str(scratch / f"data-{port}"), *flags]
+            return [binary, "up", "--port", str(port), *store, "--docker-socket", str(scratch / f"docker-{port}.sock")]
+        specs[name] = (command, "/_stratus/health", {}, True)
+    try:
+        results = common.run_peers(specs, 5, scenarios)
+    finally:
+        common.shutil.rmtree(scratch, ignore_errors=True)
+    for name, result in results.items():
         runs = {k: v for k, v in result.items() if isinstance(v, dict)}
         rates = {k: round(v["rps"] * (10 if k.startswith("batch") else 1)) for k, v in runs.items()}
         p99s = {k: v["p99_ms"] for k, v in runs.items()}
