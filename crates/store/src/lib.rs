@@ -14,6 +14,7 @@
 //! that finds itself alone is committed by its caller ([`CommitPath`]).
 
 mod engine;
+mod history;
 mod local;
 mod memory;
 mod redb_engine;

@@ -1,11 +1,12 @@
 //! The durable engine: redb, a crash-safe copy-on-write B-tree in one file.
 //!
-//! Three tables: `kv` (key -> record), `log` (revision -> that revision's events, the watch
-//! history) and `meta` (the compaction point). The current revision is the log's last key:
-//! compaction never removes the newest entry. Each group commit is applied to an open redb write
-//! transaction and made durable by the write-ahead log (see `wal.rs`). That transaction stays open
-//! across group commits and is committed durably at the next checkpoint, or without a sync as soon
-//! as a reader needs to see what it holds.
+//! Two tables: `kv` (key -> record) and `meta` (the compaction point, and the revision of the last
+//! checkpoint). Each group commit is applied to an open redb write transaction and made durable by
+//! the write-ahead log (see `wal.rs`). That transaction stays open across group commits and is
+//! committed durably at the next checkpoint, or without a sync as soon as a reader needs to see
+//! what it holds. History (each revision's events, for watches) is the log's records, kept in
+//! segment files past each checkpoint (`history.rs`). Stores made before that kept it in a `log`
+//! table, which opening drops.
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -19,11 +20,13 @@ use crate::engine::{
     Applied, CommitPath, Engine, WriteBatch, apply_txns, decode_events, decode_value, decode_version, encode_events,
     encode_value, key_bounds, next_version,
 };
+use crate::history::History;
 use crate::wal::{Entry, Fsync, Wal};
 use crate::{Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// History, in stores made before it moved to segment files.
+const LEGACY_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const COMPACTED: &str = "compacted";
 /// The revision of the last checkpoint; written so that a checkpoint is never an empty commit.
@@ -48,6 +51,11 @@ struct WalState {
     /// same root and branch pages again and again); held open, those pages are written once per
     /// checkpoint.
     open: Option<WriteTransaction>,
+    /// The last revision committed.
+    revision: Revision,
+    /// The log's entries since the last checkpoint, in order: history not yet in a segment.
+    recent: Vec<Entry>,
+    history: History,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +81,19 @@ impl RedbEngine {
         // The log is checkpointed once it passes `checkpoint_bytes`, so most epochs fit in that much
         // plus one batch.
         let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"), checkpoint_bytes + (1 << 20), fsync)?;
+        let mut history = History::open(&dir.join("history"))?;
+        let legacy = match db.begin_read().map_err(failed)?.open_table(LEGACY_LOG) {
+            Ok(log) => Some(log.last().map_err(failed)?.map_or(0, |(revision, _)| revision.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(failed(error)),
+        };
         let txn = db.begin_write().map_err(failed)?;
-        {
+        let mut replayed = Vec::new();
+        let revision = {
             let mut kv = txn.open_table(KV).map_err(failed)?;
-            let mut log = txn.open_table(LOG).map_err(failed)?;
             let mut meta = txn.open_table(META).map_err(failed)?;
-            let durable = log.last().map_err(failed)?.map_or(0, |(revision, _)| revision.value());
+            let checkpoint = meta.get(CHECKPOINT).map_err(failed)?.map_or(0, |v| v.value());
+            let durable = checkpoint.max(legacy.unwrap_or(0));
             let mut revision = durable;
             for (entry_revision, events) in entries.into_iter().filter(|(r, _)| *r > durable) {
                 if entry_revision != revision + 1 {
@@ -89,38 +104,49 @@ impl RedbEngine {
                 }
                 let mut decoded = Vec::new();
                 decode_events(entry_revision, &events, b"", &mut decoded)?;
-                let mut batch = RedbBatch { kv: &mut kv, log: &mut log, logged: Vec::new() };
+                let mut batch = RedbBatch { kv: &mut kv, logged: Vec::new() };
                 for event in &decoded {
                     match event.kind {
                         EventKind::Put => batch.store(&event.kv)?,
                         EventKind::Delete => batch.remove(&event.kv.key)?,
                     }
                 }
-                batch.log(entry_revision, &decoded)?;
+                replayed.push((entry_revision, events));
                 revision = entry_revision;
             }
             if revision > durable {
                 tracing::info!(from = durable + 1, to = revision, "replayed the write-ahead log");
             }
             meta.insert(CHECKPOINT, revision).map_err(failed)?;
+            revision
+        };
+        if legacy.is_some() {
+            txn.delete_table(LEGACY_LOG).map_err(failed)?;
         }
         txn.commit().map_err(failed)?;
+        history.save(&replayed)?;
         wal.restart()?;
-        Ok(RedbEngine { db, wal: Mutex::new(WalState { wal, failed: false, open: None }), checkpoint_bytes, fsync })
+        let state = WalState { wal, failed: false, open: None, revision, recent: Vec::new(), history };
+        Ok(RedbEngine { db, wal: Mutex::new(state), checkpoint_bytes, fsync })
     }
 
-    /// Makes everything committed so far durable in redb, then empties the log.
+    /// Makes everything committed so far durable in redb, keeps the log's records as history, then
+    /// empties the log.
     fn checkpoint_locked(&self, state: &mut WalState) -> Result<()> {
         let (mut txn, _) = self.transaction(state)?;
         // Until the commit succeeds, what the transaction held is only in the log.
         state.failed = true;
         txn.set_durability(Durability::Immediate).map_err(failed)?;
-        {
-            let revision = txn.open_table(LOG).map_err(failed)?.last().map_err(failed)?.map_or(0, |(r, _)| r.value());
-            txn.open_table(META).map_err(failed)?.insert(CHECKPOINT, revision).map_err(failed)?;
-        }
+        txn.open_table(META).map_err(failed)?.insert(CHECKPOINT, state.revision).map_err(failed)?;
         txn.commit().map_err(failed)?;
         state.failed = false;
+        // Before the log starts over: a crash between the two leaves these records in both, and
+        // the next open skips the log's, which the checkpoint holds. A segment that cannot be
+        // written is history lost, not data: watches find those revisions compacted.
+        let recent = std::mem::take(&mut state.recent);
+        if let Err(error) = state.history.save(&recent) {
+            tracing::error!(error = &error as &dyn std::error::Error, "cannot keep the log's records as history");
+        }
         state.wal.restart()
     }
 
@@ -169,8 +195,7 @@ impl RedbBatch<'_, '_> {
 
 struct RedbBatch<'t, 'txn> {
     kv: &'t mut Table<'txn, &'static [u8], &'static [u8]>,
-    log: &'t mut Table<'txn, u64, &'static [u8]>,
-    /// What this batch logged, for the write-ahead log.
+    /// What this batch logged, for the write-ahead log (and then history).
     logged: Vec<Entry>,
 }
 
@@ -211,9 +236,7 @@ impl WriteBatch for RedbBatch<'_, '_> {
         Ok(out)
     }
     fn log(&mut self, revision: Revision, events: &[Event]) -> Result<()> {
-        let encoded = encode_events(events);
-        self.log.insert(revision, encoded.as_slice()).map_err(failed)?;
-        self.logged.push((revision, encoded));
+        self.logged.push((revision, encode_events(events)));
         Ok(())
     }
 }
@@ -223,10 +246,13 @@ impl Engine for RedbEngine {
         "redb"
     }
 
+    /// The compaction point is also where the history kept begins, if that is later (history
+    /// dropped with a store's legacy `log` table, or a segment lost).
     fn revisions(&self) -> Result<(Revision, Revision)> {
         let compacted = self.read_table(META)?.get(COMPACTED).map_err(failed)?.map_or(0, |v| v.value());
-        let revision = self.read_table(LOG)?.last().map_err(failed)?.map_or(0, |(revision, _)| revision.value());
-        Ok((revision, compacted))
+        let state = self.lock();
+        let kept = state.history.first().or(state.recent.first().map(|(r, _)| *r)).unwrap_or(state.revision + 1);
+        Ok((state.revision, compacted.max(kept)))
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
@@ -264,8 +290,7 @@ impl Engine for RedbEngine {
         let (txn, carried) = self.transaction(&mut state)?;
         let applied = (|| {
             let mut kv = txn.open_table(KV).map_err(failed)?;
-            let mut log = txn.open_table(LOG).map_err(failed)?;
-            let mut batch = RedbBatch { kv: &mut kv, log: &mut log, logged: Vec::new() };
+            let mut batch = RedbBatch { kv: &mut kv, logged: Vec::new() };
             Ok::<_, StoreError>((apply_txns(&mut batch, txns, revision)?, batch.logged))
         })();
         let (applied, logged) = match applied {
@@ -281,6 +306,8 @@ impl Engine for RedbEngine {
             state.failed = true;
             state.wal.append(&logged)?;
             state.failed = false;
+            state.revision = applied.revision;
+            state.recent.extend(logged);
         }
         state.open = Some(txn);
         Ok(applied)
@@ -309,11 +336,23 @@ impl Engine for RedbEngine {
     }
 
     fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>> {
-        let table = self.read_table(LOG)?;
+        let mut state = self.lock();
+        let state = &mut *state;
+        let to = from.saturating_add(revisions).min(state.revision + 1);
         let mut out = Vec::new();
-        for entry in table.range(from..from.saturating_add(revisions)).map_err(failed)? {
-            let (revision, record) = entry.map_err(failed)?;
-            decode_events(revision.value(), record.value(), prefix, &mut out)?;
+        let mut next = state.history.read(from, to, prefix, &mut out)?;
+        let start = state.recent.partition_point(|(revision, _)| *revision < next);
+        for (revision, events) in state.recent[start..].iter().take_while(|(r, _)| *r < to) {
+            if *revision != next {
+                break;
+            }
+            decode_events(*revision, events, prefix, &mut out)?;
+            next += 1;
+        }
+        if next < to {
+            // A gap: a segment lost or torn. What follows it is still there.
+            let kept = state.history.kept_after(next).or(state.recent.first().map(|(r, _)| *r)).unwrap_or(to);
+            return Err(StoreError::Compacted { requested: next, compacted: kept });
         }
         Ok(out)
     }
@@ -328,7 +367,9 @@ impl Engine for RedbEngine {
             let mut meta = txn.open_table(META).map_err(failed)?;
             let compacted = meta.get(COMPACTED).map_err(failed)?.map_or(0, |v| v.value());
             if revision > compacted {
-                txn.open_table(LOG).map_err(failed)?.retain_in(..revision, |_, _| false).map_err(failed)?;
+                // Files first: a crash before the checkpoint that makes this durable leaves the
+                // old compaction point, and opening takes the later of it and the history kept.
+                state.history.compact(revision)?;
                 meta.insert(COMPACTED, revision).map_err(failed)?;
             }
             Ok(())
@@ -338,5 +379,42 @@ impl Engine for RedbEngine {
             Err(_) => state.failed = carried,
         }
         compacted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Op;
+
+    #[test]
+    fn a_store_that_kept_history_in_redb_opens_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |value: &[u8]| vec![Txn::ops(vec![Op::put(*b"k", value.to_vec())])];
+        {
+            let engine = RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap();
+            for revision in 0..3 {
+                engine.write(put(&[revision as u8]), revision).unwrap();
+            }
+            engine.checkpoint().unwrap();
+        }
+        // As such a store was left: a `log` table, no segments.
+        std::fs::remove_dir_all(dir.path().join("history")).unwrap();
+        {
+            let db = Database::create(dir.path().join("stratus.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut log = txn.open_table(LEGACY_LOG).unwrap();
+            for revision in 1..=3u64 {
+                log.insert(revision, &[][..]).unwrap();
+            }
+            drop(log);
+            txn.commit().unwrap();
+        }
+        let engine = RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap();
+        assert_eq!(engine.revisions().unwrap(), (3, 4), "its history is gone, so compacted up to now");
+        assert_eq!(&*engine.get(b"k").unwrap().unwrap().value, &[2]);
+        assert_eq!(engine.write(put(b"next"), 3).unwrap().revision, 4);
+        let read = engine.db.begin_read().unwrap();
+        assert!(matches!(read.open_table(LEGACY_LOG), Err(redb::TableError::TableDoesNotExist(_))));
     }
 }

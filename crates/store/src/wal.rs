@@ -106,17 +106,8 @@ impl Wal {
                 "a background sync of the write-ahead log failed; restart Stratus",
             )));
         }
-        let payload_len: usize = entries.iter().map(|(_, events)| 12 + events.len()).sum();
-        let mut record = Vec::with_capacity(8 + payload_len);
-        record.extend_from_slice(&(payload_len as u32).to_le_bytes());
-        record.extend_from_slice(&[0; 4]); // the CRC, once the payload is there
-        for (revision, events) in entries {
-            record.extend_from_slice(&revision.to_le_bytes());
-            record.extend_from_slice(&(events.len() as u32).to_le_bytes());
-            record.extend_from_slice(events);
-        }
-        let crc = checksum(self.epoch, &record[8..]);
-        record[4..8].copy_from_slice(&crc.to_le_bytes());
+        let mut record = Vec::new();
+        encode_record(&mut record, self.epoch, entries);
         self.file.file.write_all_at(&record, self.end).map_err(StoreError::engine)?;
         match self.fsync {
             Fsync::Always => self.file.file.sync_data().map_err(StoreError::engine)?,
@@ -198,6 +189,22 @@ fn preallocate(file: &File, len: u64, size: u64) -> Result<()> {
     file.sync_all().map_err(StoreError::engine)
 }
 
+/// Appends to `out` one record holding `entries`, checksummed with `epoch`.
+pub(crate) fn encode_record(out: &mut Vec<u8>, epoch: u64, entries: &[Entry]) {
+    let payload_len: usize = entries.iter().map(|(_, events)| 12 + events.len()).sum();
+    let start = out.len();
+    out.reserve(8 + payload_len);
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // the CRC, once the payload is there
+    for (revision, events) in entries {
+        out.extend_from_slice(&revision.to_le_bytes());
+        out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+        out.extend_from_slice(events);
+    }
+    let crc = checksum(epoch, &out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
 fn checksum(epoch: u64, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&epoch.to_le_bytes());
@@ -206,7 +213,7 @@ fn checksum(epoch: u64, payload: &[u8]) -> u32 {
 }
 
 /// The entries of the leading intact records of `epoch`, and how many bytes those records span.
-fn parse(bytes: &[u8], epoch: u64) -> (Vec<Entry>, usize) {
+pub(crate) fn parse(bytes: &[u8], epoch: u64) -> (Vec<Entry>, usize) {
     let mut entries = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + 8) {

@@ -251,6 +251,66 @@ async fn redb_keeps_data_revision_and_history_across_reopen() {
     assert_eq!(store.put(b"b", b"").await.unwrap().revision, 3);
 }
 
+/// History is the write-ahead log's records, kept in a segment file per checkpoint.
+#[tokio::test]
+async fn redb_history_spans_checkpoints_and_reopens_and_compaction_deletes_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = || std::fs::read_dir(dir.path().join("history")).unwrap().count();
+    let options = StoreOptions { checkpoint_bytes: 4 << 10, ..StoreOptions::default() };
+    let value = vec![7u8; 512];
+    {
+        let store = store::open(dir.path(), options.clone()).unwrap();
+        for i in 0..100u32 {
+            store.put(&(i % 10).to_be_bytes(), &value).await.unwrap();
+        }
+        store.close().await;
+    }
+    assert!(segments() > 5, "a checkpoint every few records: {} segments", segments());
+    let store = store::open(dir.path(), options).unwrap();
+    let mut watch = store.watch(b"", 1).await.unwrap();
+    for revision in 1..=100 {
+        let event = watch.next().await.unwrap().unwrap();
+        assert_eq!((event.revision(), event.kv.version), (revision, (revision - 1) / 10 + 1));
+    }
+    store.put(b"after", b"").await.unwrap();
+    assert_eq!(watch.next().await.unwrap().unwrap().revision(), 101, "then it streams");
+
+    let before = segments();
+    store.compact(90).await.unwrap();
+    assert!(segments() < before, "compaction deletes the segments it passes");
+    assert!(matches!(store.watch(b"", 89).await, Err(StoreError::Compacted { .. })));
+    assert_eq!(store.watch(b"", 90).await.unwrap().next().await.unwrap().unwrap().revision(), 90);
+}
+
+#[tokio::test]
+async fn a_lost_history_segment_is_a_compacted_range_not_missing_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { checkpoint_bytes: 1 << 10, ..StoreOptions::default() };
+    {
+        let store = store::open(dir.path(), options.clone()).unwrap();
+        for i in 0..40u32 {
+            store.put(&i.to_be_bytes(), &[1; 256]).await.unwrap();
+        }
+        store.close().await;
+    }
+    let mut names: Vec<_> = std::fs::read_dir(dir.path().join("history")).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    assert!(names.len() >= 3);
+    std::fs::remove_file(&names[1]).unwrap();
+    let store = store::open(dir.path(), options).unwrap();
+    let mut watch = store.watch(b"", 1).await.unwrap();
+    let mut revisions = Vec::new();
+    let error = loop {
+        match watch.next().await.unwrap() {
+            Ok(event) => revisions.push(event.revision()),
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(error, StoreError::Compacted { .. }), "{error:?}");
+    assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>(), "events before the gap, in order");
+    assert_eq!(store.count(b"", b"").await.unwrap(), 40, "history lost is not data lost");
+}
+
 #[tokio::test]
 async fn scheduled_compaction_keeps_at_least_one_interval() {
     let options = StoreOptions { compaction_interval: Duration::from_millis(100), ..StoreOptions::default() };
