@@ -52,6 +52,22 @@ def peers(scratch, services):
     }
 
 
+class Connection(http.client.HTTPConnection):
+    """A keep-alive connection to a peer that opens afresh after a pause: in a lockstep run the other
+    peers' measurements come between two calls, for longer than a server keeps an idle connection
+    open (Stratus: 60 s)."""
+
+    def __init__(self, port):
+        super().__init__("127.0.0.1", port, timeout=300)
+        self.used = time.monotonic()
+
+    def request(self, *args, **kwargs):
+        if time.monotonic() - self.used > 20:
+            self.close()
+        super().request(*args, **kwargs)
+        self.used = time.monotonic()
+
+
 def start(name, spec, port):
     command, health, env, _ = spec
     env = env(port) if callable(env) else env

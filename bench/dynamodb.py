@@ -30,7 +30,7 @@ import json
 import threading
 import time
 
-from common import main, print_table, wrk
+from common import Connection, main, print_table, wrk
 
 AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0"
 PAYLOAD = "a value of about a hundred bytes, which is what a small item's attributes look like in practice."
@@ -44,7 +44,7 @@ class Client:
 
     def __init__(self, port):
         self.port = port
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        self.connection = Connection(port)
 
     def call(self, operation, payload):
         headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"DynamoDB_20120810.{operation}",

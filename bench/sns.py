@@ -12,7 +12,6 @@ Peers are found as bench/sqs.py says. For 1 and 10 SQS subscriptions (enveloped,
 and Publish throughput with one subscription that takes raw delivery (nothing to sign).
 """
 import asyncio
-import http.client
 import json
 import os
 import re
@@ -21,7 +20,7 @@ import tempfile
 import time
 import urllib.parse
 
-from common import main, print_table, wrk
+from common import Connection, main, print_table, wrk
 
 SCOPE = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{}/aws4_request, SignedHeaders=host, Signature=0"
 
@@ -30,7 +29,7 @@ class Client:
     """SNS (query protocol) and SQS (JSON protocol) calls over one keep-alive connection."""
 
     def __init__(self, port):
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        self.connection = Connection(port)
 
     def _send(self, body, headers):
         self.connection.request("POST", "/", body=body, headers=headers)

@@ -14,12 +14,11 @@ Scenarios: SendMessage, SendMessageBatch of 10, ReceiveMessage(10)+DeleteMessage
 and 16 connections; then ReceiveMessage latency (10 messages, VisibilityTimeout 0, so the depth
 stays put) at queue depths of 100, 5,000 and 250,000; then 300 sequential boto3 SendMessage calls.
 """
-import http.client
 import json
 import statistics
 import time
 
-from common import main, print_table, wrk
+from common import Connection, main, print_table, wrk
 AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
 BODY = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
 
@@ -29,7 +28,7 @@ class Client:
 
     def __init__(self, port):
         self.port = port
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        self.connection = Connection(port)
 
     def call(self, operation, payload):
         headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"AmazonSQS.{operation}",
