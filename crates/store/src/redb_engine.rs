@@ -66,6 +66,14 @@ enum RecoveryError {
     Gap { expected: Revision, found: Revision },
 }
 
+/// Saves records the checkpoint holds as a history segment. One that cannot be written is history
+/// lost, not data: watches find those revisions compacted.
+fn keep_history(history: &mut History, entries: &[Entry]) {
+    if let Err(error) = history.save(entries) {
+        tracing::error!(error = &error as &dyn std::error::Error, "cannot keep the log's records as history");
+    }
+}
+
 fn failed(error: impl Into<redb::Error>) -> StoreError {
     StoreError::engine(error.into())
 }
@@ -124,7 +132,7 @@ impl RedbEngine {
             txn.delete_table(LEGACY_LOG).map_err(failed)?;
         }
         txn.commit().map_err(failed)?;
-        history.save(&replayed)?;
+        keep_history(&mut history, &replayed);
         wal.restart()?;
         let state = WalState { wal, failed: false, open: None, revision, recent: Vec::new(), history };
         Ok(RedbEngine { db, wal: Mutex::new(state), checkpoint_bytes, fsync })
@@ -141,12 +149,9 @@ impl RedbEngine {
         txn.commit().map_err(failed)?;
         state.failed = false;
         // Before the log starts over: a crash between the two leaves these records in both, and
-        // the next open skips the log's, which the checkpoint holds. A segment that cannot be
-        // written is history lost, not data: watches find those revisions compacted.
+        // the next open skips the log's, which the checkpoint holds.
         let recent = std::mem::take(&mut state.recent);
-        if let Err(error) = state.history.save(&recent) {
-            tracing::error!(error = &error as &dyn std::error::Error, "cannot keep the log's records as history");
-        }
+        keep_history(&mut state.history, &recent);
         state.wal.restart()
     }
 
@@ -368,8 +373,11 @@ impl Engine for RedbEngine {
             let compacted = meta.get(COMPACTED).map_err(failed)?.map_or(0, |v| v.value());
             if revision > compacted {
                 // Files first: a crash before the checkpoint that makes this durable leaves the
-                // old compaction point, and opening takes the later of it and the history kept.
-                state.history.compact(revision)?;
+                // old compaction point, and opening takes the later of it and the history kept. A
+                // file that cannot be deleted costs disk, not correctness.
+                if let Err(error) = state.history.compact(revision) {
+                    tracing::warn!(error = &error as &dyn std::error::Error, "cannot delete history segments");
+                }
                 meta.insert(COMPACTED, revision).map_err(failed)?;
             }
             Ok(())
