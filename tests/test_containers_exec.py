@@ -73,17 +73,23 @@ class Terminal:
         raise AssertionError("the docker CLI did not exit")
 
 
+def run_line(terminal, command):
+    """Types `command` into the shell on `terminal` and returns what it printed. The line's echo is
+    not matched: the shell's line editor redraws the line when a resize (SIGWINCH) lands while it is
+    being typed, as the docker CLI's own resize after attaching can. The output starts after `42x`,
+    which only the shell's arithmetic prints."""
+    terminal.send(f"echo $((6*7))x; {command}\r")
+    terminal.expect("42x\r\n")
+    return terminal.expect("prompt> ")
+
+
 def check_terminal_and_resize(terminal, rows, columns):
     """The shell on `terminal` (prompt `prompt> `) is on /dev/pts/0 at 24x80 and follows a resize."""
     terminal.expect("prompt> ")
-    terminal.send("tty; stty size\r")
-    terminal.expect("tty; stty size")
-    assert terminal.expect("prompt> ").split() == ["/dev/pts/0", "24", "80"]
+    assert run_line(terminal, "tty; stty size").split() == ["/dev/pts/0", "24", "80"]
     terminal.resize(rows, columns)
     time.sleep(0.5)
-    terminal.send("stty size\r")
-    terminal.expect("stty size")
-    assert terminal.expect("prompt> ").split() == [str(rows), str(columns)]
+    assert run_line(terminal, "stty size").split() == [str(rows), str(columns)]
 
 
 def test_exec_joins_the_containers_namespaces_and_cgroup(docker):
@@ -181,7 +187,7 @@ def test_run_it_gives_the_container_a_terminal_and_logs_keep_its_raw_output(dock
     assert container["Config"]["Tty"] and container["Config"]["OpenStdin"]
     assert container["State"]["ExitCode"] == 4
     logs = docker.docker("logs", "term").stdout
-    assert "tty; stty size\n/dev/pts/0\n24 80\nprompt> " in logs, repr(logs)  # the terminal's echo and all
+    assert "42x\n/dev/pts/0\n24 80\nprompt> " in logs, repr(logs)  # as the terminal showed it, prompt and all
 
 
 def test_run_i_attach_and_start_a_i_carry_stdin(docker):
