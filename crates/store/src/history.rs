@@ -56,8 +56,7 @@ impl History {
     /// Keeps `entries` (consecutive revisions) as a segment.
     pub fn save(&mut self, entries: &[Entry]) -> Result<()> {
         let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else { return Ok(()) };
-        let mut record = Vec::new();
-        encode_record(&mut record, *first, entries);
+        let record = encode_record(*first, entries);
         let path = self.path(*first, *last);
         let partial = path.with_extension("partial");
         std::fs::write(&partial, &record)

@@ -12,8 +12,8 @@
 //! synchronous write). It starts
 //! with a 16-byte header: a magic number and the current epoch, which every checkpoint increments.
 //! Then records: `u32` payload length, `u32` CRC-32 of epoch and payload, payload. Payload: per
-//! revision a `u64` revision, a `u32` length and that revision's events as the log table stores
-//! them. The first record that is cut short or fails its CRC ends the log: either it was being
+//! revision a `u64` revision, a `u32` length and that revision's events (`engine::encode_events`).
+//! The first record that is cut short or fails its CRC ends the log: either it was being
 //! written when the process died (and its commit was never acknowledged), or it is left over from
 //! an earlier epoch.
 //!
@@ -106,8 +106,7 @@ impl Wal {
                 "a background sync of the write-ahead log failed; restart Stratus",
             )));
         }
-        let mut record = Vec::new();
-        encode_record(&mut record, self.epoch, entries);
+        let record = encode_record(self.epoch, entries);
         self.file.file.write_all_at(&record, self.end).map_err(StoreError::engine)?;
         match self.fsync {
             Fsync::Always => self.file.file.sync_data().map_err(StoreError::engine)?,
@@ -189,11 +188,10 @@ fn preallocate(file: &File, len: u64, size: u64) -> Result<()> {
     file.sync_all().map_err(StoreError::engine)
 }
 
-/// Appends to `out` one record holding `entries`, checksummed with `epoch`.
-pub(crate) fn encode_record(out: &mut Vec<u8>, epoch: u64, entries: &[Entry]) {
+/// One record holding `entries`, checksummed with `epoch`.
+pub(crate) fn encode_record(epoch: u64, entries: &[Entry]) -> Vec<u8> {
     let payload_len: usize = entries.iter().map(|(_, events)| 12 + events.len()).sum();
-    let start = out.len();
-    out.reserve(8 + payload_len);
+    let mut out = Vec::with_capacity(8 + payload_len);
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // the CRC, once the payload is there
     for (revision, events) in entries {
@@ -201,8 +199,9 @@ pub(crate) fn encode_record(out: &mut Vec<u8>, epoch: u64, entries: &[Entry]) {
         out.extend_from_slice(&(events.len() as u32).to_le_bytes());
         out.extend_from_slice(events);
     }
-    let crc = checksum(epoch, &out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let crc = checksum(epoch, &out[8..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
 }
 
 fn checksum(epoch: u64, payload: &[u8]) -> u32 {
