@@ -102,7 +102,9 @@ def wrk(script, port, env, connections, seconds, timeout_s=None):
     non2xx = int(re.search(r"non-2xx (\d+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     deleted = re.search(r"deleted (\d+)", out)
+    short = re.search(r"short (\d+)", out)
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": non2xx, "requests": requests, "deleted_per_s": int(deleted.group(1)) / seconds if deleted else None,
+            "short": int(short.group(1)) if short else None,
             "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0}
 
 
