@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::{Compare, Event, EventKind, KeyValue, Op, Result, Revision, StoreError, Txn, TxnResponse};
 
 /// An embedded engine under [`crate::LocalStore`]. Calls come from the committer thread (writes,
-/// compaction) and from any reader; engines handle their own read/write isolation.
+/// compaction), the callers that commit alone, the checkpoint thread and any reader; engines handle
+/// their own read/write isolation.
 pub trait Engine: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The last committed revision and the compaction point, as recorded.
@@ -21,8 +22,8 @@ pub trait Engine: Send + Sync + 'static {
     /// Forgets history before `revision`.
     fn compact(&self, revision: Revision) -> Result<()>;
     /// Makes everything committed durable in its final form, so the next open has nothing to
-    /// recover. Called by the committer thread when [`Engine::wants_checkpoint`] says so, and when
-    /// the store closes.
+    /// recover. Called by the store's checkpoint thread when [`Engine::wants_checkpoint`] says so
+    /// (commits go on meanwhile), and by the committer thread when the store closes.
     fn checkpoint(&self) -> Result<()>;
     /// Whether enough was written since the last checkpoint that one is due.
     fn wants_checkpoint(&self) -> bool {

@@ -21,6 +21,22 @@ use crate::engine::decode_events;
 use crate::wal::{Entry, encode_record, parse};
 use crate::{Event, Result, Revision, StoreError};
 
+pub(crate) struct Segment {
+    first: Revision,
+    last: Revision,
+    record: Vec<u8>,
+    path: PathBuf,
+}
+
+impl Segment {
+    pub fn write(&self) -> Result<()> {
+        let partial = self.path.with_extension("partial");
+        std::fs::write(&partial, &self.record)
+            .and_then(|()| std::fs::rename(&partial, &self.path))
+            .map_err(StoreError::engine)
+    }
+}
+
 pub(crate) struct History {
     dir: PathBuf,
     /// The segments on disk: first revision -> last revision.
@@ -55,15 +71,27 @@ impl History {
 
     /// Keeps `entries` (consecutive revisions) as a segment.
     pub fn save(&mut self, entries: &[Entry]) -> Result<()> {
-        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else { return Ok(()) };
-        let record = encode_record(*first, entries);
-        let path = self.path(*first, *last);
-        let partial = path.with_extension("partial");
-        std::fs::write(&partial, &record)
-            .and_then(|()| std::fs::rename(&partial, &path))
-            .map_err(StoreError::engine)?;
-        self.segments.insert(*first, *last);
-        Ok(())
+        match self.segment(entries) {
+            Some(segment) => segment.write().map(|()| self.add(&segment)),
+            None => Ok(()),
+        }
+    }
+
+    /// `entries` (consecutive revisions) as a segment to write, which [`History::add`] then keeps:
+    /// the checkpoint writes it without the engine's lock.
+    pub fn segment(&self, entries: &[Entry]) -> Option<Segment> {
+        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else { return None };
+        Some(Segment {
+            first: *first,
+            last: *last,
+            record: encode_record(*first, entries),
+            path: self.path(*first, *last),
+        })
+    }
+
+    /// Keeps a segment once written.
+    pub fn add(&mut self, segment: &Segment) {
+        self.segments.insert(segment.first, segment.last);
     }
 
     /// Appends to `out` the events of revisions `from..to` that touch `prefix`, from the segments

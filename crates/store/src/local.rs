@@ -460,14 +460,31 @@ impl Committer {
     fn run(self) {
         let mut next_compaction = Instant::now() + self.options.compaction_interval;
         let mut compact_to = self.shared.revision.load(Ordering::Acquire);
+        // Checkpoints are made in a thread of their own, so that commits go on meanwhile (the
+        // engine takes the writes made during one aside); here, if that thread cannot be made.
+        let (due, wanted) = std::sync::mpsc::sync_channel::<()>(1);
+        let engine = self.shared.engine.clone();
+        let mut checkpointer = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || {
+                for () in wanted {
+                    if engine.wants_checkpoint() {
+                        checkpoint(&*engine, "checkpoint failed");
+                    }
+                }
+            })
+            .ok()
+            .map(|thread| (due, thread));
         loop {
             match self.next_work(next_compaction) {
                 Work::Commit(requests) => {
                     self.shared.commit_requests(requests, Some(&self.changes));
-                    if self.shared.engine.wants_checkpoint()
-                        && let Err(error) = self.shared.engine.checkpoint()
-                    {
-                        tracing::error!(error = &error as &dyn std::error::Error, "checkpoint failed");
+                    if self.shared.engine.wants_checkpoint() {
+                        match &checkpointer {
+                            // Full: a checkpoint is already asked for.
+                            Some((due, _)) => _ = due.try_send(()),
+                            None => checkpoint(&*self.shared.engine, "checkpoint failed"),
+                        }
                     }
                 }
                 Work::Compact => {
@@ -478,9 +495,11 @@ impl Committer {
                     next_compaction = Instant::now() + self.options.compaction_interval;
                 }
                 Work::Close => {
-                    if let Err(error) = self.shared.engine.checkpoint() {
-                        tracing::error!(error = &error as &dyn std::error::Error, "final checkpoint failed");
+                    if let Some((due, thread)) = checkpointer.take() {
+                        drop(due);
+                        let _ = thread.join();
                     }
+                    checkpoint(&*self.shared.engine, "final checkpoint failed");
                     return;
                 }
             }
@@ -513,6 +532,12 @@ impl Committer {
             submitted = self.shared.work.wait_timeout(submitted, timeout).unwrap_or_else(PoisonError::into_inner).0;
             submitted.committer_idle = false;
         }
+    }
+}
+
+fn checkpoint(engine: &dyn Engine, what: &str) {
+    if let Err(error) = engine.checkpoint() {
+        tracing::error!(error = &error as &dyn std::error::Error, "{what}");
     }
 }
 

@@ -7,9 +7,17 @@
 //! what it holds. History (each revision's events, for watches) is the log's records, kept in
 //! segment files past each checkpoint (`history.rs`). Stores made before that kept it in a `log`
 //! table, which opening drops.
+//!
+//! A checkpoint's durable redb commit writes every page the epoch dirtied and syncs them: 20-50 ms
+//! under load, which held up every writer when it ran in their path. So it runs in its own thread
+//! while writes go on: they are applied to an overlay over a snapshot of redb and logged to the
+//! second log file, which the checkpoint switched to; once redb is durable, the overlay is applied
+//! to a new open transaction. Readers wait for the checkpoint (they are rare: services read the
+//! store at start).
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
@@ -20,7 +28,7 @@ use crate::engine::{
     Applied, CommitPath, Engine, WriteBatch, apply_txns, decode_events, decode_value, decode_version, encode_events,
     encode_value, key_bounds, next_version,
 };
-use crate::history::History;
+use crate::history::{History, Segment};
 use crate::wal::{Entry, Fsync, Wal};
 use crate::{Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
 
@@ -36,12 +44,19 @@ const REDB_CACHE_BYTES: usize = 64 << 20;
 pub(crate) struct RedbEngine {
     db: Database,
     wal: Mutex<WalState>,
+    /// Signalled when a checkpoint ends.
+    checkpointed: Condvar,
     checkpoint_bytes: u64,
     fsync: Fsync,
 }
 
 struct WalState {
     wal: Wal,
+    /// The other log file: the previous epoch's until the checkpoint that ended it is durable, then
+    /// the next epoch's.
+    spare: Wal,
+    /// While a checkpoint commits redb: what was written since it began.
+    overlay: Option<Overlay>,
     /// Set when a commit failed after its log record was written: the log and redb no longer
     /// agree until a restart replays the log, so no further write may be accepted.
     failed: bool,
@@ -58,6 +73,17 @@ struct WalState {
     history: History,
 }
 
+/// A checkpoint begun: redb's durable commit, the revision it holds, and the history segment of
+/// the epoch it ends.
+type Begun = (WriteTransaction, Revision, Option<Segment>);
+
+/// The writes made while a checkpoint commits redb, over a snapshot of what it commits.
+struct Overlay {
+    snapshot: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// Each key written: its record, or `None` once removed.
+    changes: BTreeMap<Vec<u8>, Option<KeyValue>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 enum RecoveryError {
     #[error("a previous commit failed; restart Stratus to recover from the write-ahead log")]
@@ -66,12 +92,17 @@ enum RecoveryError {
     Gap { expected: Revision, found: Revision },
 }
 
-/// Saves records the checkpoint holds as a history segment. One that cannot be written is history
-/// lost, not data: watches find those revisions compacted.
+/// Saves records the checkpoint holds as a history segment.
 fn keep_history(history: &mut History, entries: &[Entry]) {
     if let Err(error) = history.save(entries) {
-        tracing::error!(error = &error as &dyn std::error::Error, "cannot keep the log's records as history");
+        history_lost(error);
     }
+}
+
+/// A history segment that cannot be written is history lost, not data: watches find those
+/// revisions compacted.
+fn history_lost(error: StoreError) {
+    tracing::error!(error = &error as &dyn std::error::Error, "cannot keep the log's records as history");
 }
 
 fn failed(error: impl Into<redb::Error>) -> StoreError {
@@ -88,7 +119,13 @@ impl RedbEngine {
             Database::builder().set_cache_size(REDB_CACHE_BYTES).create(dir.join("stratus.redb")).map_err(failed)?;
         // The log is checkpointed once it passes `checkpoint_bytes`, so most epochs fit in that much
         // plus one batch.
-        let (mut wal, entries) = Wal::open(&dir.join("stratus.wal"), checkpoint_bytes + (1 << 20), fsync)?;
+        let size = checkpoint_bytes + (1 << 20);
+        let (mut wal, mut entries) = Wal::open(&dir.join("stratus.wal"), size, fsync)?;
+        // A checkpoint that was running left the end of its epoch in one log and the next epoch in
+        // the other; each log's valid records are its own epoch's, so their revisions never overlap.
+        let (mut spare, more) = Wal::open(&dir.join("stratus-2.wal"), size, fsync)?;
+        entries.extend(more);
+        entries.sort_by_key(|(revision, _)| *revision);
         let mut history = History::open(&dir.join("history"))?;
         let legacy = match db.begin_read().map_err(failed)?.open_table(LEGACY_LOG) {
             Ok(log) => Some(log.last().map_err(failed)?.map_or(0, |(revision, _)| revision.value())),
@@ -134,25 +171,80 @@ impl RedbEngine {
         txn.commit().map_err(failed)?;
         keep_history(&mut history, &replayed);
         wal.restart()?;
-        let state = WalState { wal, failed: false, open: None, revision, recent: Vec::new(), history };
-        Ok(RedbEngine { db, wal: Mutex::new(state), checkpoint_bytes, fsync })
+        spare.restart_after(&wal)?;
+        let state =
+            WalState { wal, spare, overlay: None, failed: false, open: None, revision, recent: Vec::new(), history };
+        Ok(RedbEngine { db, wal: Mutex::new(state), checkpointed: Condvar::new(), checkpoint_bytes, fsync })
     }
 
-    /// Makes everything committed so far durable in redb, keeps the log's records as history, then
-    /// empties the log.
-    fn checkpoint_locked(&self, state: &mut WalState) -> Result<()> {
-        let (mut txn, _) = self.transaction(state)?;
-        // Until the commit succeeds, what the transaction held is only in the log.
-        state.failed = true;
+    /// The slow part, without the lock: redb's durable commit, and writing the history segment.
+    fn finish_checkpoint(&self, (txn, revision, segment): Begun) -> Result<()> {
+        let committed = txn.commit().map_err(failed);
+        let segment = segment.filter(|segment| committed.is_ok() && segment.write().map_err(history_lost).is_ok());
+        self.end_checkpoint(committed, revision, segment)
+    }
+
+    /// The durable commit to make, the revision it holds and the history segment it ends; from
+    /// here until [`Self::end_checkpoint`], writes go to the overlay. `None` if there is nothing
+    /// to commit.
+    fn begin_checkpoint(&self) -> Result<Option<Begun>> {
+        let mut state = self.idle();
+        if state.failed || (state.wal.len() == 0 && state.open.is_none()) {
+            return Ok(None);
+        }
+        // What the open transaction holds, made visible to the snapshot the overlay reads.
+        Self::publish_locked(&mut state)?;
+        let revision = state.revision;
+        let snapshot = self.db.begin_read().map_err(failed)?.open_table(KV).map_err(failed)?;
+        let mut txn = self.db.begin_write().map_err(failed)?;
         txn.set_durability(Durability::Immediate).map_err(failed)?;
-        txn.open_table(META).map_err(failed)?.insert(CHECKPOINT, state.revision).map_err(failed)?;
-        txn.commit().map_err(failed)?;
+        txn.open_table(META).map_err(failed)?.insert(CHECKPOINT, revision).map_err(failed)?;
+        // The spare holds records the previous checkpoint made durable: it can start over.
+        let WalState { wal, spare, .. } = &mut *state;
+        spare.restart_after(wal)?;
+        std::mem::swap(wal, spare);
+        state.overlay = Some(Overlay { snapshot, changes: BTreeMap::new() });
+        let segment = state.history.segment(&state.recent);
+        Ok(Some((txn, revision, segment)))
+    }
+
+    /// Puts the overlay into a new open transaction, once the checkpoint's commit is done, and
+    /// keeps the history segment written meanwhile.
+    fn end_checkpoint(&self, committed: Result<()>, revision: Revision, segment: Option<Segment>) -> Result<()> {
+        let mut state = self.lock();
+        let changes = state.overlay.take().map(|overlay| overlay.changes).unwrap_or_default();
+        self.checkpointed.notify_all();
+        // Until the overlay is in a new open transaction, what it holds is only in the log; if
+        // the commit failed, the next open replays both logs.
+        state.failed = true;
+        committed?;
+        let (txn, _) = self.transaction(&mut state)?;
+        {
+            let mut kv = txn.open_table(KV).map_err(failed)?;
+            for (key, change) in changes {
+                match change {
+                    Some(record) => kv.insert(&key[..], encode_value(&record).as_slice()).map_err(failed)?,
+                    None => kv.remove(&key[..]).map_err(failed)?,
+                };
+            }
+        }
+        state.open = Some(txn);
         state.failed = false;
-        // Before the log starts over: a crash between the two leaves these records in both, and
-        // the next open skips the log's, which the checkpoint holds.
-        let recent = std::mem::take(&mut state.recent);
-        keep_history(&mut state.history, &recent);
-        state.wal.restart()
+        let held = state.recent.partition_point(|(r, _)| *r <= revision);
+        state.recent.drain(..held);
+        if let Some(segment) = &segment {
+            state.history.add(segment);
+        }
+        Ok(())
+    }
+
+    /// The state, once no checkpoint is committing redb (which holds redb's one write transaction).
+    fn idle(&self) -> MutexGuard<'_, WalState> {
+        let mut state = self.lock();
+        while state.overlay.is_some() {
+            state = self.checkpointed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        state
     }
 
     /// The open transaction, or a new one; and whether it was open (holding earlier commits).
@@ -165,14 +257,17 @@ impl RedbEngine {
         Ok((txn, false))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, WalState> {
+    fn lock(&self) -> MutexGuard<'_, WalState> {
         self.wal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Commits the open transaction without a sync (the log holds it), so that readers see every
     /// acknowledged write.
     fn publish(&self) -> Result<()> {
-        let mut state = self.lock();
+        Self::publish_locked(&mut self.idle())
+    }
+
+    fn publish_locked(state: &mut WalState) -> Result<()> {
         if let Some(txn) = state.open.take() {
             state.failed = true;
             txn.commit().map_err(failed)?;
@@ -202,6 +297,53 @@ struct RedbBatch<'t, 'txn> {
     kv: &'t mut Table<'txn, &'static [u8], &'static [u8]>,
     /// What this batch logged, for the write-ahead log (and then history).
     logged: Vec<Entry>,
+}
+
+/// A write while a checkpoint commits redb: reads see the overlay over the snapshot.
+struct OverlayBatch<'o> {
+    overlay: &'o mut Overlay,
+    logged: Vec<Entry>,
+}
+
+impl WriteBatch for OverlayBatch<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>> {
+        if let Some(change) = self.overlay.changes.get(key) {
+            return Ok(change.clone());
+        }
+        match self.overlay.snapshot.get(key).map_err(failed)? {
+            Some(record) => Ok(Some(decode_value(key, record.value())?)),
+            None => Ok(None),
+        }
+    }
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue> {
+        let previous = self.get(&key)?.map(|kv| (kv.create_revision, kv.version));
+        let kv = next_version(key.as_slice(), value, revision, previous);
+        self.overlay.changes.insert(key, Some(kv.clone()));
+        Ok(kv)
+    }
+    fn remove(&mut self, key: &[u8]) -> Result<()> {
+        self.overlay.changes.insert(key.to_vec(), None);
+        Ok(())
+    }
+    fn range(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>> {
+        let Some(bounds) = key_bounds(start, end) else { return Ok(Vec::new()) };
+        let mut merged = BTreeMap::new();
+        for entry in self.overlay.snapshot.range::<&[u8]>(bounds).map_err(failed)? {
+            let (key, record) = entry.map_err(failed)?;
+            merged.insert(key.value().to_vec(), decode_value(key.value(), record.value())?);
+        }
+        for (key, change) in self.overlay.changes.range::<[u8], _>(bounds) {
+            match change {
+                Some(kv) => merged.insert(key.clone(), kv.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_values().collect())
+    }
+    fn log(&mut self, revision: Revision, events: &[Event]) -> Result<()> {
+        self.logged.push((revision, encode_events(events)));
+        Ok(())
+    }
 }
 
 impl WriteBatch for RedbBatch<'_, '_> {
@@ -292,18 +434,35 @@ impl Engine for RedbEngine {
         if state.failed {
             return Err(StoreError::engine(RecoveryError::Failed));
         }
-        let (txn, carried) = self.transaction(&mut state)?;
-        let applied = (|| {
-            let mut kv = txn.open_table(KV).map_err(failed)?;
-            let mut batch = RedbBatch { kv: &mut kv, logged: Vec::new() };
-            Ok::<_, StoreError>((apply_txns(&mut batch, txns, revision)?, batch.logged))
-        })();
-        let (applied, logged) = match applied {
-            Ok(applied) => applied,
-            Err(error) => {
-                // Dropping the transaction also drops the earlier commits it carried from redb.
-                state.failed = carried;
-                return Err(error);
+        // Applied to the overlay while a checkpoint runs, else to the open transaction, which goes
+        // back once the batch is logged.
+        let (applied, logged, open) = match state.overlay.as_mut() {
+            Some(overlay) => {
+                let mut batch = OverlayBatch { overlay, logged: Vec::new() };
+                match apply_txns(&mut batch, txns, revision) {
+                    Ok(applied) => (applied, batch.logged, None),
+                    Err(error) => {
+                        // The overlay may hold part of what failed.
+                        state.failed = true;
+                        return Err(error);
+                    }
+                }
+            }
+            None => {
+                let (txn, carried) = self.transaction(&mut state)?;
+                let applied = (|| {
+                    let mut kv = txn.open_table(KV).map_err(failed)?;
+                    let mut batch = RedbBatch { kv: &mut kv, logged: Vec::new() };
+                    Ok::<_, StoreError>((apply_txns(&mut batch, txns, revision)?, batch.logged))
+                })();
+                match applied {
+                    Ok((applied, logged)) => (applied, logged, Some(txn)),
+                    Err(error) => {
+                        // Dropping the transaction also drops the earlier commits it carried from redb.
+                        state.failed = carried;
+                        return Err(error);
+                    }
+                }
             }
         };
         if !logged.is_empty() {
@@ -314,12 +473,15 @@ impl Engine for RedbEngine {
             state.revision = applied.revision;
             state.recent.extend(logged);
         }
-        state.open = Some(txn);
+        if open.is_some() {
+            state.open = open;
+        }
         Ok(applied)
     }
 
     fn wants_checkpoint(&self) -> bool {
-        self.lock().wal.len() >= self.checkpoint_bytes
+        let state = self.lock();
+        state.overlay.is_none() && state.wal.len() >= self.checkpoint_bytes
     }
 
     /// With an fsync per write, the committer's groups share it. Without, a lone write is a few
@@ -332,12 +494,14 @@ impl Engine for RedbEngine {
         }
     }
 
+    /// Makes everything committed so far durable in redb and keeps the log's records as history.
+    /// The durable commit runs without the lock: writes meanwhile go to the overlay and to the
+    /// other log file, which takes the next epoch.
     fn checkpoint(&self) -> Result<()> {
-        let mut state = self.lock();
-        if state.failed || (state.wal.len() == 0 && state.open.is_none()) {
-            return Ok(());
+        match self.begin_checkpoint()? {
+            Some(begun) => self.finish_checkpoint(begun),
+            None => Ok(()),
         }
-        self.checkpoint_locked(&mut state)
     }
 
     fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>> {
@@ -363,7 +527,7 @@ impl Engine for RedbEngine {
     }
 
     fn compact(&self, revision: Revision) -> Result<()> {
-        let mut state = self.lock();
+        let mut state = self.idle();
         if state.failed {
             return Err(StoreError::engine(RecoveryError::Failed));
         }
@@ -393,7 +557,66 @@ impl Engine for RedbEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Op;
+    use crate::{Compare, Op};
+
+    /// Writes before, during and after a checkpoint, which commits redb only if `finished`; then
+    /// drops the engine without closing it, as a crash would.
+    fn write_through_a_checkpoint(dir: &Path, finished: bool) {
+        let engine = RedbEngine::open(dir, 1 << 20, Fsync::Always).unwrap();
+        let before = [Op::put(*b"a", *b"1"), Op::put(*b"b", *b"1"), Op::put(*b"c1", *b"1"), Op::put(*b"c2", *b"1")];
+        engine.write(vec![Txn::ops(before.into())], 0).unwrap();
+        let begun = engine.begin_checkpoint().unwrap().unwrap();
+        assert_eq!(begun.1, 1);
+        let during = vec![
+            Txn::ops(vec![Op::put(*b"a", *b"2")]),
+            // Sees the overlay's `a`, not the snapshot's.
+            Txn {
+                compares: vec![Compare::ModRevision { key: b"a".to_vec(), revision: 2 }],
+                success: vec![Op::delete(*b"b")],
+                failure: vec![],
+            },
+            Txn::ops(vec![Op::DeleteRange { start: b"c".to_vec(), end: b"d".to_vec() }]),
+            Txn::ops(vec![Op::put(*b"d", *b"1")]),
+        ];
+        let applied = engine.write(during, 1).unwrap();
+        assert_eq!(applied.revision, 5);
+        assert!(applied.responses[1].succeeded);
+        assert_eq!(applied.events.iter().filter(|e| e.kind == EventKind::Delete).count(), 3);
+        if finished {
+            engine.finish_checkpoint(begun).unwrap();
+            engine.write(vec![Txn::ops(vec![Op::put(*b"e", *b"1")])], 5).unwrap();
+            assert_through_a_checkpoint(&engine, 6);
+        }
+    }
+
+    fn assert_through_a_checkpoint(engine: &RedbEngine, revision: Revision) {
+        assert_eq!(engine.revisions().unwrap().0, revision);
+        let a = engine.get(b"a").unwrap().unwrap();
+        assert_eq!((&*a.value, a.create_revision, a.mod_revision, a.version), (&b"2"[..], 1, 2, 2));
+        let keys: Vec<_> = engine.range(b"", b"", None).unwrap().into_iter().map(|kv| kv.key.to_vec()).collect();
+        let expected: &[&[u8]] = if revision == 6 { &[b"a", b"d", b"e"] } else { &[b"a", b"d"] };
+        assert_eq!(keys, expected);
+        // Every revision's events, across the segment the checkpoint wrote and what followed it.
+        let events = engine.history(1, revision, b"").unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.revision()).collect::<Vec<_>>(),
+            [1, 1, 1, 1, 2, 3, 4, 4, 5, 6][..revision as usize + 4]
+        );
+    }
+
+    #[test]
+    fn writes_during_a_checkpoint_see_each_other_and_survive_a_crash_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_through_a_checkpoint(dir.path(), true);
+        assert_through_a_checkpoint(&RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap(), 6);
+    }
+
+    #[test]
+    fn a_crash_during_a_checkpoint_replays_both_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        write_through_a_checkpoint(dir.path(), false);
+        assert_through_a_checkpoint(&RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap(), 5);
+    }
 
     #[test]
     fn a_store_that_kept_history_in_redb_opens_without_it() {

@@ -4,7 +4,8 @@
 //! ~40 µs per 1 KiB write even in batches of 64 on this class of machine. So a group commit instead
 //! appends the events it produced to this log (one `write` and one `fdatasync`) and commits redb
 //! without syncing. Every few MiB the engine makes redb durable (a checkpoint) and empties the
-//! log. On open, the log entries newer than redb's last durable revision are applied again.
+//! log: it keeps two, and switches to the other at each checkpoint, so that writes go on while
+//! redb syncs. On open, the entries newer than redb's last durable revision are applied again.
 //!
 //! The file is reused rather than truncated, and filled with zeros up to its expected size when
 //! created, because overwriting blocks in place makes `fdatasync` about half as expensive as
@@ -126,6 +127,13 @@ impl Wal {
         self.epoch += 1;
         self.end = HEADER;
         Ok(())
+    }
+
+    /// Starts an epoch later than both this log's and `other`'s: the engine keeps two logs and
+    /// switches between them at each checkpoint, so that its writes never wait for one.
+    pub fn restart_after(&mut self, other: &Wal) -> Result<()> {
+        self.epoch = self.epoch.max(other.epoch);
+        self.restart()
     }
 
     /// Bytes of records in the current epoch.
