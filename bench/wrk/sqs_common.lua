@@ -12,4 +12,13 @@ function M.headers(operation)
 end
 
 M.body = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
+-- A wrk `done` that prints the non-2xx answers and the sum over threads of the global `counter`.
+function M.done_counting(threads, counter)
+  return function(summary)
+    local total = 0
+    for _, thread in ipairs(threads) do total = total + thread:get(counter) end
+    io.write(string.format("non-2xx %d\n%s %d\n", summary.errors.status, counter, total))
+  end
+end
+
 return M

@@ -16,8 +16,4 @@ function response(status, headers, body)
   if messages < 10 then short = short + 1 end
 end
 
-function done(summary)
-  local total = 0
-  for _, thread in ipairs(threads) do total = total + thread:get("short") end
-  io.write(string.format("non-2xx %d\nshort %d\n", summary.errors.status, total))
-end
+done = sqs.done_counting(threads, "short")

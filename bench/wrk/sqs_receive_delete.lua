@@ -28,8 +28,4 @@ function response(status, headers, body)
   end
 end
 
-function done(summary)
-  local total = 0
-  for _, thread in ipairs(threads) do total = total + thread:get("deleted") end
-  io.write(string.format("non-2xx %d\ndeleted %d\n", summary.errors.status, total))
-end
+done = sqs.done_counting(threads, "deleted")
