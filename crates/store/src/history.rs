@@ -21,6 +21,7 @@ use crate::engine::decode_events;
 use crate::wal::{Entry, encode_record, parse};
 use crate::{Event, Result, Revision, StoreError};
 
+/// One epoch's records, encoded and ready to write; see [`History::segment`].
 pub(crate) struct Segment {
     first: Revision,
     last: Revision,
@@ -29,6 +30,8 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// Writes it under a temporary name and renames it into place, so that a crash leaves a whole
+    /// segment or a `.partial` file, which opening deletes.
     pub fn write(&self) -> Result<()> {
         let partial = self.path.with_extension("partial");
         std::fs::write(&partial, &self.record)

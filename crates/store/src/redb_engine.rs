@@ -8,7 +8,7 @@
 //! segment files past each checkpoint (`history.rs`). Stores made before that kept it in a `log`
 //! table, which opening drops.
 //!
-//! A checkpoint's durable redb commit writes every page the epoch dirtied and syncs them: 20-50 ms
+//! A checkpoint's durable redb commit writes every page the epoch dirtied and syncs them: 25-35 ms
 //! under load, which held up every writer when it ran in their path. So it runs in its own thread
 //! while writes go on: they are applied to an overlay over a snapshot of redb and logged to the
 //! second log file, which the checkpoint switched to; once redb is durable, the overlay is applied
