@@ -74,21 +74,21 @@ impl History {
 
     /// Keeps `entries` (consecutive revisions) as a segment.
     pub fn save(&mut self, entries: &[Entry]) -> Result<()> {
-        match self.segment(entries) {
+        match Self::segment(&self.dir, entries) {
             Some(segment) => segment.write().map(|()| self.add(&segment)),
             None => Ok(()),
         }
     }
 
-    /// `entries` (consecutive revisions) as a segment to write, which [`History::add`] then keeps:
-    /// the checkpoint writes it without the engine's lock.
-    pub fn segment(&self, entries: &[Entry]) -> Option<Segment> {
+    /// `entries` (consecutive revisions) as a segment to write into the history in `dir`, which
+    /// [`History::add`] then keeps: the checkpoint encodes and writes it without the engine's lock.
+    pub fn segment(dir: &Path, entries: &[Entry]) -> Option<Segment> {
         let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else { return None };
         Some(Segment {
             first: *first,
             last: *last,
             record: encode_record(*first, entries),
-            path: self.path(*first, *last),
+            path: segment_path(dir, *first, *last),
         })
     }
 
@@ -156,6 +156,10 @@ impl History {
     }
 
     fn path(&self, first: Revision, last: Revision) -> PathBuf {
-        self.dir.join(format!("{first:020}-{last:020}"))
+        segment_path(&self.dir, first, last)
     }
+}
+
+fn segment_path(dir: &Path, first: Revision, last: Revision) -> PathBuf {
+    dir.join(format!("{first:020}-{last:020}"))
 }
