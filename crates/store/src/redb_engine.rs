@@ -15,7 +15,7 @@
 //! across them, left the writers to wait while a checkpoint committed that transaction (its pages
 //! written and checksummed, 1.3-1.8 ms) and, after the checkpoint, while what was written during it
 //! went into a new transaction (~2.5 µs a key, 1-3 ms). With the map, a checkpoint holds the
-//! writers only to swap two maps and two logs. A key written many times an epoch also reaches redb
+//! writers only to swap two maps and two logs. A key written many times in an epoch also reaches redb
 //! once, and a key created and removed within one (most queue messages) never does.
 
 use std::collections::BTreeMap;
@@ -238,12 +238,14 @@ impl RedbEngine {
             // from both logs.
             state.failed = true;
         })?;
-        // The previous snapshot and the epoch are dropped once the lock is released.
-        let _previous = (std::mem::replace(&mut state.base, base), state.frozen.take());
+        let previous = (std::mem::replace(&mut state.base, base), state.frozen.take());
         state.compacted_in_redb = begun.compacted;
         if let Some(segment) = &segment {
             state.history.add(segment);
         }
+        // The previous snapshot and the epoch are dropped without the lock.
+        drop(state);
+        drop((previous, begun.epoch));
         Ok(())
     }
 
