@@ -258,14 +258,17 @@ async fn redb_history_spans_checkpoints_and_reopens_and_compaction_deletes_segme
     let segments = || std::fs::read_dir(dir.path().join("history")).unwrap().count();
     let options = StoreOptions { checkpoint_bytes: 4 << 10, ..StoreOptions::default() };
     let value = vec![7u8; 512];
-    {
+    // Ten sessions, each closed with a checkpoint: at least ten segments, however far the
+    // checkpoint thread (at a lower priority) lags behind the writes.
+    for session in 0..10u32 {
         let store = store::open(dir.path(), options.clone()).unwrap();
-        for i in 0..100u32 {
-            store.put(&(i % 10).to_be_bytes(), &value).await.unwrap();
+        for i in 0..10u32 {
+            store.put(&i.to_be_bytes(), &value).await.unwrap();
         }
+        assert_eq!(store.get(&0u32.to_be_bytes()).await.unwrap().unwrap().version, u64::from(session) + 1);
         store.close().await;
     }
-    assert!(segments() > 5, "a checkpoint every few records: {} segments", segments());
+    assert!(segments() >= 10, "a checkpoint at least every session: {} segments", segments());
     let store = store::open(dir.path(), options).unwrap();
     let mut watch = store.watch(b"", 1).await.unwrap();
     for revision in 1..=100 {
@@ -286,9 +289,10 @@ async fn redb_history_spans_checkpoints_and_reopens_and_compaction_deletes_segme
 async fn a_lost_history_segment_is_a_compacted_range_not_missing_events() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions { checkpoint_bytes: 1 << 10, ..StoreOptions::default() };
-    {
+    // Four sessions, each closed with a checkpoint: at least four segments.
+    for session in 0..4u32 {
         let store = store::open(dir.path(), options.clone()).unwrap();
-        for i in 0..40u32 {
+        for i in session * 10..(session + 1) * 10 {
             store.put(&i.to_be_bytes(), &[1; 256]).await.unwrap();
         }
         store.close().await;
