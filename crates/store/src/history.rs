@@ -9,8 +9,10 @@
 //!
 //! A segment is `history/<first>-<last>` (zero-padded revisions): one record in the log's format
 //! (`wal::encode_record`), checksummed with its first revision. It is written to a temporary name
-//! and renamed, and not synced: history is not data (the checkpoint that ends the epoch holds the
-//! data), so a power loss that tears a segment costs the watches that would have replayed it,
+//! and renamed, and not synced, except that with `--fsync always` a checkpoint syncs it a slice at
+//! a time as it writes it, only so that its pages do not reach the disk later in one burst that
+//! the log's syncs would queue behind (`paced.rs`). History is not data (the checkpoint that ends the epoch holds the data),
+//! so a power loss that loses or tears a segment costs the watches that would have replayed it,
 //! which then see their revisions as compacted.
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::decode_events;
+use crate::paced::write_in_slices;
 use crate::wal::{Entry, encode_record, parse};
 use crate::{Event, Result, Revision, StoreError};
 
@@ -31,12 +34,19 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Writes it under a temporary name and renames it into place, so that a crash leaves a whole
-    /// segment or a `.partial` file, which opening deletes.
-    pub fn write(&self) -> Result<()> {
+    /// segment or a `.partial` file, which opening deletes; `in_slices`, syncing it a slice at a
+    /// time as it goes.
+    pub fn write(&self, in_slices: bool) -> Result<()> {
         let partial = self.path.with_extension("partial");
-        std::fs::write(&partial, &self.record)
-            .and_then(|()| std::fs::rename(&partial, &self.path))
-            .map_err(StoreError::engine)
+        let write = || {
+            if in_slices {
+                write_in_slices(&mut std::fs::File::create(&partial)?, &self.record)?;
+            } else {
+                std::fs::write(&partial, &self.record)?;
+            }
+            std::fs::rename(&partial, &self.path)
+        };
+        write().map_err(StoreError::engine)
     }
 }
 
@@ -75,7 +85,7 @@ impl History {
     /// Keeps `entries` (consecutive revisions) as a segment.
     pub fn save(&mut self, entries: &[Entry]) -> Result<()> {
         match Self::segment(&self.dir, entries) {
-            Some(segment) => segment.write().map(|()| self.add(&segment)),
+            Some(segment) => segment.write(false).map(|()| self.add(&segment)),
             None => Ok(()),
         }
     }

@@ -17,6 +17,7 @@ mod engine;
 mod history;
 mod local;
 mod memory;
+mod paced;
 mod redb_engine;
 mod wal;
 

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use redb::backends::FileBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::engine::{
@@ -29,6 +30,7 @@ use crate::engine::{
     encode_events, encode_value, key_bounds, next_version,
 };
 use crate::history::History;
+use crate::paced::Paced;
 use crate::wal::{Entry, Fsync, Wal};
 use crate::{Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
 
@@ -127,8 +129,23 @@ impl RedbEngine {
         std::fs::create_dir_all(dir).map_err(StoreError::engine)?;
         // Services keep their working state in memory and read the store mostly at start, so
         // redb's page cache need not be its default 1 GiB.
-        let db =
-            Database::builder().set_cache_size(REDB_CACHE_BYTES).create(dir.join("stratus.redb")).map_err(failed)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("stratus.redb"))
+            .map_err(StoreError::engine)?;
+        let file = FileBackend::new(file).map_err(failed)?;
+        let mut builder = Database::builder();
+        builder.set_cache_size(REDB_CACHE_BYTES);
+        // With `always`, synced in slices as a checkpoint writes it, so that no acknowledgement's
+        // sync queues behind a whole checkpoint's pages (`paced.rs`).
+        let db = match fsync {
+            Fsync::Always => builder.create_with_backend(Paced::new(file)),
+            Fsync::Every(_) => builder.create_with_backend(file),
+        }
+        .map_err(failed)?;
         // The log is checkpointed once it passes `checkpoint_bytes`, so most epochs fit in that much
         // plus one batch.
         let size = checkpoint_bytes + (1 << 20);
@@ -231,7 +248,7 @@ impl RedbEngine {
             .is_ok()
             .then(|| History::segment(&self.history_dir, &begun.epoch.entries))
             .flatten()
-            .filter(|segment| segment.write().map_err(history_lost).is_ok());
+            .filter(|segment| segment.write(self.fsync == Fsync::Always).map_err(history_lost).is_ok());
         let mut state = self.lock();
         let base = base.inspect_err(|_| {
             // The frozen epoch stays a layer, so reads are still right; the next open replays it
