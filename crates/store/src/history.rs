@@ -9,9 +9,9 @@
 //!
 //! A segment is `history/<first>-<last>` (zero-padded revisions): one record in the log's format
 //! (`wal::encode_record`), checksummed with its first revision. It is written to a temporary name
-//! and renamed, and not synced, except that with `--fsync always` a checkpoint syncs it a slice at
-//! a time as it writes it, only so that its pages do not reach the disk later in one burst that
-//! the log's syncs would queue behind (`paced.rs`). History is not data (the checkpoint that ends the epoch holds the data),
+//! and renamed, and not synced; with `--fsync always` a checkpoint writes it out to the disk a
+//! slice at a time as it writes it, only so that its pages do not reach the disk later in one
+//! burst that the log's syncs would queue behind (`paced.rs`). History is not data (the checkpoint that ends the epoch holds the data),
 //! so a power loss that loses or tears a segment costs the watches that would have replayed it,
 //! which then see their revisions as compacted.
 
@@ -34,8 +34,8 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Writes it under a temporary name and renames it into place, so that a crash leaves a whole
-    /// segment or a `.partial` file, which opening deletes; `in_slices`, syncing it a slice at a
-    /// time as it goes.
+    /// segment or a `.partial` file, which opening deletes; `in_slices`, writing it out to the disk a
+    /// slice at a time as it goes.
     pub fn write(&self, in_slices: bool) -> Result<()> {
         let partial = self.path.with_extension("partial");
         let write = || {

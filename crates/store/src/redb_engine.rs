@@ -136,14 +136,13 @@ impl RedbEngine {
             .truncate(false)
             .open(dir.join("stratus.redb"))
             .map_err(StoreError::engine)?;
-        let file = FileBackend::new(file).map_err(failed)?;
         let mut builder = Database::builder();
         builder.set_cache_size(REDB_CACHE_BYTES);
-        // With `always`, synced in slices as a checkpoint writes it, so that no acknowledgement's
-        // sync queues behind a whole checkpoint's pages (`paced.rs`).
+        // With `always`, written out in slices as a checkpoint writes it, so that no
+        // acknowledgement's sync queues behind a whole checkpoint's pages (`paced.rs`).
         let db = match fsync {
-            Fsync::Always => builder.create_with_backend(Paced::new(file)),
-            Fsync::Every(_) => builder.create_with_backend(file),
+            Fsync::Always => builder.create_with_backend(Paced::new(file).map_err(failed)?),
+            Fsync::Every(_) => builder.create_with_backend(FileBackend::new(file).map_err(failed)?),
         }
         .map_err(failed)?;
         // The log is checkpointed once it passes `checkpoint_bytes`, so most epochs fit in that much
