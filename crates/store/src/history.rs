@@ -11,9 +11,9 @@
 //! (`wal::encode_record`), checksummed with its first revision. It is written to a temporary name
 //! and renamed, and not synced; with `--fsync always` a checkpoint writes it out to the disk a
 //! slice at a time as it writes it, only so that its pages do not reach the disk later in one
-//! burst that the log's syncs would queue behind (`paced.rs`). History is not data (the checkpoint that ends the epoch holds the data),
-//! so a power loss that loses or tears a segment costs the watches that would have replayed it,
-//! which then see their revisions as compacted.
+//! burst that the log's syncs would queue behind (`paced.rs`). History is not data (the checkpoint
+//! that ends the epoch holds the data), so a power loss that loses or tears a segment costs the
+//! watches that would have replayed it, which then see their revisions as compacted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
