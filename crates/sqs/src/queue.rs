@@ -38,6 +38,11 @@ pub(crate) struct Queue {
     pub recent: VecDeque<Trace>,
     /// Set by DeleteQueue: requests that got hold of the queue before then must not write to it.
     pub deleted: bool,
+    /// No message here was sent before this (a lower bound; `u64::MAX` when there were none), so
+    /// retention sweeps skip the queue until its oldest message can have expired.
+    pub oldest_sent_ms: u64,
+    /// The oldest sent time among the messages added since the running sweep began.
+    pub added_during_sweep: u64,
 }
 
 /// One step of a message's path through Stratus.
@@ -147,19 +152,35 @@ impl Queue {
         seqs.into_iter().filter_map(|seq| self.remove(seq)).map(|m| *m).collect()
     }
 
-    /// Messages past the retention period.
-    pub fn expired(&self, now: u64) -> Vec<u64> {
+    /// Whether a message can be past the retention period: a sweep has nothing to do until then.
+    pub fn may_have_expired(&self, now: u64) -> bool {
+        now.saturating_sub(self.oldest_sent_ms) >= self.attribute_u64("MessageRetentionPeriod") * 1000
+    }
+
+    /// One part of a retention sweep: the messages past the retention period among the first `max`
+    /// from sequence `from` on, the sequence the next part starts at (`None` at the end), and the
+    /// oldest sent time of the others. By parts, so that a sweep of a deep queue holds its lock for
+    /// a fraction of a millisecond at a time. Sent times do not follow send order (a dead-letter
+    /// queue keeps each message's original one), so every message is looked at.
+    pub fn expired(&self, now: u64, from: u64, max: usize) -> (Vec<u64>, Option<u64>, u64) {
         let retention_ms = self.attribute_u64("MessageRetentionPeriod") * 1000;
-        self.messages
-            .values()
-            .filter(|m| !m.pending && now.saturating_sub(m.sent_ms) >= retention_ms)
-            .map(|m| m.seq)
-            .collect()
+        let mut messages = self.messages.range(from..);
+        let (mut expired, mut oldest_kept) = (Vec::new(), u64::MAX);
+        for (seq, message) in messages.by_ref().take(max) {
+            if !message.pending && now.saturating_sub(message.sent_ms) >= retention_ms {
+                expired.push(*seq);
+            } else {
+                oldest_kept = oldest_kept.min(message.sent_ms);
+            }
+        }
+        (expired, messages.next().map(|(seq, _)| *seq), oldest_kept)
     }
 
     /// Adds a message that is being made durable; `commit` makes it receivable.
     pub fn add_pending(&mut self, message: impl Into<Box<Message>>) {
         let message = message.into();
+        self.oldest_sent_ms = self.oldest_sent_ms.min(message.sent_ms);
+        self.added_during_sweep = self.added_during_sweep.min(message.sent_ms);
         self.messages.insert(message.seq, message);
     }
 
@@ -283,6 +304,8 @@ mod tests {
             attempts: HashMap::new(),
             recent: VecDeque::new(),
             deleted: false,
+            oldest_sent_ms: u64::MAX,
+            added_during_sweep: u64::MAX,
         }
     }
 
@@ -321,6 +344,25 @@ mod tests {
             pending: true,
         });
         q.commit(seq);
+    }
+
+    #[test]
+    fn an_expiry_sweep_by_parts_finds_every_expired_message() {
+        let mut q = queue(false);
+        q.attributes.insert("MessageRetentionPeriod".into(), "60".into());
+        // Sent times out of send order, as in a dead-letter queue.
+        for (seq, sent) in [(1, 50_000), (2, 0), (3, 70_000), (4, 1_000), (5, 0)] {
+            send(&mut q, seq, sent, 0, None);
+        }
+        assert!(!q.may_have_expired(59_999) && q.may_have_expired(60_000));
+        let (mut expired, mut from, mut oldest_kept) = (Vec::new(), Some(0), u64::MAX);
+        while let Some(start) = from {
+            let (part, next, oldest) = q.expired(61_000, start, 2);
+            assert!(part.len() <= 2);
+            expired.extend(part);
+            (from, oldest_kept) = (next, oldest_kept.min(oldest));
+        }
+        assert_eq!((expired, oldest_kept), (vec![2, 4, 5], 50_000));
     }
 
     fn delivered(taken: &[Taken]) -> Vec<u64> {

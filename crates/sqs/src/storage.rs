@@ -236,6 +236,8 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
             attempts: Default::default(),
             recent: Default::default(),
             deleted: false,
+            oldest_sent_ms: u64::MAX,
+            added_during_sweep: u64::MAX,
         };
         load_messages(store, &mut queue).await?;
         stale.extend(load_dedup(store, &mut queue).await?);
