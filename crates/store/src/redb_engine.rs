@@ -29,7 +29,7 @@ use crate::engine::{
     Applied, CommitPath, Engine, KeyBounds, WriteBatch, apply_txns, decode_events, decode_value, decode_version,
     encode_events, encode_value, key_bounds, next_version,
 };
-use crate::history::History;
+use crate::history::{self, History};
 use crate::paced::Paced;
 use crate::wal::{Entry, Fsync, Wal};
 use crate::{Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
@@ -522,20 +522,23 @@ impl Engine for RedbEngine {
     }
 
     /// Deletes the history before `revision`; the next checkpoint records the compaction point in
-    /// redb. Files first: a crash before that checkpoint leaves the old point, and opening takes
-    /// the later of it and the history kept. A file that cannot be deleted costs disk, not
-    /// correctness.
+    /// redb, and the files are deleted in the background. Opening takes the later of the point
+    /// recorded and the first segment kept, so a crash between the two leaves either the old point
+    /// with the history still there, or the new one with files a later compaction deletes. A file
+    /// that cannot be deleted costs disk, not correctness.
     fn compact(&self, revision: Revision) -> Result<()> {
-        let mut state = self.lock();
-        if state.failed {
-            return Err(StoreError::engine(RecoveryError::Failed));
-        }
-        if revision > state.compacted {
-            if let Err(error) = state.history.compact(revision) {
-                tracing::warn!(error = &error as &dyn std::error::Error, "cannot delete history segments");
+        let files = {
+            let mut state = self.lock();
+            if state.failed {
+                return Err(StoreError::engine(RecoveryError::Failed));
+            }
+            if revision <= state.compacted {
+                return Ok(());
             }
             state.compacted = revision;
-        }
+            state.history.compact(revision)
+        };
+        history::delete(files);
         Ok(())
     }
 }
