@@ -418,3 +418,28 @@ def test_system_attributes_travel_and_are_digested(sqs):
     assert sent["MD5OfMessageSystemAttributes"] == expected.hexdigest()
     received = sqs.receive_message(QueueUrl=url, MessageSystemAttributeNames=["AWSTraceHeader"])["Messages"][0]
     assert received["Attributes"] == {"AWSTraceHeader": trace}
+
+
+def test_messages_past_their_retention_period_are_swept_away(start_stratus):
+    """The 10 s sweep passes over the queue until its oldest message can have expired, then drops
+    that one and keeps the younger (durable only: the minimum period is 60 s)."""
+    server = start_stratus()
+    sqs = server.client("sqs")
+    url = sqs.create_queue(QueueName="short-lived", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+    sent = time.monotonic()
+    old = sqs.send_message(QueueUrl=url, MessageBody="old")["MessageId"]
+    time.sleep(30)
+    sqs.send_message(QueueUrl=url, MessageBody="young")
+
+    def visible():
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+    while visible() == 2 and time.monotonic() - sent < 90:
+        time.sleep(1)
+    assert time.monotonic() - sent >= 59, "nothing expires before its retention period"
+    assert visible() == 1, "the sweep dropped the expired message within a sweep of its expiry"
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
+    assert bodies == ["young"]
+    view = json.loads(urllib.request.urlopen(server.url + "/_stratus/sqs", timeout=10).read())
+    recent = {q["name"]: q for q in view["queues"]}["short-lived"]["recent"]
+    assert ("expired", old) in [(e["event"], e["message_id"]) for e in recent]

@@ -3,9 +3,10 @@
 //! Every group commit's events already go to the write-ahead log, so history is kept by keeping
 //! the log's records rather than by writing them a second time into redb: at each checkpoint the
 //! records of the epoch that ends are written to a segment file of their own, and a compaction
-//! deletes the segments it passes (in the background: see [`delete`]). Storing history in redb as well doubled the bytes behind each
-//! write: without it, batched durable sends at 16 connections ran 15-29% faster side by side, and
-//! the durable p99s, set by the checkpoint's flush that holds up writers, fell by a third.
+//! deletes the segments it passes (in the background: see [`delete`]). Storing history in redb as
+//! well doubled the bytes behind each write: without it, batched durable sends at 16 connections
+//! ran 15-29% faster side by side, and the durable p99s, set by the checkpoint's flush that holds
+//! up writers, fell by a third.
 //!
 //! A segment is `history/<first>-<last>` (zero-padded revisions): one record in the log's format
 //! (`wal::encode_record`), checksummed with its first revision. It is written to a temporary name
