@@ -127,6 +127,16 @@ impl RedbEngine {
     /// Opens the store in `dir`, replaying the write-ahead log over redb's last durable state.
     pub(crate) fn open(dir: &Path, checkpoint_bytes: u64, fsync: Fsync) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(StoreError::engine)?;
+        let path = dir.join("stratus.redb");
+        if !path.exists() {
+            // redb fills in a new file's header after creating it, and refuses to open a file
+            // killed in between (the crash test hit it once): so a new database is made under
+            // another name and renamed into place whole.
+            let partial = dir.join("stratus.redb.partial");
+            let _ = std::fs::remove_file(&partial);
+            drop(Database::create(&partial).map_err(failed)?);
+            std::fs::rename(&partial, &path).map_err(StoreError::engine)?;
+        }
         // Services keep their working state in memory and read the store mostly at start, so
         // redb's page cache need not be its default 1 GiB.
         let file = std::fs::OpenOptions::new()
@@ -134,7 +144,7 @@ impl RedbEngine {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join("stratus.redb"))
+            .open(&path)
             .map_err(StoreError::engine)?;
         let mut builder = Database::builder();
         builder.set_cache_size(REDB_CACHE_BYTES);
