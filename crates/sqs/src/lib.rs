@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use store::{Store, StoreError, Txn};
+use store::{Durability, Store, StoreError, Txn};
 use tokio::sync::Notify;
 
 pub use digest::content_deduplication_id;
@@ -686,9 +686,11 @@ impl Sqs {
                     queue.attempts.retain(|_, (expires, _)| *expires > now);
                     queue.attempts.insert(attempt.clone(), (now + DEDUP_WINDOW_MS, received.clone()));
                 }
-                // Without dead letters to move, commit under the lock, in the queue's order.
-                let pending =
-                    (dead.is_empty() && !ops.is_empty()).then(|| self.store.txn(Txn::ops(std::mem::take(&mut ops))));
+                // Without dead letters to move, commit under the lock, in the queue's order. A
+                // receive's records need only be written, not synced: a power loss that loses them
+                // delivers the messages again, which at-least-once delivery allows.
+                let pending = (dead.is_empty() && !ops.is_empty())
+                    .then(|| self.store.txn_with(Txn::ops(std::mem::take(&mut ops)), Durability::Written));
                 (received, ops, dead, queue.next_visible_after(now), pending)
             };
             if let Some(pending) = pending {

@@ -3,7 +3,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::{Compare, Event, EventKind, KeyValue, Op, Result, Revision, StoreError, Txn, TxnResponse};
+use crate::{Compare, Durability, Event, EventKind, KeyValue, Op, Result, Revision, StoreError, Txn, TxnResponse};
 
 /// An embedded engine under [`crate::LocalStore`]. Calls come from the committer thread (writes,
 /// compaction), the callers that commit alone, the checkpoint thread and any reader; engines handle
@@ -15,8 +15,9 @@ pub trait Engine: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>>;
     fn range(&self, start: &[u8], end: &[u8], limit: Option<usize>) -> Result<Vec<KeyValue>>;
     fn count(&self, start: &[u8], end: &[u8]) -> Result<u64>;
-    /// Applies `txns` in order as one atomic, durable commit, numbering changes from `revision + 1`.
-    fn write(&self, txns: Vec<Txn>, revision: Revision) -> Result<Applied>;
+    /// Applies `txns` in order as one atomic commit, durable as `durability` says, numbering
+    /// changes from `revision + 1`.
+    fn write(&self, txns: Vec<Txn>, revision: Revision, durability: Durability) -> Result<Applied>;
     /// The events of revisions `from ..= from + revisions - 1` that touch `prefix`, in order.
     fn history(&self, from: Revision, revisions: u64, prefix: &[u8]) -> Result<Vec<Event>>;
     /// Forgets history before `revision`.
@@ -29,8 +30,9 @@ pub trait Engine: Send + Sync + 'static {
     fn wants_checkpoint(&self) -> bool {
         false
     }
-    /// Which thread commits a transaction.
-    fn commit_path(&self) -> CommitPath {
+    /// Which thread commits a transaction that asks for `durability`.
+    fn commit_path(&self, durability: Durability) -> CommitPath {
+        let _ = durability;
         CommitPath::Grouped
     }
 }

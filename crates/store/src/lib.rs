@@ -104,6 +104,21 @@ impl Txn {
     }
 }
 
+/// When a transaction's future resolves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Once the transaction is as durable as the store is configured to make it: with
+    /// [`Fsync::Always`], synced to the disk.
+    #[default]
+    Synced,
+    /// Once it is written to the store's log, before the sync that follows within milliseconds:
+    /// it survives the process being killed, and a power loss may lose it (as it may lose
+    /// everything of the last interval with [`Fsync::Every`]). For changes that may be lost
+    /// without breaking a promise, such as a queue receive's in-flight state, whose loss only
+    /// delivers the message again, which at-least-once delivery allows.
+    Written,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxnResponse {
     /// Whether the comparisons held (and so `success` ran).
@@ -162,7 +177,11 @@ pub trait Store: Send + Sync + 'static {
     /// lock's order, and so that dropping the future does not withdraw the transaction. The commit
     /// itself may run when the future is first polled, in the caller's thread: await it outside
     /// such a lock.
-    fn txn(&self, txn: Txn) -> TxnFuture;
+    fn txn(&self, txn: Txn) -> TxnFuture {
+        self.txn_with(txn, Durability::Synced)
+    }
+    /// [`Store::txn`], resolving as `durability` says.
+    fn txn_with(&self, txn: Txn, durability: Durability) -> TxnFuture;
     /// Events on keys starting with `prefix`, from `from` (0: only changes after now).
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<Watch>;
     /// Drops history before `revision`; watches from before it fail with `Compacted`.

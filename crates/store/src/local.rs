@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::engine::{CommitPath, Engine};
-use crate::{Event, KeyValue, Result, Revision, Store, StoreError, Txn, TxnFuture, TxnResponse, Watch};
+use crate::{Durability, Event, KeyValue, Result, Revision, Store, StoreError, Txn, TxnFuture, TxnResponse, Watch};
 
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -52,7 +52,7 @@ const REPLAY_CHUNK: u64 = 256;
 const LIVE_BUFFER: usize = 1024;
 
 enum Request {
-    Txn(Txn, oneshot::Sender<Result<TxnResponse>>),
+    Txn(Txn, Durability, oneshot::Sender<Result<TxnResponse>>),
     Compact(Revision, oneshot::Sender<Result<()>>),
 }
 
@@ -89,7 +89,6 @@ impl Submitted {
 
 struct Shared {
     engine: Arc<dyn Engine>,
-    commit_path: CommitPath,
     revision: AtomicU64,
     compacted: AtomicU64,
     /// (revision, bytes) of the history kept, oldest first, and their sum.
@@ -165,29 +164,36 @@ impl Shared {
         }
     }
 
-    /// Commits `requests` in order, holding the turn: runs of transactions as one engine write.
+    /// Commits `requests` in order, holding the turn: runs of transactions as one engine write,
+    /// synced if any of them asks for it.
     fn commit_requests(&self, requests: VecDeque<Request>, changes: Option<&broadcast::Sender<Arc<[Event]>>>) {
         let mut txns = Vec::new();
         let mut replies = Vec::new();
+        let mut durability = Durability::Written;
         for request in requests {
             match request {
-                Request::Txn(txn, reply) => {
+                Request::Txn(txn, asked, reply) => {
                     txns.push(txn);
                     replies.push(reply);
+                    if asked == Durability::Synced {
+                        durability = asked;
+                    }
                 }
                 Request::Compact(revision, reply) => {
-                    self.commit(std::mem::take(&mut txns), std::mem::take(&mut replies), changes);
+                    self.commit(std::mem::take(&mut txns), std::mem::take(&mut replies), durability, changes);
+                    durability = Durability::Written;
                     let _ = reply.send(self.compact(revision));
                 }
             }
         }
-        self.commit(txns, replies, changes);
+        self.commit(txns, replies, durability, changes);
     }
 
     fn commit(
         &self,
         txns: Vec<Txn>,
         replies: Vec<oneshot::Sender<Result<TxnResponse>>>,
+        durability: Durability,
         changes: Option<&broadcast::Sender<Arc<[Event]>>>,
     ) {
         if txns.is_empty() {
@@ -195,7 +201,7 @@ impl Shared {
         }
         let revision = self.revision.load(Ordering::Acquire);
         let count = txns.len();
-        match self.engine.write(txns, revision) {
+        match self.engine.write(txns, revision, durability) {
             Ok(applied) => {
                 self.revision.store(applied.revision, Ordering::Release);
                 if let Err(error) = self.account(&applied.events) {
@@ -281,7 +287,6 @@ impl LocalStore {
         let (revision, compacted) = engine.revisions()?;
         let (changes, _) = broadcast::channel(LIVE_BUFFER);
         let shared = Arc::new(Shared {
-            commit_path: engine.commit_path(),
             engine,
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
@@ -318,13 +323,13 @@ impl Store for LocalStore {
         self.shared.engine.count(start, end)
     }
 
-    fn txn(&self, txn: Txn) -> TxnFuture {
-        let path = self.shared.commit_path;
+    fn txn_with(&self, txn: Txn, durability: Durability) -> TxnFuture {
+        let path = self.shared.engine.commit_path(durability);
         if path == CommitPath::Inline {
             return TxnFuture::done(self.commit_inline(txn));
         }
         let (reply, response) = oneshot::channel();
-        let alone = match self.shared.submit(Request::Txn(txn, reply), path) {
+        let alone = match self.shared.submit(Request::Txn(txn, durability, reply), path) {
             Ok(alone) => alone,
             Err(error) => return TxnFuture::done(Err(error)),
         };
@@ -405,7 +410,7 @@ impl LocalStore {
         let changes =
             self.shared.changes.read().unwrap_or_else(PoisonError::into_inner).clone().ok_or(StoreError::Closed)?;
         let revision = self.shared.revision.load(Ordering::Acquire);
-        let applied = self.shared.engine.write(vec![txn], revision)?;
+        let applied = self.shared.engine.write(vec![txn], revision, Durability::Synced)?;
         self.shared.revision.store(applied.revision, Ordering::Release);
         if let Err(error) = self.shared.account(&applied.events) {
             tracing::warn!(error = &error as &dyn std::error::Error, "compacting history failed");

@@ -5,7 +5,7 @@ use std::collections::btree_map::Entry;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::engine::{Applied, CommitPath, Engine, WriteBatch, apply_txns, key_bounds, next_version};
-use crate::{Event, KeyValue, Result, Revision, Txn};
+use crate::{Durability, Event, KeyValue, Result, Revision, Txn};
 
 #[derive(Default)]
 pub(crate) struct MemoryEngine {
@@ -74,7 +74,7 @@ impl Engine for MemoryEngine {
     fn count(&self, start: &[u8], end: &[u8]) -> Result<u64> {
         Ok(self.state.read().unwrap_or_else(PoisonError::into_inner).range(start, end).count() as u64)
     }
-    fn write(&self, txns: Vec<Txn>, revision: Revision) -> Result<Applied> {
+    fn write(&self, txns: Vec<Txn>, revision: Revision, _: Durability) -> Result<Applied> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let applied = apply_txns(&mut *state, txns, revision)?;
         state.revision = applied.revision;
@@ -96,7 +96,7 @@ impl Engine for MemoryEngine {
     fn checkpoint(&self) -> Result<()> {
         Ok(())
     }
-    fn commit_path(&self) -> CommitPath {
+    fn commit_path(&self, _: Durability) -> CommitPath {
         CommitPath::Inline
     }
     fn compact(&self, revision: Revision) -> Result<()> {

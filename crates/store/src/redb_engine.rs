@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::backends::FileBackend;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::engine::{
     Applied, CommitPath, Engine, KeyBounds, WriteBatch, apply_txns, decode_events, decode_value, decode_version,
@@ -32,7 +32,7 @@ use crate::engine::{
 use crate::history::{self, History};
 use crate::paced::Paced;
 use crate::wal::{Entry, Fsync, Wal};
-use crate::{Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
+use crate::{Durability, Event, EventKind, KeyValue, Result, Revision, StoreError, Txn};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 /// History, in stores made before it moved to segment files.
@@ -278,7 +278,7 @@ impl RedbEngine {
     /// Commits a checkpoint's changes to redb durably, in key order.
     fn commit(&self, begun: &Begun) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(failed)?;
-        txn.set_durability(Durability::Immediate).map_err(failed)?;
+        txn.set_durability(redb::Durability::Immediate).map_err(failed)?;
         {
             let mut kv = txn.open_table(KV).map_err(failed)?;
             for (key, change) in begun.epoch.changes.iter() {
@@ -459,7 +459,7 @@ impl Engine for RedbEngine {
         self.lock().view().count(start, end)
     }
 
-    fn write(&self, txns: Vec<Txn>, revision: Revision) -> Result<Applied> {
+    fn write(&self, txns: Vec<Txn>, revision: Revision, durability: Durability) -> Result<Applied> {
         let mut state = self.lock();
         if state.failed {
             return Err(StoreError::engine(RecoveryError::Failed));
@@ -474,7 +474,13 @@ impl Engine for RedbEngine {
         if !logged.is_empty() {
             // Durable from here on; a failure now leaves the log ahead of what is in memory.
             state.failed = true;
-            state.wal.append(&logged)?;
+            let sync = durability == Durability::Synced && self.fsync == Fsync::Always;
+            if sync {
+                // The previous epoch's log may end in records written without a sync; this sync
+                // must not make the current epoch durable without them.
+                state.spare.sync_written()?;
+            }
+            state.wal.append(&logged, sync)?;
             state.failed = false;
             state.revision = applied.revision;
             state.current.entries.extend(logged);
@@ -490,10 +496,10 @@ impl Engine for RedbEngine {
     /// With an fsync per write, the committer's groups share it. Without, a lone write is a few
     /// map inserts and a `write`: cheaper in the caller's thread than the hand-offs to the
     /// committer and back.
-    fn commit_path(&self) -> CommitPath {
-        match self.fsync {
-            Fsync::Always => CommitPath::Grouped,
-            Fsync::Every(_) => CommitPath::InlineWhenAlone,
+    fn commit_path(&self, durability: Durability) -> CommitPath {
+        match (self.fsync, durability) {
+            (Fsync::Always, Durability::Synced) => CommitPath::Grouped,
+            _ => CommitPath::InlineWhenAlone,
         }
     }
 
@@ -565,7 +571,7 @@ mod tests {
     fn write_through_a_checkpoint(dir: &Path, finished: bool) {
         let engine = RedbEngine::open(dir, 1 << 20, Fsync::Always).unwrap();
         let before = [Op::put(*b"a", *b"1"), Op::put(*b"b", *b"1"), Op::put(*b"c1", *b"1"), Op::put(*b"c2", *b"1")];
-        engine.write(vec![Txn::ops(before.into())], 0).unwrap();
+        engine.write(vec![Txn::ops(before.into())], 0, Durability::Synced).unwrap();
         let begun = engine.begin_checkpoint().unwrap().unwrap();
         assert_eq!(begun.revision, 1);
         let during = vec![
@@ -579,13 +585,13 @@ mod tests {
             Txn::ops(vec![Op::DeleteRange { start: b"c".to_vec(), end: b"d".to_vec() }]),
             Txn::ops(vec![Op::put(*b"d", *b"1")]),
         ];
-        let applied = engine.write(during, 1).unwrap();
+        let applied = engine.write(during, 1, Durability::Synced).unwrap();
         assert_eq!(applied.revision, 5);
         assert!(applied.responses[1].succeeded);
         assert_eq!(applied.events.iter().filter(|e| e.kind == EventKind::Delete).count(), 3);
         if finished {
             engine.finish_checkpoint(begun).unwrap();
-            engine.write(vec![Txn::ops(vec![Op::put(*b"e", *b"1")])], 5).unwrap();
+            engine.write(vec![Txn::ops(vec![Op::put(*b"e", *b"1")])], 5, Durability::Synced).unwrap();
             assert_through_a_checkpoint(&engine, 6);
         }
     }
@@ -623,7 +629,9 @@ mod tests {
     fn reads_see_the_changes_over_the_epoch_a_checkpoint_commits_over_redb() {
         let dir = tempfile::tempdir().unwrap();
         let engine = RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap();
-        let write = |engine: &RedbEngine, ops: Vec<Op>, revision| engine.write(vec![Txn::ops(ops)], revision).unwrap();
+        let write = |engine: &RedbEngine, ops: Vec<Op>, revision| {
+            engine.write(vec![Txn::ops(ops)], revision, Durability::Synced).unwrap()
+        };
         write(
             &engine,
             vec![Op::put(*b"a", *b"v"), Op::put(*b"b", *b"v"), Op::put(*b"c", *b"v"), Op::put(*b"d", *b"v")],
@@ -666,10 +674,12 @@ mod tests {
         {
             let engine = RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap();
             for revision in 0..3 {
-                engine.write(vec![Txn::ops(vec![Op::put(*b"k", [revision as u8])])], revision).unwrap();
+                engine
+                    .write(vec![Txn::ops(vec![Op::put(*b"k", [revision as u8])])], revision, Durability::Synced)
+                    .unwrap();
             }
             let _unfinished = engine.begin_checkpoint().unwrap().unwrap();
-            engine.write(vec![Txn::ops(vec![Op::put(*b"k", *b"next")])], 3).unwrap();
+            engine.write(vec![Txn::ops(vec![Op::put(*b"k", *b"next")])], 3, Durability::Synced).unwrap();
         }
         // Tear the third record of the first log, as a power loss before its sync would.
         let path = dir.path().join("stratus.wal");
@@ -686,6 +696,22 @@ mod tests {
         assert_eq!(&*engine.get(b"k").unwrap().unwrap().value, &[1]);
     }
 
+    /// With `always`, records written without a sync at the end of one epoch's log are synced
+    /// before the first sync in the next epoch's: else a power loss could keep the later records
+    /// and lose the earlier ones, a gap that opening refuses.
+    #[test]
+    fn a_sync_in_a_new_epoch_first_syncs_what_the_previous_one_wrote_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap();
+        engine.write(vec![Txn::ops(vec![Op::put(*b"a", *b"1")])], 0, Durability::Written).unwrap();
+        let begun = engine.begin_checkpoint().unwrap().unwrap();
+        engine.write(vec![Txn::ops(vec![Op::put(*b"b", *b"1")])], 1, Durability::Written).unwrap();
+        assert!(engine.lock().spare.unsynced() && engine.lock().wal.unsynced());
+        engine.write(vec![Txn::ops(vec![Op::put(*b"c", *b"1")])], 2, Durability::Synced).unwrap();
+        assert!(!engine.lock().spare.unsynced() && !engine.lock().wal.unsynced());
+        engine.finish_checkpoint(begun).unwrap();
+    }
+
     #[test]
     fn a_store_that_kept_history_in_redb_opens_without_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -693,7 +719,7 @@ mod tests {
         {
             let engine = RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap();
             for revision in 0..3 {
-                engine.write(put(&[revision as u8]), revision).unwrap();
+                engine.write(put(&[revision as u8]), revision, Durability::Synced).unwrap();
             }
             engine.checkpoint().unwrap();
         }
@@ -712,7 +738,7 @@ mod tests {
         let engine = RedbEngine::open(dir.path(), 1 << 20, Fsync::Always).unwrap();
         assert_eq!(engine.revisions().unwrap(), (3, 4), "its history is gone, so compacted up to now");
         assert_eq!(&*engine.get(b"k").unwrap().unwrap().value, &[2]);
-        assert_eq!(engine.write(put(b"next"), 3).unwrap().revision, 4);
+        assert_eq!(engine.write(put(b"next"), 3, Durability::Synced).unwrap().revision, 4);
         let read = engine.db.begin_read().unwrap();
         assert!(matches!(read.open_table(LEGACY_LOG), Err(redb::TableError::TableDoesNotExist(_))));
     }

@@ -19,7 +19,10 @@
 //! an earlier epoch.
 //!
 //! With [`Fsync::Every`], an append returns once its record is written to the file, without
-//! waiting for the disk, and a thread of the log's own syncs the file at that interval. A written
+//! waiting for the disk, and a thread of the log's own syncs the file within that interval. With
+//! [`Fsync::Always`], so does an append its caller says need not wait (`sync == false`: a record
+//! of changes that at-least-once delivery may lose, such as an SQS receive's), synced by that
+//! thread within [`WRITTEN_SYNC_DELAY`] or by the next append that waits, whichever comes first. A written
 //! record is in the kernel's page cache, so it survives the process being killed (`kill -9`, a
 //! panic, an OOM kill); only a power loss or a kernel crash can lose the records of the last
 //! interval, and since the first record that is cut short ends the log, what survives is always a
@@ -31,6 +34,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -47,11 +51,22 @@ pub enum Fsync {
     Every(Duration),
 }
 
+/// How soon, with [`Fsync::Always`], a record appended without a sync reaches the disk at the
+/// latest: short, so that a power loss loses only the last moments of such records, and not zero,
+/// so that a stream of them shares each sync. Unit tests make it long enough to see what is left
+/// unsynced.
+#[cfg(not(test))]
+const WRITTEN_SYNC_DELAY: Duration = Duration::from_millis(10);
+#[cfg(test)]
+const WRITTEN_SYNC_DELAY: Duration = Duration::from_secs(600);
+
 const MAGIC: &[u8; 8] = b"STRATWAL";
 const HEADER: u64 = 16;
 
 pub(crate) struct Wal {
     file: Arc<SyncedFile>,
+    /// Wakes the sync thread, which ends when this is dropped.
+    wake_syncer: SyncSender<()>,
     fsync: Fsync,
     epoch: u64,
     /// Where the next record goes.
@@ -86,22 +101,26 @@ impl Wal {
         let (entries, intact) = if epoch == 0 { (Vec::new(), 0) } else { parse(&bytes[HEADER as usize..], epoch) };
         preallocate(&file, bytes.len() as u64, size)?;
         let file = Arc::new(SyncedFile { file, unsynced: AtomicBool::new(false), failed: AtomicBool::new(false) });
-        if let Fsync::Every(interval) = fsync {
-            let weak = Arc::downgrade(&file);
-            std::thread::Builder::new()
-                .name("stratus-wal-sync".into())
-                .spawn(move || sync_every(weak, interval))
-                .map_err(StoreError::engine)?;
-        }
-        let mut wal = Wal { file, fsync, epoch, end: HEADER + intact as u64 };
+        let delay = match fsync {
+            Fsync::Always => WRITTEN_SYNC_DELAY,
+            Fsync::Every(interval) => interval,
+        };
+        let (wake_syncer, woken) = std::sync::mpsc::sync_channel(1);
+        let weak = Arc::downgrade(&file);
+        std::thread::Builder::new()
+            .name("stratus-wal-sync".into())
+            .spawn(move || sync_when_woken(weak, woken, delay))
+            .map_err(StoreError::engine)?;
+        let mut wal = Wal { file, wake_syncer, fsync, epoch, end: HEADER + intact as u64 };
         if epoch == 0 {
             wal.restart()?;
         }
         Ok((wal, entries))
     }
 
-    /// Appends one record holding `entries`, and waits until it is on disk if the policy says so.
-    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+    /// Appends one record holding `entries`, and with [`Fsync::Always`] and `sync`, waits until
+    /// it is on disk (with everything appended before it).
+    pub fn append(&mut self, entries: &[Entry], sync: bool) -> Result<()> {
         if self.file.failed.load(Ordering::Acquire) {
             return Err(StoreError::engine(std::io::Error::other(
                 "a background sync of the write-ahead log failed; restart Stratus",
@@ -109,11 +128,27 @@ impl Wal {
         }
         let record = encode_record(self.epoch, entries);
         self.file.file.write_all_at(&record, self.end).map_err(StoreError::engine)?;
-        match self.fsync {
-            Fsync::Always => self.file.file.sync_data().map_err(StoreError::engine)?,
-            Fsync::Every(_) => self.file.unsynced.store(true, Ordering::Release),
-        }
         self.end += record.len() as u64;
+        if sync && self.fsync == Fsync::Always {
+            self.file.unsynced.store(false, Ordering::Release);
+            return self.file.file.sync_data().map_err(StoreError::engine);
+        }
+        // The first record since the last sync wakes the sync thread; later ones ride with it.
+        if !self.file.unsynced.swap(true, Ordering::AcqRel)
+            && let Err(TrySendError::Disconnected(())) = self.wake_syncer.try_send(())
+        {
+            return Err(StoreError::engine(std::io::Error::other("the write-ahead log's sync thread stopped")));
+        }
+        Ok(())
+    }
+
+    /// Syncs what was appended without a sync and is not on disk yet: the engine calls it on the
+    /// previous epoch's log before a sync of the current one, so that a power loss cannot keep a
+    /// record of the current epoch and lose the previous epoch's end.
+    pub fn sync_written(&self) -> Result<()> {
+        if self.file.unsynced.swap(false, Ordering::AcqRel) {
+            self.file.file.sync_data().map_err(StoreError::engine)?;
+        }
         Ok(())
     }
 
@@ -139,6 +174,11 @@ impl Wal {
     pub fn restart_after(&mut self, other: &Wal) -> Result<()> {
         self.epoch = self.epoch.max(other.epoch);
         self.restart()
+    }
+
+    #[cfg(test)]
+    pub fn unsynced(&self) -> bool {
+        self.file.unsynced.load(Ordering::Acquire)
     }
 
     /// Bytes of records in the current epoch.
@@ -167,10 +207,11 @@ struct SyncedFile {
     failed: AtomicBool,
 }
 
-/// The background half of [`Fsync::Every`]; returns once the log is dropped.
-fn sync_every(file: Weak<SyncedFile>, interval: Duration) {
-    loop {
-        std::thread::sleep(interval);
+/// Syncs the file `delay` after each wake-up, if something is still unsynced; returns once the log
+/// is dropped. Woken by the first record appended without a sync, so an idle store never wakes it.
+fn sync_when_woken(file: Weak<SyncedFile>, woken: Receiver<()>, delay: Duration) {
+    while woken.recv().is_ok() {
+        std::thread::sleep(delay);
         let Some(file) = file.upgrade() else { return };
         if file.unsynced.swap(false, Ordering::AcqRel)
             && let Err(error) = file.file.sync_data()
@@ -266,8 +307,8 @@ mod tests {
         let path = dir.path().join("wal");
         let (mut wal, entries) = Wal::open(&path, 0, Fsync::Always).unwrap();
         assert!(entries.is_empty());
-        wal.append(&[(1, b"one".to_vec()), (2, b"two".to_vec())]).unwrap();
-        wal.append(&[(3, b"three".to_vec())]).unwrap();
+        wal.append(&[(1, b"one".to_vec()), (2, b"two".to_vec())], true).unwrap();
+        wal.append(&[(3, b"three".to_vec())], true).unwrap();
         let intact = wal.len();
         drop(wal);
 
@@ -281,7 +322,7 @@ mod tests {
 
         // After a restart the old records are still in the file, but of an earlier epoch.
         wal.restart().unwrap();
-        wal.append(&[(4, b"four".to_vec())]).unwrap();
+        wal.append(&[(4, b"four".to_vec())], true).unwrap();
         drop(wal);
         assert_eq!(Wal::open(&path, 0, Fsync::Always).unwrap().1, vec![(4, b"four".to_vec())]);
     }
@@ -292,7 +333,7 @@ mod tests {
         let path = dir.path().join("wal");
         let (mut wal, _) = Wal::open(&path, 1 << 16, Fsync::Always).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 16);
-        wal.append(&[(1, b"one".to_vec())]).unwrap();
+        wal.append(&[(1, b"one".to_vec())], true).unwrap();
         drop(wal);
         let (wal, entries) = Wal::open(&path, 1 << 16, Fsync::Always).unwrap();
         assert_eq!(entries, vec![(1, b"one".to_vec())]);
@@ -304,7 +345,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
         let (mut wal, _) = Wal::open(&path, 0, Fsync::Every(Duration::from_millis(5))).unwrap();
-        wal.append(&[(1, b"one".to_vec())]).unwrap();
+        wal.append(&[(1, b"one".to_vec())], true).unwrap();
         assert!(wal.file.unsynced.load(Ordering::Acquire), "the append did not wait for the disk");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while wal.file.unsynced.load(Ordering::Acquire) {
@@ -319,12 +360,28 @@ mod tests {
     }
 
     #[test]
+    fn an_append_that_need_not_wait_is_synced_by_the_next_that_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, 0, Fsync::Always).unwrap();
+        wal.append(&[(1, b"one".to_vec())], false).unwrap();
+        assert!(wal.unsynced(), "the append did not wait for the disk");
+        wal.append(&[(2, b"two".to_vec())], true).unwrap();
+        assert!(!wal.unsynced(), "the sync covered the append before it");
+        wal.append(&[(3, b"three".to_vec())], false).unwrap();
+        wal.sync_written().unwrap();
+        assert!(!wal.unsynced());
+        drop(wal);
+        assert_eq!(Wal::open(&path, 0, Fsync::Always).unwrap().1.len(), 3);
+    }
+
+    #[test]
     fn a_corrupt_record_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
         let (mut wal, _) = Wal::open(&path, 0, Fsync::Always).unwrap();
-        wal.append(&[(1, b"one".to_vec())]).unwrap();
-        wal.append(&[(2, b"two".to_vec())]).unwrap();
+        wal.append(&[(1, b"one".to_vec())], true).unwrap();
+        wal.append(&[(2, b"two".to_vec())], true).unwrap();
         drop(wal);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1; // inside the second record's payload
