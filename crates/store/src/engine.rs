@@ -31,8 +31,7 @@ pub trait Engine: Send + Sync + 'static {
         false
     }
     /// Which thread commits a transaction that asks for `durability`.
-    fn commit_path(&self, durability: Durability) -> CommitPath {
-        let _ = durability;
+    fn commit_path(&self, _: Durability) -> CommitPath {
         CommitPath::Grouped
     }
 }
