@@ -1,4 +1,6 @@
 """SQS state across a clean restart and across kill -9."""
+import signal
+
 import pytest
 
 
@@ -69,3 +71,31 @@ def test_kill_9_loses_no_acknowledged_message(start_stratus, fsync):
     missing = [m for m in acked if m not in received]
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged messages were lost"
     assert all(received[m] == body for m, body in acked.items())
+
+
+# A receive is acknowledged once its records are written to the store's log, before they are
+# synced: a kill right after it must still find its messages in flight, with their receive counts.
+@pytest.mark.parametrize("fsync", ["always", "1h"])
+def test_kill_9_keeps_what_a_receive_took_in_flight(start_stratus, fsync):
+    first = start_stratus("first", args=("--data-dir", None, "--fsync", fsync))
+    sqs = first.client("sqs")
+    url = sqs.create_queue(QueueName="taken", Attributes={"VisibilityTimeout": "600"})["QueueUrl"]
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(10)])
+    taken = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=4)["Messages"]
+    assert len(taken) == 4
+    first.stop(sig=signal.SIGKILL)
+
+    second = start_stratus("second", args=("--data-dir", str(first.data_dir)))
+    sqs = second.client("sqs")
+    counts = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == ("6", "4")
+    rest = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"])
+    assert {m["Body"] for m in rest["Messages"]} == {f"m{i}" for i in range(10)} - {m["Body"] for m in taken}
+    assert {m["Attributes"]["ApproximateReceiveCount"] for m in rest["Messages"]} == {"1"}
+    # The receipt handles given out before the kill still delete their messages.
+    deleted = sqs.delete_message_batch(
+        QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(taken)]
+    )
+    assert len(deleted["Successful"]) == 4 and not deleted.get("Failed")
