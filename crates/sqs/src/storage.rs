@@ -3,7 +3,9 @@
 //! - `sqs/queue/<account>/<region>/<name>`: the queue (attributes, tags, timestamps, uid);
 //! - `sqs/msg/<uid>/<seq>`: a message as sent (never rewritten);
 //! - `sqs/state/<uid>/<seq>`: its receive state (count, first receive, visibility, token),
-//!   rewritten on each receive, so receives do not copy bodies.
+//!   rewritten on each receive, so receives do not copy bodies. A message sent visible at once
+//!   has none until its first receive (one record per send instead of two: sends commit, and
+//!   checkpoints copy into redb, half the keys); its state is then that of a new message.
 //!
 //! `uid` and `seq` are fixed-width hex, so a queue's messages sort in send order. Records are
 //! postcard-encoded private structs.
@@ -78,12 +80,28 @@ struct StoredMessage<'a> {
     dead_letter_source: Option<Cow<'a, str>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
 struct StoredState {
     receive_count: u32,
     first_receive_ms: Option<u64>,
     visible_at_ms: u64,
     token: u64,
+}
+
+impl StoredState {
+    /// A message's state when it is sent, visible at once: the state of one without a record.
+    fn new(sent_ms: u64) -> Self {
+        StoredState { receive_count: 0, first_receive_ms: None, visible_at_ms: sent_ms, token: 0 }
+    }
+
+    fn of(message: &Message) -> Self {
+        StoredState {
+            receive_count: message.receive_count,
+            first_receive_ms: message.first_receive_ms,
+            visible_at_ms: message.visible_at_ms,
+            token: message.token,
+        }
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -128,7 +146,8 @@ pub(crate) fn queue_op(queue: &Queue) -> Op {
     Op::put(queue_key(&queue.id), encode(&record))
 }
 
-pub(crate) fn message_ops(uid: u64, message: &Message) -> [Op; 2] {
+/// The message's record, and its state's unless that is a new message's.
+pub(crate) fn message_ops(uid: u64, message: &Message) -> impl Iterator<Item = Op> {
     fn borrowed(text: &Option<String>) -> Option<Cow<'_, str>> {
         text.as_deref().map(Cow::from)
     }
@@ -144,17 +163,12 @@ pub(crate) fn message_ops(uid: u64, message: &Message) -> [Op; 2] {
         sequence_number: borrowed(&message.sequence_number),
         dead_letter_source: borrowed(&message.dead_letter_source),
     };
-    [Op::put(message_key("msg", uid, message.seq), encode(&record)), state_op(uid, message)]
+    let state = (StoredState::of(message) != StoredState::new(message.sent_ms)).then(|| state_op(uid, message));
+    std::iter::once(Op::put(message_key("msg", uid, message.seq), encode(&record))).chain(state)
 }
 
 pub(crate) fn state_op(uid: u64, message: &Message) -> Op {
-    let state = StoredState {
-        receive_count: message.receive_count,
-        first_receive_ms: message.first_receive_ms,
-        visible_at_ms: message.visible_at_ms,
-        token: message.token,
-    };
-    Op::put(message_key("state", uid, message.seq), encode(&state))
+    Op::put(message_key("state", uid, message.seq), encode(&StoredState::of(message)))
 }
 
 pub(crate) fn delete_message_ops(uid: u64, seq: u64) -> [Op; 2] {
@@ -280,8 +294,9 @@ async fn load_messages(store: &dyn Store, queue: &mut Queue) -> Result<(), SqsEr
     for kv in store.range(&start, &prefix_end(&start), None).await? {
         let suffix = &kv.key[start.len()..];
         let seq = std::str::from_utf8(suffix).ok().and_then(|s| u64::from_str_radix(s, 16).ok());
-        let (Some(seq), Some(state)) = (seq, states.remove(suffix)) else { return Err(corrupt("message", &kv.key)) };
+        let Some(seq) = seq else { return Err(corrupt("message", &kv.key)) };
         let record: StoredMessage = postcard::from_bytes(&kv.value).map_err(|_| corrupt("message", &kv.key))?;
+        let state = states.remove(suffix).unwrap_or_else(|| StoredState::new(record.sent_ms));
         if let Some(dedup_id) = &record.dedup_id {
             // The window restarts with the process: a duplicate within it is still recognised.
             let expires = record.sent_ms + 5 * 60 * 1000;
@@ -327,5 +342,41 @@ mod tests {
         assert_eq!(message_key("state", 0, 0xa0), b"sqs/state/0000000000000000/00000000000000a0");
         assert!(message_key("msg", 7, 0xff) < message_key("msg", 7, 0x100));
         assert!(message_key("msg", 7, 0).starts_with(&queue_prefix("msg", 7)));
+    }
+
+    #[test]
+    fn a_message_visible_at_once_is_sent_without_a_state_record() {
+        let mut message = Message {
+            seq: 1,
+            id: "m".into(),
+            body: "b".into(),
+            attributes: Vec::new(),
+            system_attributes: Vec::new(),
+            sender_id: String::new(),
+            sent_ms: 1_000,
+            receive_count: 0,
+            first_receive_ms: None,
+            visible_at_ms: 1_000,
+            token: 0,
+            group_id: None,
+            dedup_id: None,
+            sequence_number: None,
+            dead_letter_source: None,
+            pending: true,
+        };
+        let keys = |message: &Message| -> Vec<Vec<u8>> {
+            message_ops(7, message)
+                .map(|op| match op {
+                    Op::Put { key, .. } => key,
+                    other => panic!("not a put: {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(keys(&message), vec![message_key("msg", 7, 1)]);
+        // Delayed, or moved from another queue (visible from the move, not its sent time).
+        message.visible_at_ms = 31_000;
+        assert_eq!(keys(&message), vec![message_key("msg", 7, 1), message_key("state", 7, 1)]);
+        let Op::Put { value, .. } = state_op(7, &message) else { unreachable!() };
+        assert!(postcard::from_bytes::<StoredState>(&value).unwrap() == StoredState::of(&message));
     }
 }
