@@ -22,11 +22,11 @@
 //! waiting for the disk, and a thread of the log's own syncs the file within that interval. With
 //! [`Fsync::Always`], so does an append its caller says need not wait (`sync == false`: a record
 //! of changes that at-least-once delivery may lose, such as an SQS receive's), synced by that
-//! thread within [`WRITTEN_SYNC_DELAY`] or by the next append that waits, whichever comes first. A written
-//! record is in the kernel's page cache, so it survives the process being killed (`kill -9`, a
-//! panic, an OOM kill); only a power loss or a kernel crash can lose the records of the last
-//! interval, and since the first record that is cut short ends the log, what survives is always a
-//! prefix of what was acknowledged. Message brokers make the same trade by default (Kafka and NATS
+//! thread within [`WRITTEN_SYNC_DELAY`] or by the next append that waits, whichever comes
+//! first. A written record is in the kernel's page cache, so it survives the process being
+//! killed (`kill -9`, a panic, an OOM kill); only a power loss or a kernel crash can lose the
+//! records of the last interval, and since the first record that is cut short ends the log, what
+//! survives is always a prefix of what was acknowledged. Message brokers make the same trade by default (Kafka and NATS
 //! JetStream acknowledge from the page cache, Redis syncs its append-only file every second).
 
 use std::fs::{File, OpenOptions};
