@@ -35,7 +35,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::{Result, Revision, StoreError};
@@ -100,7 +100,12 @@ impl Wal {
         };
         let (entries, intact) = if epoch == 0 { (Vec::new(), 0) } else { parse(&bytes[HEADER as usize..], epoch) };
         preallocate(&file, bytes.len() as u64, size)?;
-        let file = Arc::new(SyncedFile { file, unsynced: AtomicBool::new(false), failed: AtomicBool::new(false) });
+        let file = Arc::new(SyncedFile {
+            file,
+            unsynced: AtomicBool::new(false),
+            syncing: Mutex::new(()),
+            failed: AtomicBool::new(false),
+        });
         let delay = match fsync {
             Fsync::Always => WRITTEN_SYNC_DELAY,
             Fsync::Every(interval) => interval,
@@ -146,10 +151,7 @@ impl Wal {
     /// previous epoch's log before a sync of the current one, so that a power loss cannot keep a
     /// record of the current epoch and lose the previous epoch's end.
     pub fn sync_written(&self) -> Result<()> {
-        if self.file.unsynced.swap(false, Ordering::AcqRel) {
-            self.file.file.sync_data().map_err(StoreError::engine)?;
-        }
-        Ok(())
+        self.file.sync_unsynced().map_err(StoreError::engine)
     }
 
     /// Starts a new epoch, which empties the log: called once everything in it is durable elsewhere.
@@ -190,9 +192,7 @@ impl Wal {
 impl Drop for Wal {
     /// A store that closes cleanly leaves its log on disk whatever the policy.
     fn drop(&mut self) {
-        if self.file.unsynced.swap(false, Ordering::AcqRel)
-            && let Err(error) = self.file.file.sync_data()
-        {
+        if let Err(error) = self.file.sync_unsynced() {
             tracing::error!(%error, "cannot sync the write-ahead log at close");
         }
     }
@@ -202,9 +202,24 @@ struct SyncedFile {
     file: File,
     /// Records were written since the last sync.
     unsynced: AtomicBool,
+    /// Held while a sync that took `unsynced` runs, so that another waits for its records.
+    syncing: Mutex<()>,
     /// A background sync failed: what it should have made durable may be gone from the page cache
     /// too (Linux can drop dirty pages after a failed writeback), so no further write is accepted.
     failed: AtomicBool,
+}
+
+impl SyncedFile {
+    /// Syncs the records written since the last sync, if any. Returns once they are on disk, even
+    /// when the sync thread took them first and is still syncing: `sync_written` promises that
+    /// much before the other log's sync.
+    fn sync_unsynced(&self) -> std::io::Result<()> {
+        let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.unsynced.swap(false, Ordering::AcqRel) {
+            return self.file.sync_data();
+        }
+        Ok(())
+    }
 }
 
 /// Syncs the file `delay` after each wake-up, if something is still unsynced; returns once the log
@@ -213,9 +228,7 @@ fn sync_when_woken(file: Weak<SyncedFile>, woken: Receiver<()>, delay: Duration)
     while woken.recv().is_ok() {
         std::thread::sleep(delay);
         let Some(file) = file.upgrade() else { return };
-        if file.unsynced.swap(false, Ordering::AcqRel)
-            && let Err(error) = file.file.sync_data()
-        {
+        if let Err(error) = file.sync_unsynced() {
             tracing::error!(%error, "cannot sync the write-ahead log; the store accepts no more writes");
             file.failed.store(true, Ordering::Release);
             return;
@@ -373,6 +386,23 @@ mod tests {
         assert!(!wal.unsynced());
         drop(wal);
         assert_eq!(Wal::open(&path, 0, Fsync::Always).unwrap().1.len(), 3);
+    }
+
+    #[test]
+    fn syncing_the_written_records_waits_for_a_sync_already_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(&dir.path().join("wal"), 0, Fsync::Always).unwrap();
+        wal.append(&[(1, b"one".to_vec())], false).unwrap();
+        // What the sync thread holds between taking the records and having them on disk.
+        let syncing = wal.file.syncing.lock().unwrap();
+        assert!(wal.file.unsynced.swap(false, Ordering::AcqRel));
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| wal.sync_written());
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "returned before the sync under way ended");
+            drop(syncing);
+            waiter.join().unwrap().unwrap();
+        });
     }
 
     #[test]
