@@ -30,6 +30,10 @@ pub trait Engine: Send + Sync + 'static {
     fn wants_checkpoint(&self) -> bool {
         false
     }
+    /// Returns once the running checkpoint ends, if the epoch written since it began has grown so
+    /// long that it should not grow further first; at once otherwise. The committer thread calls it
+    /// between groups, holding the turn, so that writes wait for checkpoints they outrun.
+    fn wait_for_a_lagging_checkpoint(&self) {}
     /// Which thread commits a transaction that asks for `durability`.
     fn commit_path(&self, _: Durability) -> CommitPath {
         CommitPath::Grouped

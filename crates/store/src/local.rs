@@ -491,6 +491,7 @@ impl Committer {
             match self.next_work(next_compaction) {
                 Work::Commit(requests) => {
                     self.shared.commit_requests(requests, Some(&self.changes));
+                    self.shared.engine.wait_for_a_lagging_checkpoint();
                     if self.shared.engine.wants_checkpoint() {
                         match &checkpointer {
                             // Full: a checkpoint is already asked for.
