@@ -45,7 +45,8 @@ const REDB_CACHE_BYTES: usize = 64 << 20;
 /// How many times `checkpoint_bytes` the epoch after a running checkpoint may reach before writes
 /// wait for that checkpoint. Sustained batched durable sends outran the checkpoint thread (at nice
 /// 10, on two cores) until the epoch held 98-270 MB: as much memory, a clean stop of up to 16 s and
-/// a replay of up to 26 s after `kill -9`. A 32 MiB epoch replays in about 2 s.
+/// a replay of up to 26 s after `kill -9`. With this bound, a restart after 45 s of them took 7-9 s
+/// instead of 15-17, and writes stall for 0.3-0.6 s each time it binds (BENCHMARKS.md).
 const LAG_LIMIT: u64 = 16;
 
 /// Each key written: its record, or `None` once removed.
