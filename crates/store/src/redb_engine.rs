@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::backends::FileBackend;
@@ -46,7 +47,7 @@ const REDB_CACHE_BYTES: usize = 64 << 20;
 /// wait for that checkpoint. Sustained batched durable sends outran the checkpoint thread (at nice
 /// 10, on two cores) until the epoch held 98-270 MB: as much memory, a clean stop of up to 16 s and
 /// a replay of up to 26 s after `kill -9`. With this bound, a restart after 45 s of them took 7-9 s
-/// instead of 15-17, and writes stall for 0.3-0.6 s each time it binds (BENCHMARKS.md).
+/// instead of 15-17, and writes stall for ~1 s each time it binds (BENCHMARKS.md).
 const LAG_LIMIT: u64 = 16;
 
 /// Each key written: its record, or `None` once removed.
@@ -63,6 +64,8 @@ pub(crate) struct RedbEngine {
     fsync: Fsync,
     /// Held for the whole of a checkpoint.
     checkpointing: Mutex<()>,
+    /// Writers wait for the running checkpoint: it writes its pages out without pacing.
+    hurry: Arc<AtomicBool>,
 }
 
 struct WalState {
@@ -158,8 +161,9 @@ impl RedbEngine {
         builder.set_cache_size(REDB_CACHE_BYTES);
         // With `always`, written out in slices as a checkpoint writes it, so that no
         // acknowledgement's sync queues behind a whole checkpoint's pages (`paced.rs`).
+        let hurry = Arc::new(AtomicBool::new(false));
         let db = match fsync {
-            Fsync::Always => builder.create_with_backend(Paced::new(file).map_err(failed)?),
+            Fsync::Always => builder.create_with_backend(Paced::new(file, hurry.clone()).map_err(failed)?),
             Fsync::Every(_) => builder.create_with_backend(FileBackend::new(file).map_err(failed)?),
         }
         .map_err(failed)?;
@@ -243,6 +247,7 @@ impl RedbEngine {
             checkpoint_bytes,
             fsync,
             checkpointing: Mutex::new(()),
+            hurry,
         })
     }
 
@@ -268,11 +273,12 @@ impl RedbEngine {
         // A read transaction begun right after the commit sees just what it committed: nothing
         // else writes redb.
         let base = self.commit(&begun).and_then(|()| open_base(&self.db));
+        let paced = self.fsync == Fsync::Always && !self.hurry.load(Ordering::Relaxed);
         let segment = base
             .is_ok()
             .then(|| History::segment(&self.history_dir, &begun.epoch.entries))
             .flatten()
-            .filter(|segment| segment.write(self.fsync == Fsync::Always).map_err(history_lost).is_ok());
+            .filter(|segment| segment.write(paced).map_err(history_lost).is_ok());
         let mut state = self.lock();
         let base = base.inspect_err(|_| {
             // The frozen epoch stays a layer, so reads are still right; the next open replays it
@@ -514,7 +520,9 @@ impl Engine for RedbEngine {
             state.frozen.is_some() && state.wal.len() >= LAG_LIMIT * self.checkpoint_bytes
         };
         if lagging {
+            self.hurry.store(true, Ordering::Relaxed);
             drop(self.checkpointing.lock());
+            self.hurry.store(false, Ordering::Relaxed);
         }
     }
 
