@@ -2,8 +2,9 @@
 """Sustained durable sends against Stratus builds, one at a time: wrk's batched sends (10 messages
 per call) at 16 connections for SECONDS, then `kill -9` and a timed restart. Shows whether
 checkpoints keep up with a long write load: the log files' sizes (each holds one epoch not yet
-checkpointed, or the one being checkpointed), the memory held, the latency stalls, and how long
-the restart's replay takes.
+checkpointed, or the one being checkpointed), the memory held, and how long the restart's replay
+takes. The p99 is wrk's, which weighs a stall by its length (bench/wrk_latency_check.py): it shows
+that writes stalled, not how many requests waited.
 
     python3 bench/sqs_sustained.py SECONDS NAME:BINARY[:FLAG...] ...
 """

@@ -126,11 +126,7 @@ impl Wal {
     /// Appends one record holding `entries`, and with [`Fsync::Always`] and `sync`, waits until
     /// it is on disk (with everything appended before it).
     pub fn append(&mut self, entries: &[Entry], sync: bool) -> Result<()> {
-        if self.file.failed.load(Ordering::Acquire) {
-            return Err(StoreError::engine(std::io::Error::other(
-                "a background sync of the write-ahead log failed; restart Stratus",
-            )));
-        }
+        self.file.refuse_if_failed().map_err(StoreError::engine)?;
         let record = encode_record(self.epoch, entries);
         self.file.file.write_all_at(&record, self.end).map_err(StoreError::engine)?;
         self.end += record.len() as u64;
@@ -212,11 +208,22 @@ struct SyncedFile {
 impl SyncedFile {
     /// Syncs the records written since the last sync, if any. Returns once they are on disk, even
     /// when the sync thread took them first and is still syncing: `sync_written` promises that
-    /// much before the other log's sync.
+    /// much before the other log's sync. An error if that sync, or an earlier one, failed.
     fn sync_unsynced(&self) -> std::io::Result<()> {
         let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.unsynced.swap(false, Ordering::AcqRel) {
-            return self.file.sync_data();
+        self.refuse_if_failed()?;
+        if self.unsynced.swap(false, Ordering::AcqRel)
+            && let Err(error) = self.file.sync_data()
+        {
+            self.failed.store(true, Ordering::Release);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn refuse_if_failed(&self) -> std::io::Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("a background sync of the write-ahead log failed; restart Stratus"));
         }
         Ok(())
     }
@@ -230,7 +237,6 @@ fn sync_when_woken(file: Weak<SyncedFile>, woken: Receiver<()>, delay: Duration)
         let Some(file) = file.upgrade() else { return };
         if let Err(error) = file.sync_unsynced() {
             tracing::error!(%error, "cannot sync the write-ahead log; the store accepts no more writes");
-            file.failed.store(true, Ordering::Release);
             return;
         }
     }
