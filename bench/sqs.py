@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""SQS benchmark: Stratus (durable; durable with the disk synced every 100 ms; --ephemeral) beside its peers, in one run, under one load
-generator (wrk with the Lua scripts in bench/wrk), plus what a boto3 user sees.
+"""SQS benchmark: Stratus (durable; durable with the disk synced every 100 ms; --ephemeral) beside its peers, in one run, under the same load
+generators (wrk with the Lua scripts in bench/wrk for throughput, bench/latency.c for the latency of
+each receive), plus what a boto3 user sees.
 
     python3 bench/sqs.py [--seconds 5] [--rounds 1] [--peers stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack]
 
@@ -12,13 +13,13 @@ Peers are found as follows, and skipped (with a note) when absent:
 
 Scenarios: SendMessage, SendMessageBatch of 10, ReceiveMessage(10)+DeleteMessageBatch, each at 1
 and 16 connections; then ReceiveMessage latency (10 messages, VisibilityTimeout 0, so the depth
-stays put; wrk at one connection) at queue depths of 100, 5,000 and 250,000; then 300 sequential
+stays put; one connection, each request timed on its own by bench/latency.c) at queue depths of 100, 5,000 and 250,000; then 300 sequential
 boto3 SendMessage calls.
 """
 import json
 import time
 
-from common import Connection, main, print_table, wrk
+from common import Connection, latency, main, print_table, wrk
 AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
 BODY = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
 
@@ -56,12 +57,17 @@ def fill(client, url, count, budget_s):
 
 
 def receive_latency(port, url, seconds):
-    """ReceiveMessage of 10 at one connection for `seconds`, under wrk: the Python client's own
+    """ReceiveMessage of 10 at one connection for `seconds`, each request timed on its own
+    (common.latency): wrk's percentiles weigh a stall by its length, and a Python client's own
     pauses (a few over 1.6 ms in 5,000 calls, while the server's histogram had them all under
-    0.4 ms) would otherwise be the p99 measured."""
-    m = wrk("sqs_receive.lua", port, {"QUEUE_URL": url}, 1, seconds)
+    0.4 ms) would be the p99 measured."""
+    body = json.dumps({"QueueUrl": url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0})
+    request = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.0\r\n"
+               f"X-Amz-Target: AmazonSQS.ReceiveMessage\r\nx-amzn-query-mode: true\r\nAuthorization: {AUTH}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+    m = latency(port, request, seconds, needle='"ReceiptHandle"', count=10)
     assert m["short"] == 0 and not m["errors"], f"the queue ran dry or failed: {m}"
-    return m["p50_ms"], m["p99_ms"], m["requests"]
+    return m["p50_ms"], m["p99_ms"], m["requests"], m["p999_ms"]
 
 
 def boto3_sends(port, calls=300):
@@ -125,7 +131,7 @@ def report(results):
         cells = []
         for name in names:
             m = results[name].get(f"depth {depth}")
-            cells.append((None, "not filled in 60 s" if m is None else f"p50 {m[0]:.2f} / p99 {m[1]:.2f} ms ({m[2]:,} calls)"))
+            cells.append((None, "not filled in 60 s" if m is None else f"p50 {m[0]:.2f} / p99 {m[1]:.2f} / p999 {m[3]:.2f} ms ({m[2]:,} calls)"))
         rows.append((f"receive at depth {depth:,}", cells))
     rows.append(("boto3 SendMessage/s (1 thread)", [(results[n]["boto3 send/s"], f"{results[n]['boto3 send/s']:,.0f}") for n in names]))
     rows.append(("RSS at the end, MiB", [(None, f"{results[n]['rss_mib']:.0f}") for n in names]))
