@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +58,9 @@ int main(int argc, char **argv) {
     struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(connection, (struct sockaddr *)&address, sizeof address)) return perror("connect"), 1;
     setsockopt(connection, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* A peer that stops answering fails the run instead of hanging it. */
+    struct timeval patience = {.tv_sec = 10};
+    setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
 
     size_t count = 0, capacity = 1 << 16, errors = 0, short_ = 0;
     double *latencies = malloc(capacity * sizeof *latencies);
@@ -74,7 +78,8 @@ int main(int argc, char **argv) {
         while (!body || got < total) {
             if (got == sizeof buffer) return fprintf(stderr, "response too large\n"), 1;
             ssize_t n = read(connection, buffer + got, sizeof buffer - got);
-            if (n <= 0) return fprintf(stderr, "connection closed\n"), 1;
+            if (n < 0) return perror("read"), 1;
+            if (n == 0) return fprintf(stderr, "connection closed\n"), 1;
             got += n;
             if (!body && (body = memmem(buffer, got, "\r\n\r\n", 4))) {
                 body += 4;
