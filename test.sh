@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: Rust unit and integration tests (the store's crash
-# test among them), then the real-client suite (awscli, boto3) against the built binary.
+# test among them), then the real-client suite (awscli, boto3, the AWS SDK for JavaScript) against the built binary.
 # Extra arguments go to pytest, e.g. ./test.sh -k sts -x
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,4 +20,14 @@ if [ ! -x "$venv/bin/pytest" ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
 fi
 
-STRATUS_BIN="$CARGO_TARGET_DIR/release/stratus" "$venv/bin/python" -m pytest tests "$@"
+# The JavaScript SDK, in a folder keyed by its lockfile, made once per machine.
+js="$HOME/.cache/stratus/js-$(cat tests/sdk-js/package.json tests/sdk-js/package-lock.json | sha256sum | cut -c1-12)"
+if [ ! -d "$js/node_modules" ]; then
+    rm -rf "$js" "$js.new"
+    mkdir -p "$js.new"
+    cp tests/sdk-js/package.json tests/sdk-js/package-lock.json "$js.new/"
+    npm ci --prefix "$js.new" --no-audit --no-fund --silent
+    mv "$js.new" "$js"
+fi
+
+NODE_PATH="$js/node_modules" STRATUS_BIN="$CARGO_TARGET_DIR/release/stratus" "$venv/bin/python" -m pytest tests "$@"

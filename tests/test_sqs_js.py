@@ -1,0 +1,23 @@
+"""SQS through the AWS SDK for JavaScript v3 (tests/sdk-js/sqs.cjs), which test.sh installs from
+the npm registry, pinned by tests/sdk-js/package-lock.json, and names in NODE_PATH."""
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parent / "sdk-js" / "sqs.cjs"
+
+
+@pytest.mark.parametrize("scenario", ["standard", "fifo", "errors", "long-polling", "dead-letter"])
+@pytest.mark.parametrize("store", ["durable", "ephemeral"])
+def test_sqs_through_the_javascript_sdk(start_stratus, store, scenario):
+    assert os.environ.get("NODE_PATH"), "NODE_PATH must name the JavaScript SDK's node_modules: run ./test.sh"
+    stratus = start_stratus(args=("--ephemeral",)) if store == "ephemeral" else start_stratus()
+    # --no-warnings: the SDK warns on every start that its 2027 releases will need Node.js 22.
+    result = subprocess.run(
+        ["node", "--no-warnings", str(SCRIPT), stratus.url, scenario], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"{scenario}: ok"
