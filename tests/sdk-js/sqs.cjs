@@ -1,6 +1,5 @@
 // SQS through the AWS SDK for JavaScript v3, the SDK of most Node.js and Lambda code.
-// Usage: node sqs.cjs ENDPOINT SCENARIO. Exits non-zero, with the failed assertion, if the
-// scenario fails. test_sqs_js.py runs each scenario against a Stratus of its own.
+// Usage: node sqs.cjs ENDPOINT SCENARIO (see run.cjs).
 //
 // The SDK checks what boto3 checks differently or not at all: it verifies the MD5 of every
 // body it sends and receives (middleware-sdk-sqs), parses errors from the JSON body and the
@@ -10,27 +9,17 @@
 const assert = require("node:assert/strict");
 const crypto = require("node:crypto");
 const sqs = require("@aws-sdk/client-sqs");
+const { failure, main } = require("./run.cjs");
 
-const [endpoint, scenario] = process.argv.slice(2);
-const client = new sqs.SQSClient({
-  endpoint,
-  region: "us-east-1",
-  credentials: { accessKeyId: "test", secretAccessKey: "test" },
-});
-const send = (Command, input) => client.send(new Command(input));
-
-// The error a call fails with; fails the scenario if it succeeds.
-async function failure(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  assert.fail("the call succeeded");
+// A client and a shorthand for its calls.
+function connect(config) {
+  const client = new sqs.SQSClient(config);
+  return [client, (Command, input) => client.send(new Command(input))];
 }
 
 const scenarios = {
-  async standard() {
+  async standard(endpoint, config) {
+    const [, send] = connect(config);
     const { QueueUrl: url } = await send(sqs.CreateQueueCommand, {
       QueueName: "js-orders",
       Attributes: { VisibilityTimeout: "30", DelaySeconds: "0" },
@@ -109,7 +98,10 @@ const scenarios = {
         { Id: "bad", ReceiptHandle: "not-a-handle", VisibilityTimeout: 0 },
       ],
     });
-    assert.deepEqual(changed.Successful.map((entry) => entry.Id), ["now"]);
+    assert.deepEqual(
+      changed.Successful.map((entry) => entry.Id),
+      ["now"],
+    );
     assert.equal(changed.Failed[0].Code, "ReceiptHandleIsInvalid");
     const { Messages: back } = await send(sqs.ReceiveMessageCommand, {
       QueueUrl: url,
@@ -133,7 +125,10 @@ const scenarios = {
       QueueUrl: url,
       AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     });
-    assert.deepEqual(counts.Attributes, { ApproximateNumberOfMessages: "0", ApproximateNumberOfMessagesNotVisible: "0" });
+    assert.deepEqual(counts.Attributes, {
+      ApproximateNumberOfMessages: "0",
+      ApproximateNumberOfMessagesNotVisible: "0",
+    });
 
     await send(sqs.TagQueueCommand, { QueueUrl: url, Tags: { stage: "test" } });
     await send(sqs.UntagQueueCommand, { QueueUrl: url, TagKeys: ["team"] });
@@ -145,13 +140,20 @@ const scenarios = {
     assert.deepEqual((await send(sqs.ListQueuesCommand, { QueueNamePrefix: "js-" })).QueueUrls ?? [], []);
   },
 
-  async fifo() {
+  async fifo(endpoint, config) {
+    const [, send] = connect(config);
     const { QueueUrl: url } = await send(sqs.CreateQueueCommand, {
       QueueName: "js-jobs.fifo",
       Attributes: { FifoQueue: "true", ContentBasedDeduplication: "true" },
     });
     const sequence = [];
-    for (const [group, body] of [["g1", "a1"], ["g2", "b1"], ["g1", "a2"], ["g1", "a1"], ["g2", "b2"]]) {
+    for (const [group, body] of [
+      ["g1", "a1"],
+      ["g2", "b1"],
+      ["g1", "a2"],
+      ["g1", "a1"],
+      ["g2", "b2"],
+    ]) {
       const sent = await send(sqs.SendMessageCommand, { QueueUrl: url, MessageBody: body, MessageGroupId: group });
       sequence.push(sent.SequenceNumber);
     }
@@ -167,8 +169,14 @@ const scenarios = {
     });
     // Order holds within a group (SQS returns as many of one group's messages together as it can).
     const group = (id) => messages.filter((message) => message.Attributes.MessageGroupId === id);
-    assert.deepEqual(group("g1").map((message) => message.Body), ["a1", "a2"]);
-    assert.deepEqual(group("g2").map((message) => message.Body), ["b1", "b2"]);
+    assert.deepEqual(
+      group("g1").map((message) => message.Body),
+      ["a1", "a2"],
+    );
+    assert.deepEqual(
+      group("g2").map((message) => message.Body),
+      ["b1", "b2"],
+    );
     assert.equal(group("g1")[0].Attributes.SequenceNumber, sequence[0]);
     // The groups are in flight: nothing else is handed out until they are deleted or visible.
     const { Messages: none = [] } = await send(sqs.ReceiveMessageCommand, { QueueUrl: url });
@@ -179,7 +187,8 @@ const scenarios = {
     await send(sqs.DeleteQueueCommand, { QueueUrl: url });
   },
 
-  async errors() {
+  async errors(endpoint, config) {
+    const [, send] = connect(config);
     const missing = await failure(send(sqs.GetQueueUrlCommand, { QueueName: "js-nowhere" }));
     assert.ok(missing instanceof sqs.QueueDoesNotExist, `${missing.name}: ${missing.message}`);
     assert.equal(missing.$metadata.httpStatusCode, 400);
@@ -224,7 +233,8 @@ const scenarios = {
     assert.equal(wait.name, "InvalidParameterValue");
   },
 
-  async "long-polling"() {
+  async "long-polling"(endpoint, config) {
+    const [, send] = connect(config);
     const { QueueUrl: url } = await send(sqs.CreateQueueCommand, { QueueName: "js-poll" });
     let started = Date.now();
     const { Messages: none = [] } = await send(sqs.ReceiveMessageCommand, { QueueUrl: url, WaitTimeSeconds: 2 });
@@ -233,7 +243,7 @@ const scenarios = {
     assert.ok(waited >= 1900 && waited < 3000, `an empty wait of 2 s took ${waited} ms`);
 
     // A receive waiting on the queue gets a message sent meanwhile as soon as it is sent.
-    const other = new sqs.SQSClient({ endpoint, region: "us-east-1", credentials: client.config.credentials });
+    const [other] = connect(config);
     started = Date.now();
     const waiting = send(sqs.ReceiveMessageCommand, { QueueUrl: url, WaitTimeSeconds: 10 });
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -242,10 +252,10 @@ const scenarios = {
     const { Messages: messages } = await waiting;
     assert.equal(messages[0].Body, "wake up");
     assert.ok(Date.now() - sentAt < 1000, `answered ${Date.now() - sentAt} ms after the send`);
-    other.destroy();
   },
 
-  async "dead-letter"() {
+  async "dead-letter"(endpoint, config) {
+    const [, send] = connect(config);
     const { QueueUrl: dlq } = await send(sqs.CreateQueueCommand, { QueueName: "js-dlq" });
     const dlqArn = "arn:aws:sqs:us-east-1:000000000000:js-dlq";
     const { QueueUrl: source } = await send(sqs.CreateQueueCommand, {
@@ -283,17 +293,4 @@ const scenarios = {
   },
 };
 
-const run = scenarios[scenario];
-if (!run) {
-  console.error(`unknown scenario ${scenario}; one of: ${Object.keys(scenarios).join(", ")}`);
-  process.exit(2);
-}
-run()
-  .then(() => {
-    client.destroy();
-    console.log(`${scenario}: ok`);
-  })
-  .catch((error) => {
-    console.error(error);
-    process.exit(1);
-  });
+main(scenarios);
