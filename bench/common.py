@@ -108,23 +108,24 @@ def wrk(script, port, env, connections, seconds, timeout_s=None):
             "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0}
 
 
-def latency(port, request, seconds, needle=None, count=0):
-    """Each request's own latency at one connection (bench/latency.c, built here with gcc): sends
-    the HTTP/1.1 `request` (bytes) over and over for `seconds`. With `needle`, a response holding it
-    fewer than `count` times counts as short. Returns requests, errors, short and p50/p99/p999/max
-    in ms."""
+def latency(port, request, seconds, needle=None, count=0, connections=1):
+    """Each request's own latency (bench/latency.c, built here with gcc): `connections` connections
+    send the HTTP/1.1 `request` (bytes) over and over for `seconds`. With `needle`, a response holding
+    it fewer than `count` times counts as short. Returns requests, rps, errors, short and
+    p50/p99/p999/max in ms."""
     source = REPO / "bench/latency.c"
     binary = pathlib.Path(tempfile.gettempdir()) / f"stratus-bench-latency-{source.stat().st_mtime_ns}"
     if not binary.exists():
-        subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True)
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(source)], check=True)
     with tempfile.NamedTemporaryFile() as file:
         file.write(request)
         file.flush()
         extra = [needle, str(count)] if needle else []
-        out = subprocess.run([str(binary), str(port), str(seconds), file.name, *extra],
+        out = subprocess.run([str(binary), str(port), str(seconds), str(connections), file.name, *extra],
                              capture_output=True, text=True, check=True).stdout
     fields = dict(zip(out.split()[::2], map(float, out.split()[1::2])))
-    return {"requests": int(fields["requests"]), "errors": int(fields["errors"]), "short": int(fields["short"]),
+    return {"requests": int(fields["requests"]), "rps": fields["requests"] / fields["seconds"],
+            "errors": int(fields["errors"]), "short": int(fields["short"]),
             **{f"{k}_ms": fields[f"{k}_us"] / 1000 for k in ("p50", "p99", "p999", "max")}}
 
 

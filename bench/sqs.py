@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """SQS benchmark: Stratus (durable; durable with the disk synced every 100 ms; --ephemeral) beside its peers, in one run, under the same load
-generators (wrk with the Lua scripts in bench/wrk for throughput, bench/latency.c for the latency of
-each receive), plus what a boto3 user sees.
+generators (bench/latency.c, which times each request on its own, for sends and receive latency;
+wrk with bench/wrk/sqs_receive_delete.lua for receive+delete, whose requests depend on the answers
+before them), plus what a boto3 user sees.
 
     python3 bench/sqs.py [--seconds 5] [--rounds 1] [--peers stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack]
 
@@ -12,7 +13,7 @@ Peers are found as follows, and skipped (with a note) when absent:
   localstack  LOCALSTACK_PYTHON: a Python with localstack-core installed (see peers.md)
 
 Scenarios: SendMessage, SendMessageBatch of 10, ReceiveMessage(10)+DeleteMessageBatch, each at 1
-and 16 connections; then ReceiveMessage latency (10 messages, VisibilityTimeout 0, so the depth
+and 16 connections (two client threads at 16, as `wrk -t2`); then ReceiveMessage latency (10 messages, VisibilityTimeout 0, so the depth
 stays put; one connection, each request timed on its own by bench/latency.c) at queue depths of 100, 5,000 and 250,000; then 300 sequential
 boto3 SendMessage calls.
 """
@@ -56,16 +57,35 @@ def fill(client, url, count, budget_s):
     return True
 
 
+def request(port, operation, payload):
+    """A pre-built JSON-protocol request, as bench/wrk/sqs_common.lua builds it."""
+    body = json.dumps(payload)
+    return (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.0\r\n"
+            f"X-Amz-Target: AmazonSQS.{operation}\r\nx-amzn-query-mode: true\r\nAuthorization: {AUTH}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+
+def sends(port, url, connections, seconds, batch=False):
+    """SendMessage (or SendMessageBatch of 10) at `connections` connections, each request timed on
+    its own (common.latency)."""
+    if batch:
+        entries = [{"Id": f"m{i}", "MessageBody": BODY} for i in range(10)]
+        m = latency(port, request(port, "SendMessageBatch", {"QueueUrl": url, "Entries": entries}), seconds,
+                    needle='"MD5OfMessageBody"', count=10, connections=connections)
+    else:
+        m = latency(port, request(port, "SendMessage", {"QueueUrl": url, "MessageBody": BODY}), seconds,
+                    connections=connections)
+    assert m["short"] == 0, f"a batch was only partly sent: {m}"
+    return m
+
+
 def receive_latency(port, url, seconds):
     """ReceiveMessage of 10 at one connection for `seconds`, each request timed on its own
     (common.latency): wrk's percentiles weigh a stall by its length, and a Python client's own
     pauses (a few over 1.6 ms in 5,000 calls, while the server's histogram had them all under
     0.4 ms) would be the p99 measured."""
-    body = json.dumps({"QueueUrl": url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0})
-    request = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.0\r\n"
-               f"X-Amz-Target: AmazonSQS.ReceiveMessage\r\nx-amzn-query-mode: true\r\nAuthorization: {AUTH}\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
-    m = latency(port, request, seconds, needle='"ReceiptHandle"', count=10)
+    payload = {"QueueUrl": url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0}
+    m = latency(port, request(port, "ReceiveMessage", payload), seconds, needle='"ReceiptHandle"', count=10)
     assert m["short"] == 0 and not m["errors"], f"the queue ran dry or failed: {m}"
     return m["p50_ms"], m["p99_ms"], m["requests"], m["p999_ms"]
 
@@ -88,13 +108,13 @@ def scenarios(port, seconds):
     r = {}
     send = client.queue("send")
     batch = client.queue("batch")
-    r["send c1"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 1, seconds)
+    r["send c1"] = sends(port, send, 1, seconds)
     yield
-    r["send c16"] = wrk("sqs_send.lua", port, {"QUEUE_URL": send}, 16, seconds)
+    r["send c16"] = sends(port, send, 16, seconds)
     yield
-    r["batch c1"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 1, seconds)
+    r["batch c1"] = sends(port, batch, 1, seconds, batch=True)
     yield
-    r["batch c16"] = wrk("sqs_send_batch.lua", port, {"QUEUE_URL": batch}, 16, seconds)
+    r["batch c16"] = sends(port, batch, 16, seconds, batch=True)
     yield
     # The batch queue now holds what the batch runs sent: receive and delete from it.
     r["recv+del c1"] = wrk("sqs_receive_delete.lua", port, {"QUEUE_URL": batch}, 1, seconds)

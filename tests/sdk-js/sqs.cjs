@@ -39,7 +39,7 @@ const scenarios = {
     assert.equal(attributes.MaximumMessageSize, "2048");
     assert.equal(attributes.QueueArn, "arn:aws:sqs:us-east-1:000000000000:js-orders");
 
-    // Every attribute type, so that the SDK's MD5 check covers their encoding.
+    // Every attribute type, as this SDK serializes them (binary as base64); they come back intact.
     const sent = await send(sqs.SendMessageCommand, {
       QueueUrl: url,
       MessageBody: "order 1 ✓",
