@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """SNS benchmark: Stratus (durable; durable with the disk synced every 100 ms; --ephemeral) beside its peers, in one run, under one load
-generator (wrk with bench/wrk/sns_publish.lua).
+generator (bench/latency.c, a query-protocol Publish as boto3 sends it, each request timed on its own).
 
     python3 bench/sns.py [--seconds 5] [--rounds 1] [--peers stratus,stratus-fsync-100ms,stratus-ephemeral,fakecloud,moto,localstack]
 
@@ -20,9 +20,10 @@ import tempfile
 import time
 import urllib.parse
 
-from common import Connection, main, print_table, wrk
+from common import Connection, latency, main, print_table
 
 SCOPE = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{}/aws4_request, SignedHeaders=host, Signature=0"
+MESSAGE = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
 
 
 class Client:
@@ -69,10 +70,15 @@ def depth(client, urls):
 
 
 def publish_load(client, port, topic, urls, connections, seconds):
-    """wrk's Publish rate, and the end-to-end rate: publishes divided by the time until every
-    one of them is in every subscribed queue (a deliverer that falls behind shows here)."""
+    """The Publish rate (common.latency: every request timed on its own), and the end-to-end
+    rate: publishes divided by the time until every one of them is in every subscribed queue (a
+    deliverer that falls behind shows here)."""
+    body = urllib.parse.urlencode({"Action": "Publish", "Version": "2010-03-31", "TopicArn": topic, "Message": MESSAGE})
+    request = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               f"Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n"
+               f"Authorization: {SCOPE.format('sns')}\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
     began = time.monotonic()
-    result = wrk("sns_publish.lua", port, {"TOPIC_ARN": topic}, connections, seconds)
+    result = latency(port, request, seconds, connections=connections)
     expected = (result["requests"] - result["errors"]) * len(urls)
     deadline = time.monotonic() + 300
     while depth(client, urls) < expected and time.monotonic() < deadline:
