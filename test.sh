@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: Rust unit and integration tests (the store's crash
-# test among them), then the real-client suite (awscli, boto3, the AWS SDK for JavaScript) against the built binary.
+# test among them), then the real-client suite (awscli, boto3, the AWS SDK for JavaScript) against
+# the built binary.
 # Extra arguments go to pytest, e.g. ./test.sh -k sts -x
 set -euo pipefail
 cd "$(dirname "$0")"
