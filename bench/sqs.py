@@ -25,6 +25,12 @@ AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, Si
 BODY = "hello from wrk, a message of about a hundred bytes, which is what small events look like."
 
 
+def headers(operation):
+    """A JSON-protocol request's headers, as boto3 sends them."""
+    return {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"AmazonSQS.{operation}",
+            "x-amzn-query-mode": "true", "Authorization": AUTH}
+
+
 class Client:
     """SQS JSON-protocol calls over one keep-alive connection."""
 
@@ -33,9 +39,7 @@ class Client:
         self.connection = Connection(port)
 
     def call(self, operation, payload):
-        headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"AmazonSQS.{operation}",
-                   "x-amzn-query-mode": "true", "Authorization": AUTH}
-        self.connection.request("POST", "/", body=json.dumps(payload), headers=headers)
+        self.connection.request("POST", "/", body=json.dumps(payload), headers=headers(operation))
         response = self.connection.getresponse()
         body = response.read()
         if response.status != 200:
@@ -58,10 +62,10 @@ def fill(client, url, count, budget_s):
 
 
 def request(port, operation, payload):
-    """A pre-built JSON-protocol request, as bench/wrk/sqs_common.lua builds it."""
+    """A pre-built JSON-protocol request, for bench/latency.c."""
     body = json.dumps(payload)
-    return (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.0\r\n"
-            f"X-Amz-Target: AmazonSQS.{operation}\r\nx-amzn-query-mode: true\r\nAuthorization: {AUTH}\r\n"
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers(operation).items())
+    return (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{lines}"
             f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
 
 
