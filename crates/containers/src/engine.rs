@@ -653,7 +653,7 @@ impl Engine {
             compares: vec![Compare::absent(name_key.clone())],
             success: vec![
                 Op::put(self.record_key(&container.id), bytes),
-                Op::put(name_key.clone(), container.id.clone()),
+                Op::put(name_key.clone(), container.id.as_bytes()),
             ],
             failure: Vec::new(),
         };
@@ -1211,7 +1211,7 @@ impl Engine {
             success: vec![
                 Op::put(self.record_key(&renamed.id), bytes),
                 Op::delete(self.name_key(&old_name)),
-                Op::put(new_key.clone(), renamed.id.clone()),
+                Op::put(new_key.clone(), renamed.id.as_bytes()),
             ],
             failure: Vec::new(),
         };

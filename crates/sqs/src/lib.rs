@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 pub use digest::content_deduplication_id;
 pub use queue::Trace;
 use queue::{Message, Queue, Taken};
+use storage::{Record, StoredMessage};
 pub use tasks::MoveTaskView;
 
 /// A queue's identity: SQS queues are per account and region.
@@ -680,7 +681,7 @@ impl Sqs {
                 }
                 let dlq_name = dead_letter.as_ref().map(|(_, _, name)| name.clone());
                 for message in &dead {
-                    queue.trace(now, &message.id, "dead-lettered", dlq_name.clone());
+                    queue.trace(now, message.record.id(), "dead-lettered", dlq_name.clone());
                 }
                 if let (Some(attempt), true) = (&request.attempt_id, queue.fifo && !received.is_empty()) {
                     queue.attempts.retain(|_, (expires, _)| *expires > now);
@@ -751,7 +752,7 @@ impl Sqs {
                     if queue.messages.get(&seq).is_some_and(|m| m.token == token && !m.pending)
                         && let Some(message) = queue.remove(seq)
                     {
-                        queue.trace(now_ms(), &message.id, "deleted", None);
+                        queue.trace(now_ms(), message.record.id(), "deleted", None);
                         ops.extend(storage::delete_message_ops(uid, seq));
                         ops.extend(storage::keep_dedup_op(&mut queue, &message, now_ms()));
                     }
@@ -843,7 +844,7 @@ impl Sqs {
             let mut ops = Vec::with_capacity(doomed.len() * 2);
             for seq in doomed {
                 if let Some(message) = queue.remove(seq) {
-                    queue.trace(now, &message.id, "purged", None);
+                    queue.trace(now, message.record.id(), "purged", None);
                     ops.extend(storage::delete_message_ops(uid, seq));
                     ops.extend(storage::keep_dedup_op(&mut queue, &message, now));
                 }
@@ -881,7 +882,7 @@ impl Sqs {
                 message.first_receive_ms = None;
                 message.token = 0;
                 message.visible_at_ms = now;
-                message.dead_letter_source = dead_letter_source.clone();
+                message.record = message.record.moved(dead_letter_source.as_deref());
                 message.pending = true;
                 ops.extend(storage::message_ops(queue.uid, &message));
                 moved.push(message.seq);
@@ -1017,7 +1018,7 @@ impl Sqs {
                     let mut ops = Vec::new();
                     for seq in expired {
                         if let Some(message) = queue.remove(seq) {
-                            queue.trace(now, &message.id, "expired", None);
+                            queue.trace(now, message.record.id(), "expired", None);
                             ops.extend(storage::delete_message_ops(uid, seq));
                             ops.extend(storage::keep_dedup_op(&mut queue, &message, now));
                         }
@@ -1125,11 +1126,11 @@ fn settle(queue: &mut Queue, added: &[u64], committed: bool, event: &'static str
     for &seq in added {
         if committed {
             queue.commit(seq);
-            if let Some(id) = queue.messages.get(&seq).map(|m| m.id.clone()) {
+            if let Some(id) = queue.messages.get(&seq).map(|m| m.record.id().to_string()) {
                 queue.trace(now, id, event, None);
             }
         } else if let Some(message) = queue.remove(seq) {
-            queue.dedup.retain(|_, (_, id, _)| *id != message.id);
+            queue.dedup.retain(|_, (_, id, _)| id != message.record.id());
         }
     }
 }
@@ -1238,29 +1239,28 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
             sequence_number.clone().unwrap_or_default(),
         );
     }
-    let sent = Sent {
-        message_id: message_id.clone(),
-        md5_of_body,
-        md5_of_attributes,
-        md5_of_system_attributes,
-        sequence_number: sequence_number.clone(),
-    };
+    let record = Record::new(&StoredMessage {
+        id: &message_id,
+        body: &message.body,
+        attributes: storage::to_stored(&message.attributes),
+        system_attributes: storage::to_stored(&message.system_attributes),
+        sender_id: sender,
+        sent_ms: now,
+        group_id: group_id.as_deref(),
+        dedup_id: dedup_id.as_deref(),
+        sequence_number: sequence_number.as_deref(),
+        dead_letter_source: None,
+    });
+    let sent = Sent { message_id, md5_of_body, md5_of_attributes, md5_of_system_attributes, sequence_number };
     let message = Message {
         seq,
-        id: message_id,
-        body: message.body,
-        attributes: message.attributes,
-        system_attributes: message.system_attributes,
-        sender_id: sender.to_string(),
+        record,
         sent_ms: now,
         receive_count: 0,
         first_receive_ms: None,
         visible_at_ms: now + delay * 1000,
         token: 0,
         group_id,
-        dedup_id,
-        sequence_number,
-        dead_letter_source: None,
         pending: true,
     };
     Ok(Prepared::New(Box::new(message), sent))
@@ -1311,6 +1311,7 @@ fn check_batch_ids<'a>(ids: impl Iterator<Item = &'a str>, entry_name: &'static 
 }
 
 fn deliver(queue: &Queue, message: &Message, request: &Receive) -> Received {
+    let fields = message.record.fields();
     let wants = |name: &str| request.system_attribute_names.iter().any(|n| n == "All" || n == name);
     let mut system = Vec::new();
     let mut add = |name: &str, value: Option<String>| {
@@ -1318,37 +1319,37 @@ fn deliver(queue: &Queue, message: &Message, request: &Receive) -> Received {
             system.push((name.to_string(), value));
         }
     };
-    add("SenderId", Some(message.sender_id.clone()));
+    add("SenderId", Some(fields.sender_id.to_string()));
     add("SentTimestamp", Some(message.sent_ms.to_string()));
     add("ApproximateReceiveCount", Some(message.receive_count.to_string()));
     add("ApproximateFirstReceiveTimestamp", message.first_receive_ms.map(|t| t.to_string()));
-    add("SequenceNumber", message.sequence_number.clone());
-    add("MessageDeduplicationId", message.dedup_id.clone());
-    add("MessageGroupId", message.group_id.clone());
-    add("DeadLetterQueueSourceArn", message.dead_letter_source.clone());
-    for attribute in &message.system_attributes {
-        if let AttributeValue::String(value) = &attribute.value {
-            add(&attribute.name, Some(value.clone()));
+    add("SequenceNumber", fields.sequence_number.map(String::from));
+    add("MessageDeduplicationId", fields.dedup_id.map(String::from));
+    add("MessageGroupId", fields.group_id.map(String::from));
+    add("DeadLetterQueueSourceArn", fields.dead_letter_source.map(String::from));
+    for &(name, _, value, _) in &fields.system_attributes {
+        if let Some(value) = value {
+            add(name, Some(value.to_string()));
         }
     }
-    let selected: Vec<MessageAttribute> = message
+    let selected: Vec<MessageAttribute> = fields
         .attributes
         .iter()
-        .filter(|a| {
+        .filter(|(name, ..)| {
             request.message_attribute_names.iter().any(|n| {
                 n == "All"
                     || n == ".*"
-                    || n == &a.name
-                    || n.strip_suffix(".*").is_some_and(|prefix| a.name.starts_with(prefix))
+                    || n == name
+                    || n.strip_suffix(".*").is_some_and(|prefix| name.starts_with(prefix))
             })
         })
-        .cloned()
+        .map(storage::from_stored)
         .collect();
     Received {
-        message_id: message.id.clone(),
+        message_id: fields.id.to_string(),
         receipt_handle: receipt(queue.uid, message.seq, message.token),
-        body: message.body.clone(),
-        md5_of_body: digest::md5_hex(message.body.as_bytes()),
+        body: fields.body.to_string(),
+        md5_of_body: digest::md5_hex(fields.body.as_bytes()),
         md5_of_attributes: digest::md5_of_attributes(&selected),
         attributes: selected,
         system_attributes: system,

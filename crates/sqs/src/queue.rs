@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::attributes::{self, RedrivePolicy};
-use crate::{MessageAttribute, QueueId, Received};
+use crate::storage::Record;
+use crate::{QueueId, Received};
 
 /// How many recent message events each queue keeps for inspection.
 const TRACE_LEN: usize = 50;
@@ -58,21 +59,16 @@ pub struct Trace {
 
 pub(crate) struct Message {
     pub seq: u64,
-    pub id: String,
-    pub body: String,
-    pub attributes: Vec<MessageAttribute>,
-    pub system_attributes: Vec<MessageAttribute>,
-    pub sender_id: String,
+    /// Id, body, attributes and the rest of what its send fixed, as stored.
+    pub record: Record,
     pub sent_ms: u64,
     pub receive_count: u32,
     pub first_receive_ms: Option<u64>,
     pub visible_at_ms: u64,
     /// Incremented on each receive; a receipt handle names the token it was issued with.
     pub token: u64,
+    /// Also in the record; here too because FIFO receives read every queued message's.
     pub group_id: Option<String>,
-    pub dedup_id: Option<String>,
-    pub sequence_number: Option<String>,
-    pub dead_letter_source: Option<String>,
     /// Sent but not yet durable: not receivable, and (FIFO) blocks its group.
     pub pending: bool,
 }
@@ -141,7 +137,9 @@ impl Queue {
     pub fn repeat_attempt(&self, attempt: &str, now: u64) -> Option<Vec<Received>> {
         let (expires, earlier) = self.attempts.get(attempt)?;
         let unchanged = earlier.iter().all(|r| {
-            self.messages.values().any(|m| m.id == r.message_id && m.visible_at_ms > now && m.receive_count > 0)
+            self.messages
+                .values()
+                .any(|m| m.record.id() == r.message_id && m.visible_at_ms > now && m.receive_count > 0)
         });
         (*expires > now && unchanged).then(|| earlier.clone())
     }
@@ -283,6 +281,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StoredMessage;
 
     fn queue(fifo: bool) -> Queue {
         let id = QueueId { account: "000000000000".into(), region: "us-east-1".into(), name: "q".into() };
@@ -325,22 +324,16 @@ mod tests {
     }
 
     fn send(q: &mut Queue, seq: u64, sent: u64, visible_at: u64, group: Option<&str>) {
+        let id = format!("m{seq}");
         q.add_pending(Message {
             seq,
-            id: format!("m{seq}"),
-            body: String::new(),
-            attributes: Vec::new(),
-            system_attributes: Vec::new(),
-            sender_id: String::new(),
+            record: Record::new(&StoredMessage { id: &id, sent_ms: sent, group_id: group, ..Default::default() }),
             sent_ms: sent,
             receive_count: 0,
             first_receive_ms: None,
             visible_at_ms: visible_at,
             token: 0,
             group_id: group.map(String::from),
-            dedup_id: None,
-            sequence_number: None,
-            dead_letter_source: None,
             pending: true,
         });
         q.commit(seq);

@@ -167,8 +167,10 @@ async fn move_all(sqs: &Sqs, task: &MoveTask) -> Result<(), String> {
         let mut groups: BTreeMap<QueueId, Vec<crate::queue::Message>> = BTreeMap::new();
         let mut unplaceable = Vec::new();
         for message in messages {
-            let target =
-                task.destination.clone().or_else(|| message.dead_letter_source.as_deref().and_then(QueueId::from_arn));
+            let target = task
+                .destination
+                .clone()
+                .or_else(|| message.record.fields().dead_letter_source.and_then(QueueId::from_arn));
             match target.filter(|t| sqs.cell(t).is_ok()) {
                 Some(target) => groups.entry(target).or_default().push(message),
                 None => unplaceable.push(message),
@@ -190,7 +192,7 @@ async fn move_all(sqs: &Sqs, task: &MoveTask) -> Result<(), String> {
             {
                 let mut queue = source.lock();
                 for message in &messages {
-                    queue.trace(now, &message.id, "moved", Some(target.name.clone()));
+                    queue.trace(now, message.record.id(), "moved", Some(target.name.clone()));
                     ops.extend(storage::delete_message_ops(queue.uid, message.seq));
                     ops.extend(storage::keep_dedup_op(&mut queue, message, now));
                 }

@@ -79,7 +79,7 @@ pub(crate) trait WriteBatch {
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>>;
     /// Stores `value` under `key` as changed at `revision`, keeping the key's create revision and
     /// counting its version; returns what it stored.
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue>;
+    fn put(&mut self, key: Vec<u8>, value: Arc<[u8]>, revision: Revision) -> Result<KeyValue>;
     fn remove(&mut self, key: &[u8]) -> Result<()>;
     fn range(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>>;
     fn log(&mut self, revision: Revision, events: &[Event]) -> Result<()>;

@@ -68,7 +68,9 @@ impl Compare {
 pub enum Op {
     Put {
         key: Vec<u8>,
-        value: Vec<u8>,
+        /// Shared: the engine keeps these bytes as they are, so a caller that keeps the value
+        /// too (SQS keeps each message's record) holds no second copy.
+        value: Arc<[u8]>,
     },
     Delete {
         key: Vec<u8>,
@@ -81,7 +83,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Arc<[u8]>>) -> Self {
         Op::Put { key: key.into(), value: value.into() }
     }
     pub fn delete(key: impl Into<Vec<u8>>) -> Self {

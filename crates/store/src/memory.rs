@@ -32,7 +32,7 @@ impl WriteBatch for State {
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>> {
         Ok(self.kv.get(key).cloned())
     }
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue> {
+    fn put(&mut self, key: Vec<u8>, value: Arc<[u8]>, revision: Revision) -> Result<KeyValue> {
         // One descent of the tree, not a lookup and then an insert: with SQS's keys, which share
         // a long prefix, the comparisons on the way down are most of a put.
         let entry = self.kv.entry(key.into());

@@ -436,7 +436,7 @@ impl WriteBatch for Batch<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>> {
         self.view().get(key)
     }
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, revision: Revision) -> Result<KeyValue> {
+    fn put(&mut self, key: Vec<u8>, value: Arc<[u8]>, revision: Revision) -> Result<KeyValue> {
         let previous = self.view().version(&key)?;
         let kv = next_version(key.as_slice(), value, revision, previous);
         self.changes.insert(key, Some(kv.clone()));

@@ -517,7 +517,7 @@ impl Networks {
         let name_key = self.name_key(&network.name);
         let txn = Txn {
             compares: vec![Compare::absent(name_key.clone())],
-            success: vec![Op::put(self.network_key(&network.id), bytes), Op::put(name_key, network.id.clone())],
+            success: vec![Op::put(self.network_key(&network.id), bytes), Op::put(name_key, network.id.as_bytes())],
             failure: Vec::new(),
         };
         let committed = self.store.txn(txn).await;

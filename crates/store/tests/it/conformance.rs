@@ -136,7 +136,7 @@ async fn concurrent_writers_serialise((store, _dir): Fixture) {
                         });
                         let txn = Txn {
                             compares: vec![Compare::ModRevision { key: b"counter".to_vec(), revision: seen }],
-                            success: vec![Op::put(*b"counter", (n + 1).to_string())],
+                            success: vec![Op::put(*b"counter", (n + 1).to_string().as_bytes())],
                             failure: vec![],
                         };
                         let r = store.txn(txn).await.unwrap();

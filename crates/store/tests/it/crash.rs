@@ -139,7 +139,7 @@ async fn writer_process() {
                         Op::put(key(writer, seq, "a"), value.clone()),
                         Op::put(key(writer, seq, "b"), value.clone()),
                         Op::put(key(writer, seq, "c"), value),
-                        Op::put(counter(writer), seq.to_string()),
+                        Op::put(counter(writer), seq.to_string().as_bytes()),
                     ],
                     failure: vec![],
                 };
