@@ -6,6 +6,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import uuid
 
 import botocore.exceptions
 import pytest
@@ -188,7 +189,7 @@ def test_batches(sqs):
     assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "1"}, {"Id": "a", "MessageBody": "2"}])) == "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
     assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[])) == "AWS.SimpleQueueService.EmptyBatchRequest"
     assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a b", "MessageBody": "1"}])) == "AWS.SimpleQueueService.InvalidBatchEntryId"
-    big = "x" * 200_000
+    big = "x" * 600_000  # two of them pass the 1 MiB a batch may hold
     assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": big}, {"Id": "b", "MessageBody": big}])) == "AWS.SimpleQueueService.BatchRequestTooLong"
     partial = sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "good", "MessageBody": "ok"}, {"Id": "bad", "MessageBody": "ok", "DelaySeconds": 901}])
     assert [e["Id"] for e in partial["Successful"]] == ["good"] and partial["Failed"][0]["Code"] == "InvalidParameterValue"
@@ -351,13 +352,15 @@ def test_message_move_task_redrives_the_dead_letter_queue(sqs):
         if task["Status"] != "RUNNING" or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert task["TaskHandle"] == handle and task["Status"] == "COMPLETED", task
+    assert task["Status"] == "COMPLETED" and "TaskHandle" not in task, task  # a handle only while it runs
     assert task["ApproximateNumberOfMessagesMoved"] == 25 and task["ApproximateNumberOfMessagesToMove"] == 25
     assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"] == "25"
     assert error_code(lambda: sqs.start_message_move_task(SourceArn=url.replace("redrive-src", "nope"))) == "ResourceNotFoundException"
     src_arn = dlq_arn.replace("redrive-dlq", "redrive-src")
     assert error_code(lambda: sqs.start_message_move_task(SourceArn=src_arn)) == "InvalidParameterValue"
     assert error_code(lambda: sqs.cancel_message_move_task(TaskHandle=handle)) == "InvalidParameterValue"
+    assert error_code(lambda: sqs.cancel_message_move_task(TaskHandle="garbage")) == "InvalidParameterValue"
+    assert error_code(lambda: sqs.cancel_message_move_task(TaskHandle=str(uuid.uuid4()))) == "ResourceNotFoundException"
 
 
 def test_fifo_receive_attempt_id_repeats_the_same_batch(sqs):
@@ -443,3 +446,96 @@ def test_messages_past_their_retention_period_are_swept_away(start_stratus):
     view = json.loads(urllib.request.urlopen(server.url + "/_stratus/sqs", timeout=10).read())
     recent = {q["name"]: q for q in view["queues"]}["short-lived"]["recent"]
     assert ("expired", old) in [(e["event"], e["message_id"]) for e in recent]
+
+
+def failure(call):
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        call()
+    response = raised.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Message"]
+
+
+def test_sizes_and_identifiers_as_sqs_limits_them(sqs):
+    url = sqs.create_queue(QueueName="limits")["QueueUrl"]
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"])["Attributes"] == {"MaximumMessageSize": "1048576"}
+    sqs.send_message(QueueUrl=url, MessageBody="x" * 1_048_576)
+    code, status, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="x" * 1_048_577))
+    assert (code, status) == ("InvalidParameterValue", 400) and "1048576 bytes" in message
+    assert failure(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"MaximumMessageSize": "1048577"}))[0] == "InvalidAttributeValue"
+    # No attribute names asks for nothing.
+    assert "Attributes" not in sqs.get_queue_attributes(QueueUrl=url)
+    empty = {"Note": {"DataType": "String", "StringValue": ""}}
+    code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="b", MessageAttributes=empty))
+    assert code == "InvalidParameterValue" and message == "Message (user) attribute 'Note' must contain a non-empty value of type 'String'."
+    for group in ["", "g" * 129, "a b", "é"]:
+        code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="b", MessageGroupId=group))
+        assert code == "InvalidParameterValue" and "MessageGroupId can only include alphanumeric and punctuation" in message, group
+    sqs.send_message(QueueUrl=url, MessageBody="b", MessageGroupId="g-1:{x}!" + "y" * 119)
+
+    fifo = sqs.create_queue(QueueName="limits.fifo", Attributes={"FifoQueue": "true", "DelaySeconds": "1"})["QueueUrl"]
+    code, _, message = failure(lambda: sqs.send_message(QueueUrl=fifo, MessageBody="b", MessageGroupId="g", MessageDeduplicationId="a b"))
+    assert code == "InvalidParameterValue" and "MessageDeduplicationId can only include" in message
+    # DelaySeconds=0 asks for no delay of the message's own: the queue's applies.
+    sqs.send_message(QueueUrl=fifo, MessageBody="zero", MessageGroupId="g", MessageDeduplicationId="d0", DelaySeconds=0)
+    assert "Messages" not in sqs.receive_message(QueueUrl=fifo)
+    assert sqs.receive_message(QueueUrl=fifo, WaitTimeSeconds=3)["Messages"][0]["Body"] == "zero"
+    code, _, message = failure(lambda: sqs.send_message(QueueUrl=fifo, MessageBody="b", MessageGroupId="g", MessageDeduplicationId="d2", DelaySeconds=2))
+    assert code == "InvalidParameterValue" and message.startswith("Value 2 for parameter DelaySeconds is invalid.")
+
+
+def test_queue_attribute_rules(sqs):
+    assert failure(lambda: sqs.create_queue(QueueName="plain", Attributes={"FifoQueue": "false"}))[0] == "InvalidAttributeName"
+    plain = sqs.create_queue(QueueName="plain")["QueueUrl"]
+    code, _, message = failure(lambda: sqs.set_queue_attributes(QueueUrl=plain, Attributes={"DeduplicationScope": "queue"}))
+    assert (code, message) == ("InvalidAttributeName", "You can specify the DeduplicationScope only when FifoQueue is set to true.")
+    fifo = sqs.create_queue(QueueName="kind.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=fifo, Attributes={"FifoQueue": "true"})
+    code, _, message = failure(lambda: sqs.set_queue_attributes(QueueUrl=fifo, Attributes={"FifoQueue": "false"}))
+    assert code == "InvalidAttributeValue" and "Modifying queue type is not supported." in message
+
+    # An empty redrive policy removes it, when set and when created with one.
+    dlq = sqs.create_queue(QueueName="rules-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
+    sources = [sqs.create_queue(QueueName=f"rules-src-{i}", Attributes={"RedrivePolicy": policy})["QueueUrl"] for i in range(3)]
+    sqs.set_queue_attributes(QueueUrl=sources[2], Attributes={"RedrivePolicy": ""})
+    assert "Attributes" not in sqs.get_queue_attributes(QueueUrl=sources[2], AttributeNames=["RedrivePolicy"])
+    sqs.create_queue(QueueName="rules-none", Attributes={"RedrivePolicy": "", "RedriveAllowPolicy": ""})
+    # Dead-letter sources a page at a time.
+    first = sqs.list_dead_letter_source_queues(QueueUrl=dlq, MaxResults=1)
+    assert first["queueUrls"] == sources[:1] and "NextToken" in first
+    second = sqs.list_dead_letter_source_queues(QueueUrl=dlq, MaxResults=1, NextToken=first["NextToken"])
+    assert second["queueUrls"] == sources[1:2] and "NextToken" not in second
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == sources[:2]
+    assert failure(lambda: sqs.list_dead_letter_source_queues(QueueUrl=dlq, MaxResults=0))[0] == "InvalidParameterValue"
+
+    # Tags: overwriting one of 50 adds none; more than 50 at creation is refused.
+    tags = {f"k{i}": "v" for i in range(50)}
+    sqs.tag_queue(QueueUrl=plain, Tags=tags)
+    sqs.tag_queue(QueueUrl=plain, Tags={"k1": "new"})
+    assert sqs.list_queue_tags(QueueUrl=plain)["Tags"]["k1"] == "new"
+    assert failure(lambda: sqs.tag_queue(QueueUrl=plain, Tags={"k50": "v"}))[0] == "InvalidParameterValue"
+    assert failure(lambda: sqs.create_queue(QueueName="tagged", tags={**tags, "k50": "v"}))[0] == "InvalidParameterValue"
+
+    # A purge within a minute of the last is refused with 403.
+    sqs.purge_queue(QueueUrl=plain)
+    assert failure(lambda: sqs.purge_queue(QueueUrl=plain))[:2] == ("AWS.SimpleQueueService.PurgeQueueInProgress", 403)
+
+
+def test_receipt_handles_once_the_visibility_timeout_passes(sqs):
+    url = sqs.create_queue(QueueName="expiring")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="b")
+    handle = sqs.receive_message(QueueUrl=url, VisibilityTimeout=1)["Messages"][0]["ReceiptHandle"]
+    time.sleep(1.2)
+    # Still the latest receive's handle: it hides the message again.
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=30)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
+
+    fifo = sqs.create_queue(QueueName="expiring.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    sqs.send_message(QueueUrl=fifo, MessageBody="b", MessageGroupId="g")
+    handle = sqs.receive_message(QueueUrl=fifo, VisibilityTimeout=1)["Messages"][0]["ReceiptHandle"]
+    time.sleep(1.2)
+    code, _, message = failure(lambda: sqs.delete_message(QueueUrl=fifo, ReceiptHandle=handle))
+    assert code == "InvalidParameterValue" and message.endswith("Reason: The receipt handle has expired.")
+    assert sqs.receive_message(QueueUrl=fifo)["Messages"][0]["Body"] == "b"

@@ -226,7 +226,7 @@ const scenarios = {
       send(sqs.GetQueueAttributesCommand, { QueueUrl: url, AttributeNames: ["NoSuchAttribute"] }),
     );
     assert.ok(attribute instanceof sqs.InvalidAttributeName, attribute.name);
-    const big = await failure(send(sqs.SendMessageCommand, { QueueUrl: url, MessageBody: "x".repeat(262_145) }));
+    const big = await failure(send(sqs.SendMessageCommand, { QueueUrl: url, MessageBody: "x".repeat(1_048_577) }));
     assert.equal(big.name, "InvalidParameterValue");
     assert.equal(big.$metadata.httpStatusCode, 400);
     const wait = await failure(send(sqs.ReceiveMessageCommand, { QueueUrl: url, WaitTimeSeconds: 21 }));

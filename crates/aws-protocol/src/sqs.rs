@@ -114,10 +114,8 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
             Value::Object(out)
         }
         "GetQueueAttributes" => {
-            let mut names = input.string_list("AttributeNames");
-            if names.is_empty() {
-                names.push("All".into());
-            }
+            // No names asks for nothing (an empty answer, as the API reference says), not for all.
+            let names = input.string_list("AttributeNames");
             let attributes = sqs.get_attributes(&input.queue()?, &names)?;
             if attributes.is_empty() { json!({}) } else { json!({ "Attributes": pairs(attributes) }) }
         }
@@ -226,8 +224,14 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
             json!({})
         }
         "ListDeadLetterSourceQueues" => {
-            let sources = sqs.dead_letter_source_queues(&input.queue()?)?;
-            json!({ "queueUrls": sources.iter().map(|id| url(ctx, id)).collect::<Vec<_>>() })
+            let max = input.number("MaxResults")?.map(|m| m as usize);
+            let token = input.string("NextToken");
+            let (sources, next) = sqs.dead_letter_source_queues(&input.queue()?, max, token.as_deref())?;
+            let mut out = json!({ "queueUrls": sources.iter().map(|id| url(ctx, id)).collect::<Vec<_>>() });
+            if let Some(next) = next {
+                out["NextToken"] = next.into();
+            }
+            out
         }
         "AddPermission" => {
             let label = input.required("Label")?;
@@ -257,11 +261,12 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
                 .into_iter()
                 .map(|t| {
                     let mut out = json!({
-                        "TaskHandle": t.handle, "Status": t.status, "SourceArn": t.source_arn,
+                        "Status": t.status, "SourceArn": t.source_arn,
                         "ApproximateNumberOfMessagesMoved": t.moved, "ApproximateNumberOfMessagesToMove": t.to_move,
                         "StartedTimestamp": t.started_ms,
                     });
                     for (name, value) in [
+                        ("TaskHandle", t.handle.map(Value::from)),
                         ("DestinationArn", t.destination_arn.map(Value::from)),
                         ("MaxNumberOfMessagesPerSecond", t.max_per_second.map(Value::from)),
                         ("FailureReason", t.failure.map(Value::from)),
@@ -502,7 +507,9 @@ fn to_aws(error: SqsError) -> AwsError {
             );
         }
     };
-    let mut aws = AwsError::sender(code, message);
+    // SQS answers a purge within a minute of the last with 403, its other errors with 400.
+    let status = if code == "PurgeQueueInProgress" { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
+    let mut aws = AwsError::new(status, code, message);
     aws.query_code = query_code.map(String::from);
     aws
 }

@@ -7,7 +7,7 @@ use crate::SqsError;
 /// Attributes a caller may set, with their defaults ("" means unset by default).
 const SETTABLE: &[(&str, &str)] = &[
     ("DelaySeconds", "0"),
-    ("MaximumMessageSize", "262144"),
+    ("MaximumMessageSize", "1048576"),
     ("MessageRetentionPeriod", "345600"),
     ("Policy", ""),
     ("ReceiveMessageWaitTimeSeconds", "0"),
@@ -25,6 +25,8 @@ const FIFO_SETTABLE: &[(&str, &str)] = &[
     ("DeduplicationScope", "queue"),
     ("FifoThroughputLimit", "perQueue"),
 ];
+/// Attributes that an empty value removes, as in SQS.
+pub(crate) const REMOVED_WHEN_EMPTY: &[&str] = &["Policy", "RedrivePolicy", "RedriveAllowPolicy"];
 /// Attributes SQS computes.
 pub(crate) const COMPUTED: &[&str] = &[
     "ApproximateNumberOfMessages",
@@ -52,8 +54,8 @@ pub(crate) fn all_names(fifo: bool) -> impl Iterator<Item = &'static str> {
     SETTABLE.iter().chain(fifo_names).map(|(k, _)| *k).chain(COMPUTED.iter().copied())
 }
 
-/// Checks one attribute a caller wants to set; `creating` allows `FifoQueue`.
-pub(crate) fn validate(name: &str, value: &str, fifo: bool, creating: bool) -> Result<(), SqsError> {
+/// Checks one attribute a caller wants to set on a queue, new or not, of this kind.
+pub(crate) fn validate(name: &str, value: &str, fifo: bool) -> Result<(), SqsError> {
     let known = SETTABLE.iter().any(|(k, _)| *k == name) || FIFO_SETTABLE.iter().any(|(k, _)| *k == name);
     if !known {
         return Err(SqsError::InvalidAttributeName(format!("Unknown Attribute {name}.")));
@@ -65,22 +67,31 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool, creating: bool) -> R
     };
     match name {
         "DelaySeconds" => in_range(0, 900),
-        "MaximumMessageSize" => in_range(1024, 262_144),
+        "MaximumMessageSize" => in_range(1024, 1_048_576),
         "MessageRetentionPeriod" => in_range(60, 1_209_600),
         "ReceiveMessageWaitTimeSeconds" => in_range(0, 20),
         "VisibilityTimeout" => in_range(0, 43_200),
         "KmsDataKeyReusePeriodSeconds" => in_range(60, 86_400),
         "SqsManagedSseEnabled" => bool_value(value).map(|_| ()).ok_or_else(invalid),
+        // Empty removes the policy.
+        "RedrivePolicy" | "RedriveAllowPolicy" if value.is_empty() => Ok(()),
         "RedrivePolicy" => redrive_policy(value).map(|_| ()),
         "RedriveAllowPolicy" => redrive_allow_policy(value).map(|_| ()),
-        "FifoQueue" if !creating => Err(SqsError::InvalidAttributeName(format!("Unknown Attribute {name}."))),
-        "FifoQueue" => match bool_value(value) {
-            Some(v) if v == fifo => Ok(()),
-            _ => Err(invalid()),
-        },
-        "ContentBasedDeduplication" | "DeduplicationScope" | "FifoThroughputLimit" if !fifo => {
+        // A standard queue has no FifoQueue attribute, not even `false`.
+        "FifoQueue" | "ContentBasedDeduplication" if !fifo => {
             Err(SqsError::InvalidAttributeName(format!("Unknown Attribute {name}.")))
         }
+        "DeduplicationScope" | "FifoThroughputLimit" if !fifo => Err(SqsError::InvalidAttributeName(format!(
+            "You can specify the {name} only when FifoQueue is set to true."
+        ))),
+        "FifoQueue" => match bool_value(value) {
+            Some(true) => Ok(()),
+            // (A new queue's name already said which kind it is: `Sqs::create_queue`.)
+            Some(false) => Err(SqsError::InvalidAttributeValue(format!(
+                "Invalid value for the parameter {name}. Reason: Modifying queue type is not supported."
+            ))),
+            _ => Err(invalid()),
+        },
         "ContentBasedDeduplication" => bool_value(value).map(|_| ()).ok_or_else(invalid),
         "DeduplicationScope" if value == "queue" || value == "messageGroup" => Ok(()),
         "FifoThroughputLimit" if value == "perQueue" || value == "perMessageGroupId" => Ok(()),
@@ -160,18 +171,14 @@ mod tests {
 
     #[test]
     fn validates_ranges_and_names() {
-        assert!(validate("VisibilityTimeout", "43200", false, false).is_ok());
-        assert!(matches!(
-            validate("VisibilityTimeout", "43201", false, false),
-            Err(SqsError::InvalidAttributeValue(_))
-        ));
-        assert!(matches!(validate("Colour", "blue", false, false), Err(SqsError::InvalidAttributeName(_))));
-        assert!(matches!(
-            validate("ContentBasedDeduplication", "true", false, true),
-            Err(SqsError::InvalidAttributeName(_))
-        ));
-        assert!(validate("FifoQueue", "true", true, true).is_ok());
-        assert!(validate("FifoQueue", "true", false, true).is_err());
+        assert!(validate("VisibilityTimeout", "43200", false).is_ok());
+        assert!(matches!(validate("VisibilityTimeout", "43201", false), Err(SqsError::InvalidAttributeValue(_))));
+        assert!(matches!(validate("Colour", "blue", false), Err(SqsError::InvalidAttributeName(_))));
+        assert!(matches!(validate("ContentBasedDeduplication", "true", false), Err(SqsError::InvalidAttributeName(_))));
+        assert!(validate("FifoQueue", "true", true).is_ok(), "setting what it is changes nothing");
+        assert!(matches!(validate("FifoQueue", "false", true), Err(SqsError::InvalidAttributeValue(_))));
+        assert!(matches!(validate("FifoQueue", "false", false), Err(SqsError::InvalidAttributeName(_))));
+        assert!(validate("RedrivePolicy", "", false).is_ok(), "empty removes it");
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub enum SqsError {
     Store(#[from] StoreError),
 }
 
-const SEND_BATCH_MAX_BYTES: u64 = 262_144;
+const SEND_BATCH_MAX_BYTES: u64 = 1_048_576;
 const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 struct QueueCell {
@@ -271,9 +271,14 @@ impl Sqs {
                 SqsError::InvalidAttributeValue(why.into())
             });
         }
+        let tags: BTreeMap<String, String> = tags.into_iter().collect();
+        check_tag_count(tags.len())?;
         let mut wanted = attributes::defaults(fifo);
         for (name, value) in &requested {
-            attributes::validate(name, value, fifo, true)?;
+            attributes::validate(name, value, fifo)?;
+            if value.is_empty() && attributes::REMOVED_WHEN_EMPTY.contains(&name.as_str()) {
+                continue;
+            }
             wanted.insert(name.clone(), value.clone());
         }
         if let Some(policy) = wanted.get("RedrivePolicy") {
@@ -287,7 +292,7 @@ impl Sqs {
                 let existing = existing.lock();
                 let differing: Vec<&str> = requested
                     .iter()
-                    .filter(|(name, value)| existing.attributes.get(name) != Some(value))
+                    .filter(|(name, value)| existing.attributes.get(name).map_or("", String::as_str) != value)
                     .map(|(name, _)| name.as_str())
                     .collect();
                 return if differing.is_empty() {
@@ -308,7 +313,7 @@ impl Sqs {
                 id: id.clone(),
                 fifo,
                 attributes: wanted,
-                tags: tags.into_iter().collect(),
+                tags,
                 created: now,
                 modified: now,
                 messages: BTreeMap::new(),
@@ -352,7 +357,7 @@ impl Sqs {
         Ok(())
     }
 
-    /// Queue names in order, from after `after`; the second value is where the next page starts.
+    /// The queues whose names start with `prefix`, a page at a time (see `page`).
     pub fn list_queues(
         &self,
         account: &str,
@@ -361,32 +366,13 @@ impl Sqs {
         max_results: Option<usize>,
         next_token: Option<&str>,
     ) -> Result<(Vec<QueueId>, Option<String>), SqsError> {
-        if max_results.is_some_and(|m| !(1..=1000).contains(&m)) {
-            return Err(SqsError::InvalidParameterValue(
-                "Value for parameter MaxResults is invalid. Reason: MaxResults must be an integer between 1 and 1000."
-                    .into(),
-            ));
-        }
-        let after = match next_token {
-            Some(token) => Some(
-                decode_token(token)
-                    .ok_or_else(|| SqsError::InvalidParameterValue("Invalid NextToken value.".into()))?,
-            ),
-            None => None,
-        };
-        let mut names: Vec<QueueId> = self
+        let names: Vec<QueueId> = self
             .registry()
             .keys()
             .filter(|id| id.account == account && id.region == region && id.name.starts_with(prefix))
-            .filter(|id| after.as_ref().is_none_or(|a| &id.name > a))
             .cloned()
             .collect();
-        names.sort();
-        let limit = max_results.unwrap_or(1000);
-        let more = names.len() > limit && max_results.is_some();
-        names.truncate(limit);
-        let token = if more { names.last().map(|id| encode_token(&id.name)) } else { None };
-        Ok((names, token))
+        page(names, max_results, next_token)
     }
 
     pub fn queue_exists(&self, id: &QueueId) -> Result<(), SqsError> {
@@ -436,11 +422,10 @@ impl Sqs {
         let record = {
             let mut queue = cell.lock();
             for (name, value) in &changes {
-                attributes::validate(name, value, queue.fifo, false)?;
+                attributes::validate(name, value, queue.fifo)?;
             }
             for (name, value) in changes {
-                // An empty policy removes it, as in SQS.
-                if value.is_empty() && matches!(name.as_str(), "Policy" | "RedrivePolicy" | "RedriveAllowPolicy") {
+                if value.is_empty() && attributes::REMOVED_WHEN_EMPTY.contains(&name.as_str()) {
                     queue.attributes.remove(&name);
                 } else {
                     queue.attributes.insert(name, value);
@@ -505,15 +490,14 @@ impl Sqs {
         let cell = self.cell(id)?;
         let record = {
             let mut queue = cell.lock();
-            if queue.tags.len() + add.len() > 50 + remove.len() {
-                return Err(SqsError::InvalidParameterValue(
-                    "Too many tags added for queue. Queues can have at most 50 tags.".into(),
-                ));
-            }
-            queue.tags.extend(add);
+            // A key the queue has already is overwritten, not added.
+            let mut tags = queue.tags.clone();
+            tags.extend(add);
             for key in remove {
-                queue.tags.remove(&key);
+                tags.remove(&key);
             }
+            check_tag_count(tags.len())?;
+            queue.tags = tags;
             // Submitted under the queue's lock: snapshots of the queue commit in the order taken.
             self.store.txn(Txn::ops(vec![storage::queue_op(&queue)]))
         };
@@ -521,19 +505,28 @@ impl Sqs {
         Ok(())
     }
 
-    /// The queues whose redrive policy names `id` as their dead-letter queue.
-    pub fn dead_letter_source_queues(&self, id: &QueueId) -> Result<Vec<QueueId>, SqsError> {
+    /// The queues whose redrive policy names `id` as their dead-letter queue, a page at a time
+    /// (see `page`).
+    pub fn dead_letter_source_queues(
+        &self,
+        id: &QueueId,
+        max_results: Option<usize>,
+        next_token: Option<&str>,
+    ) -> Result<(Vec<QueueId>, Option<String>), SqsError> {
+        let sources = self.all_dead_letter_sources(id)?;
+        page(sources, max_results, next_token)
+    }
+
+    pub(crate) fn all_dead_letter_sources(&self, id: &QueueId) -> Result<Vec<QueueId>, SqsError> {
         let arn = self.cell(id)?.lock().arn();
         let cells: Vec<_> = self.registry().values().cloned().collect();
-        let mut sources: Vec<QueueId> = cells
+        Ok(cells
             .iter()
             .filter_map(|c| {
                 let q = c.lock();
                 q.redrive_policy().filter(|p| p.target_arn == arn).map(|_| q.id.clone())
             })
-            .collect();
-        sources.sort();
-        Ok(sources)
+            .collect())
     }
 
     pub async fn send(&self, id: &QueueId, sender: &str, message: SendMessage) -> Result<Sent, SqsError> {
@@ -738,23 +731,31 @@ impl Sqs {
     }
 
     /// Deletes the messages the handles name. A handle from an earlier receive of a message that
-    /// has been received again since succeeds without deleting it, as in SQS.
+    /// has been received again since succeeds without deleting it, as in SQS; in a FIFO queue, a
+    /// handle whose visibility timeout has passed has expired.
     async fn delete_many(&self, id: &QueueId, handles: Vec<String>) -> Result<Vec<Result<(), SqsError>>, SqsError> {
         let cell = self.cell(id)?;
+        let now = now_ms();
         let mut ops = Vec::new();
         let (results, pending) = {
             let mut queue = cell.lock();
             let results = handles
                 .into_iter()
                 .map(|handle| {
-                    let (seq, token) = receipt_for(&queue, handle)?;
+                    let (seq, token) = receipt_for(&queue, &handle)?;
                     let uid = queue.uid;
-                    if queue.messages.get(&seq).is_some_and(|m| m.token == token && !m.pending)
+                    let current = queue.messages.get(&seq).filter(|m| m.token == token && !m.pending);
+                    if queue.fifo && current.is_some_and(|m| m.visible_at_ms <= now) {
+                        return Err(SqsError::InvalidParameterValue(format!(
+                            "Value {handle} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+                        )));
+                    }
+                    if current.is_some()
                         && let Some(message) = queue.remove(seq)
                     {
-                        queue.trace(now_ms(), message.record.id(), "deleted", None);
+                        queue.trace(now, message.record.id(), "deleted", None);
                         ops.extend(storage::delete_message_ops(uid, seq));
-                        ops.extend(storage::keep_dedup_op(&mut queue, &message, now_ms()));
+                        ops.extend(storage::keep_dedup_op(&mut queue, &message, now));
                     }
                     Ok(())
                 })
@@ -805,10 +806,12 @@ impl Sqs {
                             "Value {timeout} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200, if provided."
                         )));
                     }
-                    let (seq, token) = receipt_for(&queue, handle)?;
+                    let (seq, token) = receipt_for(&queue, &handle)?;
                     let uid = queue.uid;
-                    let in_flight = queue.messages.get(&seq).is_some_and(|m| m.token == token && m.visible_at_ms > now);
-                    if !in_flight {
+                    // The latest receive's handle, even once its visibility timeout has passed (the
+                    // message is then hidden again), as in SQS.
+                    let latest = queue.messages.get(&seq).is_some_and(|m| m.token == token && !m.pending);
+                    if !latest {
                         return Err(SqsError::MessageNotInflight);
                     }
                     queue.set_visible_at(seq, now + timeout * 1000);
@@ -1179,10 +1182,12 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
     }
     check_message_attributes(&message.attributes)?;
     let delay = match message.delay_seconds {
-        Some(_) if queue.fifo => {
-            return Err(SqsError::InvalidParameterValue(
-                "Value for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type.".into(),
-            ));
+        // FIFO messages have no delay of their own; 0 asks for none, and gets the queue's.
+        Some(0) if queue.fifo => queue.attribute_u64("DelaySeconds"),
+        Some(d) if queue.fifo => {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Value {d} for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type."
+            )));
         }
         Some(d) if d > 900 => {
             return Err(SqsError::InvalidParameterValue(format!(
@@ -1192,6 +1197,16 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
         Some(d) => d,
         None => queue.attribute_u64("DelaySeconds"),
     };
+    for (parameter, value) in [("MessageGroupId", &message.group_id), ("MessageDeduplicationId", &message.dedup_id)] {
+        // Alphanumeric and punctuation: printable ASCII but the space.
+        if let Some(value) =
+            value.as_deref().filter(|v| v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Value {value} for parameter {parameter} is invalid. Reason: {parameter} can only include alphanumeric and punctuation characters. 1 to 128 in length."
+            )));
+        }
+    }
     let md5_of_body = digest::md5_hex(message.body.as_bytes());
     let md5_of_attributes = digest::md5_of_attributes(&message.attributes);
     let md5_of_system_attributes = digest::md5_of_attributes(&message.system_attributes);
@@ -1266,6 +1281,15 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
     Ok(Prepared::New(Box::new(message), sent))
 }
 
+fn check_tag_count(count: usize) -> Result<(), SqsError> {
+    if count > 50 {
+        return Err(SqsError::InvalidParameterValue(
+            "Too many tags added for queue. Queues can have at most 50 tags.".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsError> {
     if attributes.len() > 10 {
         return Err(SqsError::InvalidParameterValue(
@@ -1274,6 +1298,16 @@ fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsEr
     }
     for attribute in attributes {
         let base = attribute.data_type.split('.').next().unwrap_or("");
+        let empty = match &attribute.value {
+            AttributeValue::String(s) => s.is_empty(),
+            AttributeValue::Binary(b) => b.is_empty(),
+        };
+        if empty && matches!(base, "String" | "Number" | "Binary") {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Message (user) attribute '{}' must contain a non-empty value of type '{base}'.",
+                attribute.name
+            )));
+        }
         let fits = match (&attribute.value, base) {
             (AttributeValue::String(s), "String") => valid_characters(s),
             (AttributeValue::String(s), "Number") => s.trim().parse::<f64>().is_ok(),
@@ -1364,10 +1398,10 @@ fn receipt(uid: u64, seq: u64, token: u64) -> String {
 }
 
 /// The (sequence, token) a receipt handle names, if it is one of this queue's.
-fn receipt_for(queue: &Queue, handle: String) -> Result<(u64, u64), SqsError> {
-    match parse_receipt(&handle) {
+fn receipt_for(queue: &Queue, handle: &str) -> Result<(u64, u64), SqsError> {
+    match parse_receipt(handle) {
         Some((uid, seq, token)) if uid == queue.uid => Ok((seq, token)),
-        _ => Err(SqsError::ReceiptHandleIsInvalid(handle)),
+        _ => Err(SqsError::ReceiptHandleIsInvalid(handle.to_string())),
     }
 }
 
@@ -1375,6 +1409,33 @@ fn parse_receipt(handle: &str) -> Option<(u64, u64, u64)> {
     let text = String::from_utf8(BASE64.decode(handle).ok()?).ok()?;
     let mut parts = text.split(':').map(|p| u64::from_str_radix(p, 16).ok());
     Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// One page of queues of one account and region, by name: those after the one `next_token`
+/// names, at most `max_results` (1 to 1,000) of them, and the token of the next page. As in SQS,
+/// only a request that sets `max_results` gets a token.
+fn page(
+    mut ids: Vec<QueueId>,
+    max_results: Option<usize>,
+    next_token: Option<&str>,
+) -> Result<(Vec<QueueId>, Option<String>), SqsError> {
+    if max_results.is_some_and(|m| !(1..=1000).contains(&m)) {
+        return Err(SqsError::InvalidParameterValue(
+            "Value for parameter MaxResults is invalid. Reason: MaxResults must be an integer between 1 and 1000."
+                .into(),
+        ));
+    }
+    if let Some(token) = next_token {
+        let after =
+            decode_token(token).ok_or_else(|| SqsError::InvalidParameterValue("Invalid NextToken value.".into()))?;
+        ids.retain(|id| id.name > after);
+    }
+    ids.sort();
+    let limit = max_results.unwrap_or(1000);
+    let more = ids.len() > limit && max_results.is_some();
+    ids.truncate(limit);
+    let token = if more { ids.last().map(|id| encode_token(&id.name)) } else { None };
+    Ok((ids, token))
 }
 
 fn encode_token(name: &str) -> String {

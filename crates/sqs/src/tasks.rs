@@ -12,7 +12,8 @@ use crate::{QueueId, Sqs, SqsError, now_ms, storage};
 
 /// A task as ListMessageMoveTasks reports it.
 pub struct MoveTaskView {
-    pub handle: String,
+    /// Only while the task runs, as in SQS: it is for cancelling.
+    pub handle: Option<String>,
     /// RUNNING, COMPLETED, CANCELLING, CANCELLED or FAILED.
     pub status: &'static str,
     pub source_arn: String,
@@ -59,7 +60,7 @@ impl Sqs {
         };
         let source = QueueId::from_arn(source_arn).ok_or_else(not_found)?;
         let cell = self.cell(&source).map_err(|_| not_found())?;
-        if self.dead_letter_source_queues(&source)?.is_empty() {
+        if self.all_dead_letter_sources(&source)?.is_empty() {
             return Err(SqsError::InvalidParameterValue(
                 "Source queue must be configured as a Dead Letter Queue.".into(),
             ));
@@ -115,7 +116,7 @@ impl Sqs {
             tasks.iter().rev().filter(|t| t.source == source).take(max_results.unwrap_or(1).clamp(1, 10)).map(|t| {
                 let (status, failure) = t.status();
                 MoveTaskView {
-                    handle: t.handle.clone(),
+                    handle: (status == "RUNNING").then(|| t.handle.clone()),
                     status,
                     source_arn: t.source.arn(),
                     destination_arn: t.destination.as_ref().map(QueueId::arn),
@@ -131,6 +132,10 @@ impl Sqs {
 
     /// Stops a running task; returns how many messages it had moved.
     pub fn cancel_move_task(&self, handle: &str) -> Result<u64, SqsError> {
+        // A handle that is not one of ours at all is invalid; one of ours, unknown here, not found.
+        if uuid::Uuid::parse_str(handle).is_err() {
+            return Err(SqsError::InvalidParameterValue("Value for parameter TaskHandle is invalid.".into()));
+        }
         let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         let task = tasks
             .iter()
