@@ -517,6 +517,17 @@ def test_queue_attribute_rules(sqs):
     assert failure(lambda: sqs.tag_queue(QueueUrl=plain, Tags={"k50": "v"}))[0] == "InvalidParameterValue"
     assert failure(lambda: sqs.create_queue(QueueName="tagged", tags={**tags, "k50": "v"}))[0] == "InvalidParameterValue"
 
+    # Encryption by SQS-managed keys or by a KMS key, not both.
+    encrypted = sqs.get_queue_attributes(QueueUrl=plain, AttributeNames=["All"])["Attributes"]
+    assert encrypted["SqsManagedSseEnabled"] == "true" and "KmsDataKeyReusePeriodSeconds" not in encrypted
+    sqs.set_queue_attributes(QueueUrl=plain, Attributes={"KmsMasterKeyId": "alias/mine"})
+    encrypted = sqs.get_queue_attributes(QueueUrl=plain, AttributeNames=["All"])["Attributes"]
+    assert (encrypted["SqsManagedSseEnabled"], encrypted["KmsDataKeyReusePeriodSeconds"]) == ("false", "300")
+    sqs.set_queue_attributes(QueueUrl=plain, Attributes={"KmsMasterKeyId": ""})
+    assert "KmsMasterKeyId" not in sqs.get_queue_attributes(QueueUrl=plain, AttributeNames=["All"])["Attributes"]
+    both = {"KmsMasterKeyId": "alias/mine", "SqsManagedSseEnabled": "true"}
+    assert failure(lambda: sqs.create_queue(QueueName="both", Attributes=both))[0] == "InvalidAttributeName"
+
     # A purge within a minute of the last is refused with 403.
     sqs.purge_queue(QueueUrl=plain)
     assert failure(lambda: sqs.purge_queue(QueueUrl=plain))[:2] == ("AWS.SimpleQueueService.PurgeQueueInProgress", 403)

@@ -15,7 +15,8 @@ const SETTABLE: &[(&str, &str)] = &[
     ("RedriveAllowPolicy", ""),
     ("VisibilityTimeout", "30"),
     ("KmsMasterKeyId", ""),
-    ("KmsDataKeyReusePeriodSeconds", "300"),
+    // Only with a KMS key (see `settle_encryption`).
+    ("KmsDataKeyReusePeriodSeconds", ""),
     ("SqsManagedSseEnabled", "true"),
 ];
 /// Attributes only FIFO queues have.
@@ -100,6 +101,33 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool) -> Result<(), SqsErr
     }
 }
 
+/// Encryption is by SQS-managed keys (the default) or by a KMS key, never both: after `changes`
+/// were applied to `attributes`, makes them say which, as SQS does. A KMS key brings its data key
+/// reuse period (300 s by default) and turns SQS-managed encryption off; turning that on, or an
+/// empty key, drops the key and its period.
+pub(crate) fn settle_encryption(
+    attributes: &mut BTreeMap<String, String>,
+    changes: &[(String, String)],
+) -> Result<(), SqsError> {
+    let changed = |name: &str| changes.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let kms_key = changed("KmsMasterKeyId").is_some_and(|k| !k.is_empty());
+    let sqs_managed = changed("SqsManagedSseEnabled").and_then(bool_value) == Some(true);
+    if kms_key && sqs_managed {
+        return Err(SqsError::InvalidAttributeName(
+            "You can use one type of server-side encryption (SSE) at one time. You can either enable KMS SSE or SQS SSE."
+                .into(),
+        ));
+    }
+    if sqs_managed || attributes.get("KmsMasterKeyId").is_none_or(|k| k.is_empty()) {
+        attributes.remove("KmsMasterKeyId");
+        attributes.remove("KmsDataKeyReusePeriodSeconds");
+    } else {
+        attributes.insert("SqsManagedSseEnabled".into(), "false".into());
+        attributes.entry("KmsDataKeyReusePeriodSeconds".into()).or_insert_with(|| "300".into());
+    }
+    Ok(())
+}
+
 pub(crate) fn bool_value(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "true" => Some(true),
@@ -179,6 +207,30 @@ mod tests {
         assert!(matches!(validate("FifoQueue", "false", true), Err(SqsError::InvalidAttributeValue(_))));
         assert!(matches!(validate("FifoQueue", "false", false), Err(SqsError::InvalidAttributeName(_))));
         assert!(validate("RedrivePolicy", "", false).is_ok(), "empty removes it");
+    }
+
+    #[test]
+    fn encryption_is_by_sqs_or_by_kms() {
+        let set = |attributes: &mut BTreeMap<String, String>, changes: &[(&str, &str)]| {
+            let changes: Vec<(String, String)> = changes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            for (k, v) in &changes {
+                attributes.insert(k.clone(), v.clone());
+            }
+            settle_encryption(attributes, &changes)
+        };
+        let mut a = defaults(false);
+        assert_eq!(a.get("SqsManagedSseEnabled").map(String::as_str), Some("true"));
+        assert!(!a.contains_key("KmsDataKeyReusePeriodSeconds"));
+        set(&mut a, &[("KmsMasterKeyId", "alias/k")]).unwrap();
+        assert_eq!(a["SqsManagedSseEnabled"], "false");
+        assert_eq!(a["KmsDataKeyReusePeriodSeconds"], "300");
+        set(&mut a, &[("KmsMasterKeyId", "")]).unwrap();
+        assert!(!a.contains_key("KmsMasterKeyId") && !a.contains_key("KmsDataKeyReusePeriodSeconds"));
+        set(&mut a, &[("KmsMasterKeyId", "alias/k"), ("KmsDataKeyReusePeriodSeconds", "600")]).unwrap();
+        set(&mut a, &[("SqsManagedSseEnabled", "true")]).unwrap();
+        assert!(!a.contains_key("KmsMasterKeyId") && a["SqsManagedSseEnabled"] == "true");
+        let both = set(&mut a, &[("KmsMasterKeyId", "alias/k"), ("SqsManagedSseEnabled", "true")]);
+        assert!(matches!(both, Err(SqsError::InvalidAttributeName(_))));
     }
 
     #[test]

@@ -281,6 +281,7 @@ impl Sqs {
             }
             wanted.insert(name.clone(), value.clone());
         }
+        attributes::settle_encryption(&mut wanted, &requested)?;
         if let Some(policy) = wanted.get("RedrivePolicy") {
             self.check_dead_letter_target(&id, fifo, policy)?;
         }
@@ -424,13 +425,16 @@ impl Sqs {
             for (name, value) in &changes {
                 attributes::validate(name, value, queue.fifo)?;
             }
-            for (name, value) in changes {
+            let mut changed = queue.attributes.clone();
+            for (name, value) in &changes {
                 if value.is_empty() && attributes::REMOVED_WHEN_EMPTY.contains(&name.as_str()) {
-                    queue.attributes.remove(&name);
+                    changed.remove(name);
                 } else {
-                    queue.attributes.insert(name, value);
+                    changed.insert(name.clone(), value.clone());
                 }
             }
+            attributes::settle_encryption(&mut changed, &changes)?;
+            queue.attributes = changed;
             queue.modified = now_ms() / 1000;
             // Submitted under the queue's lock: snapshots of the queue commit in the order taken.
             self.store.txn(Txn::ops(vec![storage::queue_op(&queue)]))
