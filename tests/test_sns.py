@@ -270,6 +270,9 @@ def test_fifo_topic_keeps_group_order_and_deduplicates(sns, sqs):
     code, message = error(lambda: sns.publish(TopicArn=topic, Message="m", MessageDeduplicationId="d"))
     assert code == "InvalidParameter" and "MessageGroupId" in message
     assert "ContentBasedDeduplication" in error(lambda: sns.publish(TopicArn=topic, Message="m", MessageGroupId="g"))[1]
+    # Ids a subscribed queue would refuse are refused at Publish, not dead-lettered on delivery.
+    code, message = error(lambda: sns.publish(TopicArn=topic, Message="m", MessageGroupId="group 1", MessageDeduplicationId="d"))
+    assert code == "InvalidParameter" and "MessageGroupId" in message
     sequence = []
     for i in range(30):
         sent = sns.publish(TopicArn=topic, Message=f"{i % 2}-{i}", MessageGroupId=f"g{i % 2}",

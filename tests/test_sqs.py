@@ -525,6 +525,11 @@ def test_queue_attribute_rules(sqs):
     assert (encrypted["SqsManagedSseEnabled"], encrypted["KmsDataKeyReusePeriodSeconds"]) == ("false", "300")
     sqs.set_queue_attributes(QueueUrl=plain, Attributes={"KmsMasterKeyId": ""})
     assert "KmsMasterKeyId" not in sqs.get_queue_attributes(QueueUrl=plain, AttributeNames=["All"])["Attributes"]
+    # Creating again with the same attributes succeeds, however they were settled when stored.
+    for same in [{"KmsMasterKeyId": "alias/k", "SqsManagedSseEnabled": "False"}, {"KmsDataKeyReusePeriodSeconds": "300"},
+                 {"RedrivePolicy": "", "Policy": ""}]:
+        name = f"again-{len(same)}-{sorted(same)[0]}"
+        assert sqs.create_queue(QueueName=name, Attributes=same)["QueueUrl"] == sqs.create_queue(QueueName=name, Attributes=same)["QueueUrl"]
     both = {"KmsMasterKeyId": "alias/mine", "SqsManagedSseEnabled": "true"}
     assert failure(lambda: sqs.create_queue(QueueName="both", Attributes=both))[0] == "InvalidAttributeName"
 
@@ -538,6 +543,9 @@ def test_receipt_handles_once_the_visibility_timeout_passes(sqs):
     sqs.send_message(QueueUrl=url, MessageBody="b")
     handle = sqs.receive_message(QueueUrl=url, VisibilityTimeout=1)["Messages"][0]["ReceiptHandle"]
     time.sleep(1.2)
+    # A handle keeps its message hidden for at most 12 hours from its receive.
+    code, _, message = failure(lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=43200))
+    assert code == "InvalidParameterValue" and "Total VisibilityTimeout for the message is beyond the limit [43200 seconds]" in message
     # Still the latest receive's handle: it hides the message again.
     sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=30)
     assert "Messages" not in sqs.receive_message(QueueUrl=url)
@@ -548,5 +556,7 @@ def test_receipt_handles_once_the_visibility_timeout_passes(sqs):
     handle = sqs.receive_message(QueueUrl=fifo, VisibilityTimeout=1)["Messages"][0]["ReceiptHandle"]
     time.sleep(1.2)
     code, _, message = failure(lambda: sqs.delete_message(QueueUrl=fifo, ReceiptHandle=handle))
+    assert code == "InvalidParameterValue" and message.endswith("Reason: The receipt handle has expired.")
+    code, _, message = failure(lambda: sqs.change_message_visibility(QueueUrl=fifo, ReceiptHandle=handle, VisibilityTimeout=30))
     assert code == "InvalidParameterValue" and message.endswith("Reason: The receipt handle has expired.")
     assert sqs.receive_message(QueueUrl=fifo)["Messages"][0]["Body"] == "b"

@@ -507,7 +507,7 @@ fn to_aws(error: SqsError) -> AwsError {
             );
         }
     };
-    // SQS answers a purge within a minute of the last with 403, its other errors with 400.
+    // SQS answers a purge within a minute of the last with 403, the errors above with 400.
     let status = if code == "PurgeQueueInProgress" { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
     let mut aws = AwsError::new(status, code, message);
     aws.query_code = query_code.map(String::from);

@@ -330,6 +330,14 @@ fn check(publish: Publish) -> Result<Checked, SnsError> {
         }
         Some(other) => return Err(SnsError::invalid(format!("MessageStructure Reason: Unsupported value {other}"))),
     };
+    for (parameter, value) in [("MessageGroupId", &publish.group_id), ("MessageDeduplicationId", &publish.dedup_id)] {
+        // What a subscribed queue would refuse, refused here rather than dead-lettered later.
+        if value.as_deref().is_some_and(|v| !sqs::valid_fifo_id(v)) {
+            return Err(SnsError::invalid(format!(
+                "{parameter} Reason: {parameter} can only include alphanumeric and punctuation characters. 1 to 128 in length."
+            )));
+        }
+    }
     for attribute in &publish.attributes {
         check_attribute(attribute)?;
     }
@@ -356,7 +364,7 @@ fn check_attribute(attribute: &MessageAttribute) -> Result<(), SnsError> {
             }
         }
         ("String" | "Number", AttributeValue::String(_)) => Ok(()),
-        ("Binary", AttributeValue::Binary(_)) => Ok(()),
+        ("Binary", AttributeValue::Binary(b)) if !b.is_empty() => Ok(()),
         ("String" | "Number" | "Binary", _) => invalid(format!(
             "The message attribute '{name}' must contain non-empty message attribute value for message attribute type '{kind}'."
         )),

@@ -104,7 +104,7 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool) -> Result<(), SqsErr
 /// Encryption is by SQS-managed keys (the default) or by a KMS key, never both: after `changes`
 /// were applied to `attributes`, makes them say which, as SQS does. A KMS key brings its data key
 /// reuse period (300 s by default) and turns SQS-managed encryption off; turning that on, or an
-/// empty key, drops the key and its period.
+/// empty key, drops the key and its period (a period set without a key is kept, unused).
 pub(crate) fn settle_encryption(
     attributes: &mut BTreeMap<String, String>,
     changes: &[(String, String)],
@@ -119,8 +119,11 @@ pub(crate) fn settle_encryption(
         ));
     }
     if sqs_managed || attributes.get("KmsMasterKeyId").is_none_or(|k| k.is_empty()) {
+        let key_dropped = sqs_managed || changed("KmsMasterKeyId").is_some();
         attributes.remove("KmsMasterKeyId");
-        attributes.remove("KmsDataKeyReusePeriodSeconds");
+        if key_dropped || changed("KmsDataKeyReusePeriodSeconds").is_none() {
+            attributes.remove("KmsDataKeyReusePeriodSeconds");
+        }
     } else {
         attributes.insert("SqsManagedSseEnabled".into(), "false".into());
         attributes.entry("KmsDataKeyReusePeriodSeconds".into()).or_insert_with(|| "300".into());

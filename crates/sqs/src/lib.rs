@@ -293,7 +293,8 @@ impl Sqs {
                 let existing = existing.lock();
                 let differing: Vec<&str> = requested
                     .iter()
-                    .filter(|(name, value)| existing.attributes.get(name).map_or("", String::as_str) != value)
+                    // As this create would store them: settled, empty policies removed.
+                    .filter(|(name, _)| existing.attributes.get(name) != wanted.get(name))
                     .map(|(name, _)| name.as_str())
                     .collect();
                 return if differing.is_empty() {
@@ -750,9 +751,7 @@ impl Sqs {
                     let uid = queue.uid;
                     let current = queue.messages.get(&seq).filter(|m| m.token == token && !m.pending);
                     if queue.fifo && current.is_some_and(|m| m.visible_at_ms <= now) {
-                        return Err(SqsError::InvalidParameterValue(format!(
-                            "Value {handle} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
-                        )));
+                        return Err(expired_handle(&handle));
                     }
                     if current.is_some()
                         && let Some(message) = queue.remove(seq)
@@ -814,9 +813,18 @@ impl Sqs {
                     let uid = queue.uid;
                     // The latest receive's handle, even once its visibility timeout has passed (the
                     // message is then hidden again), as in SQS.
-                    let latest = queue.messages.get(&seq).is_some_and(|m| m.token == token && !m.pending);
-                    if !latest {
+                    let Some(message) = queue.messages.get(&seq).filter(|m| m.token == token && !m.pending) else {
                         return Err(SqsError::MessageNotInflight);
+                    };
+                    // In a FIFO queue a handle expires with its visibility timeout (see `delete_many`).
+                    if queue.fifo && message.visible_at_ms <= now {
+                        return Err(expired_handle(&handle));
+                    }
+                    // In whole seconds: 43,200 set at once after a receive is allowed.
+                    if message.received_ms > 0 && now.saturating_sub(message.received_ms) / 1000 + timeout > 43_200 {
+                        return Err(SqsError::InvalidParameterValue(format!(
+                            "Value {timeout} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]"
+                        )));
                     }
                     queue.set_visible_at(seq, now + timeout * 1000);
                     if let Some(message) = queue.messages.get(&seq) {
@@ -887,6 +895,7 @@ impl Sqs {
                 queue.next_seq += 1;
                 message.receive_count = 0;
                 message.first_receive_ms = None;
+                message.received_ms = 0;
                 message.token = 0;
                 message.visible_at_ms = now;
                 message.record = message.record.moved(dead_letter_source.as_deref());
@@ -1202,10 +1211,7 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
         None => queue.attribute_u64("DelaySeconds"),
     };
     for (parameter, value) in [("MessageGroupId", &message.group_id), ("MessageDeduplicationId", &message.dedup_id)] {
-        // Alphanumeric and punctuation: printable ASCII but the space.
-        if let Some(value) =
-            value.as_deref().filter(|v| v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()))
-        {
+        if let Some(value) = value.as_deref().filter(|v| !valid_fifo_id(v)) {
             return Err(SqsError::InvalidParameterValue(format!(
                 "Value {value} for parameter {parameter} is invalid. Reason: {parameter} can only include alphanumeric and punctuation characters. 1 to 128 in length."
             )));
@@ -1277,12 +1283,19 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
         sent_ms: now,
         receive_count: 0,
         first_receive_ms: None,
+        received_ms: 0,
         visible_at_ms: now + delay * 1000,
         token: 0,
         group_id,
         pending: true,
     };
     Ok(Prepared::New(Box::new(message), sent))
+}
+
+/// A message group or deduplication id: 1 to 128 alphanumeric and punctuation characters
+/// (printable ASCII but the space). SNS's FIFO topics take the same.
+pub fn valid_fifo_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn check_tag_count(count: usize) -> Result<(), SqsError> {
@@ -1407,6 +1420,12 @@ fn receipt_for(queue: &Queue, handle: &str) -> Result<(u64, u64), SqsError> {
         Some((uid, seq, token)) if uid == queue.uid => Ok((seq, token)),
         _ => Err(SqsError::ReceiptHandleIsInvalid(handle.to_string())),
     }
+}
+
+fn expired_handle(handle: &str) -> SqsError {
+    SqsError::InvalidParameterValue(format!(
+        "Value {handle} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+    ))
 }
 
 fn parse_receipt(handle: &str) -> Option<(u64, u64, u64)> {

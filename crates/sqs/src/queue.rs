@@ -64,6 +64,9 @@ pub(crate) struct Message {
     pub sent_ms: u64,
     pub receive_count: u32,
     pub first_receive_ms: Option<u64>,
+    /// When the latest receive was (0 if unknown: stored before this was kept): its handle may
+    /// keep the message hidden for 12 hours from then, no longer.
+    pub received_ms: u64,
     pub visible_at_ms: u64,
     /// Incremented on each receive; a receipt handle names the token it was issued with.
     pub token: u64,
@@ -226,6 +229,7 @@ impl Queue {
                 if let Some(message) = self.messages.get_mut(&seq) {
                     message.receive_count += 1;
                     message.first_receive_ms.get_or_insert(now);
+                    message.received_ms = now;
                     message.token += 1;
                 }
                 taken.push(Taken::Delivered(seq));
@@ -331,6 +335,7 @@ mod tests {
             sent_ms: sent,
             receive_count: 0,
             first_receive_ms: None,
+            received_ms: 0,
             visible_at_ms: visible_at,
             token: 0,
             group_id: group.map(String::from),

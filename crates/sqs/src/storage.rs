@@ -116,8 +116,19 @@ impl Record {
     }
 }
 
-#[derive(Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
 struct StoredState {
+    receive_count: u32,
+    first_receive_ms: Option<u64>,
+    visible_at_ms: u64,
+    token: u64,
+    /// When the latest receive was, 0 if unknown.
+    received_ms: u64,
+}
+
+/// A state as written before `received_ms` was: postcard has no optional trailing fields.
+#[derive(Deserialize)]
+struct StoredStateV1 {
     receive_count: u32,
     first_receive_ms: Option<u64>,
     visible_at_ms: u64,
@@ -127,7 +138,7 @@ struct StoredState {
 impl StoredState {
     /// A message's state when it is sent, visible at once: the state of one without a record.
     fn new(sent_ms: u64) -> Self {
-        StoredState { receive_count: 0, first_receive_ms: None, visible_at_ms: sent_ms, token: 0 }
+        StoredState { receive_count: 0, first_receive_ms: None, visible_at_ms: sent_ms, token: 0, received_ms: 0 }
     }
 
     fn of(message: &Message) -> Self {
@@ -136,7 +147,16 @@ impl StoredState {
             first_receive_ms: message.first_receive_ms,
             visible_at_ms: message.visible_at_ms,
             token: message.token,
+            received_ms: message.received_ms,
         }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok().or_else(|| {
+            let v1: StoredStateV1 = postcard::from_bytes(bytes).ok()?;
+            let StoredStateV1 { receive_count, first_receive_ms, visible_at_ms, token } = v1;
+            Some(StoredState { receive_count, first_receive_ms, visible_at_ms, token, received_ms: 0 })
+        })
     }
 }
 
@@ -202,6 +222,9 @@ struct StoredDedup {
 /// For a FIFO message leaving its queue inside its deduplication window: the record that keeps
 /// its id across a restart (the message's own record, which also does, is going).
 pub(crate) fn keep_dedup_op(queue: &mut Queue, message: &Message, now: u64) -> Option<Op> {
+    if !queue.fifo {
+        return None; // only FIFO messages have deduplication ids: no need to decode the record
+    }
     let fields = message.record.fields();
     let key = queue.dedup_key(fields.group_id, fields.dedup_id?);
     let (expires, message_id, _) = queue.dedup.get(&key).filter(|(e, id, _)| *e > now && id == fields.id)?;
@@ -248,11 +271,14 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
         };
         let record: StoredQueue = postcard::from_bytes(&kv.value).map_err(|_| corrupt("queue", &kv.key))?;
         let id = QueueId { account: account.into(), region: region.into(), name: name.into() };
+        // Queues stored before encryption was settled kept the reuse period without a key.
+        let mut attributes = record.attributes;
+        crate::attributes::settle_encryption(&mut attributes, &[])?;
         let mut queue = Queue {
             uid: record.uid,
             fifo: id.name.ends_with(".fifo"),
             id,
-            attributes: record.attributes,
+            attributes,
             tags: record.tags,
             created: record.created,
             modified: record.modified,
@@ -303,7 +329,7 @@ async fn load_messages(store: &dyn Store, queue: &mut Queue) -> Result<(), SqsEr
     let states_start = queue_prefix("state", queue.uid);
     let mut states = BTreeMap::new();
     for kv in store.range(&states_start, &prefix_end(&states_start), None).await? {
-        let state: StoredState = postcard::from_bytes(&kv.value).map_err(|_| corrupt("message state", &kv.key))?;
+        let state = StoredState::decode(&kv.value).ok_or_else(|| corrupt("message state", &kv.key))?;
         states.insert(kv.key[states_start.len()..].to_vec(), state);
     }
     let start = queue_prefix("msg", queue.uid);
@@ -333,6 +359,7 @@ async fn load_messages(store: &dyn Store, queue: &mut Queue) -> Result<(), SqsEr
             sent_ms,
             receive_count: state.receive_count,
             first_receive_ms: state.first_receive_ms,
+            received_ms: state.received_ms,
             visible_at_ms: state.visible_at_ms,
             token: state.token,
             group_id,
@@ -363,6 +390,7 @@ mod tests {
             sent_ms: 1_000,
             receive_count: 0,
             first_receive_ms: None,
+            received_ms: 0,
             visible_at_ms: 1_000,
             token: 0,
             group_id: None,
@@ -382,6 +410,26 @@ mod tests {
         assert_eq!(keys(&message), vec![message_key("msg", 7, 1), message_key("state", 7, 1)]);
         let Op::Put { value, .. } = state_op(7, &message) else { unreachable!() };
         assert!(postcard::from_bytes::<StoredState>(&value).unwrap() == StoredState::of(&message));
+    }
+
+    #[test]
+    fn states_written_before_the_receive_time_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            receive_count: u32,
+            first_receive_ms: Option<u64>,
+            visible_at_ms: u64,
+            token: u64,
+        }
+        let old = encode(&V1 { receive_count: 2, first_receive_ms: Some(5), visible_at_ms: 9, token: 3 });
+        let state = StoredState::decode(&old).unwrap();
+        assert_eq!(
+            state,
+            StoredState { receive_count: 2, first_receive_ms: Some(5), visible_at_ms: 9, token: 3, received_ms: 0 }
+        );
+        let new = StoredState { received_ms: 7, ..state };
+        assert_eq!(StoredState::decode(&encode(&new)), Some(new));
+        assert_eq!(StoredState::decode(&[0xff]), None);
     }
 
     #[test]
