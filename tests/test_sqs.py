@@ -560,3 +560,29 @@ def test_receipt_handles_once_the_visibility_timeout_passes(sqs):
     code, _, message = failure(lambda: sqs.change_message_visibility(QueueUrl=fifo, ReceiptHandle=handle, VisibilityTimeout=30))
     assert code == "InvalidParameterValue" and message.endswith("Reason: The receipt handle has expired.")
     assert sqs.receive_message(QueueUrl=fifo)["Messages"][0]["Body"] == "b"
+
+
+def test_x_ray_trace_header_travels_with_the_messages_sent(sqs):
+    url = sqs.create_queue(QueueName="traced")["QueueUrl"]
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
+    def add_header(request, **_):
+        request.headers["X-Amzn-Trace-Id"] = trace
+
+    sqs.meta.events.register("before-sign.sqs.SendMessage", add_header)
+    sqs.meta.events.register("before-sign.sqs.SendMessageBatch", add_header)
+    try:
+        sqs.send_message(QueueUrl=url, MessageBody="header")
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "batched"}])
+        own = {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=own"}}
+        sqs.send_message(QueueUrl=url, MessageBody="own", MessageSystemAttributes=own)
+    finally:
+        sqs.meta.events.unregister("before-sign.sqs.SendMessage", add_header)
+        sqs.meta.events.unregister("before-sign.sqs.SendMessageBatch", add_header)
+    sqs.send_message(QueueUrl=url, MessageBody="untraced")
+    seen = {}
+    while len(seen) < 4:
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["AWSTraceHeader"]).get("Messages", []):
+            seen[m["Body"]] = m.get("Attributes", {}).get("AWSTraceHeader")
+    # The message's own system attribute wins over the header, as X-Ray documents.
+    assert seen == {"header": trace, "batched": trace, "own": "Root=own", "untraced": None}

@@ -43,6 +43,8 @@ pub struct Context {
     pub access_key: String,
     /// The `Host` the client addressed, for URLs handed back to it (SQS queue URLs).
     pub host: String,
+    /// `X-Amzn-Trace-Id`, which SQS keeps with the messages a send carries (X-Ray tracing).
+    pub trace_header: Option<String>,
 }
 
 /// A handled request: the response, and the service and operation to label metrics with (known
@@ -265,6 +267,7 @@ impl Aws {
                 .or_else(|| parts.uri.authority().map(|a| a.as_str()))
                 .unwrap_or("localhost:4566")
                 .to_string(),
+            trace_header: parts.headers.get("x-amzn-trace-id").and_then(|h| h.to_str().ok()).map(String::from),
         }
     }
 }

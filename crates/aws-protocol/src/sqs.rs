@@ -124,7 +124,8 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
             json!({})
         }
         "SendMessage" => {
-            let sent = sqs.send(&input.queue()?, &ctx.account, input.send_message()?).await?;
+            let message = SendMessage { trace_header: ctx.trace_header.clone(), ..input.send_message()? };
+            let sent = sqs.send(&input.queue()?, &ctx.account, message).await?;
             sent_json(sent, None)
         }
         "SendMessageBatch" => {
@@ -134,7 +135,7 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
                 .into_iter()
                 .map(|entry| {
                     let id = entry.string("Id").unwrap_or_default();
-                    entry.send_message().map(|m| (id, m))
+                    entry.send_message().map(|m| (id, SendMessage { trace_header: ctx.trace_header.clone(), ..m }))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let results = sqs.send_batch(&queue, &ctx.account, entries).await?;
@@ -404,6 +405,7 @@ impl Input<'_> {
             system_attributes: self.message_attributes("MessageSystemAttributes")?,
             group_id: self.string("MessageGroupId"),
             dedup_id: self.string("MessageDeduplicationId"),
+            trace_header: None,
         })
     }
 }

@@ -76,6 +76,8 @@ pub struct SendMessage {
     pub system_attributes: Vec<MessageAttribute>,
     pub group_id: Option<String>,
     pub dedup_id: Option<String>,
+    /// The request's `X-Amzn-Trace-Id`: the message's `AWSTraceHeader` unless it carries one.
+    pub trace_header: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1264,11 +1266,18 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
             sequence_number.clone().unwrap_or_default(),
         );
     }
+    // After the checksums: the client computed MD5OfMessageSystemAttributes over what it sent.
+    let mut system_attributes = message.system_attributes;
+    if let Some(trace) = message.trace_header.filter(|_| !system_attributes.iter().any(|a| a.name == "AWSTraceHeader"))
+    {
+        let value = AttributeValue::String(trace);
+        system_attributes.push(MessageAttribute { name: "AWSTraceHeader".into(), data_type: "String".into(), value });
+    }
     let record = Record::new(&StoredMessage {
         id: &message_id,
         body: &message.body,
         attributes: storage::to_stored(&message.attributes),
-        system_attributes: storage::to_stored(&message.system_attributes),
+        system_attributes: storage::to_stored(&system_attributes),
         sender_id: sender,
         sent_ms: now,
         group_id: group_id.as_deref(),
