@@ -219,6 +219,10 @@ def test_publish_errors(stratus, sns):
     assert code == "ParameterValueInvalid" and "'n'" in message
     assert error(lambda: sns.publish(TopicArn=topic, Message="m", MessageAttributes={
         "t": {"DataType": "Banana", "StringValue": "x"}}))[0] == "ParameterValueInvalid"
+    # Names a subscribed queue would refuse (the two services document the same rules).
+    code, message = error(lambda: sns.publish(TopicArn=topic, Message="m", MessageAttributes={
+        "AWS.reserved": {"DataType": "String", "StringValue": "x"}}))
+    assert code == "ParameterValueInvalid" and "'AWS.'" in message
     assert error(lambda: sns.publish(TopicArn=topic, Message="m", MessageDeduplicationId="d"))[0] == "InvalidParameter"
     # Batches: the whole-request errors, then one entry's own.
     entry = lambda i: {"Id": str(i), "Message": "m"}  # noqa: E731

@@ -467,6 +467,19 @@ def test_sizes_and_identifiers_as_sqs_limits_them(sqs):
     empty = {"Note": {"DataType": "String", "StringValue": ""}}
     code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="b", MessageAttributes=empty))
     assert code == "InvalidParameterValue" and message == "Message (user) attribute 'Note' must contain a non-empty value of type 'String'."
+    code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="b", MessageAttributes={
+        "Age": {"DataType": "Number", "StringValue": "Hello"}}))
+    assert code == "InvalidParameterValue" and message == "Can't cast the value of message (user) attribute 'Age' to a number."
+    # Attribute names: the developer guide's characters, no reserved prefixes, no stray periods.
+    for name in ["a b", "AWS.x", "amazon.x", ".x", "x.", "a..b", "n" * 256, "ключ"]:
+        attributes = {name: {"DataType": "String", "StringValue": "v"}}
+        code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="b", MessageAttributes=attributes))
+        assert code == "InvalidParameterValue" and "attribute name" in message.replace("attributes name", "attribute name"), (name, message)
+    batch = [{"Id": "ok", "MessageBody": "b"}, {"Id": "bad", "MessageBody": "b", "MessageAttributes": {"AWS.x": {"DataType": "String", "StringValue": "v"}}}]
+    answer = sqs.send_message_batch(QueueUrl=url, Entries=batch)
+    assert [e["Id"] for e in answer["Successful"]] == ["ok"] and [(f["Id"], f["Code"]) for f in answer["Failed"]] == [("bad", "InvalidParameterValue")]
+    fine = {"a.b-c_D9": {"DataType": "String", "StringValue": "v"}, "n" * 255: {"DataType": "String", "StringValue": "v"}, "Größe": {"DataType": "Number", "StringValue": "1"}}
+    sqs.send_message(QueueUrl=url, MessageBody="named", MessageAttributes=fine)
     for group in ["", "g" * 129, "a b", "é"]:
         code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="b", MessageGroupId=group))
         assert code == "InvalidParameterValue" and "MessageGroupId can only include alphanumeric and punctuation" in message, group

@@ -348,6 +348,10 @@ fn check_attribute(attribute: &MessageAttribute) -> Result<(), SnsError> {
     let name = &attribute.name;
     let kind = attribute.data_type.split('.').next().unwrap_or_default();
     let invalid = |what: String| Err(SnsError::ParameterValueInvalid(what));
+    // A subscribed queue would refuse the name, so SNS (whose rules are the same) does up front.
+    if let Some(problem) = sqs::attribute_name_problem(name) {
+        return invalid(problem.into());
+    }
     match (kind, &attribute.value) {
         ("String" | "Number", AttributeValue::String(s)) if s.is_empty() => invalid(format!(
             "The message attribute '{name}' must contain non-empty message attribute value for message attribute type '{kind}'."

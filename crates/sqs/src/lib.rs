@@ -1323,6 +1323,9 @@ fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsEr
         ));
     }
     for attribute in attributes {
+        if let Some(problem) = attribute_name_problem(&attribute.name) {
+            return Err(SqsError::InvalidParameterValue(problem.into()));
+        }
         let base = attribute.data_type.split('.').next().unwrap_or("");
         let empty = match &attribute.value {
             AttributeValue::String(s) => s.is_empty(),
@@ -1334,9 +1337,17 @@ fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsEr
                 attribute.name
             )));
         }
+        if let (AttributeValue::String(s), "Number") = (&attribute.value, base)
+            && s.trim().parse::<f64>().is_err()
+        {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Can't cast the value of message (user) attribute '{}' to a number.",
+                attribute.name
+            )));
+        }
         let fits = match (&attribute.value, base) {
             (AttributeValue::String(s), "String") => valid_characters(s),
-            (AttributeValue::String(s), "Number") => s.trim().parse::<f64>().is_ok(),
+            (AttributeValue::String(_), "Number") => true,
             (AttributeValue::Binary(_), "Binary") => true,
             _ => false,
         };
@@ -1348,6 +1359,32 @@ fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsEr
         }
     }
     Ok(())
+}
+
+/// What is wrong with a message attribute's name, if anything, by the developer guide's rules
+/// (SNS documents the same): letters, digits, `_`, `-` and `.`, not starting with `AWS.` or
+/// `Amazon.` in any case, not starting or ending with `.`, no `..`. The messages and the 256-byte
+/// bound are SQS's as LocalStack's AWS-checked tests record them; the letters include U+00C0 to
+/// U+017F, which SQS was seen to accept.
+pub fn attribute_name_problem(name: &str) -> Option<&'static str> {
+    let lower = name.to_lowercase();
+    if name.is_empty() {
+        Some("The request must contain non-empty message (user) attribute names.")
+    } else if name.len() >= 256 {
+        Some("Message (user) attribute names must be shorter than 256 Bytes")
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '\u{c0}'..='\u{17f}')) {
+        Some(
+            "Message (user) attributes name can only contain upper and lower score characters, digits, periods, hyphens and underscores. ",
+        )
+    } else if lower.starts_with("aws.") || lower.starts_with("amazon.") || name.starts_with('.') || name.ends_with('.') {
+        Some(
+            "You can't use message attribute names beginning with 'AWS.' or 'Amazon.'. These strings are reserved for internal use. Additionally, they cannot start or end with '.'.",
+        )
+    } else if name.contains("..") {
+        Some("Message (user) attribute name must not have successive '.' characters.")
+    } else {
+        None
+    }
 }
 
 /// Ids are alphanumeric, `-` or `_`, at most 80 long, distinct, 1 to 10 of them.
