@@ -616,6 +616,328 @@ mod tests {
                 let status = outcome.response.status().as_u16();
                 proptest::prop_assert!(status == 200 || (400..500).contains(&status), "status {status}");
             }
+
+            /// SQS query requests with the service's flattened parameters (indexed lists, maps and
+            /// batch entries) and values that name real queues and a live receipt handle: never a
+            /// panic, always a 200 or a 4xx with SQS's XML error.
+            #[test]
+            fn any_sqs_query_request_gets_a_response(
+                action in proptest::sample::select(SQS_OPERATIONS.to_vec()),
+                params in proptest::collection::vec((
+                    proptest::sample::select(SQS_QUERY_NAMES.to_vec()),
+                    proptest::prop_oneof![
+                        proptest::sample::select(SQS_VALUES.to_vec()).prop_map(String::from),
+                        "[ -~]{0,30}",
+                    ],
+                ), 0..10),
+            ) {
+                let (status, body) = sqs_round(|handle| {
+                    let mut form = form_urlencoded::Serializer::new(String::new());
+                    form.append_pair("Action", action).append_pair("Version", "2012-11-05");
+                    let mut all = sqs_base(action);
+                    all.extend(params.iter().map(|(k, v)| (k.to_string(), v.clone())));
+                    for (key, value) in all {
+                        form.append_pair(&key, &value.replace("$HANDLE", handle));
+                    }
+                    request("POST", "/", &[FORM, ("authorization", &signed("sqs", "AKID"))], &form.finish())
+                });
+                proptest::prop_assert!(status == 200 || (400..500).contains(&status), "status {status}: {body}");
+                proptest::prop_assert!(status == 200 || body.contains("<ErrorResponse"), "{body}");
+            }
+
+            /// The same over the JSON protocol, with values of any JSON type nested at random.
+            #[test]
+            fn any_sqs_json_request_gets_a_response(
+                operation in proptest::sample::select(SQS_OPERATIONS.to_vec()),
+                params in proptest::collection::vec((proptest::sample::select(SQS_JSON_NAMES.to_vec()), sqs_json()), 0..8),
+            ) {
+                let (status, body) = sqs_round(|handle| {
+                    let serde_json::Value::Object(mut object) = sqs::query_to_json(&sqs_base(operation)) else { unreachable!() };
+                    object.extend(params.iter().map(|(k, v)| (k.to_string(), v.clone())));
+                    let object: serde_json::Value =
+                        serde_json::from_str(&serde_json::Value::Object(object).to_string().replace("$HANDLE", handle)).unwrap();
+                    let target = format!("AmazonSQS.{operation}");
+                    let headers = [("x-amz-target", target.as_str()), ("content-type", "application/x-amz-json-1.0"),
+                        ("x-amzn-query-mode", "true"), ("authorization", &signed("sqs", "AKID"))];
+                    request("POST", "/", &headers, &object.to_string())
+                });
+                proptest::prop_assert!(status == 200 || (400..500).contains(&status), "status {status}: {body}");
+                let parsed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                proptest::prop_assert!(status == 200 || parsed["__type"].is_string(), "{body}");
+            }
+    }
+
+    /// A valid request for each operation, in query parameters, that the fuzzers add to and
+    /// override: most random parameters alone are refused before they reach anything interesting.
+    fn sqs_base(operation: &str) -> Vec<(String, String)> {
+        let queue = [("QueueUrl", "http://localhost/000000000000/q")];
+        let arn = "arn:aws:sqs:eu-central-1:000000000000:q";
+        let rest: &[(&str, &str)] = match operation {
+            "CreateQueue" => &[("QueueName", "fresh")],
+            "GetQueueUrl" => &[("QueueName", "q")],
+            "GetQueueAttributes" => &[("AttributeName.1", "All")],
+            "SetQueueAttributes" => &[("Attribute.1.Name", "VisibilityTimeout"), ("Attribute.1.Value", "5")],
+            "SendMessage" => &[
+                ("MessageBody", "m"),
+                ("MessageAttribute.1.Name", "a"),
+                ("MessageAttribute.1.Value.DataType", "String"),
+                ("MessageAttribute.1.Value.StringValue", "v"),
+            ],
+            "SendMessageBatch" => {
+                &[("SendMessageBatchRequestEntry.1.Id", "a"), ("SendMessageBatchRequestEntry.1.MessageBody", "m")]
+            }
+            "ReceiveMessage" => {
+                &[("MaxNumberOfMessages", "10"), ("AttributeName.1", "All"), ("MessageAttributeName.1", "All")]
+            }
+            "DeleteMessage" => &[("ReceiptHandle", "$HANDLE")],
+            "DeleteMessageBatch" => &[
+                ("DeleteMessageBatchRequestEntry.1.Id", "a"),
+                ("DeleteMessageBatchRequestEntry.1.ReceiptHandle", "$HANDLE"),
+            ],
+            "ChangeMessageVisibility" => &[("ReceiptHandle", "$HANDLE"), ("VisibilityTimeout", "5")],
+            "ChangeMessageVisibilityBatch" => &[
+                ("ChangeMessageVisibilityBatchRequestEntry.1.Id", "a"),
+                ("ChangeMessageVisibilityBatchRequestEntry.1.ReceiptHandle", "$HANDLE"),
+                ("ChangeMessageVisibilityBatchRequestEntry.1.VisibilityTimeout", "5"),
+            ],
+            "TagQueue" => &[("Tag.1.Key", "k"), ("Tag.1.Value", "v")],
+            "UntagQueue" => &[("TagKey.1", "k")],
+            "AddPermission" => &[("Label", "l"), ("AWSAccountId.1", "000000000000"), ("ActionName.1", "SendMessage")],
+            "RemovePermission" => &[("Label", "l")],
+            "StartMessageMoveTask" | "ListMessageMoveTasks" => return vec![("SourceArn".into(), arn.into())],
+            "CancelMessageMoveTask" => return vec![("TaskHandle".into(), "x".into())],
+            "ListQueues" | "Nope" => return vec![],
+            _ => &[],
+        };
+        queue.iter().chain(rest).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Runs one SQS request against a server holding a standard and a FIFO queue, each with a
+    /// message received (so `$HANDLE` in a value can be a live receipt handle of the standard one), on a paused clock
+    /// (long polls end at once). Returns the status and body.
+    fn sqs_round(build: impl FnOnce(&str) -> Request<Bytes>) -> (u16, String) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        runtime.block_on(async {
+            let aws = aws().await;
+            let mut handle = String::new();
+            for (name, attributes) in [("q", vec![]), ("q.fifo", vec![("FifoQueue".to_string(), "true".to_string())])] {
+                let id =
+                    ::sqs::QueueId { account: "000000000000".into(), region: "eu-central-1".into(), name: name.into() };
+                aws.sqs.create_queue(id.clone(), attributes, vec![]).await.unwrap();
+                let message = ::sqs::SendMessage {
+                    body: "m".into(),
+                    group_id: name.ends_with(".fifo").then(|| "g".into()),
+                    dedup_id: name.ends_with(".fifo").then(|| "d".into()),
+                    ..Default::default()
+                };
+                aws.sqs.send(&id, "000000000000", message).await.unwrap();
+                let received = aws.sqs.receive(&id, ::sqs::Receive::default()).await.unwrap();
+                if handle.is_empty() {
+                    handle = received.into_iter().next().map(|m| m.receipt_handle).unwrap_or_default();
+                }
+            }
+            let outcome = aws.handle("rid", build(&handle)).await;
+            (outcome.response.status().as_u16(), String::from_utf8_lossy(outcome.response.body()).into_owned())
+        })
+    }
+
+    const SQS_OPERATIONS: &[&str] = &[
+        "CreateQueue",
+        "GetQueueUrl",
+        "DeleteQueue",
+        "ListQueues",
+        "GetQueueAttributes",
+        "SetQueueAttributes",
+        "SendMessage",
+        "SendMessageBatch",
+        "ReceiveMessage",
+        "DeleteMessage",
+        "DeleteMessageBatch",
+        "ChangeMessageVisibility",
+        "ChangeMessageVisibilityBatch",
+        "PurgeQueue",
+        "ListQueueTags",
+        "TagQueue",
+        "UntagQueue",
+        "ListDeadLetterSourceQueues",
+        "AddPermission",
+        "RemovePermission",
+        "StartMessageMoveTask",
+        "CancelMessageMoveTask",
+        "ListMessageMoveTasks",
+        "Nope",
+    ];
+
+    const SQS_QUERY_NAMES: &[&str] = &[
+        "QueueUrl",
+        "QueueName",
+        "QueueNamePrefix",
+        "QueueOwnerAWSAccountId",
+        "MaxResults",
+        "NextToken",
+        "MessageBody",
+        "DelaySeconds",
+        "MessageGroupId",
+        "MessageDeduplicationId",
+        "MaxNumberOfMessages",
+        "VisibilityTimeout",
+        "WaitTimeSeconds",
+        "ReceiveRequestAttemptId",
+        "ReceiptHandle",
+        "Label",
+        "SourceArn",
+        "DestinationArn",
+        "MaxNumberOfMessagesPerSecond",
+        "TaskHandle",
+        "Attribute.1.Name",
+        "Attribute.1.Value",
+        "Attribute.2.Name",
+        "AttributeName.1",
+        "AttributeName.2",
+        "MessageAttributeName.1",
+        "MessageSystemAttributeName.1",
+        "MessageAttribute.1.Name",
+        "MessageAttribute.1.Value.DataType",
+        "MessageAttribute.1.Value.StringValue",
+        "MessageAttribute.1.Value.BinaryValue",
+        "MessageSystemAttribute.1.Name",
+        "MessageSystemAttribute.1.Value.DataType",
+        "MessageSystemAttribute.1.Value.StringValue",
+        "Tag.1.Key",
+        "Tag.1.Value",
+        "TagKey.1",
+        "AWSAccountId.1",
+        "ActionName.1",
+        "SendMessageBatchRequestEntry.1.Id",
+        "SendMessageBatchRequestEntry.1.MessageBody",
+        "SendMessageBatchRequestEntry.2.Id",
+        "SendMessageBatchRequestEntry.1.MessageAttribute.1.Name",
+        "SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.DataType",
+        "SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.StringValue",
+        "DeleteMessageBatchRequestEntry.1.Id",
+        "DeleteMessageBatchRequestEntry.1.ReceiptHandle",
+        "ChangeMessageVisibilityBatchRequestEntry.1.Id",
+        "ChangeMessageVisibilityBatchRequestEntry.1.ReceiptHandle",
+        "ChangeMessageVisibilityBatchRequestEntry.1.VisibilityTimeout",
+        "SendMessageBatchRequestEntry.99999999999.Id",
+        "Attribute.x.Name",
+        "a.b.c.d.e.f.g.h.i",
+    ];
+
+    const SQS_JSON_NAMES: &[&str] = &[
+        "QueueUrl",
+        "QueueName",
+        "QueueNamePrefix",
+        "QueueOwnerAWSAccountId",
+        "MaxResults",
+        "NextToken",
+        "Attributes",
+        "tags",
+        "Tags",
+        "TagKeys",
+        "MessageBody",
+        "DelaySeconds",
+        "MessageAttributes",
+        "MessageSystemAttributes",
+        "DataType",
+        "StringValue",
+        "BinaryValue",
+        "MessageGroupId",
+        "MessageDeduplicationId",
+        "MaxNumberOfMessages",
+        "VisibilityTimeout",
+        "WaitTimeSeconds",
+        "AttributeNames",
+        "MessageAttributeNames",
+        "MessageSystemAttributeNames",
+        "ReceiveRequestAttemptId",
+        "ReceiptHandle",
+        "Entries",
+        "Id",
+        "Label",
+        "AWSAccountIds",
+        "Actions",
+        "SourceArn",
+        "DestinationArn",
+        "MaxNumberOfMessagesPerSecond",
+        "TaskHandle",
+        "q",
+        "All",
+        "RedrivePolicy",
+    ];
+
+    /// Values SQS gives meaning to: queue URLs and ARNs, numbers at and past their limits,
+    /// attribute names and types, policies, and `$HANDLE`, a receipt handle that exists.
+    const SQS_VALUES: &[&str] = &[
+        "http://localhost/000000000000/q",
+        "http://localhost/000000000000/q.fifo",
+        "http://localhost/000000000000/nope",
+        "http://localhost/000000000000",
+        "/000000000000/q",
+        "q",
+        "q.fifo",
+        "$HANDLE",
+        "0",
+        "1",
+        "10",
+        "11",
+        "20",
+        "900",
+        "43200",
+        "43201",
+        "-1",
+        "18446744073709551616",
+        "All",
+        "String",
+        "Number",
+        "Binary",
+        "String.x",
+        "AAE=",
+        "true",
+        "false",
+        "",
+        "g",
+        "FifoQueue",
+        "VisibilityTimeout",
+        "RedrivePolicy",
+        "RedriveAllowPolicy",
+        "ContentBasedDeduplication",
+        "MaximumMessageSize",
+        "KmsMasterKeyId",
+        "SqsManagedSseEnabled",
+        "Policy",
+        "ApproximateReceiveCount",
+        "AWSTraceHeader",
+        "SendMessage",
+        "*",
+        "{\"maxReceiveCount\":\"1\",\"deadLetterTargetArn\":\"arn:aws:sqs:eu-central-1:000000000000:q\"}",
+        "{\"redrivePermission\":\"byQueue\",\"sourceQueueArns\":[]}",
+        "{}",
+        "[]",
+        "arn:aws:sqs:eu-central-1:000000000000:q",
+        "arn:aws:sqs:eu-central-1:000000000000:q.fifo",
+        "arn:aws:sqs:eu-central-1:000000000000:nope",
+    ];
+
+    /// JSON shaped like SQS parameters: SQS's values and names, nested in objects and arrays.
+    fn sqs_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "[ -~]{0,16}".prop_map(serde_json::Value::from),
+            proptest::sample::select(SQS_VALUES.to_vec()).prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::from),
+                proptest::collection::vec((proptest::sample::select(SQS_JSON_NAMES.to_vec()), inner), 0..5).prop_map(
+                    |kv| serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                ),
+            ]
+        })
     }
 
     const DDB_NAMES: &[&str] = &[

@@ -1376,7 +1376,8 @@ pub fn attribute_name_problem(name: &str) -> Option<&'static str> {
         Some(
             "Message (user) attributes name can only contain upper and lower score characters, digits, periods, hyphens and underscores. ",
         )
-    } else if lower.starts_with("aws.") || lower.starts_with("amazon.") || name.starts_with('.') || name.ends_with('.') {
+    } else if lower.starts_with("aws.") || lower.starts_with("amazon.") || name.starts_with('.') || name.ends_with('.')
+    {
         Some(
             "You can't use message attribute names beginning with 'AWS.' or 'Amazon.'. These strings are reserved for internal use. Additionally, they cannot start or end with '.'.",
         )
