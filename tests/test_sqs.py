@@ -304,6 +304,53 @@ def test_query_protocol(stratus):
     assert status == 400 and "<Code>InvalidAction</Code>" in body
 
 
+def json_call(stratus, operation, body):
+    """A raw JSON-protocol request as current SDKs send it (query mode on): status, body, query error."""
+    headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"AmazonSQS.{operation}", "x-amzn-query-mode": "true",
+               "Authorization": "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"}
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(stratus.url + "/", data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read()), None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers.get("x-amzn-query-error")
+
+
+def test_json_protocol_errors_as_sqs_sends_them(stratus, sqs):
+    url = sqs.create_queue(QueueName="typed")["QueueUrl"]
+    # `__type` names the error's shape, SQS's own or the request framework's; the query code rides in a header.
+    status, body, query_error = json_call(stratus, "GetQueueUrl", {"QueueName": "missing"})
+    assert (status, body["__type"], query_error) == (400, "com.amazonaws.sqs#QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue;Sender")
+    status, body, query_error = json_call(stratus, "SendMessage", {"QueueUrl": url, "MessageBody": "m", "DelaySeconds": 901})
+    assert (status, body["__type"], query_error) == (400, "com.amazon.coral.service#InvalidParameterValueException", "InvalidParameterValue;Sender")
+    status, body, query_error = json_call(stratus, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": "garbage"})
+    assert (status, body["__type"], query_error) == (404, "com.amazonaws.sqs#ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid;Sender")
+    status, body, query_error = json_call(stratus, "Frobnicate", {})
+    assert (status, body["__type"], query_error) == (400, "com.amazon.coral.service#UnknownOperationException", "InvalidAction;Sender")
+    # A request naming no queue names a queue that does not exist.
+    assert json_call(stratus, "SendMessage", {"MessageBody": "m"})[1]["__type"] == "com.amazonaws.sqs#QueueDoesNotExist"
+    # Members of the wrong JSON type are refused by the deserializer, before SQS sees them.
+    for operation, request, message in [
+        ("ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": "10"}, "STRING_VALUE can not be converted to an Integer"),
+        ("SendMessage", {"QueueUrl": url, "MessageBody": 5}, "NUMBER_VALUE can not be converted to a String"),
+        ("SendMessage", {"QueueUrl": url, "MessageBody": "m", "DelaySeconds": False}, "FALSE_VALUE can not be converted to an Integer"),
+        ("GetQueueAttributes", {"QueueUrl": url, "AttributeNames": "All"}, "Expected list or null"),
+        ("GetQueueAttributes", {"QueueUrl": [url]}, "Start of list found where not expected"),
+        ("SendMessageBatch", {"QueueUrl": url, "Entries": [{"Id": "a", "MessageBody": {"x": 1}}]}, "Start of structure or map found where not expected."),
+        ("SendMessage", {"QueueUrl": url, "MessageBody": "m", "MessageAttributes": {"a": {"DataType": "String", "StringValue": 1}}},
+         "NUMBER_VALUE can not be converted to a String"),
+    ]:
+        status, body, query_error = json_call(stratus, operation, request)
+        assert (status, body["__type"], body["message"], query_error) == \
+            (400, "com.amazon.coral.service#SerializationException", message, "MalformedInput;Sender"), request
+    status, body, _ = json_call(stratus, "ListQueues", b"[1, 2]")
+    assert (status, body["__type"]) == (400, "com.amazon.coral.service#SerializationException")
+    # null is as good as absent, and boto3 reads every one of these as the code it knows.
+    assert json_call(stratus, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": None})[0] == 200
+    assert error_code(lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle="garbage")) == "ReceiptHandleIsInvalid"
+
+
 def test_state_reports_queues_and_reset_clears_them(stratus, sqs):
     url = sqs.create_queue(QueueName="counted")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="1")

@@ -190,10 +190,13 @@ mod tests {
 
     #[test]
     fn json_error_carries_query_code_in_query_mode() {
-        let mut error = AwsError::sender("QueueDoesNotExist", "gone");
+        let mut error = AwsError::sender("com.amazonaws.sqs#QueueDoesNotExist", "gone");
         error.query_code = Some("AWS.SimpleQueueService.NonExistentQueue".into());
         let r = encode(Envelope { query_mode: true, ..envelope(Protocol::Json) }, &error, "id");
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["__type"], "QueueDoesNotExist");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["__type"],
+            "com.amazonaws.sqs#QueueDoesNotExist"
+        );
         assert_eq!(r.headers()["x-amzn-query-error"], "AWS.SimpleQueueService.NonExistentQueue;Sender");
         assert_eq!(r.headers()["content-type"], "application/x-amz-json-1.0");
     }

@@ -219,7 +219,7 @@ impl Aws {
                     Ok(input) => {
                         sqs::handle(&self.sqs, &ctx, sqs::Wire::Json, &operation, input, parts.uri.path()).await
                     }
-                    Err(error) => Err(error),
+                    Err(error) => Err(sqs::malformed(error.message)),
                 },
                 _ => Err(AwsError::sender(
                     "UnknownOperationException",

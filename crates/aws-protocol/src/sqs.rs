@@ -60,12 +60,22 @@ pub(crate) async fn handle(
 ) -> Result<(&'static str, Response<Bytes>), AwsError> {
     let Some(&operation) = OPERATIONS.iter().find(|o| **o == operation) else {
         return Err(match wire {
-            Wire::Json => AwsError::sender("UnknownOperationException", format!("SQS has no operation '{operation}'")),
+            Wire::Json => {
+                let mut error = AwsError::sender(
+                    "com.amazon.coral.service#UnknownOperationException",
+                    format!("SQS has no operation '{operation}'"),
+                );
+                error.query_code = Some("InvalidAction".into());
+                error
+            }
             Wire::Query => {
                 AwsError::sender("InvalidAction", format!("The action {operation} is not valid for this endpoint."))
             }
         });
     };
+    if wire == Wire::Json {
+        check_types(&input)?;
+    }
     let request = Input { value: input, ctx, path };
     let output = run(sqs, operation, &request).await.map_err(to_aws)?;
     let response = match wire {
@@ -353,7 +363,8 @@ impl Input<'_> {
         }
     }
 
-    /// The queue a `QueueUrl` (or, for query requests, the path) names: `/<account>/<name>`.
+    /// The queue a `QueueUrl` (or, without one, the path: older query clients post to the queue's
+    /// URL) names: `/<account>/<name>`.
     fn queue(&self) -> Result<QueueId, SqsError> {
         let url = self.string("QueueUrl");
         let path = match &url {
@@ -367,7 +378,7 @@ impl Input<'_> {
             (Some(account), Some(name), None) if !account.is_empty() && !name.is_empty() => {
                 Ok(QueueId { account: account.into(), region: self.ctx.region.clone(), name: name.into() })
             }
-            _ if url.is_none() => Err(missing("QueueUrl")),
+            // Without a `QueueUrl` (or a queue's path), too: SQS names no queue, not a missing parameter.
             _ => Err(SqsError::QueueDoesNotExist),
         }
     }
@@ -407,6 +418,105 @@ impl Input<'_> {
             dedup_id: self.string("MessageDeduplicationId"),
             trace_header: None,
         })
+    }
+}
+
+/// The shape a JSON member must have. SQS's member names each have one type across all of its
+/// operations, so the name alone decides.
+#[derive(Clone, Copy)]
+enum Kind {
+    Integer,
+    String,
+    StringList,
+    StringMap,
+    /// `MessageAttributes`: name to `{DataType, StringValue, BinaryValue, ...}`.
+    AttributeMap,
+    /// A batch's `Entries`: a list of structures whose members are checked by name too.
+    EntryList,
+    Structure,
+}
+
+fn kind(member: &str) -> Option<Kind> {
+    Some(match member {
+        "DelaySeconds"
+        | "MaxNumberOfMessages"
+        | "VisibilityTimeout"
+        | "WaitTimeSeconds"
+        | "MaxResults"
+        | "MaxNumberOfMessagesPerSecond" => Kind::Integer,
+        "AttributeNames"
+        | "MessageAttributeNames"
+        | "MessageSystemAttributeNames"
+        | "TagKeys"
+        | "AWSAccountIds"
+        | "Actions"
+        | "StringListValues"
+        | "BinaryListValues" => Kind::StringList,
+        "Attributes" | "Tags" | "tags" => Kind::StringMap,
+        "MessageAttributes" | "MessageSystemAttributes" => Kind::AttributeMap,
+        "Entries" => Kind::EntryList,
+        "QueueUrl"
+        | "QueueName"
+        | "QueueNamePrefix"
+        | "QueueOwnerAWSAccountId"
+        | "NextToken"
+        | "MessageBody"
+        | "MessageGroupId"
+        | "MessageDeduplicationId"
+        | "ReceiveRequestAttemptId"
+        | "ReceiptHandle"
+        | "Label"
+        | "SourceArn"
+        | "DestinationArn"
+        | "TaskHandle"
+        | "Id"
+        | "DataType"
+        | "StringValue"
+        | "BinaryValue" => Kind::String,
+        _ => return None,
+    })
+}
+
+/// A JSON request's members against the types SQS's model gives them, refused as SQS's
+/// deserializer refuses them (`SerializationException`, with its messages). Unknown members are
+/// ignored and `null` is as good as absent, as there. The query protocol has only strings, which
+/// `Input` parses.
+fn check_types(value: &Value) -> Result<(), AwsError> {
+    let Value::Object(members) = value else { return Ok(()) };
+    members.iter().try_for_each(|(name, value)| kind(name).map_or(Ok(()), |kind| check_kind(kind, value)))
+}
+
+/// The request framework's refusal of a body it cannot read as the operation's input.
+pub(crate) fn malformed(message: impl Into<String>) -> AwsError {
+    let mut error = AwsError::sender("com.amazon.coral.service#SerializationException", message);
+    error.query_code = Some("MalformedInput".into());
+    error
+}
+
+fn check_kind(kind: Kind, value: &Value) -> Result<(), AwsError> {
+    let refuse = |message: String| Err(malformed(message));
+    let scalar = |value: &Value| match value {
+        Value::Bool(true) => "TRUE_VALUE",
+        Value::Bool(false) => "FALSE_VALUE",
+        Value::Number(_) => "NUMBER_VALUE",
+        _ => "STRING_VALUE",
+    };
+    match (kind, value) {
+        (_, Value::Null) | (Kind::Integer, Value::Number(_)) | (Kind::String, Value::String(_)) => Ok(()),
+        (Kind::StringList, Value::Array(items)) => items.iter().try_for_each(|item| check_kind(Kind::String, item)),
+        (Kind::EntryList, Value::Array(items)) => items.iter().try_for_each(|item| check_kind(Kind::Structure, item)),
+        (Kind::StringMap, Value::Object(map)) => map.values().try_for_each(|v| check_kind(Kind::String, v)),
+        (Kind::AttributeMap, Value::Object(map)) => map.values().try_for_each(|v| check_kind(Kind::Structure, v)),
+        (Kind::Structure, Value::Object(_)) => check_types(value),
+        (_, Value::Array(_)) => refuse("Start of list found where not expected".into()),
+        (Kind::Integer | Kind::String | Kind::StringList | Kind::EntryList, Value::Object(_)) => {
+            refuse("Start of structure or map found where not expected.".into())
+        }
+        (Kind::Integer, _) => refuse(format!("{} can not be converted to an Integer", scalar(value))),
+        (Kind::String, _) => refuse(format!("{} can not be converted to a String", scalar(value))),
+        (Kind::StringList | Kind::EntryList, _) => refuse("Expected list or null".into()),
+        (Kind::StringMap | Kind::AttributeMap, _) => refuse("Expected map or null".into()),
+        (Kind::Structure, _) => refuse("Expected null".into()),
     }
 }
 
@@ -466,40 +576,48 @@ fn batch_json(results: impl Iterator<Item = (String, Result<Value, SqsError>)>) 
     json!({ "Successful": successful, "Failed": failed })
 }
 
-/// The JSON code, HTTP status and legacy query code of each SQS error.
+/// Each SQS error as the service sends it: over JSON, `__type` names the error's shape, SQS's own
+/// (`com.amazonaws.sqs#...`, the shapes of its model) or the request framework's
+/// (`com.amazon.coral.service#...`, for parameters); query clients, and JSON clients in query mode
+/// (`x-amzn-query-error`), match on the code the query protocol had. Statuses are the model's, and
+/// 404 for a receipt handle that is not one, as SQS answers.
 fn to_aws(error: SqsError) -> AwsError {
+    const SQS: &str = "com.amazonaws.sqs#";
+    const CORAL: &str = "com.amazon.coral.service#";
     let message = error.to_string();
-    let (code, query_code) = match &error {
-        SqsError::QueueDoesNotExist => ("QueueDoesNotExist", Some("AWS.SimpleQueueService.NonExistentQueue")),
-        SqsError::QueueNameExists(_) => ("QueueNameExists", Some("QueueAlreadyExists")),
-        SqsError::InvalidParameterValue(_) => ("InvalidParameterValue", None),
-        SqsError::MissingParameter(_) => ("MissingParameter", None),
-        SqsError::InvalidAttributeName(_) => ("InvalidAttributeName", None),
-        SqsError::InvalidAttributeValue(_) => ("InvalidAttributeValue", None),
-        SqsError::InvalidMessageContents(_) => ("InvalidMessageContents", None),
-        SqsError::ReceiptHandleIsInvalid(_) => ("ReceiptHandleIsInvalid", None),
-        SqsError::MessageNotInflight => ("MessageNotInflight", Some("AWS.SimpleQueueService.MessageNotInflight")),
+    let (namespace, shape, query_code, status) = match &error {
+        SqsError::QueueDoesNotExist => (SQS, "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", 400),
+        SqsError::QueueNameExists(_) => (SQS, "QueueNameExists", "QueueAlreadyExists", 400),
+        SqsError::InvalidParameterValue(_) => (CORAL, "InvalidParameterValueException", "InvalidParameterValue", 400),
+        SqsError::MissingParameter(_) => (CORAL, "MissingRequiredParameterException", "MissingParameter", 400),
+        SqsError::InvalidAttributeName(_) => (SQS, "InvalidAttributeName", "InvalidAttributeName", 400),
+        SqsError::InvalidAttributeValue(_) => (SQS, "InvalidAttributeValue", "InvalidAttributeValue", 400),
+        SqsError::InvalidMessageContents(_) => (SQS, "InvalidMessageContents", "InvalidMessageContents", 400),
+        SqsError::ReceiptHandleIsInvalid(_) => (SQS, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", 404),
+        SqsError::MessageNotInflight => (SQS, "MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight", 400),
         SqsError::PurgeQueueInProgress(_) => {
-            ("PurgeQueueInProgress", Some("AWS.SimpleQueueService.PurgeQueueInProgress"))
+            (SQS, "PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress", 403)
         }
         SqsError::TooManyEntriesInBatchRequest(_) => {
-            ("TooManyEntriesInBatchRequest", Some("AWS.SimpleQueueService.TooManyEntriesInBatchRequest"))
+            (SQS, "TooManyEntriesInBatchRequest", "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", 400)
         }
-        SqsError::EmptyBatchRequest(_) => ("EmptyBatchRequest", Some("AWS.SimpleQueueService.EmptyBatchRequest")),
+        SqsError::EmptyBatchRequest(_) => (SQS, "EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest", 400),
         SqsError::BatchEntryIdsNotDistinct(_) => {
-            ("BatchEntryIdsNotDistinct", Some("AWS.SimpleQueueService.BatchEntryIdsNotDistinct"))
+            (SQS, "BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct", 400)
         }
-        SqsError::InvalidBatchEntryId => ("InvalidBatchEntryId", Some("AWS.SimpleQueueService.InvalidBatchEntryId")),
+        SqsError::InvalidBatchEntryId => {
+            (SQS, "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId", 400)
+        }
         SqsError::BatchRequestTooLong(..) => {
-            ("BatchRequestTooLong", Some("AWS.SimpleQueueService.BatchRequestTooLong"))
+            (SQS, "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong", 400)
         }
-        SqsError::QueueDeletedRecently => ("QueueDeletedRecently", Some("AWS.SimpleQueueService.QueueDeletedRecently")),
+        SqsError::QueueDeletedRecently => {
+            (SQS, "QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently", 400)
+        }
         SqsError::UnsupportedOperation(_) => {
-            ("UnsupportedOperation", Some("AWS.SimpleQueueService.UnsupportedOperation"))
+            (SQS, "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400)
         }
-        SqsError::ResourceNotFound(_) => {
-            return AwsError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message);
-        }
+        SqsError::ResourceNotFound(_) => (SQS, "ResourceNotFoundException", "ResourceNotFoundException", 404),
         SqsError::Store(source) => {
             tracing::error!(error = source as &dyn std::error::Error, "SQS storage failed");
             return AwsError::new(
@@ -509,10 +627,9 @@ fn to_aws(error: SqsError) -> AwsError {
             );
         }
     };
-    // SQS answers a purge within a minute of the last with 403, the errors above with 400.
-    let status = if code == "PurgeQueueInProgress" { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
-    let mut aws = AwsError::new(status, code, message);
-    aws.query_code = query_code.map(String::from);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut aws = AwsError::new(status, format!("{namespace}{shape}"), message);
+    aws.query_code = Some(query_code.into());
     aws
 }
 
