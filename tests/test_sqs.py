@@ -136,7 +136,10 @@ def test_change_visibility(sqs):
     handle = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
     sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
     again = sqs.receive_message(QueueUrl=url)["Messages"][0]
-    assert error_code(lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=5)) == "AWS.SimpleQueueService.MessageNotInflight"
+    # An earlier receive's handle no longer names the message, nor does one of a deleted message.
+    code, status, message = failure(lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=5))
+    assert (code, status) == ("InvalidParameterValue", 400)
+    assert message == f"Value {handle} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change."
     assert error_code(lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle="garbage", VisibilityTimeout=5)) == "ReceiptHandleIsInvalid"
     assert error_code(lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle="garbage")) == "ReceiptHandleIsInvalid"
     result = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
@@ -145,6 +148,8 @@ def test_change_visibility(sqs):
     ])
     assert [e["Id"] for e in result["Successful"]] == ["ok"]
     assert result["Failed"][0]["Id"] == "bad" and result["Failed"][0]["Code"] == "ReceiptHandleIsInvalid"
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=again["ReceiptHandle"])
+    assert failure(lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=again["ReceiptHandle"], VisibilityTimeout=5))[0] == "InvalidParameterValue"
 
 
 def test_delays(sqs):

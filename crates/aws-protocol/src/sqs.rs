@@ -594,7 +594,6 @@ fn to_aws(error: SqsError) -> AwsError {
         SqsError::InvalidAttributeValue(_) => (SQS, "InvalidAttributeValue", "InvalidAttributeValue", 400),
         SqsError::InvalidMessageContents(_) => (SQS, "InvalidMessageContents", "InvalidMessageContents", 400),
         SqsError::ReceiptHandleIsInvalid(_) => (SQS, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", 404),
-        SqsError::MessageNotInflight => (SQS, "MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight", 400),
         SqsError::PurgeQueueInProgress(_) => {
             (SQS, "PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress", 403)
         }

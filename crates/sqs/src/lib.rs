@@ -132,8 +132,6 @@ pub enum SqsError {
     InvalidMessageContents(String),
     #[error("The input receipt handle \"{0}\" is not a valid receipt handle.")]
     ReceiptHandleIsInvalid(String),
-    #[error("Message does not exist or is not available for visibility timeout change.")]
-    MessageNotInflight,
     #[error("Only one PurgeQueue operation on {0} is allowed every 60 seconds.")]
     PurgeQueueInProgress(String),
     #[error("Maximum number of entries per request are 10. You have sent {0}.")]
@@ -814,9 +812,13 @@ impl Sqs {
                     let (seq, token) = receipt_for(&queue, &handle)?;
                     let uid = queue.uid;
                     // The latest receive's handle, even once its visibility timeout has passed (the
-                    // message is then hidden again), as in SQS.
+                    // message is then hidden again), as in SQS. An earlier receive's handle, or one
+                    // of a message since deleted, is refused as SQS refuses it (not with
+                    // `MessageNotInflight`, which SQS's model lists but SQS is not seen to send).
                     let Some(message) = queue.messages.get(&seq).filter(|m| m.token == token && !m.pending) else {
-                        return Err(SqsError::MessageNotInflight);
+                        return Err(SqsError::InvalidParameterValue(format!(
+                            "Value {handle} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change."
+                        )));
                     };
                     // In a FIFO queue a handle expires with its visibility timeout (see `delete_many`).
                     if queue.fifo && message.visible_at_ms <= now {
