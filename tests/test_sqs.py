@@ -150,6 +150,14 @@ def test_change_visibility(sqs):
     assert result["Failed"][0]["Id"] == "bad" and result["Failed"][0]["Code"] == "ReceiptHandleIsInvalid"
     sqs.delete_message(QueueUrl=url, ReceiptHandle=again["ReceiptHandle"])
     assert failure(lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=again["ReceiptHandle"], VisibilityTimeout=5))[0] == "InvalidParameterValue"
+    # A handle of another queue's is not one of this queue's.
+    other = sqs.create_queue(QueueName="cv-other")["QueueUrl"]
+    sqs.send_message(QueueUrl=other, MessageBody="o")
+    foreign = sqs.receive_message(QueueUrl=other)["Messages"][0]["ReceiptHandle"]
+    code, status, message = failure(lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle=foreign))
+    assert (code, status, message) == ("ReceiptHandleIsInvalid", 404, f'The receipt handle "{foreign}" is not valid for this queue.')
+    code, status, message = failure(lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle="garbage"))
+    assert (code, status, message) == ("ReceiptHandleIsInvalid", 404, 'The input receipt handle "garbage" is not a valid receipt handle.')
 
 
 def test_delays(sqs):

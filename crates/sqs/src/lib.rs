@@ -130,7 +130,7 @@ pub enum SqsError {
     InvalidAttributeValue(String),
     #[error("{0}")]
     InvalidMessageContents(String),
-    #[error("The input receipt handle \"{0}\" is not a valid receipt handle.")]
+    #[error("{0}")]
     ReceiptHandleIsInvalid(String),
     #[error("Only one PurgeQueue operation on {0} is allowed every 60 seconds.")]
     PurgeQueueInProgress(String),
@@ -1467,7 +1467,12 @@ fn receipt(uid: u64, seq: u64, token: u64) -> String {
 fn receipt_for(queue: &Queue, handle: &str) -> Result<(u64, u64), SqsError> {
     match parse_receipt(handle) {
         Some((uid, seq, token)) if uid == queue.uid => Ok((seq, token)),
-        _ => Err(SqsError::ReceiptHandleIsInvalid(handle.to_string())),
+        Some(_) => Err(SqsError::ReceiptHandleIsInvalid(format!(
+            "The receipt handle \"{handle}\" is not valid for this queue."
+        ))),
+        None => Err(SqsError::ReceiptHandleIsInvalid(format!(
+            "The input receipt handle \"{handle}\" is not a valid receipt handle."
+        ))),
     }
 }
 
