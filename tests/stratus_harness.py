@@ -102,8 +102,10 @@ class Stratus:
         host, port = self.url.removeprefix("http://").rsplit(":", 1)
         return host, int(port)
 
-    def client(self, service, **overrides):
-        config = Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
+    def client(self, service, config=None, **overrides):
+        """A boto3 client for this Stratus; `config` is merged over the harness's own."""
+        base = Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
+        config = base.merge(config) if config else base
         return boto3.client(service, config=config, **{"endpoint_url": self.url, **CREDENTIALS, **overrides})
 
     def aws(self, *args, access_key="test", check=True):

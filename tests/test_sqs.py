@@ -275,7 +275,8 @@ def test_fifo_order_groups_and_deduplication(sqs):
     assert error_code(lambda: sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g", DelaySeconds=1)) == "InvalidParameterValue"
     plain = sqs.create_queue(QueueName="plain.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     assert error_code(lambda: sqs.send_message(QueueUrl=plain, MessageBody="x", MessageGroupId="g")) == "InvalidParameterValue"
-    assert error_code(lambda: sqs.create_queue(QueueName="nofifo", Attributes={"FifoQueue": "true"})) == "InvalidAttributeValue"
+    assert error_code(lambda: sqs.create_queue(QueueName="nofifo", Attributes={"FifoQueue": "true"})) == "InvalidParameterValue"
+    assert error_code(lambda: sqs.create_queue(QueueName="noattr.fifo")) == "InvalidParameterValue"
 
 
 def test_awscli_round_trip(stratus):
@@ -554,6 +555,35 @@ def test_sizes_and_identifiers_as_sqs_limits_them(sqs):
     assert sqs.receive_message(QueueUrl=fifo, WaitTimeSeconds=3)["Messages"][0]["Body"] == "zero"
     code, _, message = failure(lambda: sqs.send_message(QueueUrl=fifo, MessageBody="b", MessageGroupId="g", MessageDeduplicationId="d2", DelaySeconds=2))
     assert code == "InvalidParameterValue" and message.startswith("Value 2 for parameter DelaySeconds is invalid.")
+
+
+def test_rules_as_sqs_recordings_show_them(stratus, sqs):
+    from botocore.config import Config
+    unchecked = stratus.client("sqs", config=Config(parameter_validation=False))
+    # A missing queue name is an invalid value, not a missing parameter.
+    assert failure(lambda: unchecked.get_queue_url())[0] == "InvalidParameterValue"
+    assert failure(lambda: unchecked.create_queue())[0] == "InvalidParameterValue"
+    url = sqs.create_queue(QueueName="recorded")["QueueUrl"]
+    # List attribute values are not supported, over either protocol.
+    listed = {"a": {"DataType": "String", "StringListValues": ["x"]}}
+    code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="m", MessageAttributes=listed))
+    assert (code, message) == ("AWS.SimpleQueueService.UnsupportedOperation", "Message attribute list values in SendMessage operation are not supported.")
+    status, body = query(stratus, {"Action": "SendMessage", "QueueUrl": url, "MessageBody": "m", "MessageAttribute.1.Name": "a",
+                                   "MessageAttribute.1.Value.DataType": "String", "MessageAttribute.1.Value.StringListValue.1": "x"})
+    assert status == 400 and "<Code>AWS.SimpleQueueService.UnsupportedOperation</Code>" in body
+    # A standard queue takes a group id (fair queues) and gives it back, but no deduplication id.
+    code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="m", MessageDeduplicationId="d"))
+    assert code == "InvalidParameterValue" and "MessageDeduplicationId" in message
+    sqs.send_message(QueueUrl=url, MessageBody="fair", MessageGroupId="tenant-1")
+    received = sqs.receive_message(QueueUrl=url, MessageSystemAttributeNames=["MessageGroupId"])["Messages"][0]
+    assert received["Attributes"] == {"MessageGroupId": "tenant-1"}
+    # sourceQueueArns belongs to byQueue alone.
+    allow = json.dumps({"redrivePermission": "allowAll", "sourceQueueArns": ["arn:aws:sqs:us-east-1:000000000000:recorded"]})
+    assert failure(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedriveAllowPolicy": allow}))[0] == "InvalidParameterValue"
+    # A queue without dead-letter sources answers nothing at all.
+    answer = sqs.list_dead_letter_source_queues(QueueUrl=url)
+    answer.pop("ResponseMetadata")
+    assert answer == {}
 
 
 def test_queue_attribute_rules(sqs):

@@ -93,15 +93,14 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
     let ctx = input.ctx;
     Ok(match operation {
         "CreateQueue" => {
-            let name = input.required("QueueName")?;
-            let id = QueueId { account: ctx.account.clone(), region: ctx.region.clone(), name };
+            let id = QueueId { account: ctx.account.clone(), region: ctx.region.clone(), name: input.queue_name()? };
             let tags = input.string_map("tags").into_iter().chain(input.string_map("Tags")).collect();
             sqs.create_queue(id.clone(), input.string_map("Attributes"), tags).await?;
             json!({ "QueueUrl": url(ctx, &id) })
         }
         "GetQueueUrl" => {
             let account = input.string("QueueOwnerAWSAccountId").unwrap_or_else(|| ctx.account.clone());
-            let id = QueueId { account, region: ctx.region.clone(), name: input.required("QueueName")? };
+            let id = QueueId { account, region: ctx.region.clone(), name: input.queue_name()? };
             sqs.queue_exists(&id)?;
             json!({ "QueueUrl": url(ctx, &id) })
         }
@@ -238,11 +237,15 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
             let max = input.number("MaxResults")?.map(|m| m as usize);
             let token = input.string("NextToken");
             let (sources, next) = sqs.dead_letter_source_queues(&input.queue()?, max, token.as_deref())?;
-            let mut out = json!({ "queueUrls": sources.iter().map(|id| url(ctx, id)).collect::<Vec<_>>() });
-            if let Some(next) = next {
-                out["NextToken"] = next.into();
+            // No sources is an empty answer, as SQS gives it, though the model calls the list required.
+            let mut out = Map::new();
+            if !sources.is_empty() {
+                out.insert("queueUrls".into(), sources.iter().map(|id| Value::from(url(ctx, id))).collect());
             }
-            out
+            if let Some(next) = next {
+                out.insert("NextToken".into(), next.into());
+            }
+            Value::Object(out)
         }
         "AddPermission" => {
             let label = input.required("Label")?;
@@ -363,6 +366,15 @@ impl Input<'_> {
         }
     }
 
+    /// `QueueName`, whose absence SQS calls an invalid value rather than a missing parameter.
+    fn queue_name(&self) -> Result<String, SqsError> {
+        self.string("QueueName").ok_or_else(|| {
+            SqsError::InvalidParameterValue(
+                "Value for parameter QueueName is invalid. Reason: Must specify a queue name.".into(),
+            )
+        })
+    }
+
     /// The queue a `QueueUrl` (or, without one, the path: older query clients post to the queue's
     /// URL) names: `/<account>/<name>`.
     fn queue(&self) -> Result<QueueId, SqsError> {
@@ -389,6 +401,14 @@ impl Input<'_> {
             .map(|(attribute, spec)| {
                 let invalid =
                     |why: &str| SqsError::InvalidParameterValue(format!("The message attribute '{attribute}' {why}"));
+                if ["StringListValues", "BinaryListValues"]
+                    .iter()
+                    .any(|list| spec.get(list).and_then(Value::as_array).is_some_and(|l| !l.is_empty()))
+                {
+                    return Err(SqsError::UnsupportedOperation(
+                        "Message attribute list values in SendMessage operation are not supported.".into(),
+                    ));
+                }
                 let data_type = spec
                     .get("DataType")
                     .and_then(Value::as_str)
@@ -660,6 +680,8 @@ const LISTS: &[(&str, &str)] = &[
     ("TagKey", "TagKeys"),
     ("AWSAccountId", "AWSAccountIds"),
     ("ActionName", "Actions"),
+    ("StringListValue", "StringListValues"),
+    ("BinaryListValue", "BinaryListValues"),
 ];
 
 /// A parameter as its dotted path and its value.

@@ -188,6 +188,9 @@ pub(crate) fn redrive_allow_policy(value: &str) -> Result<RedriveAllow, SqsError
         _ => Vec::new(),
     };
     match policy["redrivePermission"].as_str() {
+        Some("allowAll" | "denyAll") if !policy["sourceQueueArns"].is_null() => {
+            Err(invalid("sourceQueueArns is only allowed with byQueue."))
+        }
         Some("allowAll") => Ok(RedriveAllow::All),
         Some("denyAll") => Ok(RedriveAllow::Nobody),
         Some("byQueue") if (1..=10).contains(&sources.len()) => Ok(RedriveAllow::Only(sources)),

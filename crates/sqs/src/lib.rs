@@ -260,16 +260,9 @@ impl Sqs {
         let fifo_requested = requested.iter().any(|(k, v)| k == "FifoQueue" && attributes::bool_value(v) == Some(true));
         let fifo = id.name.ends_with(".fifo");
         if fifo_requested != fifo {
-            let why = if fifo {
-                "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix"
-            } else {
-                "Invalid value for the parameter FifoQueue."
-            };
-            return Err(if fifo {
-                SqsError::InvalidParameterValue(why.into())
-            } else {
-                SqsError::InvalidAttributeValue(why.into())
-            });
+            return Err(SqsError::InvalidParameterValue(
+                "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length.".into(),
+            ));
         }
         let tags: BTreeMap<String, String> = tags.into_iter().collect();
         check_tag_count(tags.len())?;
@@ -1242,6 +1235,11 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
             }
         };
         (Some(group), Some(dedup))
+    } else if let Some(dedup) = message.dedup_id {
+        // A standard queue takes a group id (fair queues), never a deduplication id.
+        return Err(SqsError::InvalidParameterValue(format!(
+            "Value {dedup} for parameter MessageDeduplicationId is invalid. Reason: The request include parameter that is not valid for this queue type."
+        )));
     } else {
         (message.group_id, None)
     };
