@@ -580,8 +580,19 @@ def test_rules_as_sqs_recordings_show_them(stratus, sqs):
     # sourceQueueArns belongs to byQueue alone.
     allow = json.dumps({"redrivePermission": "allowAll", "sourceQueueArns": ["arn:aws:sqs:us-east-1:000000000000:recorded"]})
     assert failure(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedriveAllowPolicy": allow}))[0] == "InvalidParameterValue"
+    # A redrive policy is kept in one form, whatever was sent.
+    dlq = sqs.create_queue(QueueName="recorded-dlq")["QueueUrl"]
+    arn = "arn:aws:sqs:us-east-1:000000000000:recorded-dlq"
+    sent = '{ "maxReceiveCount" : "3", "deadLetterTargetArn" : "%s", "note": 1 }' % arn
+    canonical = '{"deadLetterTargetArn":"%s","maxReceiveCount":3}' % arn
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": sent})
+    created = sqs.create_queue(QueueName="recorded-2", Attributes={"RedrivePolicy": sent})["QueueUrl"]
+    assert sqs.create_queue(QueueName="recorded-2", Attributes={"RedrivePolicy": canonical})["QueueUrl"] == created, "the same policy"
+    for queue in [url, created]:
+        assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["RedrivePolicy"])["Attributes"] == {"RedrivePolicy": canonical}
+    assert sorted(sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]) == [url, created]
     # A queue without dead-letter sources answers nothing at all.
-    answer = sqs.list_dead_letter_source_queues(QueueUrl=url)
+    answer = sqs.list_dead_letter_source_queues(QueueUrl=sqs.create_queue(QueueName="recorded-lone")["QueueUrl"])
     answer.pop("ResponseMetadata")
     assert answer == {}
 

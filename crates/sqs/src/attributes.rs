@@ -15,7 +15,7 @@ const SETTABLE: &[(&str, &str)] = &[
     ("RedriveAllowPolicy", ""),
     ("VisibilityTimeout", "30"),
     ("KmsMasterKeyId", ""),
-    // Only with a KMS key (see `settle_encryption`).
+    // Only with a KMS key (see `settle`).
     ("KmsDataKeyReusePeriodSeconds", ""),
     ("SqsManagedSseEnabled", "true"),
 ];
@@ -101,14 +101,17 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool) -> Result<(), SqsErr
     }
 }
 
-/// Encryption is by SQS-managed keys (the default) or by a KMS key, never both: after `changes`
-/// were applied to `attributes`, makes them say which, as SQS does. A KMS key brings its data key
+/// After `changes` were applied to `attributes`, makes them what SQS would keep. A redrive policy
+/// is kept in one form, whatever was sent (spacing, a count as a string, other fields). Encryption
+/// is by SQS-managed keys (the default) or by a KMS key, never both: a KMS key brings its data key
 /// reuse period (300 s by default) and turns SQS-managed encryption off; turning that on, or an
 /// empty key, drops the key and its period (a period set without a key is kept, unused).
-pub(crate) fn settle_encryption(
-    attributes: &mut BTreeMap<String, String>,
-    changes: &[(String, String)],
-) -> Result<(), SqsError> {
+pub(crate) fn settle(attributes: &mut BTreeMap<String, String>, changes: &[(String, String)]) -> Result<(), SqsError> {
+    if let Some(policy) = attributes.get("RedrivePolicy").and_then(|p| redrive_policy(p).ok()) {
+        let arn = serde_json::Value::from(policy.target_arn);
+        let canonical = format!("{{\"deadLetterTargetArn\":{arn},\"maxReceiveCount\":{}}}", policy.max_receive_count);
+        attributes.insert("RedrivePolicy".into(), canonical);
+    }
     let changed = |name: &str| changes.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let kms_key = changed("KmsMasterKeyId").is_some_and(|k| !k.is_empty());
     let sqs_managed = changed("SqsManagedSseEnabled").and_then(bool_value) == Some(true);
@@ -222,7 +225,7 @@ mod tests {
             for (k, v) in &changes {
                 attributes.insert(k.clone(), v.clone());
             }
-            settle_encryption(attributes, &changes)
+            settle(attributes, &changes)
         };
         let mut a = defaults(false);
         assert_eq!(a.get("SqsManagedSseEnabled").map(String::as_str), Some("true"));

@@ -274,8 +274,9 @@ impl Sqs {
             }
             wanted.insert(name.clone(), value.clone());
         }
-        attributes::settle_encryption(&mut wanted, &requested)?;
-        if let Some(policy) = wanted.get("RedrivePolicy") {
+        attributes::settle(&mut wanted, &requested)?;
+        // Checked as sent, so that an error quotes the caller's text.
+        if let Some((_, policy)) = requested.iter().rev().find(|(n, v)| n == "RedrivePolicy" && !v.is_empty()) {
             self.check_dead_letter_target(&id, fifo, policy)?;
         }
         let now = now_ms() / 1000;
@@ -427,7 +428,7 @@ impl Sqs {
                     changed.insert(name.clone(), value.clone());
                 }
             }
-            attributes::settle_encryption(&mut changed, &changes)?;
+            attributes::settle(&mut changed, &changes)?;
             queue.attributes = changed;
             queue.modified = now_ms() / 1000;
             // Submitted under the queue's lock: snapshots of the queue commit in the order taken.

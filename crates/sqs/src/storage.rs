@@ -273,7 +273,7 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
         let id = QueueId { account: account.into(), region: region.into(), name: name.into() };
         // Queues stored before encryption was settled kept the reuse period without a key.
         let mut attributes = record.attributes;
-        crate::attributes::settle_encryption(&mut attributes, &[])?;
+        crate::attributes::settle(&mut attributes, &[])?;
         let mut queue = Queue {
             uid: record.uid,
             fifo: id.name.ends_with(".fifo"),
