@@ -597,6 +597,25 @@ def test_rules_as_sqs_recordings_show_them(stratus, sqs):
     assert answer == {}
 
 
+def test_permission_rules(sqs):
+    url = sqs.create_queue(QueueName="granted")["QueueUrl"]
+    grant = lambda label="l", accounts=("111111111111",), actions=("SendMessage",): sqs.add_permission(  # noqa: E731
+        QueueUrl=url, Label=label, AWSAccountIds=list(accounts), Actions=list(actions))
+    grant(actions=["SendMessage", "ReceiveMessage", "*"])
+    assert failure(lambda: grant())[2] == "Value l for parameter Label is invalid. Reason: Already exists."
+    assert failure(lambda: grant(label="a b"))[0] == "InvalidParameterValue"
+    assert failure(lambda: grant(label="m", actions=[]))[:2] == ("MissingParameter", 400)
+    assert failure(lambda: grant(label="m", accounts=[]))[2] == "Value [] for parameter PrincipalId is invalid. Reason: Unable to verify."
+    assert failure(lambda: grant(label="m", actions=["SendMessage"] * 8)) == ("OverLimit", 403, "8 Actions were found, maximum allowed is 7.")
+    code, _, message = failure(lambda: grant(label="m", actions=["DeleteQueue"]))
+    assert (code, message) == ("InvalidParameterValue", "Value SQS:DeleteQueue for parameter ActionName is invalid. Reason: Only the queue owner is allowed to invoke this action.")
+    code, _, message = failure(lambda: grant(label="m", actions=["Fly"]))
+    assert (code, message) == ("InvalidParameterValue", "Value SQS:Fly for parameter ActionName is invalid. Reason: Please refer to the appropriate WSDL for a list of valid actions.")
+    statements = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"])["Statement"]
+    assert [s["Sid"] for s in statements] == ["l"], "refused grants leave the policy as it was"
+    assert failure(lambda: sqs.create_queue(QueueName=".fifo", Attributes={"FifoQueue": "true"}))[0] == "InvalidParameterValue"
+
+
 def test_queue_attribute_rules(sqs):
     assert failure(lambda: sqs.create_queue(QueueName="plain", Attributes={"FifoQueue": "false"}))[0] == "InvalidAttributeName"
     plain = sqs.create_queue(QueueName="plain")["QueueUrl"]

@@ -636,6 +636,7 @@ fn to_aws(error: SqsError) -> AwsError {
         SqsError::UnsupportedOperation(_) => {
             (SQS, "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400)
         }
+        SqsError::OverLimit(_) => (SQS, "OverLimit", "OverLimit", 403),
         SqsError::ResourceNotFound(_) => (SQS, "ResourceNotFoundException", "ResourceNotFoundException", 404),
         SqsError::Store(source) => {
             tracing::error!(error = source as &dyn std::error::Error, "SQS storage failed");

@@ -151,6 +151,8 @@ pub enum SqsError {
     #[error("{0}")]
     UnsupportedOperation(String),
     #[error("{0}")]
+    OverLimit(String),
+    #[error("{0}")]
     ResourceNotFound(String),
     #[error("storage failed")]
     Store(#[from] StoreError),
@@ -249,10 +251,7 @@ impl Sqs {
         requested: Vec<(String, String)>,
         tags: Vec<(String, String)>,
     ) -> Result<(), SqsError> {
-        let valid_name = !id.name.is_empty()
-            && id.name.len() <= 80
-            && id.name.trim_end_matches(".fifo").chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid_name {
+        if id.name.len() > 80 || !valid_label(id.name.strip_suffix(".fifo").unwrap_or(&id.name)) {
             return Err(SqsError::InvalidParameterValue(
                 "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length".into(),
             ));
@@ -916,10 +915,54 @@ impl Sqs {
         accounts: &[String],
         actions: &[String],
     ) -> Result<(), SqsError> {
-        if accounts.is_empty() || actions.is_empty() {
-            return Err(SqsError::MissingParameter(
-                "The request must contain the parameter AWSAccountIds and Actions.".into(),
+        // What another account may be granted; the rest of SQS's actions are the owner's alone.
+        const GRANTABLE: &[&str] = &[
+            "*",
+            "ChangeMessageVisibility",
+            "DeleteMessage",
+            "GetQueueAttributes",
+            "GetQueueUrl",
+            "ListDeadLetterSourceQueues",
+            "PurgeQueue",
+            "ReceiveMessage",
+            "SendMessage",
+        ];
+        const OWNER_ONLY: &[&str] = &[
+            "AddPermission",
+            "CreateQueue",
+            "DeleteQueue",
+            "ListQueueTags",
+            "ListQueues",
+            "RemovePermission",
+            "SetQueueAttributes",
+            "TagQueue",
+            "UntagQueue",
+        ];
+        if !valid_label(label) {
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Value {label} for parameter Label is invalid. Reason: Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length."
+            )));
+        }
+        if actions.is_empty() {
+            return Err(SqsError::MissingParameter("The request must contain the parameter Actions.".into()));
+        }
+        if accounts.is_empty() {
+            return Err(SqsError::InvalidParameterValue(
+                "Value [] for parameter PrincipalId is invalid. Reason: Unable to verify.".into(),
             ));
+        }
+        if actions.len() > 7 {
+            return Err(SqsError::OverLimit(format!("{} Actions were found, maximum allowed is 7.", actions.len())));
+        }
+        if let Some(action) = actions.iter().find(|a| !GRANTABLE.contains(&a.as_str())) {
+            let why = if OWNER_ONLY.contains(&action.as_str()) {
+                "Only the queue owner is allowed to invoke this action."
+            } else {
+                "Please refer to the appropriate WSDL for a list of valid actions."
+            };
+            return Err(SqsError::InvalidParameterValue(format!(
+                "Value SQS:{action} for parameter ActionName is invalid. Reason: {why}"
+            )));
         }
         let arn = id.arn();
         self.edit_policy(id, |statements| {
@@ -1360,6 +1403,11 @@ fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsEr
         }
     }
     Ok(())
+}
+
+/// A queue name (before any `.fifo`) or a permission label: 1 to 80 letters, digits, `-` or `_`.
+fn valid_label(text: &str) -> bool {
+    (1..=80).contains(&text.len()) && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// What is wrong with a message attribute's name, if anything, by the developer guide's rules
