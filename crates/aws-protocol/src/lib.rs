@@ -594,7 +594,7 @@ mod tests {
                 ]),
                 params in proptest::collection::vec((
                     proptest::sample::select(DDB_NAMES.to_vec()),
-                    ddb_json(),
+                    service_json(DDB_NAMES, DDB_VALUES),
                 ), 0..8),
             ) {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -649,7 +649,7 @@ mod tests {
             #[test]
             fn any_sqs_json_request_gets_a_response(
                 operation in proptest::sample::select(SQS_OPERATIONS.to_vec()),
-                params in proptest::collection::vec((proptest::sample::select(SQS_JSON_NAMES.to_vec()), sqs_json()), 0..8),
+                params in proptest::collection::vec((proptest::sample::select(SQS_JSON_NAMES.to_vec()), service_json(SQS_JSON_NAMES, SQS_VALUES)), 0..8),
             ) {
                 let (status, body) = sqs_round(|handle| {
                     let serde_json::Value::Object(mut object) = sqs::query_to_json(&sqs_base(operation)) else { unreachable!() };
@@ -919,27 +919,6 @@ mod tests {
         "arn:aws:sqs:eu-central-1:000000000000:nope",
     ];
 
-    /// JSON shaped like SQS parameters: SQS's values and names, nested in objects and arrays.
-    fn sqs_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
-        use proptest::prelude::*;
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<f64>().prop_map(serde_json::Value::from),
-            "[ -~]{0,16}".prop_map(serde_json::Value::from),
-            proptest::sample::select(SQS_VALUES.to_vec()).prop_map(serde_json::Value::from),
-        ];
-        leaf.prop_recursive(3, 32, 5, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::from),
-                proptest::collection::vec((proptest::sample::select(SQS_JSON_NAMES.to_vec()), inner), 0..5).prop_map(
-                    |kv| serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-                ),
-            ]
-        })
-    }
-
     const DDB_NAMES: &[&str] = &[
         "S",
         "N",
@@ -1016,56 +995,63 @@ mod tests {
         "ClientRequestToken",
     ];
 
-    /// JSON shaped like DynamoDB parameters: attribute values, expressions and names, nested.
-    fn ddb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    /// DynamoDB's meaningful values: attribute values, expressions and names.
+    const DDB_VALUES: &[&str] = &[
+        "pk",
+        "sk",
+        "x",
+        "1",
+        "-1.5e3",
+        "1e999",
+        "#n",
+        ":v",
+        ":w",
+        "a.b[0].c",
+        "pk = :v",
+        "pk = :v AND sk > :w",
+        "SET a = :v, b = b + :w REMOVE c",
+        "ADD n :v",
+        "attribute_exists(pk) AND size(a) < :v",
+        "begins_with(sk, :v)",
+        "SELECT * FROM tbl WHERE pk = ?",
+        "INSERT INTO tbl VALUE {'pk': 'a', 'sk': 1}",
+        "UPDATE tbl SET a = 1 WHERE pk = 'a' AND sk = 1",
+        "DELETE FROM tbl WHERE pk = ? AND sk = ?",
+        "ALL_OLD",
+        "ALL_NEW",
+        "UPDATED_NEW",
+        "TOTAL",
+        "INDEXES",
+        "COUNT",
+        "HASH",
+        "RANGE",
+        "EQ",
+        "BETWEEN",
+        "PUT",
+        "ADD",
+        "dGVzdA==",
+        "arn:aws:dynamodb:us-east-1:000000000000:table/tbl",
+    ];
+
+    /// JSON shaped like a service's parameters: scalars of every JSON type among its own member
+    /// `names` and meaningful `values`, nested in objects and arrays.
+    fn service_json(
+        names: &'static [&'static str],
+        values: &'static [&'static str],
+    ) -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
             "[ -~]{0,16}".prop_map(serde_json::Value::from),
-            proptest::sample::select(vec![
-                "pk",
-                "sk",
-                "x",
-                "1",
-                "-1.5e3",
-                "1e999",
-                "#n",
-                ":v",
-                ":w",
-                "a.b[0].c",
-                "pk = :v",
-                "pk = :v AND sk > :w",
-                "SET a = :v, b = b + :w REMOVE c",
-                "ADD n :v",
-                "attribute_exists(pk) AND size(a) < :v",
-                "begins_with(sk, :v)",
-                "SELECT * FROM tbl WHERE pk = ?",
-                "INSERT INTO tbl VALUE {'pk': 'a', 'sk': 1}",
-                "UPDATE tbl SET a = 1 WHERE pk = 'a' AND sk = 1",
-                "DELETE FROM tbl WHERE pk = ? AND sk = ?",
-                "ALL_OLD",
-                "ALL_NEW",
-                "UPDATED_NEW",
-                "TOTAL",
-                "INDEXES",
-                "COUNT",
-                "HASH",
-                "RANGE",
-                "EQ",
-                "BETWEEN",
-                "PUT",
-                "ADD",
-                "dGVzdA==",
-                "arn:aws:dynamodb:us-east-1:000000000000:table/tbl",
-            ])
-            .prop_map(serde_json::Value::from),
+            proptest::sample::select(values.to_vec()).prop_map(serde_json::Value::from),
         ];
-        leaf.prop_recursive(4, 48, 5, |inner| {
+        leaf.prop_recursive(4, 48, 5, move |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::from),
-                proptest::collection::vec((proptest::sample::select(DDB_NAMES.to_vec()), inner), 0..5).prop_map(|kv| {
+                proptest::collection::vec((proptest::sample::select(names.to_vec()), inner), 0..5).prop_map(|kv| {
                     serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
                 }),
             ]
