@@ -165,7 +165,9 @@ def test_fan_out_to_ten_queues_raw_and_enveloped_with_verified_signatures(sns, s
         queues.append((url, raw, sub))
     attributes = {"color": {"DataType": "String", "StringValue": "blue"},
                   "size": {"DataType": "Number", "StringValue": "42"},
-                  "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"}}
+                  "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+                  # SNS's own (for SMS): allowed, though a queue would refuse the name, so raw delivery leaves it out.
+                  "AWS.SNS.SMS.SenderID": {"DataType": "String", "StringValue": "Stratus"}}
     published = sns.publish(TopicArn=topic, Message="hello fan-out", Subject="greeting", MessageAttributes=attributes)
     for url, raw, sub in queues:
         [message] = receive_all(sqs, url, 1)
@@ -173,6 +175,7 @@ def test_fan_out_to_ten_queues_raw_and_enveloped_with_verified_signatures(sns, s
             assert message["Body"] == "hello fan-out"
             assert message["MessageAttributes"]["color"] == {"StringValue": "blue", "DataType": "String"}
             assert message["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01"
+            assert sorted(message["MessageAttributes"]) == ["blob", "color", "size"]
             continue
         envelope = json.loads(message["Body"])
         assert envelope["Type"] == "Notification" and envelope["MessageId"] == published["MessageId"]

@@ -342,6 +342,13 @@ def test_json_protocol_errors_as_sqs_sends_them(stratus, sqs):
     assert (status, body["__type"], query_error) == (404, "com.amazonaws.sqs#ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid;Sender")
     status, body, query_error = json_call(stratus, "Frobnicate", {})
     assert (status, body["__type"], query_error) == (400, "com.amazon.coral.service#UnknownOperationException", "InvalidAction;Sender")
+    # The query code is sent to clients that do not say they read it too (SDKs of 2023-24).
+    request = urllib.request.Request(stratus.url + "/", data=json.dumps({"QueueName": "missing"}).encode(), method="POST", headers={
+        "Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "AmazonSQS.GetQueueUrl",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"})
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)
+    assert raised.value.headers["x-amzn-query-error"] == "AWS.SimpleQueueService.NonExistentQueue;Sender"
     # A request naming no queue names a queue that does not exist.
     assert json_call(stratus, "SendMessage", {"MessageBody": "m"})[1]["__type"] == "com.amazonaws.sqs#QueueDoesNotExist"
     # Members of the wrong JSON type are refused by the deserializer, before SQS sees them.
@@ -532,10 +539,14 @@ def test_sizes_and_identifiers_as_sqs_limits_them(sqs):
         "Age": {"DataType": "Number", "StringValue": "Hello"}}))
     assert code == "InvalidParameterValue" and message == "Can't cast the value of message (user) attribute 'Age' to a number."
     # Attribute names: the developer guide's characters, no reserved prefixes, no stray periods.
-    for name in ["a b", "AWS.x", "amazon.x", ".x", "x.", "a..b", "n" * 256, "ключ"]:
+    characters = "Message (user) attributes name can only contain upper and lower score characters, digits, periods, hyphens and underscores. "
+    reserved = "You can't use message attribute names beginning with 'AWS.' or 'Amazon.'. These strings are reserved for internal use. Additionally, they cannot start or end with '.'."
+    for name, expected in [("a b", characters), ("ключ", characters), ("a×b", characters), ("AWS.x", reserved), ("amazon.x", reserved),
+                           (".x", reserved), ("x.", reserved), ("a..b", "Message (user) attribute name must not have successive '.' characters."),
+                           ("n" * 256, "Message (user) attribute names must be shorter than 256 Bytes")]:
         attributes = {name: {"DataType": "String", "StringValue": "v"}}
         code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="b", MessageAttributes=attributes))
-        assert code == "InvalidParameterValue" and "attribute name" in message.replace("attributes name", "attribute name"), (name, message)
+        assert (code, message) == ("InvalidParameterValue", expected), name
     batch = [{"Id": "ok", "MessageBody": "b"}, {"Id": "bad", "MessageBody": "b", "MessageAttributes": {"AWS.x": {"DataType": "String", "StringValue": "v"}}}]
     answer = sqs.send_message_batch(QueueUrl=url, Entries=batch)
     assert [e["Id"] for e in answer["Successful"]] == ["ok"] and [(f["Id"], f["Code"]) for f in answer["Failed"]] == [("bad", "InvalidParameterValue")]

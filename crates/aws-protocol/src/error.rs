@@ -46,8 +46,9 @@ pub(crate) struct Envelope {
     pub xml_namespace: &'static str,
     /// The request's JSON content type, echoed back.
     pub json_content_type: &'static str,
-    /// `x-amzn-query-mode: true` was sent to a query-compatible service.
-    pub query_mode: bool,
+    /// A query-compatible JSON service: errors carry the query protocol's code in
+    /// `x-amzn-query-error`.
+    pub query_compatible: bool,
 }
 
 pub(crate) fn encode(envelope: Envelope, error: &AwsError, request_id: &str) -> Response<Bytes> {
@@ -108,7 +109,7 @@ pub(crate) fn encode(envelope: Envelope, error: &AwsError, request_id: &str) -> 
     {
         headers.insert("x-amzn-errortype", code);
     }
-    if envelope.query_mode {
+    if envelope.query_compatible {
         let code = error.query_code.as_deref().unwrap_or(&error.code);
         if let Ok(value) = HeaderValue::from_str(&format!("{code};{}", error.fault())) {
             headers.insert("x-amzn-query-error", value);
@@ -168,7 +169,7 @@ mod tests {
             protocol,
             xml_namespace: "https://sts.amazonaws.com/doc/2011-06-15/",
             json_content_type: "application/x-amz-json-1.0",
-            query_mode: false,
+            query_compatible: false,
         }
     }
 
@@ -189,10 +190,10 @@ mod tests {
     }
 
     #[test]
-    fn json_error_carries_query_code_in_query_mode() {
+    fn json_error_carries_query_code_when_query_compatible() {
         let mut error = AwsError::sender("com.amazonaws.sqs#QueueDoesNotExist", "gone");
         error.query_code = Some("AWS.SimpleQueueService.NonExistentQueue".into());
-        let r = encode(Envelope { query_mode: true, ..envelope(Protocol::Json) }, &error, "id");
+        let r = encode(Envelope { query_compatible: true, ..envelope(Protocol::Json) }, &error, "id");
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["__type"],
             "com.amazonaws.sqs#QueueDoesNotExist"

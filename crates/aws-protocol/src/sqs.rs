@@ -311,16 +311,15 @@ fn missing(name: &str) -> SqsError {
     SqsError::MissingParameter(format!("The request must contain the parameter {name}."))
 }
 
+/// Members are either the query protocol's strings or JSON values `check_types` found of their
+/// member's type, so only an integer may come as a string (from the query protocol).
 impl Input<'_> {
     fn field(&self, name: &str) -> Option<&Value> {
         self.value.get(name).filter(|v| !v.is_null())
     }
 
     fn string(&self, name: &str) -> Option<String> {
-        match self.field(name)? {
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
-        }
+        self.field(name)?.as_str().map(String::from)
     }
 
     fn required(&self, name: &str) -> Result<String, SqsError> {
@@ -351,7 +350,7 @@ impl Input<'_> {
     fn string_map(&self, name: &str) -> Vec<(String, String)> {
         match self.field(name) {
             Some(Value::Object(map)) => {
-                map.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), String::from))).collect()
+                map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
             }
             _ => Vec::new(),
         }
@@ -444,7 +443,7 @@ impl Input<'_> {
 /// The shape a JSON member must have. SQS's member names each have one type across all of its
 /// operations, so the name alone decides.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Integer,
     String,
     StringList,
@@ -456,7 +455,7 @@ enum Kind {
     Structure,
 }
 
-fn kind(member: &str) -> Option<Kind> {
+pub(crate) fn kind(member: &str) -> Option<Kind> {
     Some(match member {
         "DelaySeconds"
         | "MaxNumberOfMessages"
@@ -604,40 +603,45 @@ fn batch_json(results: impl Iterator<Item = (String, Result<Value, SqsError>)>) 
 fn to_aws(error: SqsError) -> AwsError {
     const SQS: &str = "com.amazonaws.sqs#";
     const CORAL: &str = "com.amazon.coral.service#";
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
     let message = error.to_string();
     let (namespace, shape, query_code, status) = match &error {
-        SqsError::QueueDoesNotExist => (SQS, "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", 400),
-        SqsError::QueueNameExists(_) => (SQS, "QueueNameExists", "QueueAlreadyExists", 400),
-        SqsError::InvalidParameterValue(_) => (CORAL, "InvalidParameterValueException", "InvalidParameterValue", 400),
-        SqsError::MissingParameter(_) => (CORAL, "MissingRequiredParameterException", "MissingParameter", 400),
-        SqsError::InvalidAttributeName(_) => (SQS, "InvalidAttributeName", "InvalidAttributeName", 400),
-        SqsError::InvalidAttributeValue(_) => (SQS, "InvalidAttributeValue", "InvalidAttributeValue", 400),
-        SqsError::InvalidMessageContents(_) => (SQS, "InvalidMessageContents", "InvalidMessageContents", 400),
-        SqsError::ReceiptHandleIsInvalid(_) => (SQS, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", 404),
+        SqsError::QueueDoesNotExist => (SQS, "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", BAD),
+        SqsError::QueueNameExists(_) => (SQS, "QueueNameExists", "QueueAlreadyExists", BAD),
+        SqsError::InvalidParameterValue(_) => (CORAL, "InvalidParameterValueException", "InvalidParameterValue", BAD),
+        SqsError::MissingParameter(_) => (CORAL, "MissingRequiredParameterException", "MissingParameter", BAD),
+        SqsError::InvalidAttributeName(_) => (SQS, "InvalidAttributeName", "InvalidAttributeName", BAD),
+        SqsError::InvalidAttributeValue(_) => (SQS, "InvalidAttributeValue", "InvalidAttributeValue", BAD),
+        SqsError::InvalidMessageContents(_) => (SQS, "InvalidMessageContents", "InvalidMessageContents", BAD),
+        SqsError::ReceiptHandleIsInvalid(_) => {
+            (SQS, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", StatusCode::NOT_FOUND)
+        }
         SqsError::PurgeQueueInProgress(_) => {
-            (SQS, "PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress", 403)
+            (SQS, "PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress", StatusCode::FORBIDDEN)
         }
         SqsError::TooManyEntriesInBatchRequest(_) => {
-            (SQS, "TooManyEntriesInBatchRequest", "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", 400)
+            (SQS, "TooManyEntriesInBatchRequest", "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", BAD)
         }
-        SqsError::EmptyBatchRequest(_) => (SQS, "EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest", 400),
+        SqsError::EmptyBatchRequest(_) => (SQS, "EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest", BAD),
         SqsError::BatchEntryIdsNotDistinct(_) => {
-            (SQS, "BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct", 400)
+            (SQS, "BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct", BAD)
         }
         SqsError::InvalidBatchEntryId => {
-            (SQS, "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId", 400)
+            (SQS, "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId", BAD)
         }
         SqsError::BatchRequestTooLong(..) => {
-            (SQS, "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong", 400)
+            (SQS, "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong", BAD)
         }
         SqsError::QueueDeletedRecently => {
-            (SQS, "QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently", 400)
+            (SQS, "QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently", BAD)
         }
         SqsError::UnsupportedOperation(_) => {
-            (SQS, "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400)
+            (SQS, "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", BAD)
         }
-        SqsError::OverLimit(_) => (SQS, "OverLimit", "OverLimit", 403),
-        SqsError::ResourceNotFound(_) => (SQS, "ResourceNotFoundException", "ResourceNotFoundException", 404),
+        SqsError::OverLimit(_) => (SQS, "OverLimit", "OverLimit", StatusCode::FORBIDDEN),
+        SqsError::ResourceNotFound(_) => {
+            (SQS, "ResourceNotFoundException", "ResourceNotFoundException", StatusCode::NOT_FOUND)
+        }
         SqsError::Store(source) => {
             tracing::error!(error = source as &dyn std::error::Error, "SQS storage failed");
             return AwsError::new(
@@ -647,7 +651,6 @@ fn to_aws(error: SqsError) -> AwsError {
             );
         }
     };
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut aws = AwsError::new(status, format!("{namespace}{shape}"), message);
     aws.query_code = Some(query_code.into());
     aws

@@ -672,7 +672,8 @@ impl Delivery {
                 SendMessage {
                     body: self.payload(signer, outgoing, target),
                     attributes: if raw {
-                        outgoing.attributes.iter().map(StoredAttribute::to_attribute).collect()
+                        let sent = outgoing.attributes.iter().filter(|a| !crate::publish::sns_reserved(&a.0));
+                        sent.map(StoredAttribute::to_attribute).collect()
                     } else {
                         Vec::new()
                     },

@@ -344,12 +344,19 @@ fn check(publish: Publish) -> Result<Checked, SnsError> {
     Ok(Checked { publish, per_protocol })
 }
 
+/// An attribute SNS itself defines, for SMS and mobile push.
+pub(crate) fn sns_reserved(name: &str) -> bool {
+    name.starts_with("AWS.SNS.") || name.starts_with("AWS.MM.")
+}
+
 fn check_attribute(attribute: &MessageAttribute) -> Result<(), SnsError> {
     let name = &attribute.name;
     let kind = attribute.data_type.split('.').next().unwrap_or_default();
     let invalid = |what: String| Err(SnsError::ParameterValueInvalid(what));
-    // A subscribed queue would refuse the name, so SNS (whose rules are the same) does up front.
-    if let Some(problem) = sqs::attribute_name_problem(name) {
+    // A subscribed queue would refuse the name, so SNS (whose rules are the same) does up front;
+    // except SNS's own reserved attributes (`AWS.SNS.SMS.SenderID`, `AWS.SNS.MOBILE.*`, `AWS.MM.*`),
+    // which raw delivery leaves out of what it sends to a queue.
+    if let Some(problem) = sqs::attribute_name_problem(name).filter(|_| !sns_reserved(name)) {
         return invalid(problem.into());
     }
     match (kind, &attribute.value) {

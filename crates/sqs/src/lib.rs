@@ -929,12 +929,15 @@ impl Sqs {
         ];
         const OWNER_ONLY: &[&str] = &[
             "AddPermission",
+            "CancelMessageMoveTask",
             "CreateQueue",
             "DeleteQueue",
+            "ListMessageMoveTasks",
             "ListQueueTags",
             "ListQueues",
             "RemovePermission",
             "SetQueueAttributes",
+            "StartMessageMoveTask",
             "TagQueue",
             "UntagQueue",
         ];
@@ -1391,7 +1394,7 @@ fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsEr
         }
         let fits = match (&attribute.value, base) {
             (AttributeValue::String(s), "String") => valid_characters(s),
-            (AttributeValue::String(_), "Number") => true,
+            (AttributeValue::String(_), "Number") => true, // a number, checked above
             (AttributeValue::Binary(_), "Binary") => true,
             _ => false,
         };
@@ -1405,7 +1408,8 @@ fn check_message_attributes(attributes: &[MessageAttribute]) -> Result<(), SqsEr
     Ok(())
 }
 
-/// A queue name (before any `.fifo`) or a permission label: 1 to 80 letters, digits, `-` or `_`.
+/// A queue name (before any `.fifo`), a permission label or a batch entry id: 1 to 80 letters,
+/// digits, `-` or `_`.
 fn valid_label(text: &str) -> bool {
     (1..=80).contains(&text.len()) && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
@@ -1421,7 +1425,11 @@ pub fn attribute_name_problem(name: &str) -> Option<&'static str> {
         Some("The request must contain non-empty message (user) attribute names.")
     } else if name.len() >= 256 {
         Some("Message (user) attribute names must be shorter than 256 Bytes")
-    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '\u{c0}'..='\u{17f}')) {
+    } else if !name.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '_' | '-' | '.')
+            || ('\u{c0}'..='\u{17f}').contains(&c) && c.is_alphabetic()
+    }) {
         Some(
             "Message (user) attributes name can only contain upper and lower score characters, digits, periods, hyphens and underscores. ",
         )
@@ -1447,7 +1455,7 @@ fn check_batch_ids<'a>(ids: impl Iterator<Item = &'a str>, entry_name: &'static 
         return Err(SqsError::TooManyEntriesInBatchRequest(ids.len()));
     }
     for (i, id) in ids.iter().enumerate() {
-        if id.is_empty() || id.len() > 80 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !valid_label(id) {
             return Err(SqsError::InvalidBatchEntryId);
         }
         if ids[..i].contains(id) {
