@@ -582,6 +582,16 @@ def test_rules_as_sqs_recordings_show_them(stratus, sqs):
     status, body = query(stratus, {"Action": "SendMessage", "QueueUrl": url, "MessageBody": "m", "MessageAttribute.1.Name": "a",
                                    "MessageAttribute.1.Value.DataType": "String", "MessageAttribute.1.Value.StringListValue.1": "x"})
     assert status == 400 and "<Code>AWS.SimpleQueueService.UnsupportedOperation</Code>" in body
+    # In a batch, an entry whose attributes cannot be read fails alone.
+    answer = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "listed", "MessageBody": "m", "MessageAttributes": listed},
+        {"Id": "fine", "MessageBody": "m"},
+        {"Id": "valueless", "MessageBody": "m", "MessageAttributes": {"a": {"DataType": "String"}}},
+    ])
+    assert [e["Id"] for e in answer["Successful"]] == ["fine"]
+    assert [(f["Id"], f["Code"], f["SenderFault"]) for f in answer["Failed"]] == [
+        ("listed", "AWS.SimpleQueueService.UnsupportedOperation", True), ("valueless", "InvalidParameterValue", True)]
+    sqs.purge_queue(QueueUrl=url)
     # A standard queue takes a group id (fair queues) and gives it back, but no deduplication id.
     code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="m", MessageDeduplicationId="d"))
     assert code == "InvalidParameterValue" and "MessageDeduplicationId" in message

@@ -143,10 +143,11 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
                 .entries()
                 .into_iter()
                 .map(|entry| {
-                    let id = entry.string("Id").unwrap_or_default();
-                    entry.send_message().map(|m| (id, SendMessage { trace_header: ctx.trace_header.clone(), ..m }))
+                    let message = entry.send_message();
+                    let message = message.map(|m| SendMessage { trace_header: ctx.trace_header.clone(), ..m });
+                    (entry.string("Id").unwrap_or_default(), message)
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect();
             let results = sqs.send_batch(&queue, &ctx.account, entries).await?;
             batch_json(results.into_iter().map(|(id, r)| (id.clone(), r.map(|sent| sent_json(sent, Some(id))))))
         }

@@ -537,16 +537,28 @@ impl Sqs {
         &self,
         id: &QueueId,
         sender: &str,
-        entries: Vec<(String, SendMessage)>,
+        entries: Vec<(String, Result<SendMessage, SqsError>)>,
     ) -> Result<Vec<(String, Result<Sent, SqsError>)>, SqsError> {
         check_batch_ids(entries.iter().map(|(entry_id, _)| entry_id.as_str()), "SendMessageBatchRequestEntry")?;
-        let total: u64 = entries.iter().map(|(_, m)| message_size(m)).sum();
+        let total: u64 = entries.iter().filter_map(|(_, m)| m.as_ref().ok()).map(message_size).sum();
         if total > SEND_BATCH_MAX_BYTES {
             return Err(SqsError::BatchRequestTooLong(SEND_BATCH_MAX_BYTES, total));
         }
-        let (ids, messages): (Vec<String>, Vec<SendMessage>) = entries.into_iter().unzip();
-        let results = self.send_many(id, sender, messages).await?;
-        Ok(ids.into_iter().zip(results).collect())
+        // An entry the caller could not read fails alone, in its place among the results.
+        let mut messages = Vec::with_capacity(entries.len());
+        let slots: Vec<(String, Result<(), SqsError>)> =
+            entries.into_iter().map(|(entry_id, m)| (entry_id, m.map(|m| messages.push(m)))).collect();
+        let mut sent = self.send_many(id, sender, messages).await?.into_iter();
+        Ok(slots
+            .into_iter()
+            .filter_map(|(entry_id, slot)| {
+                let result = match slot {
+                    Ok(()) => sent.next()?, // one result per message sent, in order
+                    Err(error) => Err(error),
+                };
+                Some((entry_id, result))
+            })
+            .collect())
     }
 
     /// Validates each message, then makes all valid ones durable in one transaction. No batch
