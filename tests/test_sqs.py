@@ -612,6 +612,15 @@ def test_rules_as_sqs_recordings_show_them(stratus, sqs):
     for queue in [url, created]:
         assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["RedrivePolicy"])["Attributes"] == {"RedrivePolicy": canonical}
     assert sorted(sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]) == [url, created]
+    # A queue may be its own dead-letter queue, as SQS allows; its messages stay and are delivered.
+    selfish = sqs.create_queue(QueueName="recorded-self")["QueueUrl"]
+    own = json.dumps({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:recorded-self", "maxReceiveCount": 1})
+    sqs.set_queue_attributes(QueueUrl=selfish, Attributes={"RedrivePolicy": own})
+    sqs.send_message(QueueUrl=selfish, MessageBody="mine")
+    for count in ["1", "2"]:
+        [message] = sqs.receive_message(QueueUrl=selfish, VisibilityTimeout=0, AttributeNames=["ApproximateReceiveCount"])["Messages"]
+        assert message["Attributes"]["ApproximateReceiveCount"] == count
+    assert sqs.list_dead_letter_source_queues(QueueUrl=selfish)["queueUrls"] == [selfish]
     # A queue without dead-letter sources answers nothing at all.
     answer = sqs.list_dead_letter_source_queues(QueueUrl=sqs.create_queue(QueueName="recorded-lone")["QueueUrl"])
     answer.pop("ResponseMetadata")

@@ -449,9 +449,6 @@ impl Sqs {
         let target = QueueId::from_arn(&policy_value.target_arn)
             .filter(|t| t.account == source.account && t.region == source.region)
             .ok_or_else(|| invalid("Dead letter target does not exist."))?;
-        if &target == source {
-            return Err(invalid("A queue cannot be its own dead letter queue."));
-        }
         let cell = self.cell(&target).map_err(|_| invalid("Dead letter target does not exist."))?;
         let target = cell.lock();
         if target.fifo != fifo {
@@ -645,9 +642,11 @@ impl Sqs {
             let changed = cell.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            // Resolved on every pass: the dead-letter queue may come and go during a long poll.
+            // Resolved on every pass: the dead-letter queue may come and go during a long poll. A
+            // queue may name itself (SQS accepts that); moving a message to where it is changes
+            // nothing, so it is delivered.
             let dead_letter = redrive.as_ref().and_then(|p| {
-                let target = QueueId::from_arn(&p.target_arn)?;
+                let target = QueueId::from_arn(&p.target_arn).filter(|target| target != id)?;
                 Some((self.cell(&target).ok()?, p.max_receive_count, target.name))
             });
 
