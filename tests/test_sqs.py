@@ -621,6 +621,10 @@ def test_rules_as_sqs_recordings_show_them(stratus, sqs):
         [message] = sqs.receive_message(QueueUrl=selfish, VisibilityTimeout=0, AttributeNames=["ApproximateReceiveCount"])["Messages"]
         assert message["Attributes"]["ApproximateReceiveCount"] == count
     assert sqs.list_dead_letter_source_queues(QueueUrl=selfish)["queueUrls"] == [selfish]
+    # A policy document must be JSON (awscli users who pass a file path instead get this).
+    code, _, message = failure(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": "file://policy.json"}))
+    assert (code, message) == ("InvalidAttributeValue", "Invalid value for the parameter Policy.")
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps({"Version": "2012-10-17", "Statement": []})})
     # A queue without dead-letter sources answers nothing at all.
     answer = sqs.list_dead_letter_source_queues(QueueUrl=sqs.create_queue(QueueName="recorded-lone")["QueueUrl"])
     answer.pop("ResponseMetadata")

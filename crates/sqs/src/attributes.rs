@@ -75,7 +75,12 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool) -> Result<(), SqsErr
         "KmsDataKeyReusePeriodSeconds" => in_range(60, 86_400),
         "SqsManagedSseEnabled" => bool_value(value).map(|_| ()).ok_or_else(invalid),
         // Empty removes the policy.
-        "RedrivePolicy" | "RedriveAllowPolicy" if value.is_empty() => Ok(()),
+        "Policy" | "RedrivePolicy" | "RedriveAllowPolicy" if value.is_empty() => Ok(()),
+        // A policy document is a JSON object (what its statements grant is not enforced).
+        "Policy" => match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            _ => Err(invalid()),
+        },
         "RedrivePolicy" => redrive_policy(value).map(|_| ()),
         "RedriveAllowPolicy" => redrive_allow_policy(value).map(|_| ()),
         // A standard queue has no FifoQueue attribute, not even `false`.
