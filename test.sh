@@ -21,6 +21,24 @@ if [ ! -x "$venv/bin/pytest" ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
 fi
 
+# SQS's query-protocol model, from a botocore of before SQS spoke JSON: the suite drives SQS through
+# both protocols (stratus_harness.LEGACY_SQS_MODEL).
+legacy_sqs="$HOME/.cache/stratus/botocore-1.31.0-sqs"
+if [ ! -f "$legacy_sqs/sqs/2012-11-05/service-2.json" ]; then
+    rm -rf "$legacy_sqs.new" && mkdir -p "$legacy_sqs.new"
+    "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps botocore==1.31.0 -d "$legacy_sqs.new"
+    "$venv/bin/python" - "$legacy_sqs.new" <<'EOF'
+import pathlib, sys, zipfile
+folder = pathlib.Path(sys.argv[1])
+with zipfile.ZipFile(next(folder.glob("botocore-*.whl"))) as wheel:
+    target = folder / "sqs/2012-11-05/service-2.json"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(wheel.read("botocore/data/sqs/2012-11-05/service-2.json"))
+EOF
+    rm -f "$legacy_sqs.new"/*.whl
+    rm -rf "$legacy_sqs" && mv "$legacy_sqs.new" "$legacy_sqs"
+fi
+
 # The JavaScript SDK, in a folder keyed by its lockfile, made once per machine.
 js="$HOME/.cache/stratus/js-$(cat tests/sdk-js/package.json tests/sdk-js/package-lock.json | sha256sum | cut -c1-12)"
 if [ ! -d "$js/node_modules" ]; then

@@ -19,12 +19,26 @@ import random
 
 import boto3
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
 BINARY = os.environ.get("STRATUS_BIN") or str(TARGET / "release" / "stratus")
 CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+# SQS's model as botocore shipped it before SQS spoke JSON (botocore 1.31.0, with every operation
+# of today's): a client made from it speaks the query protocol, as the SDKs of before 2024 do.
+# test.sh puts it there.
+LEGACY_SQS_MODEL = os.environ.get("STRATUS_LEGACY_SQS_MODEL") or os.path.expanduser("~/.cache/stratus/botocore-1.31.0-sqs")
+
+
+def legacy_sqs_session():
+    """A boto3 session whose SQS client speaks the query protocol (`LEGACY_SQS_MODEL`)."""
+    if not os.path.exists(os.path.join(LEGACY_SQS_MODEL, "sqs", "2012-11-05", "service-2.json")):
+        raise RuntimeError(f"no legacy SQS model in {LEGACY_SQS_MODEL}: run ./test.sh once")
+    session = botocore.session.Session()
+    session.get_component("data_loader").search_paths.insert(0, LEGACY_SQS_MODEL)
+    return boto3.Session(botocore_session=session)
 
 
 _INSTANCES = itertools.count()
@@ -102,11 +116,12 @@ class Stratus:
         host, port = self.url.removeprefix("http://").rsplit(":", 1)
         return host, int(port)
 
-    def client(self, service, config=None, **overrides):
-        """A boto3 client for this Stratus; `config` is merged over the harness's own."""
+    def client(self, service, config=None, session=boto3, **overrides):
+        """A boto3 client for this Stratus, from `session` (see `legacy_sqs_session`); `config` is
+        merged over the harness's own."""
         base = Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
         config = base.merge(config) if config else base
-        return boto3.client(service, config=config, **{"endpoint_url": self.url, **CREDENTIALS, **overrides})
+        return session.client(service, config=config, **{"endpoint_url": self.url, **CREDENTIALS, **overrides})
 
     def aws(self, *args, access_key="test", check=True):
         """Runs the real awscli against this Stratus; returns the CompletedProcess."""

@@ -1,4 +1,4 @@
-"""SQS through boto3, awscli and raw query-protocol HTTP."""
+"""SQS through boto3 (in both of SQS's protocols), awscli and raw HTTP."""
 
 import hashlib
 import json
@@ -8,8 +8,11 @@ import urllib.parse
 import urllib.request
 import uuid
 
+import boto3
 import botocore.exceptions
 import pytest
+
+from stratus_harness import legacy_sqs_session
 
 
 @pytest.fixture(params=["durable", "ephemeral"])
@@ -19,9 +22,18 @@ def stratus(start_stratus, request):
     return start_stratus(args=("--ephemeral",)) if request.param == "ephemeral" else start_stratus()
 
 
-@pytest.fixture
-def sqs(stratus):
-    return stratus.client("sqs")
+@pytest.fixture(params=["json", "query"])
+def sqs(stratus, request):
+    """boto3 as it is (the JSON protocol), and as the SDKs of before 2024 (the query protocol):
+    SQS answers both alike."""
+    return stratus.client("sqs", session=legacy_sqs_session() if request.param == "query" else boto3)
+
+
+def system_names(sqs, *names):
+    """ReceiveMessage's choice of system attributes, under the name the client's model has:
+    `MessageSystemAttributeNames` since 2024, `AttributeNames` (still accepted) before."""
+    members = sqs.meta.service_model.operation_model("ReceiveMessage").input_shape.members
+    return {"MessageSystemAttributeNames" if "MessageSystemAttributeNames" in members else "AttributeNames": list(names)}
 
 
 def error_code(call):
@@ -98,7 +110,7 @@ def test_send_receive_delete_with_attributes_and_digests(sqs):
     sent = sqs.send_message(QueueUrl=url, MessageBody="body ✓", MessageAttributes=attributes)
     # boto3 checks MD5OfMessageBody and MD5OfMessageAttributes itself and raises on a mismatch.
     assert sent["MD5OfMessageBody"] == hashlib.md5("body ✓".encode()).hexdigest()
-    received = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
+    received = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], **system_names(sqs, "All"))
     message = received["Messages"][0]
     assert message["Body"] == "body ✓" and message["MessageId"] == sent["MessageId"]
     assert message["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\xff"
@@ -279,13 +291,75 @@ def test_fifo_order_groups_and_deduplication(sqs):
     assert error_code(lambda: sqs.create_queue(QueueName="noattr.fifo")) == "InvalidParameterValue"
 
 
-def test_awscli_round_trip(stratus):
-    url = json.loads(stratus.aws("sqs", "create-queue", "--queue-name", "cli").stdout)["QueueUrl"]
-    stratus.aws("sqs", "send-message", "--queue-url", url, "--message-body", "from the cli")
-    received = json.loads(stratus.aws("sqs", "receive-message", "--queue-url", url).stdout)["Messages"][0]
-    assert received["Body"] == "from the cli"
-    stratus.aws("sqs", "delete-message", "--queue-url", url, "--receipt-handle", received["ReceiptHandle"])
-    missing = stratus.aws("sqs", "get-queue-url", "--queue-name", "nope", check=False)
+def test_awscli_every_operation(start_stratus):
+    """Each of SQS's operations as awscli users type them: shorthand and JSON arguments, its output."""
+    stratus = start_stratus()
+
+    def aws(*args):
+        out = stratus.aws("sqs", *args).stdout
+        return json.loads(out) if out.strip() else {}
+
+    dlq = aws("create-queue", "--queue-name", "cli-dlq")["QueueUrl"]
+    dlq_arn = aws("get-queue-attributes", "--queue-url", dlq, "--attribute-names", "QueueArn")["Attributes"]["QueueArn"]
+    url = aws("create-queue", "--queue-name", "cli-src", "--attributes", "VisibilityTimeout=20", "--tags", "team=core")["QueueUrl"]
+    assert aws("get-queue-url", "--queue-name", "cli-src")["QueueUrl"] == url
+    assert aws("list-queues", "--queue-name-prefix", "cli-s")["QueueUrls"] == [url]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})
+    aws("set-queue-attributes", "--queue-url", url, "--attributes", json.dumps({"RedrivePolicy": policy}))
+    attributes = aws("get-queue-attributes", "--queue-url", url, "--attribute-names", "All")["Attributes"]
+    assert attributes["VisibilityTimeout"] == "20" and attributes["RedrivePolicy"] == policy.replace(" ", "")
+    assert aws("list-dead-letter-source-queues", "--queue-url", dlq)["queueUrls"] == [url]
+
+    sent = aws("send-message", "--queue-url", url, "--message-body", "one",
+               "--message-attributes", json.dumps({"kind": {"DataType": "String", "StringValue": "cli"}}))
+    assert sent["MD5OfMessageBody"] == hashlib.md5(b"one").hexdigest() and "MD5OfMessageAttributes" in sent
+    batch = aws("send-message-batch", "--queue-url", url, "--entries", "Id=a,MessageBody=two", "Id=b,MessageBody=three")
+    assert sorted(e["Id"] for e in batch["Successful"]) == ["a", "b"]
+    messages = aws("receive-message", "--queue-url", url, "--max-number-of-messages", "10", "--wait-time-seconds", "1",
+                   "--attribute-names", "All", "--message-attribute-names", "All")["Messages"]
+    while len(messages) < 3:
+        messages += aws("receive-message", "--queue-url", url, "--max-number-of-messages", "10")["Messages"]
+    by_body = {m["Body"]: m for m in messages}
+    assert set(by_body) == {"one", "two", "three"}
+    assert by_body["one"]["MessageAttributes"]["kind"]["StringValue"] == "cli"
+    assert by_body["one"]["Attributes"]["ApproximateReceiveCount"] == "1"
+
+    aws("change-message-visibility", "--queue-url", url, "--receipt-handle", by_body["one"]["ReceiptHandle"], "--visibility-timeout", "0")
+    changed = aws("change-message-visibility-batch", "--queue-url", url, "--entries", json.dumps(
+        [{"Id": "t", "ReceiptHandle": by_body["two"]["ReceiptHandle"], "VisibilityTimeout": 0}]))
+    assert [e["Id"] for e in changed["Successful"]] == ["t"]
+    again = aws("receive-message", "--queue-url", url, "--max-number-of-messages", "10")["Messages"]
+    assert sorted(m["Body"] for m in again) == ["one", "two"], "both were made visible again"
+    aws("delete-message", "--queue-url", url, "--receipt-handle", again[0]["ReceiptHandle"])
+    deleted = aws("delete-message-batch", "--queue-url", url, "--entries", json.dumps(
+        [{"Id": "x", "ReceiptHandle": again[1]["ReceiptHandle"]}, {"Id": "y", "ReceiptHandle": by_body["three"]["ReceiptHandle"]}]))
+    assert sorted(e["Id"] for e in deleted["Successful"]) == ["x", "y"]
+    assert aws("get-queue-attributes", "--queue-url", url, "--attribute-names", "ApproximateNumberOfMessages",
+               "ApproximateNumberOfMessagesNotVisible")["Attributes"] == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+
+    aws("tag-queue", "--queue-url", url, "--tags", "cost=1,env=test")
+    aws("untag-queue", "--queue-url", url, "--tag-keys", "cost")
+    assert aws("list-queue-tags", "--queue-url", url)["Tags"] == {"team": "core", "env": "test"}
+    aws("add-permission", "--queue-url", url, "--label", "partners", "--aws-account-ids", "111122223333", "--actions", "SendMessage")
+    policy = json.loads(aws("get-queue-attributes", "--queue-url", url, "--attribute-names", "Policy")["Attributes"]["Policy"])
+    assert [s["Sid"] for s in policy["Statement"]] == ["partners"]
+    aws("remove-permission", "--queue-url", url, "--label", "partners")
+
+    # A move task at one message a second over 30 dead letters is still running when it is cancelled.
+    sqs = stratus.client("sqs")
+    for i in range(30):
+        sqs.send_message(QueueUrl=dlq, MessageBody=f"dead {i}")
+    handle = aws("start-message-move-task", "--source-arn", dlq_arn, "--destination-arn", attributes["QueueArn"],
+                 "--max-number-of-messages-per-second", "1")["TaskHandle"]
+    [task] = aws("list-message-move-tasks", "--source-arn", dlq_arn)["Results"]
+    assert task["Status"] == "RUNNING" and task["TaskHandle"] == handle
+    assert aws("cancel-message-move-task", "--task-handle", handle)["ApproximateNumberOfMessagesMoved"] < 30
+    assert aws("list-message-move-tasks", "--source-arn", dlq_arn)["Results"][0]["Status"] in ("CANCELLING", "CANCELLED")
+
+    aws("purge-queue", "--queue-url", dlq)
+    aws("delete-queue", "--queue-url", url)
+    assert aws("list-queues", "--queue-name-prefix", "cli-")["QueueUrls"] == [dlq]
+    missing = stratus.aws("sqs", "get-queue-url", "--queue-name", "cli-src", check=False)
     assert missing.returncode != 0 and "AWS.SimpleQueueService.NonExistentQueue" in missing.stderr
 
 
@@ -486,7 +560,7 @@ def test_system_attributes_travel_and_are_digested(sqs):
         expected.update(len(part).to_bytes(4, "big") + part)
     expected.update(b"\x01" + len(trace).to_bytes(4, "big") + trace.encode())
     assert sent["MD5OfMessageSystemAttributes"] == expected.hexdigest()
-    received = sqs.receive_message(QueueUrl=url, MessageSystemAttributeNames=["AWSTraceHeader"])["Messages"][0]
+    received = sqs.receive_message(QueueUrl=url, **system_names(sqs, "AWSTraceHeader"))["Messages"][0]
     assert received["Attributes"] == {"AWSTraceHeader": trace}
 
 
@@ -595,7 +669,7 @@ def test_rules_as_sqs_recordings_show_them(stratus, sqs):
     code, _, message = failure(lambda: sqs.send_message(QueueUrl=url, MessageBody="m", MessageDeduplicationId="d"))
     assert code == "InvalidParameterValue" and "MessageDeduplicationId" in message
     sqs.send_message(QueueUrl=url, MessageBody="fair", MessageGroupId="tenant-1")
-    received = sqs.receive_message(QueueUrl=url, MessageSystemAttributeNames=["MessageGroupId"])["Messages"][0]
+    received = sqs.receive_message(QueueUrl=url, **system_names(sqs, "MessageGroupId"))["Messages"][0]
     assert received["Attributes"] == {"MessageGroupId": "tenant-1"}
     # sourceQueueArns belongs to byQueue alone.
     allow = json.dumps({"redrivePermission": "allowAll", "sourceQueueArns": ["arn:aws:sqs:us-east-1:000000000000:recorded"]})
@@ -748,7 +822,7 @@ def test_x_ray_trace_header_travels_with_the_messages_sent(sqs):
     sqs.send_message(QueueUrl=url, MessageBody="untraced")
     seen = {}
     while len(seen) < 4:
-        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["AWSTraceHeader"]).get("Messages", []):
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, **system_names(sqs, "AWSTraceHeader")).get("Messages", []):
             seen[m["Body"]] = m.get("Attributes", {}).get("AWSTraceHeader")
     # The message's own system attribute wins over the header, as X-Ray documents.
     assert seen == {"header": trace, "batched": trace, "own": "Root=own", "untraced": None}
