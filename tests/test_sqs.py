@@ -243,6 +243,18 @@ def test_tags(sqs):
     sqs.tag_queue(QueueUrl=url, Tags={"team": "core", "cost": "1"})
     sqs.untag_queue(QueueUrl=url, TagKeys=["cost"])
     assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"env": "test", "team": "core"}
+    # The developer guide's limits: 50 tags, keys of 1 to 128 characters, values of up to 256.
+    sqs.tag_queue(QueueUrl=url, Tags={f"k{i}": "v" * 256 for i in range(47)} | {"é" * 128: ""})
+    assert len(sqs.list_queue_tags(QueueUrl=url)["Tags"]) == 50
+    for tags in ({"one-too-many": "v"}, {"k" * 129: "v"}, {"": "v"}, {"k": "v" * 257}):
+        with pytest.raises(botocore.exceptions.ClientError) as raised:
+            sqs.tag_queue(QueueUrl=url, Tags=tags)
+        assert raised.value.response["Error"]["Code"] == "InvalidParameterValue", tags
+    assert error_code(lambda: sqs.untag_queue(QueueUrl=url, TagKeys=["k" * 129])) == "InvalidParameterValue"
+    assert len(sqs.list_queue_tags(QueueUrl=url)["Tags"]) == 50, "a refused change changes nothing"
+    assert error_code(lambda: sqs.tag_queue(QueueUrl=url, Tags={})) == "MissingParameter"
+    many = {f"k{i}": "v" for i in range(51)}
+    assert error_code(lambda: sqs.create_queue(QueueName="overtagged", tags=many)) == "InvalidParameterValue"
 
 
 def test_dead_letter_queue(sqs):

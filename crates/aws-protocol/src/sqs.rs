@@ -227,11 +227,20 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
             if tags.is_empty() { json!({}) } else { json!({ "Tags": pairs(tags) }) }
         }
         "TagQueue" => {
-            sqs.change_tags(&input.queue()?, input.string_map("Tags"), Vec::new()).await?;
+            let queue = input.queue()?;
+            let tags = input.string_map("Tags");
+            if tags.is_empty() {
+                return Err(missing("Tags"));
+            }
+            sqs.change_tags(&queue, tags, Vec::new()).await?;
             json!({})
         }
         "UntagQueue" => {
-            sqs.change_tags(&input.queue()?, Vec::new(), input.string_list("TagKeys")).await?;
+            let queue = input.queue()?;
+            if input.field("TagKeys").is_none() {
+                return Err(missing("TagKeys"));
+            }
+            sqs.change_tags(&queue, Vec::new(), input.string_list("TagKeys")).await?;
             json!({})
         }
         "ListDeadLetterSourceQueues" => {

@@ -264,7 +264,9 @@ impl Sqs {
             ));
         }
         let tags: BTreeMap<String, String> = tags.into_iter().collect();
-        check_tag_count(tags.len())?;
+        if !tags.is_empty() {
+            check_tags(&id, &tags, &[], tags.len())?;
+        }
         let mut wanted = attributes::defaults(fifo);
         for (name, value) in &requested {
             attributes::validate(name, value, fifo)?;
@@ -475,7 +477,7 @@ impl Sqs {
         Ok(self.cell(id)?.lock().tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
-    /// Adds `add` and removes `remove` from the queue's tags.
+    /// Adds `add` and removes `remove` from the queue's tags (TagQueue, UntagQueue).
     pub async fn change_tags(
         &self,
         id: &QueueId,
@@ -483,15 +485,16 @@ impl Sqs {
         remove: Vec<String>,
     ) -> Result<(), SqsError> {
         let cell = self.cell(id)?;
+        let add: BTreeMap<String, String> = add.into_iter().collect();
         let record = {
             let mut queue = cell.lock();
             // A key the queue has already is overwritten, not added.
             let mut tags = queue.tags.clone();
-            tags.extend(add);
-            for key in remove {
-                tags.remove(&key);
+            tags.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for key in &remove {
+                tags.remove(key);
             }
-            check_tag_count(tags.len())?;
+            check_tags(id, &add, &remove, tags.len())?;
             queue.tags = tags;
             // Submitted under the queue's lock: snapshots of the queue commit in the order taken.
             self.store.txn(Txn::ops(vec![storage::queue_op(&queue)]))
@@ -1365,11 +1368,25 @@ pub fn valid_fifo_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn check_tag_count(count: usize) -> Result<(), SqsError> {
+/// A change of a queue's tags: at least one key, keys of 1 to 128 characters, values of up to 256,
+/// and at most 50 tags after it (the developer guide's limits). The messages follow moto's: SQS's
+/// own are not recorded anywhere we found.
+fn check_tags(
+    id: &QueueId,
+    added: &BTreeMap<String, String>,
+    removed: &[String],
+    count: usize,
+) -> Result<(), SqsError> {
+    let invalid = |why: &str| Err(SqsError::InvalidParameterValue(why.into()));
+    let mut keys = added.keys().chain(removed).peekable();
+    if keys.peek().is_none() || keys.any(|k| k.is_empty() || k.chars().count() > 128) {
+        return invalid("Tag keys must be between 1 and 128 characters in length.");
+    }
+    if added.values().any(|v| v.chars().count() > 256) {
+        return invalid("Tag values must be between 0 and 256 characters in length.");
+    }
     if count > 50 {
-        return Err(SqsError::InvalidParameterValue(
-            "Too many tags added for queue. Queues can have at most 50 tags.".into(),
-        ));
+        return invalid(&format!("Too many tags added for queue {}.", id.name));
     }
     Ok(())
 }
