@@ -65,6 +65,13 @@ def test_queue_urls_follow_the_host_the_client_used(stratus):
     for endpoint in [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]:
         client = stratus.client("sqs", endpoint_url=endpoint)
         assert client.create_queue(QueueName="hosty")["QueueUrl"] == f"{endpoint}/000000000000/hosty"
+    # LocalStack's host names (which resolve to 127.0.0.1 through public DNS): URLs follow them,
+    # and a queue URL with any host names the queue by its path.
+    localstack = f"sqs.us-east-1.localhost.localstack.cloud:{port}"
+    status, body, _ = json_call(stratus, "GetQueueUrl", {"QueueName": "hosty"}, headers={"Host": localstack})
+    assert status == 200 and body["QueueUrl"] == f"http://{localstack}/000000000000/hosty"
+    client.send_message(QueueUrl=body["QueueUrl"], MessageBody="by any host")
+    assert client.receive_message(QueueUrl=body["QueueUrl"])["Messages"][0]["Body"] == "by any host"
 
 
 def test_accounts_and_regions_are_isolated(stratus):
@@ -404,11 +411,12 @@ def test_query_protocol(stratus):
     assert status == 400 and "<Code>InvalidAction</Code>" in body
 
 
-def json_call(stratus, operation, body, query_mode=True):
+def json_call(stratus, operation, body, query_mode=True, headers=()):
     """A raw JSON-protocol request as current SDKs send it (saying they read the query error code,
-    unless `query_mode` is false): status, body, query error."""
+    unless `query_mode` is false), with `headers` added: status, body, query error."""
     headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"AmazonSQS.{operation}",
-               "Authorization": "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"}
+               "Authorization": "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
+               **dict(headers)}
     if query_mode:
         headers["x-amzn-query-mode"] = "true"
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
