@@ -234,6 +234,29 @@ def test_batches(sqs):
     assert error_code(lambda: sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=11)) == "InvalidParameterValue"
 
 
+
+def test_numbers_out_of_range_are_told_their_range(sqs):
+    """Below the range as above it: SQS names the range, not that the value is no integer."""
+    url = sqs.create_queue(QueueName="ranges")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    handle = sqs.receive_message(QueueUrl=url, VisibilityTimeout=60)["Messages"][0]["ReceiptHandle"]
+    calls = {
+        "Must be between 1 and 10, if provided.": [lambda v: sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=v)],
+        "Must be between 0 and 43200, if provided.": [
+            lambda v: sqs.receive_message(QueueUrl=url, VisibilityTimeout=v),
+            lambda v: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=v)],
+        "Must be >= 0 and <= 20, if provided.": [lambda v: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=v)],
+        "DelaySeconds must be >= 0 and <= 900.": [lambda v: sqs.send_message(QueueUrl=url, MessageBody="m", DelaySeconds=v)],
+        "MaxResults must be an integer between 1 and 1000.": [lambda v: sqs.list_queues(MaxResults=v)],
+    }
+    for reason, tries in calls.items():
+        for call in tries:
+            for value in (-1, 100_000):
+                with pytest.raises(botocore.exceptions.ClientError) as raised:
+                    call(value)
+                error = raised.value.response["Error"]
+                assert error["Code"] == "InvalidParameterValue" and error["Message"].endswith(reason), (value, error)
+
 def test_purge(sqs):
     url = sqs.create_queue(QueueName="purge")["QueueUrl"]
     for i in range(5):

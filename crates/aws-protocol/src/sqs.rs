@@ -110,7 +110,7 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
         }
         "ListQueues" => {
             let prefix = input.string("QueueNamePrefix").unwrap_or_default();
-            let max = input.number("MaxResults")?.map(|m| m as usize);
+            let max = input.max_results()?;
             let token = input.string("NextToken");
             let (ids, next) = sqs.list_queues(&ctx.account, &ctx.region, &prefix, max, token.as_deref())?;
             let mut out = Map::new();
@@ -244,7 +244,7 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
             json!({})
         }
         "ListDeadLetterSourceQueues" => {
-            let max = input.number("MaxResults")?.map(|m| m as usize);
+            let max = input.max_results()?;
             let token = input.string("NextToken");
             let (sources, next) = sqs.dead_letter_source_queues(&input.queue()?, max, token.as_deref())?;
             // No sources is an empty answer, as SQS gives it, though the model calls the list required.
@@ -279,7 +279,7 @@ async fn run(sqs: &Arc<Sqs>, operation: &str, input: &Input<'_>) -> Result<Value
             json!({ "ApproximateNumberOfMessagesMoved": moved })
         }
         "ListMessageMoveTasks" => {
-            let max = input.number("MaxResults")?.map(|m| m as usize);
+            let max = input.max_results()?;
             let tasks = sqs.list_move_tasks(&input.required("SourceArn")?, max)?;
             let results: Vec<Value> = tasks
                 .into_iter()
@@ -336,7 +336,7 @@ impl Input<'_> {
         self.string(name).ok_or_else(|| missing(name))
     }
 
-    fn number(&self, name: &str) -> Result<Option<u64>, SqsError> {
+    fn number(&self, name: &str) -> Result<Option<i64>, SqsError> {
         let invalid = |v: &Value| {
             SqsError::InvalidParameterValue(format!(
                 "Value {v} for parameter {name} is invalid. Reason: not a valid integer."
@@ -344,10 +344,15 @@ impl Input<'_> {
         };
         match self.field(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| invalid(&Value::Number(n.clone()))),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| invalid(&Value::Number(n.clone()))),
             Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid(&Value::String(s.clone()))),
             Some(other) => Err(invalid(other)),
         }
+    }
+
+    /// `MaxResults`, a negative one out of every range (as SQS says so, not that it is no integer).
+    fn max_results(&self) -> Result<Option<usize>, SqsError> {
+        Ok(self.number("MaxResults")?.map(|m| usize::try_from(m).unwrap_or(0)))
     }
 
     fn string_list(&self, name: &str) -> Vec<String> {

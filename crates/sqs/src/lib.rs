@@ -71,7 +71,7 @@ pub struct MessageAttribute {
 #[derive(Clone, Debug, Default)]
 pub struct SendMessage {
     pub body: String,
-    pub delay_seconds: Option<u64>,
+    pub delay_seconds: Option<i64>,
     pub attributes: Vec<MessageAttribute>,
     pub system_attributes: Vec<MessageAttribute>,
     pub group_id: Option<String>,
@@ -91,9 +91,9 @@ pub struct Sent {
 
 #[derive(Clone, Debug, Default)]
 pub struct Receive {
-    pub max_messages: Option<u64>,
-    pub visibility_timeout: Option<u64>,
-    pub wait_seconds: Option<u64>,
+    pub max_messages: Option<i64>,
+    pub visibility_timeout: Option<i64>,
+    pub wait_seconds: Option<i64>,
     /// System attribute names to return (`All` for every one).
     pub system_attribute_names: Vec<String>,
     /// Message attribute names to return: names, `All`, `.*`, or `prefix.*`.
@@ -624,12 +624,12 @@ impl Sqs {
                 "Value {max} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided."
             )));
         }
-        if let Some(vt) = request.visibility_timeout.filter(|vt| *vt > 43_200) {
+        if let Some(vt) = request.visibility_timeout.filter(|vt| !(0..=43_200).contains(vt)) {
             return Err(SqsError::InvalidParameterValue(format!(
                 "Value {vt} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200, if provided."
             )));
         }
-        if let Some(wait) = request.wait_seconds.filter(|w| *w > 20) {
+        if let Some(wait) = request.wait_seconds.filter(|w| !(0..=20).contains(w)) {
             return Err(SqsError::InvalidParameterValue(format!(
                 "Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
             )));
@@ -637,7 +637,8 @@ impl Sqs {
         // Never take the registry lock while holding a queue's: read the policy, release, resolve.
         let (wait, redrive) = {
             let queue = cell.lock();
-            let wait = request.wait_seconds.unwrap_or_else(|| queue.attribute_u64("ReceiveMessageWaitTimeSeconds"));
+            let wait =
+                request.wait_seconds.map_or_else(|| queue.attribute_u64("ReceiveMessageWaitTimeSeconds"), |w| w as u64);
             (wait, queue.redrive_policy())
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
@@ -659,7 +660,8 @@ impl Sqs {
                 if let Some(earlier) = request.attempt_id.as_ref().and_then(|a| queue.repeat_attempt(a, now)) {
                     return Ok(earlier);
                 }
-                let visibility = request.visibility_timeout.unwrap_or_else(|| queue.attribute_u64("VisibilityTimeout"));
+                let visibility =
+                    request.visibility_timeout.map_or_else(|| queue.attribute_u64("VisibilityTimeout"), |vt| vt as u64);
                 let taken =
                     queue.take(max as usize, now, visibility * 1000, dead_letter.as_ref().map(|(_, max, _)| *max));
                 let mut received = Vec::new();
@@ -778,7 +780,7 @@ impl Sqs {
         Ok(results)
     }
 
-    pub async fn change_visibility(&self, id: &QueueId, receipt_handle: &str, timeout: u64) -> Result<(), SqsError> {
+    pub async fn change_visibility(&self, id: &QueueId, receipt_handle: &str, timeout: i64) -> Result<(), SqsError> {
         let mut results = self.change_visibility_many(id, vec![(receipt_handle.to_string(), timeout)]).await?;
         results.pop().unwrap_or(Ok(()))
     }
@@ -786,7 +788,7 @@ impl Sqs {
     pub async fn change_visibility_batch(
         &self,
         id: &QueueId,
-        entries: Vec<(String, String, u64)>,
+        entries: Vec<(String, String, i64)>,
     ) -> Result<Vec<(String, Result<(), SqsError>)>, SqsError> {
         check_batch_ids(
             entries.iter().map(|(entry_id, _, _)| entry_id.as_str()),
@@ -801,7 +803,7 @@ impl Sqs {
     async fn change_visibility_many(
         &self,
         id: &QueueId,
-        changes: Vec<(String, u64)>,
+        changes: Vec<(String, i64)>,
     ) -> Result<Vec<Result<(), SqsError>>, SqsError> {
         let cell = self.cell(id)?;
         let now = now_ms();
@@ -811,11 +813,12 @@ impl Sqs {
             let results: Vec<Result<(), SqsError>> = changes
                 .into_iter()
                 .map(|(handle, timeout)| {
-                    if timeout > 43_200 {
+                    if !(0..=43_200).contains(&timeout) {
                         return Err(SqsError::InvalidParameterValue(format!(
                             "Value {timeout} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200, if provided."
                         )));
                     }
+                    let timeout = timeout as u64;
                     let (seq, token) = receipt_for(&queue, &handle)?;
                     let uid = queue.uid;
                     // The latest receive's handle, even once its visibility timeout has passed (the
@@ -1260,12 +1263,12 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
                 "Value {d} for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type."
             )));
         }
-        Some(d) if d > 900 => {
+        Some(d) if !(0..=900).contains(&d) => {
             return Err(SqsError::InvalidParameterValue(format!(
                 "Value {d} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900."
             )));
         }
-        Some(d) => d,
+        Some(d) => d as u64,
         None => queue.attribute_u64("DelaySeconds"),
     };
     for (parameter, value) in [("MessageGroupId", &message.group_id), ("MessageDeduplicationId", &message.dedup_id)] {

@@ -51,7 +51,7 @@ impl Sqs {
         self: &Arc<Self>,
         source_arn: &str,
         destination_arn: Option<&str>,
-        max_per_second: Option<u64>,
+        max_per_second: Option<i64>,
     ) -> Result<String, SqsError> {
         let not_found = || {
             SqsError::ResourceNotFound(
@@ -93,7 +93,7 @@ impl Sqs {
             handle: uuid::Uuid::new_v4().to_string(),
             source,
             destination,
-            max_per_second,
+            max_per_second: max_per_second.map(|r| r as u64),
             started_ms: now_ms(),
             to_move: visible,
             moved: AtomicU64::new(0),
