@@ -107,7 +107,9 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool) -> Result<(), SqsErr
 }
 
 /// After `changes` were applied to `attributes`, makes them what SQS would keep. A redrive policy
-/// is kept in one form, whatever was sent (spacing, a count as a string, other fields). Encryption
+/// is kept in one form, whatever was sent (spacing, a count as a string, other fields). A redrive
+/// allow policy of `allowAll` or `denyAll` loses the source ARNs that queues stored before they
+/// were refused may hold (else that policy would fail every source's check). Encryption
 /// is by SQS-managed keys (the default) or by a KMS key, never both: a KMS key brings its data key
 /// reuse period (300 s by default) and turns SQS-managed encryption off; turning that on, or an
 /// empty key, drops the key and its period (a period set without a key is kept, unused).
@@ -116,6 +118,14 @@ pub(crate) fn settle(attributes: &mut BTreeMap<String, String>, changes: &[(Stri
         let arn = serde_json::Value::from(policy.target_arn);
         let canonical = format!("{{\"deadLetterTargetArn\":{arn},\"maxReceiveCount\":{}}}", policy.max_receive_count);
         attributes.insert("RedrivePolicy".into(), canonical);
+    }
+    if let Some(mut policy) =
+        attributes.get("RedriveAllowPolicy").and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        && matches!(policy["redrivePermission"].as_str(), Some("allowAll" | "denyAll"))
+        && let Some(fields) = policy.as_object_mut()
+        && fields.remove("sourceQueueArns").is_some()
+    {
+        attributes.insert("RedriveAllowPolicy".into(), policy.to_string());
     }
     let changed = |name: &str| changes.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let kms_key = changed("KmsMasterKeyId").is_some_and(|k| !k.is_empty());
@@ -257,5 +267,18 @@ mod tests {
         assert_eq!(p.max_receive_count, 5);
         assert!(redrive_policy(r#"{"maxReceiveCount": 0, "deadLetterTargetArn": "arn:x"}"#).is_err());
         assert!(redrive_policy("{}").is_err());
+    }
+
+    #[test]
+    fn stored_allow_policies_lose_the_sources_refused_since() {
+        let mut a = defaults(false);
+        let stored = r#"{"redrivePermission":"allowAll","sourceQueueArns":["arn:aws:sqs:us-east-1:000000000000:q"]}"#;
+        a.insert("RedriveAllowPolicy".into(), stored.into());
+        settle(&mut a, &[]).unwrap();
+        assert!(matches!(redrive_allow_policy(&a["RedriveAllowPolicy"]), Ok(RedriveAllow::All)));
+        let by_queue = r#"{"redrivePermission":"byQueue","sourceQueueArns":["arn:aws:sqs:us-east-1:000000000000:q"]}"#;
+        a.insert("RedriveAllowPolicy".into(), by_queue.into());
+        settle(&mut a, &[]).unwrap();
+        assert_eq!(a["RedriveAllowPolicy"], by_queue, "kept as it was");
     }
 }
