@@ -333,6 +333,23 @@ def test_fifo_order_groups_and_deduplication(sqs):
     assert error_code(lambda: sqs.create_queue(QueueName="noattr.fifo")) == "InvalidParameterValue"
 
 
+
+def test_fifo_high_throughput_deduplicates_per_group(sqs):
+    attributes = {"FifoQueue": "true", "DeduplicationScope": "messageGroup", "FifoThroughputLimit": "perMessageGroupId"}
+    url = sqs.create_queue(QueueName="fast.fifo", Attributes=attributes)["QueueUrl"]
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"].items() >= attributes.items()
+    a = sqs.send_message(QueueUrl=url, MessageBody="in a", MessageGroupId="a", MessageDeduplicationId="d")
+    b = sqs.send_message(QueueUrl=url, MessageBody="in b", MessageGroupId="b", MessageDeduplicationId="d")
+    assert a["MessageId"] != b["MessageId"], "the same id in another group is another message"
+    again = sqs.send_message(QueueUrl=url, MessageBody="in a again", MessageGroupId="a", MessageDeduplicationId="d")
+    assert again["MessageId"] == a["MessageId"], "within its group it is a duplicate"
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
+    assert sorted(bodies) == ["in a", "in b"]
+    # A queue-wide scope: the same id is a duplicate across groups.
+    narrow = sqs.create_queue(QueueName="narrow.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    first = sqs.send_message(QueueUrl=narrow, MessageBody="x", MessageGroupId="a", MessageDeduplicationId="d")
+    assert sqs.send_message(QueueUrl=narrow, MessageBody="y", MessageGroupId="b", MessageDeduplicationId="d")["MessageId"] == first["MessageId"]
+
 def test_awscli_every_operation(start_stratus):
     """Each of SQS's operations as awscli users type them: shorthand and JSON arguments, its output."""
     stratus = start_stratus()
