@@ -23,10 +23,11 @@ fi
 
 # SQS's query-protocol model, from a botocore of before SQS spoke JSON: the suite drives SQS through
 # both protocols (stratus_harness.LEGACY_SQS_MODEL).
-legacy_sqs="$HOME/.cache/stratus/botocore-1.31.0-sqs"
+export STRATUS_LEGACY_SQS_MODEL="${STRATUS_LEGACY_SQS_MODEL:-$HOME/.cache/stratus/botocore-1.31.0-sqs}"
+legacy_sqs="$STRATUS_LEGACY_SQS_MODEL"
 if [ ! -f "$legacy_sqs/sqs/2012-11-05/service-2.json" ]; then
     rm -rf "$legacy_sqs.new" && mkdir -p "$legacy_sqs.new"
-    "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps botocore==1.31.0 -d "$legacy_sqs.new"
+    "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: botocore==1.31.0 -d "$legacy_sqs.new"
     "$venv/bin/python" - "$legacy_sqs.new" <<'EOF'
 import pathlib, sys, zipfile
 folder = pathlib.Path(sys.argv[1])

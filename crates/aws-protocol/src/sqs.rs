@@ -350,7 +350,8 @@ impl Input<'_> {
         }
     }
 
-    /// `MaxResults`, a negative one out of every range (as SQS says so, not that it is no integer).
+    /// `MaxResults`, a negative value as 0: below every operation's range, as SQS says of it, rather
+    /// than no integer.
     fn max_results(&self) -> Result<Option<usize>, SqsError> {
         Ok(self.number("MaxResults")?.map(|m| usize::try_from(m).unwrap_or(0)))
     }

@@ -107,9 +107,9 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool) -> Result<(), SqsErr
 }
 
 /// After `changes` were applied to `attributes`, makes them what SQS would keep. A redrive policy
-/// is kept in one form, whatever was sent (spacing, a count as a string, other fields). A redrive
-/// allow policy of `allowAll` or `denyAll` loses the source ARNs that queues stored before they
-/// were refused may hold (else that policy would fail every source's check). Encryption
+/// is kept in one form, whatever was sent (spacing, a count as a string, other fields). Queues
+/// stored before `sourceQueueArns` was refused with `allowAll` and `denyAll` may hold such a redrive
+/// allow policy: the ARNs are dropped, else the policy would fail every source's check. Encryption
 /// is by SQS-managed keys (the default) or by a KMS key, never both: a KMS key brings its data key
 /// reuse period (300 s by default) and turns SQS-managed encryption off; turning that on, or an
 /// empty key, drops the key and its period (a period set without a key is kept, unused).

@@ -264,9 +264,7 @@ impl Sqs {
             ));
         }
         let tags: BTreeMap<String, String> = tags.into_iter().collect();
-        if !tags.is_empty() {
-            check_tags(&id, &tags, &[], tags.len())?;
-        }
+        check_tags(&id, &tags, &[], tags.len())?;
         let mut wanted = attributes::defaults(fifo);
         for (name, value) in &requested {
             attributes::validate(name, value, fifo)?;
@@ -485,12 +483,15 @@ impl Sqs {
         remove: Vec<String>,
     ) -> Result<(), SqsError> {
         let cell = self.cell(id)?;
+        if add.is_empty() && remove.is_empty() {
+            return Err(SqsError::InvalidParameterValue(TAG_KEYS.into()));
+        }
         let add: BTreeMap<String, String> = add.into_iter().collect();
         let record = {
             let mut queue = cell.lock();
             // A key the queue has already is overwritten, not added.
             let mut tags = queue.tags.clone();
-            tags.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
+            tags.extend(add.clone());
             for key in &remove {
                 tags.remove(key);
             }
@@ -634,11 +635,12 @@ impl Sqs {
                 "Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
             )));
         }
+        let (max, visibility_timeout, wait_seconds) =
+            (max as usize, request.visibility_timeout.map(|v| v as u64), request.wait_seconds.map(|w| w as u64));
         // Never take the registry lock while holding a queue's: read the policy, release, resolve.
         let (wait, redrive) = {
             let queue = cell.lock();
-            let wait =
-                request.wait_seconds.map_or_else(|| queue.attribute_u64("ReceiveMessageWaitTimeSeconds"), |w| w as u64);
+            let wait = wait_seconds.unwrap_or_else(|| queue.attribute_u64("ReceiveMessageWaitTimeSeconds"));
             (wait, queue.redrive_policy())
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
@@ -660,10 +662,8 @@ impl Sqs {
                 if let Some(earlier) = request.attempt_id.as_ref().and_then(|a| queue.repeat_attempt(a, now)) {
                     return Ok(earlier);
                 }
-                let visibility =
-                    request.visibility_timeout.map_or_else(|| queue.attribute_u64("VisibilityTimeout"), |vt| vt as u64);
-                let taken =
-                    queue.take(max as usize, now, visibility * 1000, dead_letter.as_ref().map(|(_, max, _)| *max));
+                let visibility = visibility_timeout.unwrap_or_else(|| queue.attribute_u64("VisibilityTimeout"));
+                let taken = queue.take(max, now, visibility * 1000, dead_letter.as_ref().map(|(_, max, _)| *max));
                 let mut received = Vec::new();
                 let mut ops = Vec::new();
                 let mut dead = Vec::new();
@@ -1371,9 +1371,11 @@ pub fn valid_fifo_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// A change of a queue's tags: at least one key, keys of 1 to 128 characters, values of up to 256,
-/// and at most 50 tags after it (the developer guide's limits). The messages follow moto's: SQS's
-/// own are not recorded anywhere we found.
+const TAG_KEYS: &str = "Tag keys must be between 1 and 128 characters in length.";
+
+/// A change of a queue's tags: keys of 1 to 128 characters, values of up to 256, and at most 50
+/// tags after it (the developer guide's limits). The messages follow moto's: SQS's own are not
+/// recorded anywhere we found.
 fn check_tags(
     id: &QueueId,
     added: &BTreeMap<String, String>,
@@ -1381,9 +1383,8 @@ fn check_tags(
     count: usize,
 ) -> Result<(), SqsError> {
     let invalid = |why: &str| Err(SqsError::InvalidParameterValue(why.into()));
-    let mut keys = added.keys().chain(removed).peekable();
-    if keys.peek().is_none() || keys.any(|k| k.is_empty() || k.chars().count() > 128) {
-        return invalid("Tag keys must be between 1 and 128 characters in length.");
+    if added.keys().chain(removed).any(|k| k.is_empty() || k.chars().count() > 128) {
+        return invalid(TAG_KEYS);
     }
     if added.values().any(|v| v.chars().count() > 256) {
         return invalid("Tag values must be between 0 and 256 characters in length.");
