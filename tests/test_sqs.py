@@ -129,6 +129,9 @@ def test_send_receive_delete_with_attributes_and_digests(sqs):
     only_text = sqs.send_message(QueueUrl=url, MessageBody="second", MessageAttributes=attributes)
     selected = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["te.*"])["Messages"][0]
     assert list(selected["MessageAttributes"]) == ["text"] and selected["MessageId"] == only_text["MessageId"]
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=selected["ReceiptHandle"], VisibilityTimeout=0)
+    everything = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["*"])["Messages"][0]
+    assert set(everything["MessageAttributes"]) == set(attributes), "* is every attribute, as SQS answers it"
     sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert counts["ApproximateNumberOfMessages"] == "0" and counts["ApproximateNumberOfMessagesNotVisible"] == "1"
@@ -301,6 +304,7 @@ def test_dead_letter_queue(sqs):
     assert "Messages" not in sqs.receive_message(QueueUrl=url), "a third receive moves it instead"
     moved = sqs.receive_message(QueueUrl=dlq, AttributeNames=["All"])["Messages"][0]
     assert moved["Body"] == "poison"
+    assert moved["Attributes"]["ApproximateReceiveCount"] == "3", "the count goes on in the dead-letter queue"
     assert moved["Attributes"]["DeadLetterQueueSourceArn"] == "arn:aws:sqs:us-east-1:000000000000:live"
     assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [url]
     bad = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 0})
@@ -575,6 +579,68 @@ def test_fifo_receive_attempt_id_repeats_the_same_batch(sqs):
     assert [m["MessageId"] for m in again] == [m["MessageId"] for m in first]
     assert [m["ReceiptHandle"] for m in again] == [m["ReceiptHandle"] for m in first]
     assert "Messages" not in sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="attempt-2")
+
+
+def test_fifo_groups_hold_back_only_what_follows_a_hidden_message(sqs):
+    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    url = sqs.create_queue(QueueName="held.fifo", Attributes=fifo | {"VisibilityTimeout": "1"})["QueueUrl"]
+    for body in ["foo", "bar", "baz"]:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="1")
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=5)["Messages"]
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=received[1]["ReceiptHandle"], VisibilityTimeout=5)
+    time.sleep(1.2)
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=5)["Messages"]
+    assert [m["Body"] for m in again] == ["foo"], "as SQS was recorded answering: bar holds back baz, not foo"
+
+    # A delayed message holds back those sent after it, not those before it.
+    delayed = sqs.create_queue(QueueName="delayed.fifo", Attributes=fifo | {"DelaySeconds": "1"})["QueueUrl"]
+    sqs.send_message(QueueUrl=delayed, MessageBody="first", MessageGroupId="g")
+    time.sleep(1.1)
+    sqs.send_message(QueueUrl=delayed, MessageBody="second", MessageGroupId="g")
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=delayed, MaxNumberOfMessages=10)["Messages"]] == ["first"]
+
+
+def test_a_fifo_queue_delay_applies_to_messages_already_queued(sqs):
+    """For FIFO queues SQS documents the queue's delay as retroactive (standard queues: not)."""
+    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    url = sqs.create_queue(QueueName="retro.fifo", Attributes=fifo | {"DelaySeconds": "60"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="a", MessageGroupId="g")
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "0"})
+    message = sqs.receive_message(QueueUrl=url)["Messages"][0]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    sqs.send_message(QueueUrl=url, MessageBody="b", MessageGroupId="g")
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "60"})
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"])
+    assert counts["Attributes"] == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesDelayed": "1"}
+    standard = sqs.create_queue(QueueName="not-retro", Attributes={"DelaySeconds": "60"})["QueueUrl"]
+    sqs.send_message(QueueUrl=standard, MessageBody="c")
+    sqs.set_queue_attributes(QueueUrl=standard, Attributes={"DelaySeconds": "0"})
+    assert "Messages" not in sqs.receive_message(QueueUrl=standard)
+
+
+def test_fifo_retry_and_long_poll_follow_the_group(stratus, sqs):
+    url = sqs.create_queue(QueueName="waits.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true", "VisibilityTimeout": "2"})["QueueUrl"]
+    for body in ["one", "two"]:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g")
+    # A retry with the same ReceiveRequestAttemptId starts the visibility timeout again.
+    first = sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="try")["Messages"][0]
+    time.sleep(1.2)
+    assert sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="try")["Messages"][0]["MessageId"] == first["MessageId"]
+    time.sleep(1.2)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url), "hidden until 2 s after the retry"
+    # Deleting the first of the group frees the second for a waiting receive, at once.
+    deleted_at = []
+    def delete_later():
+        time.sleep(0.5)
+        deleted_at.append(time.monotonic())
+        stratus.client("sqs").delete_message(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"])
+    thread = threading.Thread(target=delete_later)
+    thread.start()
+    second = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10)["Messages"][0]
+    woke = time.monotonic()
+    thread.join()
+    assert second["Body"] == "two" and woke - deleted_at[0] < 0.5, woke - deleted_at[0]
 
 
 def test_inspection_shows_counts_and_message_paths(stratus, sqs):

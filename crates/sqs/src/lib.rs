@@ -96,7 +96,7 @@ pub struct Receive {
     pub wait_seconds: Option<i64>,
     /// System attribute names to return (`All` for every one).
     pub system_attribute_names: Vec<String>,
-    /// Message attribute names to return: names, `All`, `.*`, or `prefix.*`.
+    /// Message attribute names to return: names, `All`, `.*` or `*`, or `prefix.*`.
     pub message_attribute_names: Vec<String>,
     /// FIFO: retrying a receive with the same id within 5 minutes returns the same messages.
     pub attempt_id: Option<String>,
@@ -430,6 +430,9 @@ impl Sqs {
             attributes::settle(&mut changed, &changes)?;
             queue.attributes = changed;
             queue.modified = now_ms() / 1000;
+            if queue.fifo && changes.iter().any(|(name, _)| name == "DelaySeconds") {
+                queue.apply_fifo_delay();
+            }
             // Submitted under the queue's lock: snapshots of the queue commit in the order taken.
             self.store.txn(Txn::ops(vec![storage::queue_op(&queue)]))
         };
@@ -659,10 +662,12 @@ impl Sqs {
             let now = now_ms();
             let (received, ops, dead, next_visible, pending) = {
                 let mut queue = cell.lock();
-                if let Some(earlier) = request.attempt_id.as_ref().and_then(|a| queue.repeat_attempt(a, now)) {
+                let visibility = visibility_timeout.unwrap_or_else(|| queue.attribute_u64("VisibilityTimeout"));
+                if let Some(earlier) =
+                    request.attempt_id.as_ref().and_then(|a| queue.repeat_attempt(a, now, visibility * 1000))
+                {
                     return Ok(earlier);
                 }
-                let visibility = visibility_timeout.unwrap_or_else(|| queue.attribute_u64("VisibilityTimeout"));
                 let taken = queue.take(max, now, visibility * 1000, dead_letter.as_ref().map(|(_, max, _)| *max));
                 let mut received = Vec::new();
                 let mut ops = Vec::new();
@@ -772,10 +777,14 @@ impl Sqs {
                     Ok(())
                 })
                 .collect();
-            (results, (!ops.is_empty()).then(|| self.store.txn(Txn::ops(ops))))
+            (results, (!ops.is_empty()).then(|| (queue.fifo, self.store.txn(Txn::ops(ops)))))
         };
-        if let Some(pending) = pending {
+        if let Some((fifo, pending)) = pending {
             pending.await?;
+            // A FIFO message deleted may free the rest of its group for a waiting receive.
+            if fifo {
+                cell.changed.notify_waiters();
+            }
         }
         Ok(results)
     }
@@ -907,8 +916,12 @@ impl Sqs {
             for mut message in messages {
                 message.seq = queue.next_seq;
                 queue.next_seq += 1;
-                message.receive_count = 0;
-                message.first_receive_ms = None;
+                // A dead letter counts its receives on (SQS was recorded doing so); a message
+                // moved back starts over, or it would be dead-lettered again at once.
+                if dead_letter_source.is_none() {
+                    message.receive_count = 0;
+                    message.first_receive_ms = None;
+                }
                 message.received_ms = 0;
                 message.token = 0;
                 message.visible_at_ms = now;
@@ -1523,9 +1536,9 @@ fn deliver(queue: &Queue, message: &Message, request: &Receive) -> Received {
         .attributes
         .iter()
         .filter(|(name, ..)| {
+            // `*` too: SQS was recorded returning every attribute for it.
             request.message_attribute_names.iter().any(|n| {
-                n == "All"
-                    || n == ".*"
+                matches!(n.as_str(), "All" | ".*" | "*")
                     || n == name
                     || n.strip_suffix(".*").is_some_and(|prefix| name.starts_with(prefix))
             })

@@ -136,15 +136,24 @@ impl Queue {
     }
 
     /// What an earlier receive with this attempt id returned, if every message of it is still in
-    /// flight from that receive.
-    pub fn repeat_attempt(&self, attempt: &str, now: u64) -> Option<Vec<Received>> {
-        let (expires, earlier) = self.attempts.get(attempt)?;
-        let unchanged = earlier.iter().all(|r| {
-            self.messages
-                .values()
-                .any(|m| m.record.id() == r.message_id && m.visible_at_ms > now && m.receive_count > 0)
-        });
-        (*expires > now && unchanged).then(|| earlier.clone())
+    /// flight from that receive; their visibility timeout starts again, as SQS documents. Like the
+    /// attempt ids, that restart is not stored: after a restart the first receive's deadline holds.
+    pub fn repeat_attempt(&mut self, attempt: &str, now: u64, visibility_ms: u64) -> Option<Vec<Received>> {
+        let (_, earlier) = self.attempts.get(attempt).filter(|(expires, _)| *expires > now)?;
+        let seqs: Vec<u64> = earlier
+            .iter()
+            .map(|r| {
+                self.messages
+                    .values()
+                    .find(|m| m.record.id() == r.message_id && m.visible_at_ms > now && m.receive_count > 0)
+                    .map(|m| m.seq)
+            })
+            .collect::<Option<_>>()?;
+        let earlier = earlier.clone();
+        for seq in seqs {
+            self.set_visible_at(seq, now + visibility_ms);
+        }
+        Some(earlier)
     }
 
     /// Removes and returns up to `max` visible messages, oldest visibility first (message moves).
@@ -175,6 +184,18 @@ impl Queue {
             }
         }
         (expired, messages.next().map(|(seq, _)| *seq), oldest_kept)
+    }
+
+    /// FIFO: the queue's delay holds every message not yet received, counted from its send, even a
+    /// delay set after it was sent (for FIFO queues SQS applies a new delay to queued messages).
+    /// Derived, not stored: called when the delay changes and when the queue is loaded.
+    pub fn apply_fifo_delay(&mut self) {
+        let delay_ms = self.attribute_u64("DelaySeconds") * 1000;
+        let due: Vec<(u64, u64)> =
+            self.messages.values().filter(|m| m.receive_count == 0).map(|m| (m.seq, m.sent_ms + delay_ms)).collect();
+        for (seq, at) in due {
+            self.set_visible_at(seq, at);
+        }
     }
 
     /// Adds a message that is being made durable; `commit` makes it receivable.
@@ -243,18 +264,27 @@ impl Queue {
         self.schedule.iter().take_while(|(at, _)| *at <= now).take(max).map(|(_, seq)| *seq).collect()
     }
 
-    /// In send order, from groups with nothing in flight: first as many as possible of the first
-    /// available group, then of the next ones.
+    /// In send order, each group's messages before its first that is pending or not visible (in
+    /// flight or delayed), which holds back the rest: first as many as possible of the first
+    /// available group, then of the next ones. So SQS was recorded answering: of three messages
+    /// received together, the second's timeout extended, the first comes back alone.
     fn choose_fifo(&self, max: usize, now: u64) -> Vec<u64> {
-        // A group with any message pending or not yet visible delivers nothing, wherever in the
-        // group that message stands (a message made visible again before a later one finishes).
         fn group(m: &Message) -> &str {
             m.group_id.as_deref().unwrap_or("")
         }
-        let blocked: BTreeSet<&str> =
-            self.messages.values().filter(|m| m.pending || m.visible_at_ms > now).map(|m| group(m)).collect();
-        let available: Vec<(&str, u64)> =
-            self.messages.values().filter(|m| !blocked.contains(group(m))).map(|m| (group(m), m.seq)).collect();
+        let mut held = HashSet::new();
+        let available: Vec<(&str, u64)> = self
+            .messages
+            .values()
+            .filter(|m| {
+                let visible = !m.pending && m.visible_at_ms <= now;
+                if !visible {
+                    held.insert(group(m));
+                }
+                visible && !held.contains(group(m))
+            })
+            .map(|m| (group(m), m.seq))
+            .collect();
         let Some(&(first_group, _)) = available.first() else { return Vec::new() };
         let (mut chosen, others): (Vec<_>, Vec<_>) = available.into_iter().partition(|(g, _)| *g == first_group);
         chosen.extend(others);
@@ -423,12 +453,19 @@ mod tests {
     }
 
     #[test]
-    fn a_fifo_group_stays_blocked_while_any_of_it_is_in_flight() {
+    fn a_fifo_group_delivers_up_to_its_first_message_not_visible() {
         let mut q = queue(true);
-        send(&mut q, 1, 0, 0, Some("a"));
-        send(&mut q, 2, 0, 0, Some("a"));
-        assert_eq!(delivered(&q.take(10, 0, 1000, None)), vec![1, 2]);
-        q.set_visible_at(1, 0); // the first made visible again (ChangeMessageVisibility to 0)...
-        assert!(q.take(10, 0, 1000, None).is_empty(), "...but the second is still in flight");
+        for seq in 1..=3 {
+            send(&mut q, seq, 0, 0, Some("a"));
+        }
+        assert_eq!(delivered(&q.take(10, 0, 1000, None)), vec![1, 2, 3]);
+        q.set_visible_at(2, 5000); // the second's timeout extended
+        assert_eq!(delivered(&q.take(10, 1000, 1000, None)), vec![1], "the first, but not the third behind the second");
+        // A delayed message holds back those sent after it, not those before.
+        let mut q = queue(true);
+        send(&mut q, 1, 0, 0, Some("b"));
+        send(&mut q, 2, 0, 2000, Some("b"));
+        send(&mut q, 3, 0, 0, Some("b"));
+        assert_eq!(delivered(&q.take(10, 0, 1000, None)), vec![1]);
     }
 }

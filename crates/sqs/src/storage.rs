@@ -296,6 +296,9 @@ pub(crate) async fn load(store: &dyn Store) -> Result<Vec<Queue>, SqsError> {
             added_during_sweep: u64::MAX,
         };
         load_messages(store, &mut queue).await?;
+        if queue.fifo {
+            queue.apply_fifo_delay();
+        }
         stale.extend(load_dedup(store, &mut queue).await?);
         queues.push(queue);
     }
