@@ -600,6 +600,24 @@ def test_fifo_groups_hold_back_only_what_follows_a_hidden_message(sqs):
     assert [m["Body"] for m in sqs.receive_message(QueueUrl=delayed, MaxNumberOfMessages=10)["Messages"]] == ["first"]
 
 
+def test_a_fifo_dead_letter_takes_its_place_in_the_dead_letter_queue(sqs):
+    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    dlq = sqs.create_queue(QueueName="dead.fifo", Attributes=fifo)["QueueUrl"]
+    sqs.send_message(QueueUrl=dlq, MessageBody="already there", MessageGroupId="other")
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+    url = sqs.create_queue(QueueName="live.fifo", Attributes=fifo | {"RedrivePolicy": policy, "VisibilityTimeout": "0"})["QueueUrl"]
+    sent = sqs.send_message(QueueUrl=url, MessageBody="poison", MessageGroupId="g")
+    sqs.receive_message(QueueUrl=url)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url), "the second receive moves it"
+    moved = {m["Body"]: m for m in sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]}
+    assert moved["poison"]["MessageId"] == sent["MessageId"]
+    assert moved["poison"]["Attributes"]["ApproximateReceiveCount"] == "2"
+    # A sequence number of the dead-letter queue's, after those sent to it before.
+    assert int(moved["poison"]["Attributes"]["SequenceNumber"]) > int(moved["already there"]["Attributes"]["SequenceNumber"])
+    assert moved["poison"]["Attributes"]["SequenceNumber"] != sent["SequenceNumber"]
+
+
 def test_a_fifo_queue_delay_applies_to_messages_already_queued(sqs):
     """For FIFO queues SQS documents the queue's delay as retroactive (standard queues: not)."""
     fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}

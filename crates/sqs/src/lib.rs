@@ -925,7 +925,8 @@ impl Sqs {
                 message.received_ms = 0;
                 message.token = 0;
                 message.visible_at_ms = now;
-                message.record = message.record.moved(dead_letter_source.as_deref());
+                let sequence_number = queue.fifo.then(|| format!("{:020}", message.seq));
+                message.record = message.record.moved(dead_letter_source.as_deref(), sequence_number.as_deref());
                 message.pending = true;
                 ops.extend(storage::message_ops(queue.uid, &message));
                 moved.push(message.seq);

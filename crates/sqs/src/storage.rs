@@ -110,9 +110,9 @@ impl Record {
     }
 
     /// The record of the message arriving in another queue: dead-lettered from `source`, or
-    /// moved (back) with none.
-    pub fn moved(&self, source: Option<&str>) -> Self {
-        Record::new(&StoredMessage { dead_letter_source: source, ..self.fields() })
+    /// moved (back) with none; in a FIFO queue, with the sequence number it has there.
+    pub fn moved(&self, source: Option<&str>, sequence_number: Option<&str>) -> Self {
+        Record::new(&StoredMessage { dead_letter_source: source, sequence_number, ..self.fields() })
     }
 }
 
@@ -484,13 +484,14 @@ mod tests {
     }
 
     #[test]
-    fn a_moved_record_keeps_everything_but_its_source() {
+    fn a_moved_record_keeps_everything_but_its_source_and_sequence() {
         let record = Record::new(&StoredMessage { id: "m-7", body: "b", sent_ms: 5, ..Default::default() });
         assert_eq!(record.id(), "m-7");
-        let dead = record.moved(Some("arn:aws:sqs:us-east-1:000000000000:q"));
+        let dead = record.moved(Some("arn:aws:sqs:us-east-1:000000000000:q"), Some("00000000000000000009"));
         let fields = dead.fields();
         assert_eq!((fields.id, fields.body, fields.sent_ms), ("m-7", "b", 5));
         assert_eq!(fields.dead_letter_source, Some("arn:aws:sqs:us-east-1:000000000000:q"));
-        assert_eq!(dead.moved(None).0[..], record.0[..]);
+        assert_eq!(fields.sequence_number, Some("00000000000000000009"));
+        assert_eq!(dead.moved(None, None).0[..], record.0[..]);
     }
 }
