@@ -75,6 +75,14 @@ def test_queue_urls_follow_the_host_the_client_used(stratus):
     assert client.receive_message(QueueUrl=body["QueueUrl"])["Messages"][0]["Body"] == "by any host"
 
 
+def test_a_bare_queue_name_stands_for_its_url(sqs):
+    """SQS takes the name of one of the caller's queues where a QueueUrl belongs (recorded)."""
+    url = sqs.create_queue(QueueName="by-name")["QueueUrl"]
+    sqs.send_message(QueueUrl="by-name", MessageBody="m")
+    assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "m"
+    assert error_code(lambda: sqs.send_message(QueueUrl="no-such-queue", MessageBody="m")) == "AWS.SimpleQueueService.NonExistentQueue"
+
+
 def test_accounts_and_regions_are_isolated(stratus):
     a = stratus.client("sqs", aws_access_key_id="111111111111")
     b = stratus.client("sqs", aws_access_key_id="222222222222")
@@ -221,6 +229,7 @@ def test_batches(sqs):
     entries = [{"Id": f"m{i}", "MessageBody": f"body {i}"} for i in range(10)]
     result = sqs.send_message_batch(QueueUrl=url, Entries=entries)
     assert sorted(e["Id"] for e in result["Successful"]) == sorted(e["Id"] for e in entries)
+    assert "Failed" not in result, "SQS leaves out an empty list (recorded)"
     assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=entries + [{"Id": "x", "MessageBody": "y"}])) == "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"
     assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "1"}, {"Id": "a", "MessageBody": "2"}])) == "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
     assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[])) == "AWS.SimpleQueueService.EmptyBatchRequest"
@@ -453,6 +462,7 @@ def test_query_protocol(stratus):
     assert "<MessageAttribute><Name>k</Name><Value><DataType>String</DataType><StringValue>v</StringValue></Value></MessageAttribute>" in body
     status, body = query(stratus, {"Action": "GetQueueUrl", "QueueName": "missing"})
     assert status == 400 and "<Code>AWS.SimpleQueueService.NonExistentQueue</Code>" in body and "<Type>Sender</Type>" in body
+    assert "<Message>The specified queue does not exist for this wsdl version.</Message>" in body
     status, body = query(stratus, {"Action": "Frobnicate"})
     assert status == 400 and "<Code>InvalidAction</Code>" in body
 
@@ -528,13 +538,22 @@ def test_permissions_are_stored_in_the_policy(sqs):
     url = sqs.create_queue(QueueName="shared")["QueueUrl"]
     sqs.add_permission(QueueUrl=url, Label="partners", AWSAccountIds=["111122223333"], Actions=["SendMessage"])
     policy = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"])
+    # As SQS writes it (recorded): its 2008 version, one principal or action as a string, several as a list.
+    assert policy["Version"] == "2008-10-17"
     statement = policy["Statement"][0]
-    assert statement["Sid"] == "partners" and statement["Action"] == ["SQS:SendMessage"]
-    assert statement["Principal"] == {"AWS": ["arn:aws:iam::111122223333:root"]}
+    assert statement["Sid"] == "partners" and statement["Action"] == "SQS:SendMessage"
+    assert statement["Principal"] == {"AWS": "arn:aws:iam::111122223333:root"}
+    sqs.add_permission(QueueUrl=url, Label="more", AWSAccountIds=["111122223333", "444455556666"], Actions=["SendMessage", "DeleteMessage"])
+    policy = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"])
+    assert policy["Statement"][1]["Action"] == ["SQS:SendMessage", "SQS:DeleteMessage"]
+    assert policy["Statement"][1]["Principal"]["AWS"] == ["arn:aws:iam::111122223333:root", "arn:aws:iam::444455556666:root"]
+    sqs.remove_permission(QueueUrl=url, Label="more")
     assert error_code(lambda: sqs.add_permission(QueueUrl=url, Label="partners", AWSAccountIds=["1"], Actions=["*"])) == "InvalidParameterValue"
     sqs.remove_permission(QueueUrl=url, Label="partners")
     assert "Policy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    assert error_code(lambda: sqs.remove_permission(QueueUrl=url, Label="partners")) == "InvalidParameterValue"
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        sqs.remove_permission(QueueUrl=url, Label="partners")
+    assert raised.value.response["Error"]["Message"] == "Value partners for parameter Label is invalid. Reason: can't find label."
 
 
 def test_message_move_task_redrives_the_dead_letter_queue(sqs):
@@ -878,6 +897,12 @@ def test_queue_attribute_rules(sqs):
     sqs.set_queue_attributes(QueueUrl=fifo, Attributes={"FifoQueue": "true"})
     code, _, message = failure(lambda: sqs.set_queue_attributes(QueueUrl=fifo, Attributes={"FifoQueue": "false"}))
     assert code == "InvalidAttributeValue" and "Modifying queue type is not supported." in message
+    # Booleans come back in lower case, however they were sent (recorded).
+    cased = sqs.create_queue(QueueName="cased.fifo", Attributes={"FifoQueue": "True", "ContentBasedDeduplication": "False"})["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=cased, AttributeNames=["All"])["Attributes"]
+    assert (attributes["FifoQueue"], attributes["ContentBasedDeduplication"], attributes["SqsManagedSseEnabled"]) == ("true", "false", "true")
+    sqs.set_queue_attributes(QueueUrl=cased, Attributes={"SqsManagedSseEnabled": "FALSE"})
+    assert sqs.get_queue_attributes(QueueUrl=cased, AttributeNames=["SqsManagedSseEnabled"])["Attributes"] == {"SqsManagedSseEnabled": "false"}
 
     # An empty redrive policy removes it, when set and when created with one.
     dlq = sqs.create_queue(QueueName="rules-dlq")["QueueUrl"]

@@ -77,7 +77,15 @@ pub(crate) async fn handle(
         check_types(&input)?;
     }
     let request = Input { value: input, ctx, path };
-    let output = run(sqs, operation, &request).await.map_err(to_aws)?;
+    let output = run(sqs, operation, &request).await.map_err(|error| {
+        // The query protocol words this one error its own way (recorded).
+        let no_queue = wire == Wire::Query && matches!(error, SqsError::QueueDoesNotExist);
+        let mut error = to_aws(error);
+        if no_queue {
+            error.message = "The specified queue does not exist for this wsdl version.".into();
+        }
+        error
+    })?;
     let response = match wire {
         Wire::Json => {
             respond(StatusCode::OK, "application/x-amz-json-1.0", Bytes::from(output.to_string()), &ctx.request_id)
@@ -391,9 +399,17 @@ impl Input<'_> {
     }
 
     /// The queue a `QueueUrl` (or, without one, the path: older query clients post to the queue's
-    /// URL) names: `/<account>/<name>`.
+    /// URL) names: `/<account>/<name>`, or a bare name.
     fn queue(&self) -> Result<QueueId, SqsError> {
         let url = self.string("QueueUrl");
+        // A bare name is one of the caller's queues: SQS takes it in place of the URL.
+        if let Some(name) = url.as_deref().filter(|url| !url.is_empty() && !url.contains('/')) {
+            return Ok(QueueId {
+                account: self.ctx.account.clone(),
+                region: self.ctx.region.clone(),
+                name: name.into(),
+            });
+        }
         let path = match &url {
             Some(url) => {
                 url.split_once("://").map_or(url.as_str(), |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]))
@@ -608,7 +624,14 @@ fn batch_json(results: impl Iterator<Item = (String, Result<Value, SqsError>)>) 
             }
         }
     }
-    json!({ "Successful": successful, "Failed": failed })
+    // An empty list is left out, as SQS leaves out an empty `Failed`.
+    let mut out = Map::new();
+    for (name, entries) in [("Successful", successful), ("Failed", failed)] {
+        if !entries.is_empty() {
+            out.insert(name.into(), entries.into());
+        }
+    }
+    Value::Object(out)
 }
 
 /// Each SQS error as the service sends it: over JSON, `__type` names the error's shape, SQS's own

@@ -107,7 +107,8 @@ pub(crate) fn validate(name: &str, value: &str, fifo: bool) -> Result<(), SqsErr
 }
 
 /// After `changes` were applied to `attributes`, makes them what SQS would keep. A redrive policy
-/// is kept in one form, whatever was sent (spacing, a count as a string, other fields). Queues
+/// is kept in one form, whatever was sent (spacing, a count as a string, other fields), and so are
+/// booleans (`true`, `false`). Queues
 /// stored before `sourceQueueArns` was refused with `allowAll` and `denyAll` may hold such a redrive
 /// allow policy: the ARNs are dropped, else the policy would fail every source's check. Encryption
 /// is by SQS-managed keys (the default) or by a KMS key, never both: a KMS key brings its data key
@@ -126,6 +127,12 @@ pub(crate) fn settle(attributes: &mut BTreeMap<String, String>, changes: &[(Stri
         && fields.remove("sourceQueueArns").is_some()
     {
         attributes.insert("RedriveAllowPolicy".into(), policy.to_string());
+    }
+    // Booleans are kept as SQS returns them, in lower case, however they were sent.
+    for name in ["FifoQueue", "ContentBasedDeduplication", "SqsManagedSseEnabled"] {
+        if let Some(value) = attributes.get(name).and_then(|v| bool_value(v)) {
+            attributes.insert(name.into(), value.to_string());
+        }
     }
     let changed = |name: &str| changes.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let kms_key = changed("KmsMasterKeyId").is_some_and(|k| !k.is_empty());

@@ -1005,8 +1005,13 @@ impl Sqs {
                     "Value {label} for parameter Label is invalid. Reason: Already exists."
                 )));
             }
-            let principals: Vec<String> = accounts.iter().map(|a| format!("arn:aws:iam::{a}:root")).collect();
-            let actions: Vec<String> = actions.iter().map(|a| format!("SQS:{a}")).collect();
+            // One principal or action is a string, several a list, as SQS writes them.
+            let one_or_list = |items: Vec<String>| match <[String; 1]>::try_from(items) {
+                Ok([item]) => serde_json::Value::from(item),
+                Err(items) => items.into(),
+            };
+            let principals = one_or_list(accounts.iter().map(|a| format!("arn:aws:iam::{a}:root")).collect());
+            let actions = one_or_list(actions.iter().map(|a| format!("SQS:{a}")).collect());
             statements.push(serde_json::json!({
                 "Sid": label, "Effect": "Allow", "Principal": { "AWS": principals }, "Action": actions, "Resource": arn,
             }));
@@ -1021,7 +1026,7 @@ impl Sqs {
             statements.retain(|s| s["Sid"] != label);
             if statements.len() == before {
                 return Err(SqsError::InvalidParameterValue(format!(
-                    "Value {label} for parameter Label is invalid. Reason: can't find label on existing policy."
+                    "Value {label} for parameter Label is invalid. Reason: can't find label."
                 )));
             }
             Ok(())
@@ -1039,7 +1044,7 @@ impl Sqs {
             let mut queue = cell.lock();
             let mut policy: serde_json::Value =
                 queue.attributes.get("Policy").and_then(|p| serde_json::from_str(p).ok()).unwrap_or_else(
-                    || serde_json::json!({ "Version": "2012-10-17", "Id": format!("{}/SQSDefaultPolicy", id.arn()) }),
+                    || serde_json::json!({ "Version": "2008-10-17", "Id": format!("{}/SQSDefaultPolicy", id.arn()) }),
                 );
             let mut statements = match policy["Statement"].take() {
                 serde_json::Value::Array(statements) => statements,
