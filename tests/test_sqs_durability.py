@@ -40,6 +40,20 @@ def test_restart_keeps_queues_messages_and_their_state(start_stratus):
     assert resent["MessageId"] == gone["MessageId"], "also for a message deleted before the restart"
 
 
+def test_a_fifo_queue_delay_changed_after_sending_holds_across_a_restart(start_stratus):
+    """A FIFO queue's delay applies to its queued messages (SQS makes it retroactive): the
+    message, stored as delayed by 900 s, is visible after the delay is removed, restart or not."""
+    first = start_stratus("first")
+    sqs = first.client("sqs")
+    url = sqs.create_queue(QueueName="later.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true", "DelaySeconds": "900"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="waiting", MessageGroupId="g")
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "0"})
+    assert first.stop() == 0
+    second = start_stratus("second", args=("--data-dir", str(first.data_dir)))
+    sqs = second.client("sqs")
+    assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "waiting"
+
+
 # "1h": acknowledged once written to the store's log, and no background sync comes before the kill.
 @pytest.mark.parametrize("fsync", ["always", "1h"])
 def test_kill_9_loses_no_acknowledged_message(start_stratus, fsync):
