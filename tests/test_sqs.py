@@ -1,5 +1,6 @@
 """SQS through boto3 (in both of SQS's protocols), awscli and raw HTTP."""
 
+import base64
 import hashlib
 import json
 import threading
@@ -96,7 +97,10 @@ def test_accounts_and_regions_are_isolated(stratus):
 
 def test_create_with_different_attributes_conflicts(sqs):
     sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "10"})
-    assert error_code(lambda: sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "20"})) == "QueueAlreadyExists"
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "20"})
+    error = raised.value.response["Error"]
+    assert (error["Code"], error["Message"]) == ("QueueAlreadyExists", "A queue already exists with the same name and a different value for attribute VisibilityTimeout")
 
 
 def test_attributes(sqs):
@@ -586,7 +590,30 @@ def test_message_move_task_redrives_the_dead_letter_queue(sqs):
     assert error_code(lambda: sqs.start_message_move_task(SourceArn=src_arn)) == "InvalidParameterValue"
     assert error_code(lambda: sqs.cancel_message_move_task(TaskHandle=handle)) == "InvalidParameterValue"
     assert error_code(lambda: sqs.cancel_message_move_task(TaskHandle="garbage")) == "InvalidParameterValue"
-    assert error_code(lambda: sqs.cancel_message_move_task(TaskHandle=str(uuid.uuid4()))) == "ResourceNotFoundException"
+    assert error_code(lambda: sqs.cancel_message_move_task(TaskHandle=str(uuid.uuid4()))) == "InvalidParameterValue"
+    # A handle is SQS's: base64 of the task's id and source ARN, so an unknown queue and an unknown
+    # task are told apart (recorded).
+    assert json.loads(base64.b64decode(handle))["sourceArn"] == dlq_arn
+    def handle_for(task_id, source_arn):
+        return base64.b64encode(json.dumps({"taskId": task_id, "sourceArn": source_arn}).encode()).decode()
+    for unknown, message in [(handle_for(str(uuid.uuid4()), dlq_arn), "Task does not exist."),
+                             (handle_for(str(uuid.uuid4()), dlq_arn + "-gone"), "The resource that you specified for the SourceArn parameter doesn't exist.")]:
+        with pytest.raises(botocore.exceptions.ClientError) as raised:
+            sqs.cancel_message_move_task(TaskHandle=unknown)
+        error = raised.value.response
+        assert (error["ResponseMetadata"]["HTTPStatusCode"], error["Error"]["Code"], error["Error"]["Message"]) == (404, "ResourceNotFoundException", message)
+
+    # A task whose destination is deleted under it fails, naming the error (recorded).
+    elsewhere = sqs.create_queue(QueueName="redrive-elsewhere")["QueueUrl"]
+    elsewhere_arn = dlq_arn.replace("redrive-dlq", "redrive-elsewhere")
+    for i in range(5):
+        sqs.send_message(QueueUrl=dlq, MessageBody=f"again {i}")
+    sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=elsewhere_arn, MaxNumberOfMessagesPerSecond=1)
+    sqs.delete_queue(QueueUrl=elsewhere)
+    deadline = time.monotonic() + 10
+    while (task := sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0])["Status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (task["Status"], task["FailureReason"]) == ("FAILED", "AWS.SimpleQueueService.NonExistentQueue"), task
 
 
 def test_fifo_receive_attempt_id_repeats_the_same_batch(sqs):
@@ -635,6 +662,20 @@ def test_a_fifo_dead_letter_takes_its_place_in_the_dead_letter_queue(sqs):
     # A sequence number of the dead-letter queue's, after those sent to it before.
     assert int(moved["poison"]["Attributes"]["SequenceNumber"]) > int(moved["already there"]["Attributes"]["SequenceNumber"])
     assert moved["poison"]["Attributes"]["SequenceNumber"] != sent["SequenceNumber"]
+
+
+def test_a_fifo_batch_without_a_group_or_deduplication_id_fails_whole(sqs):
+    """Where other invalid entries fail alone, these fail the whole batch (recorded), and nothing is sent."""
+    url = sqs.create_queue(QueueName="strict.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    good = {"Id": "1", "MessageBody": "ok", "MessageGroupId": "g", "MessageDeduplicationId": "d1"}
+    for bad, message in [({"Id": "2", "MessageBody": "x", "MessageGroupId": "g"},
+                          "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly"),
+                         ({"Id": "2", "MessageBody": "x", "MessageDeduplicationId": "d2"}, "The request must contain the parameter MessageGroupId.")]:
+        with pytest.raises(botocore.exceptions.ClientError) as raised:
+            sqs.send_message_batch(QueueUrl=url, Entries=[good, bad])
+        error = raised.value.response["Error"]
+        assert (error["Code"], error["Message"]) == ("InvalidParameterValue", message)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
 
 
 def test_a_fifo_queue_delay_applies_to_messages_already_queued(sqs):

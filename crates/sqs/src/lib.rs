@@ -294,7 +294,7 @@ impl Sqs {
                     Ok(())
                 } else {
                     Err(SqsError::QueueNameExists(format!(
-                        "A queue already exists with the same name and a different value for attribute(s) {}",
+                        "A queue already exists with the same name and a different value for attribute {}",
                         differing.join(", ")
                     )))
                 };
@@ -547,6 +547,24 @@ impl Sqs {
         let total: u64 = entries.iter().filter_map(|(_, m)| m.as_ref().ok()).map(message_size).sum();
         if total > SEND_BATCH_MAX_BYTES {
             return Err(SqsError::BatchRequestTooLong(SEND_BATCH_MAX_BYTES, total));
+        }
+        // In a FIFO queue, an entry without a group, or without a deduplication id the queue cannot
+        // make, fails the whole batch (recorded), where other invalid entries fail alone.
+        let (fifo, content_based) = {
+            let queue = self.cell(id)?;
+            let queue = queue.lock();
+            let content_based = queue.attributes.get("ContentBasedDeduplication").map(String::as_str) == Some("true");
+            (queue.fifo, content_based)
+        };
+        let messages = entries.iter().filter_map(|(_, message)| message.as_ref().ok());
+        for message in messages.filter(|_| fifo) {
+            if message.group_id.is_none() {
+                let why = "The request must contain the parameter MessageGroupId.";
+                return Err(SqsError::InvalidParameterValue(why.into()));
+            }
+            if message.dedup_id.is_none() && !content_based {
+                return Err(SqsError::InvalidParameterValue(NO_DEDUPLICATION_ID.into()));
+            }
         }
         // An entry the caller could not read fails alone, in its place among the results.
         let mut messages = Vec::with_capacity(entries.len());
@@ -1312,9 +1330,7 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
                 digest::content_deduplication_id(&message.body)
             }
             None => {
-                return Err(SqsError::InvalidParameterValue(
-                    "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly".into(),
-                ));
+                return Err(SqsError::InvalidParameterValue(NO_DEDUPLICATION_ID.into()));
             }
         };
         (Some(group), Some(dedup))
@@ -1389,6 +1405,9 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
 pub fn valid_fifo_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
+
+const NO_DEDUPLICATION_ID: &str =
+    "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly";
 
 const TAG_KEYS: &str = "Tag keys must be between 1 and 128 characters in length.";
 

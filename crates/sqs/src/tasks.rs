@@ -8,7 +8,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
 use crate::{QueueId, Sqs, SqsError, now_ms, storage};
+
+/// Why a task failed when a queue it moves from or to is gone: SQS gives the error's code.
+const NO_QUEUE: &str = "AWS.SimpleQueueService.NonExistentQueue";
+
+/// A task handle as SQS makes them: base64 of `{"taskId":...,"sourceArn":...}`, so that a cancel
+/// can tell an unknown queue from an unknown task.
+fn handle(task_id: &str, source_arn: &str) -> String {
+    let (task_id, source_arn) = (serde_json::Value::from(task_id), serde_json::Value::from(source_arn));
+    BASE64.encode(format!("{{\"taskId\":{task_id},\"sourceArn\":{source_arn}}}"))
+}
+
+/// A handle's (task id, source ARN), if it is one.
+fn read_handle(handle: &str) -> Option<(String, String)> {
+    let json: serde_json::Value = serde_json::from_slice(&BASE64.decode(handle).ok()?).ok()?;
+    Some((json["taskId"].as_str()?.to_string(), json["sourceArn"].as_str()?.to_string()))
+}
 
 /// A task as ListMessageMoveTasks reports it.
 pub struct MoveTaskView {
@@ -90,7 +109,7 @@ impl Sqs {
         }
         let (visible, _, _) = cell.lock().counts(now_ms());
         let task = Arc::new(MoveTask {
-            handle: uuid::Uuid::new_v4().to_string(),
+            handle: handle(&uuid::Uuid::new_v4().to_string(), &source.arn()),
             source,
             destination,
             max_per_second: max_per_second.map(|r| r as u64),
@@ -132,9 +151,14 @@ impl Sqs {
 
     /// Stops a running task; returns how many messages it had moved.
     pub fn cancel_move_task(&self, handle: &str) -> Result<u64, SqsError> {
-        // A handle that is not one of ours at all is invalid; one of ours, unknown here, not found.
-        if uuid::Uuid::parse_str(handle).is_err() {
+        // Not a handle at all is invalid; one naming a queue or a task that does not exist, not found.
+        let Some((_, source_arn)) = read_handle(handle) else {
             return Err(SqsError::InvalidParameterValue("Value for parameter TaskHandle is invalid.".into()));
+        };
+        if QueueId::from_arn(&source_arn).is_none_or(|source| self.cell(&source).is_err()) {
+            return Err(SqsError::ResourceNotFound(
+                "The resource that you specified for the SourceArn parameter doesn't exist.".into(),
+            ));
         }
         let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         let task = tasks
@@ -162,7 +186,7 @@ async fn run(sqs: Arc<Sqs>, task: Arc<MoveTask>) {
 async fn move_all(sqs: &Sqs, task: &MoveTask) -> Result<(), String> {
     let chunk = task.max_per_second.unwrap_or(100).min(100) as usize;
     while !task.cancel.load(Ordering::Relaxed) && task.moved.load(Ordering::Relaxed) < task.to_move {
-        let source = sqs.cell(&task.source).map_err(|_| "The source queue was deleted.".to_string())?;
+        let source = sqs.cell(&task.source).map_err(|_| NO_QUEUE.to_string())?;
         let now = now_ms();
         let messages = source.lock().drain_visible(chunk, now);
         if messages.is_empty() {
@@ -188,7 +212,7 @@ async fn move_all(sqs: &Sqs, task: &MoveTask) -> Result<(), String> {
                 queue.add_pending(message);
                 queue.commit(seq);
             }
-            return Err("A message's source queue no longer exists.".into());
+            return Err(NO_QUEUE.into());
         }
         let count: usize = groups.values().map(Vec::len).sum();
         for (target, messages) in groups {
@@ -202,7 +226,10 @@ async fn move_all(sqs: &Sqs, task: &MoveTask) -> Result<(), String> {
                     ops.extend(storage::keep_dedup_op(&mut queue, message, now));
                 }
             }
-            sqs.transfer(&target_cell, messages, None, ops).await.map_err(|e| e.to_string())?;
+            sqs.transfer(&target_cell, messages, None, ops).await.map_err(|e| match e {
+                SqsError::QueueDoesNotExist => NO_QUEUE.to_string(),
+                other => other.to_string(),
+            })?;
         }
         task.moved.fetch_add(count as u64, Ordering::Relaxed);
         if let Some(rate) = task.max_per_second {
