@@ -707,7 +707,9 @@ def test_fifo_retry_and_long_poll_follow_the_group(stratus, sqs):
     assert sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="try")["Messages"][0]["MessageId"] == first["MessageId"]
     time.sleep(1.2)
     assert "Messages" not in sqs.receive_message(QueueUrl=url), "hidden until 2 s after the retry"
-    # Deleting the first of the group frees the second for a waiting receive, at once.
+    # Deleting the first of the group frees the second for a waiting receive, at once (long before
+    # the first's timeout, which would free it too).
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=30)
     deleted_at = []
     def delete_later():
         time.sleep(0.5)

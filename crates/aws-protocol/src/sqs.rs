@@ -624,14 +624,12 @@ fn batch_json(results: impl Iterator<Item = (String, Result<Value, SqsError>)>) 
             }
         }
     }
-    // An empty list is left out, as SQS leaves out an empty `Failed`.
-    let mut out = Map::new();
-    for (name, entries) in [("Successful", successful), ("Failed", failed)] {
-        if !entries.is_empty() {
-            out.insert(name.into(), entries.into());
-        }
+    // SQS leaves out an empty `Failed` (recorded).
+    let mut out = json!({ "Successful": successful });
+    if !failed.is_empty() {
+        out["Failed"] = failed.into();
     }
-    Value::Object(out)
+    out
 }
 
 /// Each SQS error as the service sends it: over JSON, `__type` names the error's shape, SQS's own

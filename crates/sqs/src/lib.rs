@@ -428,9 +428,10 @@ impl Sqs {
                 }
             }
             attributes::settle(&mut changed, &changes)?;
+            let delay_changed = changed.get("DelaySeconds") != queue.attributes.get("DelaySeconds");
             queue.attributes = changed;
             queue.modified = now_ms() / 1000;
-            if queue.fifo && changes.iter().any(|(name, _)| name == "DelaySeconds") {
+            if queue.fifo && delay_changed {
                 queue.apply_fifo_delay();
             }
             // Submitted under the queue's lock: snapshots of the queue commit in the order taken.

@@ -136,17 +136,17 @@ impl Queue {
     }
 
     /// What an earlier receive with this attempt id returned, if every message of it is still in
-    /// flight from that receive; their visibility timeout starts again, as SQS documents. Like the
-    /// attempt ids, that restart is not stored: after a restart the first receive's deadline holds.
+    /// flight from that receive (its receipt handle the latest); their visibility timeout starts
+    /// again, as SQS documents. Like the attempt ids, that restart is not stored: after a restart
+    /// the first receive's deadline holds.
     pub fn repeat_attempt(&mut self, attempt: &str, now: u64, visibility_ms: u64) -> Option<Vec<Received>> {
         let (_, earlier) = self.attempts.get(attempt).filter(|(expires, _)| *expires > now)?;
         let seqs: Vec<u64> = earlier
             .iter()
             .map(|r| {
-                self.messages
-                    .values()
-                    .find(|m| m.record.id() == r.message_id && m.visible_at_ms > now && m.receive_count > 0)
-                    .map(|m| m.seq)
+                let (seq, token) = crate::receipt_for(self, &r.receipt_handle).ok()?;
+                let message = self.messages.get(&seq)?;
+                (message.token == token && message.visible_at_ms > now).then_some(seq)
             })
             .collect::<Option<_>>()?;
         let earlier = earlier.clone();
