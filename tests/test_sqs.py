@@ -466,7 +466,11 @@ def test_query_protocol(stratus):
     assert "<MessageAttribute><Name>k</Name><Value><DataType>String</DataType><StringValue>v</StringValue></Value></MessageAttribute>" in body
     status, body = query(stratus, {"Action": "GetQueueUrl", "QueueName": "missing"})
     assert status == 400 and "<Code>AWS.SimpleQueueService.NonExistentQueue</Code>" in body and "<Type>Sender</Type>" in body
-    assert "<Message>The specified queue does not exist for this wsdl version.</Message>" in body
+    assert "<Message>The specified queue does not exist for this wsdl version.</Message><Detail></Detail>" in body
+    assert '<ErrorResponse xmlns="http://queue.amazonaws.com/doc/2012-11-05/">' in body
+    # An action without output answers with no Result element, as SQS does.
+    status, body = query(stratus, {"Action": "DeleteQueue", "QueueUrl": f"{stratus.url}/000000000000/xml"})
+    assert status == 200 and "<DeleteQueueResponse" in body and "Result" not in body and "<RequestId>" in body
     status, body = query(stratus, {"Action": "Frobnicate"})
     assert status == 400 and "<Code>InvalidAction</Code>" in body
 

@@ -49,6 +49,8 @@ pub(crate) struct Envelope {
     /// A query-compatible JSON service: errors carry the query protocol's code in
     /// `x-amzn-query-error`.
     pub query_compatible: bool,
+    /// Query errors end with an empty `<Detail/>` (SQS's do).
+    pub query_detail: bool,
 }
 
 pub(crate) fn encode(envelope: Envelope, error: &AwsError, request_id: &str) -> Response<Bytes> {
@@ -69,6 +71,9 @@ pub(crate) fn encode(envelope: Envelope, error: &AwsError, request_id: &str) -> 
             // Query clients know a service by the codes it had in the query protocol.
             xml.leaf("Code", error.query_code.as_deref().unwrap_or(&error.code));
             xml.leaf("Message", &error.message);
+            if envelope.query_detail {
+                xml.leaf("Detail", "");
+            }
             xml.close("Error");
             xml.leaf("RequestId", request_id);
             xml.close("ErrorResponse");
@@ -170,6 +175,7 @@ mod tests {
             xml_namespace: "https://sts.amazonaws.com/doc/2011-06-15/",
             json_content_type: "application/x-amz-json-1.0",
             query_compatible: false,
+            query_detail: false,
         }
     }
 

@@ -355,13 +355,17 @@ impl Route {
             Some("application/x-amz-json-1.1") => "application/x-amz-json-1.1",
             _ => "application/x-amz-json-1.0",
         };
+        // SQS's model lost its query namespace when SQS moved to JSON; its query errors still
+        // carry it, and an empty `<Detail/>`.
+        let sqs = self.service.is_some_and(|s| s.name == "sqs");
         Envelope {
             protocol: self.protocol,
-            xml_namespace: self.service.map_or("", |s| s.xml_namespace),
+            xml_namespace: if sqs { sqs::NAMESPACE } else { self.service.map_or("", |s| s.xml_namespace) },
             json_content_type,
             // Whether or not the client says it reads the query code (`x-amzn-query-mode`): SDKs
             // of 2023-24 read it without saying so.
             query_compatible: self.service.is_some_and(|s| s.query_compatible),
+            query_detail: sqs,
         }
     }
 }

@@ -14,7 +14,20 @@ use crate::Context;
 use crate::error::{AwsError, respond};
 use crate::xml::Xml;
 
-const NAMESPACE: &str = "http://queue.amazonaws.com/doc/2012-11-05/";
+pub(crate) const NAMESPACE: &str = "http://queue.amazonaws.com/doc/2012-11-05/";
+
+/// The operations whose query answer has no `<...Result>` element (they have no output).
+const NO_RESULT: &[&str] = &[
+    "AddPermission",
+    "ChangeMessageVisibility",
+    "DeleteMessage",
+    "DeleteQueue",
+    "PurgeQueue",
+    "RemovePermission",
+    "SetQueueAttributes",
+    "TagQueue",
+    "UntagQueue",
+];
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -778,13 +791,15 @@ fn convert(params: &[Param<'_>]) -> Value {
 fn render_xml(operation: &str, output: &Value, request_id: &str) -> String {
     let mut xml = Xml::document();
     xml.open_ns(&format!("{operation}Response"), NAMESPACE);
-    xml.open(&format!("{operation}Result"));
-    if let Value::Object(fields) = output {
-        for (name, value) in fields {
-            render_field(&mut xml, operation, name, value);
+    if !NO_RESULT.contains(&operation) {
+        xml.open(&format!("{operation}Result"));
+        if let Value::Object(fields) = output {
+            for (name, value) in fields {
+                render_field(&mut xml, operation, name, value);
+            }
         }
+        xml.close(&format!("{operation}Result"));
     }
-    xml.close(&format!("{operation}Result"));
     xml.open("ResponseMetadata");
     xml.leaf("RequestId", request_id);
     xml.close("ResponseMetadata");
