@@ -554,14 +554,12 @@ impl Sqs {
         let (fifo, content_based) = {
             let queue = self.cell(id)?;
             let queue = queue.lock();
-            let content_based = queue.attributes.get("ContentBasedDeduplication").map(String::as_str) == Some("true");
-            (queue.fifo, content_based)
+            (queue.fifo, queue.content_based_deduplication())
         };
         let messages = entries.iter().filter_map(|(_, message)| message.as_ref().ok());
         for message in messages.filter(|_| fifo) {
             if message.group_id.is_none() {
-                let why = "The request must contain the parameter MessageGroupId.";
-                return Err(SqsError::InvalidParameterValue(why.into()));
+                return Err(SqsError::InvalidParameterValue(NO_GROUP.into()));
             }
             if message.dedup_id.is_none() && !content_based {
                 return Err(SqsError::InvalidParameterValue(NO_DEDUPLICATION_ID.into()));
@@ -1320,16 +1318,10 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
     let md5_of_attributes = digest::md5_of_attributes(&message.attributes);
     let md5_of_system_attributes = digest::md5_of_attributes(&message.system_attributes);
     let (group_id, dedup_id) = if queue.fifo {
-        let group = message.group_id.ok_or_else(|| {
-            SqsError::MissingParameter("The request must contain the parameter MessageGroupId.".into())
-        })?;
+        let group = message.group_id.ok_or_else(|| SqsError::MissingParameter(NO_GROUP.into()))?;
         let dedup = match message.dedup_id {
             Some(d) => d,
-            None if queue.attributes.get("ContentBasedDeduplication").and_then(|v| attributes::bool_value(v))
-                == Some(true) =>
-            {
-                digest::content_deduplication_id(&message.body)
-            }
+            None if queue.content_based_deduplication() => digest::content_deduplication_id(&message.body),
             None => {
                 return Err(SqsError::InvalidParameterValue(NO_DEDUPLICATION_ID.into()));
             }
@@ -1406,6 +1398,8 @@ fn prepare(queue: &mut Queue, sender: &str, message: SendMessage, now: u64) -> R
 pub fn valid_fifo_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
+
+const NO_GROUP: &str = "The request must contain the parameter MessageGroupId.";
 
 const NO_DEDUPLICATION_ID: &str =
     "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly";

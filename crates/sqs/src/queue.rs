@@ -89,6 +89,11 @@ impl Queue {
         self.attributes.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
+    /// FIFO: a send without a deduplication id takes the body's hash.
+    pub fn content_based_deduplication(&self) -> bool {
+        self.attributes.get("ContentBasedDeduplication").and_then(|v| attributes::bool_value(v)) == Some(true)
+    }
+
     pub fn redrive_policy(&self) -> Option<RedrivePolicy> {
         self.attributes.get("RedrivePolicy").and_then(|p| attributes::redrive_policy(p).ok())
     }
